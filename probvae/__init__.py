@@ -1,0 +1,43 @@
+"""probvae: variational autoencoders stated as TensorFlow Probability distributions.
+
+Public API (imported on first use, so `import probvae` is cheap):
+    RunConfig, DataConfig, ModelConfig, TrainConfig   run configuration (probvae.config)
+    UserError                                          errors a user can fix (probvae.errors)
+    VAE                                                the model (probvae.model)
+    fit                                                train and write a run (probvae.training)
+    load_dataset                                       datasets (probvae.data)
+    evaluate_elbo                                      held-out ELBO (probvae.evaluation)
+    distributions                                      priors, posterior layers, likelihoods
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "DataConfig": "probvae.config",
+    "ModelConfig": "probvae.config",
+    "RunConfig": "probvae.config",
+    "TrainConfig": "probvae.config",
+    "UserError": "probvae.errors",
+    "VAE": "probvae.model",
+    "distributions": "probvae.distributions",
+    "evaluate_elbo": "probvae.evaluation",
+    "fit": "probvae.training",
+    "load_dataset": "probvae.data",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'probvae' has no attribute {name!r}")
+    module = importlib.import_module(_EXPORTS[name])
+    value = module if module.__name__ == f"probvae.{name}" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

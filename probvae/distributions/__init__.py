@@ -1,0 +1,44 @@
+"""The distributions probvae models are made of, for models and analysis scripts.
+
+- `priors`: p(z), e.g. `standard_normal(d)`.
+- `posteriors`: the q(z|x) layers (`tfp.layers.MultivariateNormalTriL` with a
+  `KLDivergenceRegularizer`, or a diagonal variant).
+- `likelihoods`: p(x|z) over whole images (Bernoulli, Normal).
+
+Every builder returns a genuine `tfd.Distribution`, so `tfd.kl_divergence`,
+`tfp.stats` and the rest of TFP work on it.
+"""
+
+from probvae.distributions.likelihoods import (
+    LIKELIHOODS,
+    BernoulliHead,
+    LikelihoodHead,
+    NormalHead,
+    bernoulli,
+    make_likelihood_head,
+    normal,
+)
+from probvae.distributions.posteriors import (
+    MultivariateNormalDiag,
+    MultivariateNormalTriL,
+    posterior_layer,
+    posterior_params_size,
+)
+from probvae.distributions.priors import PRIORS, make_prior, standard_normal
+
+__all__ = [
+    "LIKELIHOODS",
+    "PRIORS",
+    "BernoulliHead",
+    "LikelihoodHead",
+    "MultivariateNormalDiag",
+    "MultivariateNormalTriL",
+    "NormalHead",
+    "bernoulli",
+    "make_likelihood_head",
+    "make_prior",
+    "normal",
+    "posterior_layer",
+    "posterior_params_size",
+    "standard_normal",
+]

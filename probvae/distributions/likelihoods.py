@@ -1,0 +1,132 @@
+"""Likelihoods p(x|z) over whole images.
+
+A likelihood head turns the decoder's output, a tensor of per-pixel parameters
+[n, height, width, channels], into a distribution with batch shape [n] and
+event shape [height, width, channels]: the pixels are folded into the event
+with `tfd.Independent`, so `log_prob(x)` is the log-density of a whole image in
+nats.
+
+- Bernoulli: x in {0, 1}; the decoder gives logits. log p(x|z) = sum over pixels
+  of x * logit - softplus(logit).
+- Normal: x in [0, 1] treated as continuous; the decoder gives the mean and the
+  standard deviation is a learned parameter, one shared value, one per channel
+  or one per pixel: scale = softplus(raw) + 1e-3, so it cannot underflow.
+  Its log_prob is a density and is not comparable with Bernoulli log-probs.
+"""
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from probvae._keras import keras
+from probvae.errors import UserError
+
+tfd = tfp.distributions
+
+__all__ = [
+    "LIKELIHOODS",
+    "NORMAL_SCALE_FLOOR",
+    "bernoulli",
+    "normal",
+    "LikelihoodHead",
+    "BernoulliHead",
+    "NormalHead",
+    "make_likelihood_head",
+]
+
+# Smallest standard deviation of the Normal likelihood.
+NORMAL_SCALE_FLOOR = 1e-3
+
+
+def bernoulli(logits) -> tfd.Distribution:
+    """Independent Bernoulli pixels from logits [n, h, w, c]; event shape [h, w, c]."""
+    logits = tf.cast(logits, tf.float32)
+    return tfd.Independent(
+        tfd.Bernoulli(logits=logits, dtype=tf.float32), reinterpreted_batch_ndims=3
+    )
+
+
+def normal(loc, scale) -> tfd.Distribution:
+    """Independent Normal pixels; `scale` broadcasts against `loc` [n, h, w, c]."""
+    loc = tf.cast(loc, tf.float32)
+    scale = tf.broadcast_to(tf.cast(scale, tf.float32), tf.shape(loc))
+    return tfd.Independent(tfd.Normal(loc=loc, scale=scale), reinterpreted_batch_ndims=3)
+
+
+class LikelihoodHead(keras.layers.Layer):
+    """Maps decoder outputs [n, h, w, c] to p(x|z). Subclasses set `binarize`."""
+
+    # Whether the data this likelihood models are binarized pixels.
+    binarize = False
+
+    def __init__(self, image_shape, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.image_shape = tuple(int(s) for s in image_shape)
+
+    @property
+    def decoder_channels(self) -> int:
+        """How many channels of parameters the decoder must output per pixel."""
+        return self.image_shape[-1]
+
+    def distribution(self, params) -> tfd.Distribution:
+        raise NotImplementedError
+
+    def call(self, params):
+        return self.distribution(params).mean()
+
+
+class BernoulliHead(LikelihoodHead):
+    """p(x|z) = prod Bernoulli(x_i; sigmoid(logit_i))."""
+
+    binarize = True
+
+    def distribution(self, params):
+        return bernoulli(params)
+
+
+class NormalHead(LikelihoodHead):
+    """p(x|z) = prod N(x_i; loc_i, scale), scale learned: shared, per channel or per pixel."""
+
+    _SCALE_SHAPES = {
+        "shared": lambda shape: (),
+        "channel": lambda shape: (shape[-1],),
+        "pixel": lambda shape: tuple(shape),
+    }
+
+    def __init__(self, image_shape, scale="shared", initial_scale=0.1, **kwargs):
+        super().__init__(image_shape, **kwargs)
+        if scale not in self._SCALE_SHAPES:
+            raise UserError(
+                f"unknown normal_scale {scale!r}; choose one of: {', '.join(self._SCALE_SHAPES)}"
+            )
+        self.scale_kind = scale
+        raw = np.log(np.expm1(initial_scale - NORMAL_SCALE_FLOOR)).astype(np.float32)
+        self.raw_scale = self.add_weight(
+            name="raw_scale",
+            shape=self._SCALE_SHAPES[scale](self.image_shape),
+            initializer=keras.initializers.Constant(raw),
+            trainable=True,
+            dtype="float32",
+        )
+
+    @property
+    def scale(self):
+        """The likelihood standard deviation, softplus(raw) + 1e-3."""
+        return tf.math.softplus(self.raw_scale) + NORMAL_SCALE_FLOOR
+
+    def distribution(self, params):
+        return normal(params, self.scale)
+
+
+LIKELIHOODS = {"bernoulli": BernoulliHead, "normal": NormalHead}
+
+
+def make_likelihood_head(name, image_shape, normal_scale="shared") -> LikelihoodHead:
+    """The likelihood head called `name` for images of `image_shape`."""
+    if name not in LIKELIHOODS:
+        raise UserError(
+            f"unknown likelihood {name!r}; choose one of: {', '.join(LIKELIHOODS)}"
+        )
+    if name == "normal":
+        return NormalHead(image_shape, scale=normal_scale, name="likelihood")
+    return LIKELIHOODS[name](image_shape, name="likelihood")

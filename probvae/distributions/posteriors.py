@@ -1,0 +1,111 @@
+"""Posterior layers q(z|x): Keras layers that turn encoder outputs into a
+`tfd.Distribution` and add KL(q || p) to the layer's losses.
+
+The full posterior is `tfp.layers.MultivariateNormalTriL`: from a vector of
+d + d(d+1)/2 parameters it builds N(loc, L L^T) with L lower triangular and its
+diagonal passed through softplus plus 1e-5 (so scales never reach 0). The
+diagonal posterior is N(loc, diag(scale^2)) with scale = softplus(raw) + 1e-5.
+
+Each layer carries a `tfp.layers.KLDivergenceRegularizer(prior, weight=w)`;
+tf-keras divides the regularizer's batch total by the batch size, so after a
+call `layer.losses == [w * mean_n KL(q(z|x_n) || p(z))]`, in nats.
+
+The layers convert to a tensor through the posterior mean, so building the
+layer never draws an unseeded sample; the model samples with explicit seeds.
+
+A fix over plain `tfp.layers`: `DistributionLambda.__call__` hands Keras two
+outputs (the distribution and its tensor value), and tf-keras applies the
+activity regularizer to each, so the stock layer adds the KL twice
+(tensorflow/probability#1215, #599). The layers here regularize the
+distribution once.
+"""
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+from probvae.errors import UserError
+
+tfd = tfp.distributions
+tfpl = tfp.layers
+
+__all__ = [
+    "SCALE_FLOOR",
+    "MultivariateNormalDiag",
+    "MultivariateNormalTriL",
+    "posterior_layer",
+    "posterior_params_size",
+]
+
+# Smallest posterior standard deviation (the same floor tfpl.MultivariateNormalTriL uses).
+SCALE_FLOOR = 1e-5
+
+
+class _RegularizeOnce:
+    """Apply the activity regularizer to the distribution only, not to its value too."""
+
+    def _handle_activity_regularization(self, inputs, outputs):
+        if isinstance(outputs, (tuple, list)):
+            outputs = outputs[0]
+        super()._handle_activity_regularization(inputs, outputs)
+
+
+class MultivariateNormalTriL(_RegularizeOnce, tfpl.MultivariateNormalTriL):
+    """`tfp.layers.MultivariateNormalTriL` whose KL regularizer counts once."""
+
+
+class MultivariateNormalDiag(_RegularizeOnce, tfpl.DistributionLambda):
+    """A d-variate Normal with diagonal covariance from 2d parameters."""
+
+    def __init__(self, event_size, convert_to_tensor_fn=tfd.Distribution.mean, **kwargs):
+        super().__init__(
+            lambda params: MultivariateNormalDiag.new(params, event_size),
+            convert_to_tensor_fn,
+            **kwargs,
+        )
+
+    @staticmethod
+    def new(params, event_size):
+        """N(params[..., :d], diag(softplus(params[..., d:]) + 1e-5)^2)."""
+        params = tf.convert_to_tensor(params)
+        scale = tf.math.softplus(params[..., event_size:]) + np.array(
+            SCALE_FLOOR, params.dtype.as_numpy_dtype
+        )
+        return tfd.MultivariateNormalDiag(loc=params[..., :event_size], scale_diag=scale)
+
+    @staticmethod
+    def params_size(event_size):
+        return 2 * event_size
+
+
+_LAYERS = {"full": MultivariateNormalTriL, "diag": MultivariateNormalDiag}
+
+
+def posterior_params_size(latent_dim: int, covariance: str = "full") -> int:
+    """How many encoder outputs the posterior layer takes."""
+    return _LAYERS[covariance].params_size(latent_dim)
+
+
+def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_exact_kl=True):
+    """The q(z|x) layer with its KL regularizer toward `prior`.
+
+    Args:
+      latent_dim: d, the event size of q.
+      prior: a `tfd.Distribution` with event shape [d], or a callable returning one.
+      covariance: "full" (MultivariateNormalTriL) or "diag".
+      kl_weight: scalar (or non-trainable `tf.Variable`) multiplying the KL
+        loss; None means 1.
+      use_exact_kl: analytic KL; pass False for priors without a closed form.
+
+    Returns:
+      A Keras layer mapping params [n, params_size] to a distribution with
+      batch shape [n] and event shape [d].
+    """
+    if covariance not in _LAYERS:
+        raise UserError(f"unknown posterior {covariance!r}; choose one of: {', '.join(_LAYERS)}")
+    regularizer = tfpl.KLDivergenceRegularizer(prior, use_exact_kl=use_exact_kl, weight=kl_weight)
+    return _LAYERS[covariance](
+        latent_dim,
+        convert_to_tensor_fn=tfd.Distribution.mean,
+        activity_regularizer=regularizer,
+        name="posterior",
+    )

@@ -1,0 +1,78 @@
+"""Objectives as pure functions of distributions: the ELBO and the
+importance-weighted bound. All values are per example, in nats.
+
+With q = q(z|x), p = p(z) and z_k ~ q:
+
+    ELBO(x)      = E_q[log p(x|z)] - KL(q || p)
+                 ~ log p(x|z_1) - KL(q || p)              (analytic KL)
+                 ~ log p(x|z_1) - (log q(z_1) - log p(z_1))   (otherwise)
+    log w_k      = log p(x|z_k) + log p(z_k) - log q(z_k|x)
+    L_K(x)       = log (1/K) sum_k exp(log w_k)   (Burda et al., 2015)
+
+L_1 is the ELBO estimator, E[L_K] <= E[L_{K+1}] <= log p(x), and L_K -> log p(x)
+as K grows. `reduce_logmeanexp` keeps the sum in log space.
+
+References:
+  Kingma & Welling (2014), Auto-Encoding Variational Bayes.
+  Burda, Grosse & Salakhutdinov (2015), Importance Weighted Autoencoders.
+"""
+
+from typing import Callable, NamedTuple
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+from probvae.errors import UserError
+
+tfd = tfp.distributions
+
+__all__ = ["ElboParts", "kl_divergence", "elbo_parts", "iwae_log_weights", "iwae_bound"]
+
+
+class ElboParts(NamedTuple):
+    """Per-example ELBO and its parts, each [n], in nats: elbo = reconstruction - kl."""
+
+    elbo: tf.Tensor
+    reconstruction: tf.Tensor
+    kl: tf.Tensor
+
+
+def kl_divergence(posterior, prior, z=None):
+    """KL(posterior || prior) per example [n]: analytic where TFP has it, else
+    the one-sample estimate log q(z) - log p(z) at the given `z` [n, d]."""
+    try:
+        return tfd.kl_divergence(posterior, prior)
+    except NotImplementedError:
+        if z is None:
+            raise UserError("this prior has no analytic KL; pass samples z to estimate it")
+        return posterior.log_prob(z) - prior.log_prob(z)
+
+
+def elbo_parts(x, posterior, prior, likelihood: Callable, seed=None) -> ElboParts:
+    """One-sample ELBO of images x [n, h, w, c].
+
+    Args:
+      x: images, [n, h, w, c].
+      posterior: q(z|x), batch shape [n], event shape [d].
+      prior: p(z), event shape [d].
+      likelihood: function z [n, d] -> p(x|z) with batch [n], event [h, w, c].
+      seed: a stateless seed (shape [2] int tensor) or None.
+    """
+    z = posterior.sample(seed=seed)  # [n, d]
+    reconstruction = likelihood(z).log_prob(x)  # [n]
+    kl = kl_divergence(posterior, prior, z)  # [n]
+    return ElboParts(reconstruction - kl, reconstruction, kl)
+
+
+def iwae_log_weights(x, posterior, prior, likelihood: Callable, num_samples, seed=None):
+    """Log importance weights log w_k [num_samples, n] with q(z|x) as proposal."""
+    z = posterior.sample(num_samples, seed=seed)  # [K, n, d]
+    batch = tf.shape(z)[1]
+    flat_z = tf.reshape(z, [-1, tf.shape(z)[-1]])  # [K * n, d]
+    tiled_x = tf.tile(x, tf.concat([[num_samples], tf.ones([tf.rank(x) - 1], tf.int32)], 0))
+    log_px_z = tf.reshape(likelihood(flat_z).log_prob(tiled_x), [num_samples, batch])
+    return log_px_z + prior.log_prob(z) - posterior.log_prob(z)  # [K, n]
+
+
+def iwae_bound(log_weights, axis=0):
+    """log mean_k exp(log w_k): the K-sample importance-weighted bound."""
+    return tfp.math.reduce_logmeanexp(log_weights, axis=axis)

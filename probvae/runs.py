@@ -1,0 +1,136 @@
+"""The run directory: what `fit` writes and what analysis code loads.
+
+    RUN_DIR/
+      config.json        RunConfig: everything needed to rebuild the model
+      metrics.json       per-epoch train/validation ELBO, final test numbers
+      checkpoints/       tf.train.CheckpointManager checkpoints
+      logs/train, logs/validation   TensorBoard event files
+
+JSON files are written to a temporary file and renamed into place, so a kill
+never leaves a truncated file behind.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Optional
+
+from probvae.config import RunConfig
+from probvae.errors import UserError
+
+__all__ = [
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "CHECKPOINT_DIR",
+    "LOG_DIR",
+    "new_run_dir",
+    "prepare_run_dir",
+    "holds_run",
+    "write_json",
+    "read_json",
+    "save_config",
+    "load_config",
+    "latest_checkpoint",
+]
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+CHECKPOINT_DIR = "checkpoints"
+LOG_DIR = "logs"
+_RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_DIR, LOG_DIR)
+
+
+def new_run_dir(root: str = "runs", prefix: str = "") -> str:
+    """A fresh timestamped path under `root` (not created)."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(root, f"{prefix}{stamp}")
+    suffix = 1
+    while os.path.exists(path):
+        suffix += 1
+        path = os.path.join(root, f"{prefix}{stamp}-{suffix}")
+    return path
+
+
+def holds_run(path: str) -> bool:
+    """Whether `path` already holds (part of) a probvae run."""
+    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, e)) for e in _RUN_ENTRIES)
+
+
+def prepare_run_dir(path: str, overwrite: bool = False) -> str:
+    """Create `path` for a new run. A folder that holds a run is refused
+    unless `overwrite`, which removes that run's files (and only those)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"run directory {path} is a file; pass a folder path to --run-dir")
+    if holds_run(path):
+        if not overwrite:
+            raise UserError(
+                f"{path} already holds a run; pass --overwrite to replace it or choose another --run-dir"
+            )
+        for entry in _RUN_ENTRIES:
+            target = os.path.join(path, entry)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            elif os.path.exists(target):
+                os.remove(target)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create run directory {path}: {error.strerror}") from None
+    return path
+
+
+def write_json(path: str, value: Any) -> str:
+    """Write `value` as indented JSON to `path` atomically (temp file + rename)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+        try:
+            with os.fdopen(handle, "w") as stream:
+                json.dump(value, stream, indent=2, sort_keys=True, allow_nan=True)
+                stream.write("\n")
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+            raise
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror}; free disk space or fix permissions") from None
+    return path
+
+
+def read_json(path: str) -> Any:
+    """Read a JSON file, with a clear error naming the file."""
+    try:
+        with open(path) as stream:
+            return json.load(stream)
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist; is this a probvae run directory?") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"{path} is not readable JSON ({error}); restore it or retrain") from None
+
+
+def save_config(run_dir: str, config: RunConfig) -> str:
+    return write_json(os.path.join(run_dir, CONFIG_FILE), config.to_dict())
+
+
+def load_config(run_dir: str) -> RunConfig:
+    """The RunConfig saved in `run_dir`, with the file named in any error."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    values = read_json(path)
+    try:
+        return RunConfig.from_dict(values)
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{path}: {error}") from None
+
+
+def latest_checkpoint(run_dir: str) -> Optional[str]:
+    """Prefix of the newest checkpoint in `run_dir`, or None."""
+    import tensorflow as tf
+
+    return tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))

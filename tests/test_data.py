@@ -1,0 +1,140 @@
+import gzip
+import os
+import struct
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from probvae import data
+
+FASHION_DIR = data.SYSTEM_IDX_DIRS["fashion_mnist"]
+
+
+def write_idx(path, array):
+    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def make_idx_dir(directory, n_train=12, n_test=5):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.integers(0, 256, (n_train, 28, 28)),
+        "y_train": rng.integers(0, 10, n_train),
+        "x_test": rng.integers(0, 256, (n_test, 28, 28)),
+        "y_test": rng.integers(0, 10, n_test),
+    }
+    for key, name in data.IDX_FILES.items():
+        write_idx(os.path.join(directory, name), arrays[key])
+    return arrays
+
+
+def test_idx_reader_round_trips(tmp_path):
+    arrays = make_idx_dir(tmp_path)
+    np.testing.assert_array_equal(data.read_idx(str(tmp_path / data.IDX_FILES["x_train"])), arrays["x_train"])
+
+
+def test_idx_reader_rejects_truncated_files(tmp_path):
+    path = tmp_path / "bad.gz"
+    with gzip.open(path, "wb") as handle:
+        handle.write(struct.pack(">BBBBII", 0, 0, 8, 2, 3, 3) + b"\x00" * 4)
+    with pytest.raises(ValueError, match="truncated"):
+        data.read_idx(str(path))
+
+
+def test_data_dir_idx_files_come_first_and_split_is_seeded(tmp_path):
+    arrays = make_idx_dir(tmp_path)
+    splits = data.load_dataset("mnist", data_dir=str(tmp_path), validation_fraction=0.25, split_seed=3)
+    assert splits.source == f"IDX files in {tmp_path}"
+    assert len(splits.x_train) == 9 and len(splits.x_validation) == 3 and len(splits.x_test) == 5
+    assert splits.image_shape == (28, 28, 1)
+    # Train and validation partition the original training set.
+    together = np.concatenate([splits.x_train, splits.x_validation])[..., 0]
+    assert sorted(map(bytes, together)) == sorted(map(bytes, arrays["x_train"].astype(np.uint8)))
+    again = data.load_dataset("mnist", data_dir=str(tmp_path), validation_fraction=0.25, split_seed=3)
+    np.testing.assert_array_equal(again.x_validation, splits.x_validation)
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION_DIR) and not os.environ.get("CI"),
+                    reason="Debian's dataset-fashion-mnist is not installed (CI installs it)")
+def test_real_fashion_mnist_idx_files_have_the_known_shapes():
+    files = {key: os.path.join(FASHION_DIR, name) for key, name in data.IDX_FILES.items()}
+    x_train, y_train = data.read_idx(files["x_train"]), data.read_idx(files["y_train"])
+    x_test, y_test = data.read_idx(files["x_test"]), data.read_idx(files["y_test"])
+    assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
+    assert y_train.shape == (60000,) and y_test.shape == (10000,)
+    assert set(np.unique(y_train)) == set(range(10)) == set(np.unique(y_test))
+    splits = data.load_dataset("fashion_mnist")
+    assert splits.source == f"IDX files in {FASHION_DIR}"
+    assert len(splits.x_train) + len(splits.x_validation) == 60000
+
+
+def test_tfds_path_with_mock_data():
+    with tfds.testing.mock_data(num_examples=20):
+        splits = data.load_dataset("kmnist", validation_fraction=0.2)
+    assert splits.source == "TFDS kmnist"
+    assert splits.image_shape == (28, 28, 1) and splits.x_train.dtype == np.uint8
+    assert len(splits.x_train) == 16 and len(splits.x_validation) == 4
+
+
+def test_npz_source_accepts_floats_and_checks_ranges(tmp_path):
+    path = tmp_path / "mine.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x_train=rng.uniform(size=(10, 4, 4)), x_test=rng.uniform(size=(3, 4, 4)))
+    splits = data.load_dataset(f"npz:{path}", validation_fraction=0.2)
+    assert splits.image_shape == (4, 4, 1) and splits.y_train is None
+    np.savez(path, x_train=rng.uniform(size=(10, 4, 4)) * 3, x_test=rng.uniform(size=(3, 4, 4)))
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
+        data.load_dataset(f"npz:{path}")
+    with pytest.raises(ValueError, match="does not exist"):
+        data.load_dataset(f"npz:{tmp_path / 'missing.npz'}")
+
+
+def test_unknown_dataset_lists_the_valid_names():
+    with pytest.raises(ValueError, match="fashion_mnist, mnist, kmnist, cifar10, shapes"):
+        data.load_dataset("imagenet")
+
+
+def test_shapes_are_seeded_and_drawn():
+    x, y = data.make_shapes(8, seed=5)
+    x2, _ = data.make_shapes(8, seed=5)
+    np.testing.assert_array_equal(x, x2)
+    assert x.shape == (8, 28, 28, 1) and x.dtype == np.uint8 and set(y) <= {0, 1, 2, 3}
+    assert all(image.max() > 100 and image.min() == 0 for image in x)
+
+
+def test_training_batches_binarize_dynamically_and_resume_mid_epoch():
+    images = np.full((10, 2, 2, 1), 128, np.uint8)
+    epoch1 = [b.numpy() for b in data.training_batches(images, 3, binarize=True, seed=1, epoch=1)]
+    assert len(epoch1) == 3 and all(b.shape == (3, 2, 2, 1) for b in epoch1)
+    values = np.concatenate(epoch1)
+    assert set(np.unique(values)) == {0.0, 1.0}
+    again = [b.numpy() for b in data.training_batches(images, 3, binarize=True, seed=1, epoch=1)]
+    np.testing.assert_array_equal(np.concatenate(again), values)
+    epoch2 = np.concatenate([b.numpy() for b in data.training_batches(images, 3, binarize=True, seed=1, epoch=2)])
+    assert not np.array_equal(epoch2, values)
+    resumed = [b.numpy() for b in data.training_batches(images, 3, binarize=True, seed=1, epoch=1, start_step=1)]
+    np.testing.assert_array_equal(np.concatenate(resumed), np.concatenate(epoch1[1:]))
+
+
+def test_training_batches_shuffle_each_example_once():
+    images = np.arange(12, dtype=np.uint8).reshape(12, 1, 1, 1)
+    batches = np.concatenate([b.numpy() for b in data.training_batches(images, 4, binarize=False, seed=0, epoch=1)])
+    assert sorted(np.round(batches.ravel() * 255).astype(int)) == list(range(12))
+    assert list(np.round(batches.ravel() * 255).astype(int)) != list(range(12))
+
+
+def test_batch_larger_than_data_is_refused():
+    with pytest.raises(ValueError, match="lower --batch-size"):
+        data.training_batches(np.zeros((2, 1, 1, 1), np.uint8), 3, binarize=False, seed=0, epoch=1)
+
+
+def test_evaluation_binarization_is_fixed_by_its_seed():
+    images = np.full((50, 3, 3, 1), 77, np.uint8)
+    first = np.concatenate(list(data.evaluation_batches(images, 7, binarize=True, seed=4).as_numpy_iterator()))
+    second = np.concatenate(list(data.evaluation_batches(images, 50, binarize=True, seed=4).as_numpy_iterator()))
+    np.testing.assert_array_equal(first, second)
+    assert first.shape == (50, 3, 3, 1)
+    # Bernoulli(77/255): the mean lies within 4 standard errors of 0.302.
+    assert abs(first.mean() - 77 / 255) < 4 * np.sqrt(0.302 * 0.698 / first.size)

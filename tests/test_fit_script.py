@@ -1,0 +1,61 @@
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIT = os.path.join(ROOT, "scripts", "fit.py")
+SMALL = ["--dataset", "shapes", "--arch", "mlp", "--latent-dim", "2", "--epochs", "1",
+         "--max-train-examples", "200", "--batch-size", "50"]
+
+
+def run_fit(*args, cwd=None):
+    return subprocess.run([sys.executable, FIT, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def finite_numbers(value):
+    if isinstance(value, dict):
+        return all(finite_numbers(v) for v in value.values())
+    if isinstance(value, list):
+        return all(finite_numbers(v) for v in value)
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def test_fit_writes_a_complete_run_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_fit(*SMALL, "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    assert str(run_dir) in result.stdout
+    assert {"config.json", "metrics.json", "checkpoints", "logs"} <= set(os.listdir(run_dir))
+    assert any(name.endswith(".index") for name in os.listdir(run_dir / "checkpoints"))
+    assert os.listdir(run_dir / "logs" / "train") and os.listdir(run_dir / "logs" / "validation")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"]["latent_dim"] == 2 and config["model"]["image_shape"] == [28, 28, 1]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert len(metrics["epochs"]) == 1 and finite_numbers(metrics)
+    assert {"elbo", "reconstruction", "kl", "elbo_stderr"} <= set(metrics["test"])
+    assert metrics["test"]["elbo"] == pytest.approx(metrics["test"]["reconstruction"] - metrics["test"]["kl"], rel=1e-4)
+
+
+def test_unknown_dataset_lists_valid_names_without_a_traceback(tmp_path):
+    result = run_fit("--dataset", "imagenet", "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert "fashion_mnist, mnist, kmnist, cifar10, shapes" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[-1]]
+    assert result.stderr.startswith("error: unknown dataset 'imagenet'")
+
+
+def test_an_existing_run_is_not_overwritten_unless_asked(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text('{"mine": true}')
+    result = run_fit(*SMALL, "--run-dir", str(run_dir))
+    assert result.returncode == 2 and "--overwrite" in result.stderr
+    assert (run_dir / "config.json").read_text() == '{"mine": true}'
+    result = run_fit(*SMALL, "--run-dir", str(run_dir), "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run_dir / "config.json").read_text())["version"] == 1
