@@ -6,6 +6,7 @@ Public API (imported on first use, so `import probvae` is cheap):
     VAE                                                the model (probvae.model)
     fit                                                train and write a run (probvae.training)
     load_dataset                                       datasets (probvae.data)
+    load_run                                           a trained VAE from its run directory (probvae.runs)
     evaluate_elbo                                      held-out ELBO (probvae.evaluation)
     distributions                                      priors, posterior layers, likelihoods
 """
@@ -25,6 +26,7 @@ _EXPORTS = {
     "evaluate_elbo": "probvae.evaluation",
     "fit": "probvae.training",
     "load_dataset": "probvae.data",
+    "load_run": "probvae.runs",
 }
 
 __all__ = sorted(_EXPORTS)

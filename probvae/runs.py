@@ -6,6 +6,9 @@
       checkpoints/       tf.train.CheckpointManager checkpoints
       logs/train, logs/validation   TensorBoard event files
 
+`load_run(run_dir)` rebuilds the trained model from config.json and the
+latest (or a named) checkpoint.
+
 JSON files are written to a temporary file and renamed into place, so a kill
 never leaves a truncated file behind.
 """
@@ -35,6 +38,7 @@ __all__ = [
     "save_config",
     "load_config",
     "latest_checkpoint",
+    "load_run",
 ]
 
 CONFIG_FILE = "config.json"
@@ -134,3 +138,51 @@ def latest_checkpoint(run_dir: str) -> Optional[str]:
     import tensorflow as tf
 
     return tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
+
+
+def load_run(run_dir: str, checkpoint: Optional[str] = None):
+    """The trained `VAE` of a run, rebuilt from config.json and a checkpoint.
+
+    Works in a fresh process: nothing of the training code needs to have run.
+
+    Args:
+      run_dir: a directory written by `probvae.fit`.
+      checkpoint: a checkpoint prefix (a path, or a name such as "ckpt-3"
+        inside RUN_DIR/checkpoints); default: the latest.
+
+    Raises:
+      UserError: no such run, no checkpoint, an unreadable checkpoint or a
+        config this version cannot build, naming the file.
+    """
+    import tensorflow as tf
+
+    from probvae.model import VAE
+
+    if not os.path.isdir(run_dir):
+        raise UserError(f"run directory {run_dir} does not exist; pass the folder fit.py printed")
+    config = load_config(run_dir)
+    try:
+        model = VAE(config.model)
+    except UserError as error:
+        raise UserError(f"{os.path.join(run_dir, CONFIG_FILE)}: {error}") from None
+    if checkpoint is None:
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise UserError(
+                f"no checkpoint in {os.path.join(run_dir, CHECKPOINT_DIR)}; train the run (fit.py) first"
+            )
+    elif not os.path.exists(checkpoint + ".index"):
+        candidate = os.path.join(run_dir, CHECKPOINT_DIR, checkpoint)
+        if not os.path.exists(candidate + ".index"):
+            raise UserError(f"checkpoint {checkpoint} not found (looked for {candidate}.index)")
+        checkpoint = candidate
+    try:
+        tf.train.Checkpoint(model=model).read(checkpoint).expect_partial().assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, AssertionError) as error:
+        first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"cannot restore checkpoint {checkpoint} ({first_line}); it is corrupt or from another model"
+        ) from None
+    model.checkpoint_path = checkpoint
+    model.run_config = config
+    return model
