@@ -43,6 +43,7 @@ __all__ = [
     "read_idx",
     "make_shapes",
     "to_uint8_images",
+    "to_unit_interval",
     "binarize_fixed",
     "training_batches",
     "evaluation_batches",
@@ -104,28 +105,49 @@ def read_idx(path: str) -> np.ndarray:
     return body.reshape(shape)
 
 
-def to_uint8_images(x, what: str = "images") -> np.ndarray:
-    """Images as uint8 [n, h, w, c] from uint8 0..255 or float 0..1 arrays.
-
-    A 3-D array [n, h, w] gets a channel axis. Raises ValueError for other
-    shapes or values outside those ranges.
-    """
+def _with_channels(x, what):
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
         raise UserError(f"{what} must be [n, height, width] or [n, height, width, channels], got shape {x.shape}")
-    if x.dtype == np.uint8:
-        return x
+    return x
+
+
+def _check_range(x, what):
+    if x.dtype == np.uint8 or x.size == 0:
+        return
     if np.issubdtype(x.dtype, np.floating):
-        if x.size and (not np.all(np.isfinite(x)) or x.min() < 0.0 or x.max() > 1.0):
+        if not np.all(np.isfinite(x)) or x.min() < 0.0 or x.max() > 1.0:
             raise UserError(f"{what} are floats outside [0, 1]; scale them to [0, 1] or pass uint8 0..255")
-        return np.round(x * 255.0).astype(np.uint8)
-    if np.issubdtype(x.dtype, np.integer):
-        if x.size and (x.min() < 0 or x.max() > 255):
+    elif np.issubdtype(x.dtype, np.integer) and not np.issubdtype(x.dtype, np.bool_):
+        if x.min() < 0 or x.max() > 255:
             raise UserError(f"{what} are integers outside 0..255; pass uint8 0..255 or floats in [0, 1]")
-        return x.astype(np.uint8)
-    raise UserError(f"{what} have dtype {x.dtype}; pass uint8 0..255 or floats in [0, 1]")
+    else:
+        raise UserError(f"{what} have dtype {x.dtype}; pass uint8 0..255 or floats in [0, 1]")
+
+
+def to_uint8_images(x, what: str = "images") -> np.ndarray:
+    """Images as uint8 [n, h, w, c] from uint8 0..255 or float 0..1 arrays.
+
+    A 3-D array [n, h, w] gets a channel axis. Raises UserError for other
+    shapes or values outside those ranges.
+    """
+    x = _with_channels(x, what)
+    _check_range(x, what)
+    if np.issubdtype(x.dtype, np.floating):
+        return np.round(x * 255.0).astype(np.uint8)
+    return x.astype(np.uint8)
+
+
+def to_unit_interval(x, what: str = "images") -> np.ndarray:
+    """Images as float32 [n, h, w, c] in [0, 1] from uint8 0..255 or float 0..1
+    arrays (floats are kept as they are, not quantised)."""
+    x = _with_channels(x, what)
+    _check_range(x, what)
+    if np.issubdtype(x.dtype, np.floating):
+        return x.astype(np.float32)
+    return x.astype(np.float32) / 255.0
 
 
 def make_shapes(num_examples: int, seed: int = 0, size: int = 28):
@@ -259,8 +281,9 @@ def _scale(images):
 
 
 def binarize_fixed(images: np.ndarray, seed: int) -> np.ndarray:
-    """One seeded binarization x_bin ~ Bernoulli(x / 255) of uint8 images, as float32 {0, 1}."""
-    probabilities = _scale(images)
+    """One seeded binarization x_bin ~ Bernoulli(x) of images (uint8 0..255 or
+    float 0..1), as float32 {0, 1}. The same seed gives the same draw."""
+    probabilities = tf.constant(to_unit_interval(images))
     uniform = tf.random.stateless_uniform(tf.shape(probabilities), seed=[seed, 0x5EED])
     return tf.cast(uniform < probabilities, tf.float32).numpy()
 

@@ -8,6 +8,12 @@ after `posterior(x)` the layer's losses hold kl_weight * mean KL; the training
 loss is -mean log p(x|z) plus those losses. `elbo(x)` always reports the true
 ELBO (KL weight 1).
 
+Inputs: a `tf.Tensor` is taken as model-ready (float32 [n, h, w, c] in [0, 1],
+binarized for a Bernoulli likelihood). A NumPy array may be in the dataset's
+raw form (uint8 0..255 or float 0..1, with or without the channel axis): the
+model checks its shape and range and prepares it as evaluation does, binarizing
+it once with a fixed seed for a Bernoulli likelihood (`prepare_inputs`).
+
 Example:
 
     vae = VAE(ModelConfig(latent_dim=2, image_shape=(28, 28, 1)))
@@ -16,9 +22,11 @@ Example:
     parts = vae.elbo(x)             # ElboParts of [n] tensors, nats
 """
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from probvae import data as data_lib
 from probvae import networks, objectives
 from probvae._keras import keras
 from probvae.config import ModelConfig
@@ -71,12 +79,35 @@ class VAE(keras.Model):
     def latent_dim(self) -> int:
         return self.config.latent_dim
 
+    def prepare_inputs(self, x, binarization_seed: int = 0) -> tf.Tensor:
+        """Images as the model computes on them: float32 [n, h, w, c] in [0, 1].
+
+        Tensors pass through (after a shape check). NumPy arrays (uint8 0..255
+        or float 0..1, [n, h, w] or [n, h, w, c]) are scaled and, for a
+        Bernoulli likelihood, binarized once from `binarization_seed`.
+
+        Raises:
+          UserError: the shape does not fit the model or values are out of range.
+        """
+        if tf.is_tensor(x):
+            shape = tuple(x.shape[1:])
+            if len(shape) != 3 or any(s is not None and s != e for s, e in zip(shape, self.image_shape)):
+                raise UserError(f"inputs must be [n, {', '.join(map(str, self.image_shape))}] for this model, got {tuple(x.shape)}")
+            return tf.cast(x, tf.float32)
+        images = data_lib.to_unit_interval(x, "inputs")
+        if images.shape[1:] != self.image_shape:
+            expected = ", ".join(map(str, self.image_shape))
+            raise UserError(f"inputs must be [n, {expected}] for this model, got shape {np.shape(x)}")
+        if self.likelihood_head.binarize:
+            return tf.constant(data_lib.binarize_fixed(images, binarization_seed))
+        return tf.constant(images)
+
     def posterior(self, x, training=False) -> tfd.Distribution:
-        """q(z|x) for images x [n, h, w, c] in [0, 1]: batch [n], event [d].
+        """q(z|x) for images x (see `prepare_inputs`): batch [n], event [d].
 
         Side effect: the posterior layer's `losses` hold kl_weight * mean KL.
         """
-        features = self.encoder(x, training=training)
+        features = self.encoder(self.prepare_inputs(x), training=training)
         return self.posterior_layer(self.posterior_params(features))
 
     def likelihood(self, z, training=False) -> tfd.Distribution:
@@ -85,6 +116,7 @@ class VAE(keras.Model):
 
     def elbo(self, x, seed=None, training=False) -> objectives.ElboParts:
         """One-sample ELBO per example, [n] each, in nats (KL weight 1)."""
+        x = self.prepare_inputs(x)
         posterior = self.posterior(x, training=training)
         return objectives.elbo_parts(
             x, posterior, self.prior, lambda z: self.likelihood(z, training=training), seed=seed

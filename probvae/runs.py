@@ -178,7 +178,7 @@ def load_run(run_dir: str, checkpoint: Optional[str] = None):
         checkpoint = candidate
     try:
         tf.train.Checkpoint(model=model).read(checkpoint).expect_partial().assert_existing_objects_matched()
-    except (tf.errors.OpError, ValueError, AssertionError) as error:
+    except Exception as error:  # any failure to read the file means a bad checkpoint
         first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise UserError(
             f"cannot restore checkpoint {checkpoint} ({first_line}); it is corrupt or from another model"

@@ -4,11 +4,14 @@
 - `posteriors`: the q(z|x) layers (`tfp.layers.MultivariateNormalTriL` with a
   `KLDivergenceRegularizer`, or a diagonal variant).
 - `likelihoods`: p(x|z) over whole images (Bernoulli, Normal).
+- `analysis`: what an analyst builds from posteriors: the aggregate posterior
+  (a `MixtureSameFamily`), Normal marginals, per-dimension KL to the prior.
 
 Every builder returns a genuine `tfd.Distribution`, so `tfd.kl_divergence`,
 `tfp.stats` and the rest of TFP work on it.
 """
 
+from probvae.distributions.analysis import aggregate_posterior, kl_per_dimension, marginals, unwrap
 from probvae.distributions.likelihoods import (
     LIKELIHOODS,
     BernoulliHead,
@@ -34,11 +37,15 @@ __all__ = [
     "MultivariateNormalDiag",
     "MultivariateNormalTriL",
     "NormalHead",
+    "aggregate_posterior",
     "bernoulli",
+    "kl_per_dimension",
     "make_likelihood_head",
     "make_prior",
+    "marginals",
     "normal",
     "posterior_layer",
     "posterior_params_size",
     "standard_normal",
+    "unwrap",
 ]

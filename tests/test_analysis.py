@@ -1,0 +1,168 @@
+"""The analysis interface: a run loaded in a fresh process, its distributions."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+from scipy.special import logsumexp
+
+from probvae import runs
+from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from probvae.data import make_shapes
+from probvae.distributions import aggregate_posterior, kl_per_dimension, marginals, standard_normal, unwrap
+from probvae.training import fit
+
+tfd = tfp.distributions
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+PROBE = """
+import json, sys
+import numpy as np, tensorflow as tf
+import probvae
+vae = probvae.load_run(sys.argv[1])
+x = np.load(sys.argv[2])
+q = vae.posterior(x)
+parts = vae.elbo(x, seed=tf.constant([3, 4]))
+print(json.dumps({"mean": q.mean().numpy().tolist(), "covariance": q.covariance().numpy().tolist(),
+                  "elbo": parts.elbo.numpy().tolist()}))
+"""
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp("analysis") / "run")
+    config = RunConfig(
+        data=DataConfig(dataset="shapes", max_train_examples=120),
+        model=ModelConfig(arch="mlp", latent_dim=3, hidden_units=(16,)),
+        train=TrainConfig(epochs=1, batch_size=40),
+    )
+    fit(config, run_dir, log=lambda _: None)
+    return run_dir
+
+
+@pytest.fixture
+def raw_images():
+    images, _ = make_shapes(5, seed=9)
+    return images  # uint8 [5, 28, 28, 1]
+
+
+def test_a_fresh_process_sees_the_same_distributions(trained_run, raw_images, tmp_path):
+    vae = runs.load_run(trained_run)
+    # The restored weights are exactly the ones in the checkpoint file.
+    reader = tf.train.load_checkpoint(vae.checkpoint_path)
+    saved = {name: reader.get_tensor(name) for name, _ in reader.get_variable_to_shape_map().items()
+             if name.startswith("model/") and name.endswith(".ATTRIBUTES/VARIABLE_VALUE")}
+    for variable in vae.trainable_variables:
+        assert any(value.shape == variable.shape and np.array_equal(value, variable.numpy())
+                   for value in saved.values()), variable.name
+
+    path = tmp_path / "x.npy"
+    np.save(path, raw_images)
+    result = subprocess.run([sys.executable, "-c", PROBE, trained_run, str(path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    other = json.loads(result.stdout.strip().splitlines()[-1])
+    q = vae.posterior(raw_images)
+    np.testing.assert_allclose(other["mean"], q.mean().numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(other["covariance"], q.covariance().numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(other["elbo"], vae.elbo(raw_images, seed=tf.constant([3, 4])).elbo.numpy(), rtol=1e-6)
+
+
+def test_posterior_is_a_full_covariance_normal_with_the_elbo_kl(trained_run, raw_images):
+    vae = runs.load_run(trained_run)
+    q = vae.posterior(raw_images)
+    assert isinstance(unwrap(q), tfd.MultivariateNormalTriL)
+    assert q.batch_shape == (5,) and q.event_shape == (3,)
+    cov = q.covariance().numpy()
+    np.testing.assert_allclose(cov, np.swapaxes(cov, 1, 2), atol=1e-7)
+    assert np.all(np.linalg.eigvalsh(cov) > 0)
+    np.testing.assert_allclose(q.stddev().numpy(), np.sqrt(np.diagonal(cov, axis1=1, axis2=2)), rtol=1e-5)
+    assert q.sample(4, seed=(1, 2)).shape == (4, 5, 3)
+    kl = tfd.kl_divergence(q, vae.prior).numpy()
+    parts = vae.elbo(raw_images, seed=tf.constant([0, 1]))
+    np.testing.assert_allclose(parts.kl.numpy(), kl, rtol=1e-5)
+    assert vae.likelihood(q.mean()).event_shape == (28, 28, 1)
+
+
+def test_aggregate_posterior_is_the_equal_weight_mixture():
+    rng = np.random.default_rng(0)
+    loc = rng.normal(size=(4, 2)).astype(np.float32)
+    tril = np.tril(rng.normal(size=(4, 2, 2))).astype(np.float32)
+    tril[:, [0, 1], [0, 1]] = np.abs(tril[:, [0, 1], [0, 1]]) + 0.5
+    q = tfd.MultivariateNormalTriL(loc=loc, scale_tril=tril)
+    q_agg = aggregate_posterior(q)
+    assert q_agg.batch_shape == () and q_agg.event_shape == (2,)
+    z = rng.normal(size=(6, 2)).astype(np.float32)
+    per_component = q.log_prob(z[:, None, :]).numpy()  # [6, 4]
+    np.testing.assert_allclose(q_agg.log_prob(z), logsumexp(per_component, axis=1) - np.log(4), rtol=1e-5)
+    np.testing.assert_allclose(q_agg.mean(), loc.mean(axis=0), rtol=1e-5)
+
+
+def test_kl_per_dimension_is_the_marginal_closed_form():
+    loc = np.array([[0.3, -1.0]], np.float32)
+    tril = np.array([[[0.5, 0.0], [0.4, 2.0]]], np.float32)
+    q = tfd.MultivariateNormalTriL(loc=loc, scale_tril=tril)
+    variances = np.array([0.25, 0.16 + 4.0])
+    expected = 0.5 * (variances + loc[0] ** 2 - 1.0 - np.log(variances))
+    np.testing.assert_allclose(kl_per_dimension(q, standard_normal(2)).numpy()[0], expected, rtol=1e-5)
+    np.testing.assert_allclose(marginals(q).scale.numpy()[0], np.sqrt(variances), rtol=1e-6)
+    # With correlation the full KL exceeds the sum of the marginal KLs by -0.5 log det(corr).
+    correlation = (0.5 * 0.4) / np.sqrt(variances[0] * variances[1])
+    gap = tfd.kl_divergence(q, standard_normal(2)).numpy()[0] - expected.sum()
+    np.testing.assert_allclose(gap, -0.5 * np.log(1 - correlation**2), rtol=1e-4)
+    mixture = tfd.MixtureSameFamily(tfd.Categorical(logits=[0.0, 0.0]),
+                                    tfd.MultivariateNormalDiag(loc=tf.zeros([2, 2])))
+    with pytest.raises(ValueError, match="Normal marginals"):
+        kl_per_dimension(q, mixture)
+
+
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        (np.zeros((2, 32, 32, 1), np.uint8), r"\[n, 28, 28, 1\]"),
+        (np.full((2, 28, 28), 2.0, np.float32), r"outside \[0, 1\]"),
+        (np.full((2, 28, 28), 300, np.int32), "outside 0..255"),
+    ],
+)
+def test_wrong_inputs_say_what_is_expected(trained_run, inputs, message):
+    vae = runs.load_run(trained_run)
+    with pytest.raises(ValueError, match=message):
+        vae.posterior(inputs)
+
+
+def test_raw_and_scaled_inputs_agree(trained_run, raw_images):
+    vae = runs.load_run(trained_run)
+    from_uint8 = vae.posterior(raw_images).mean().numpy()
+    from_float = vae.posterior(raw_images[..., 0] / 255.0).mean().numpy()
+    np.testing.assert_allclose(from_uint8, from_float, rtol=1e-5, atol=1e-6)
+
+
+def test_corrupt_checkpoint_is_named(trained_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run, copy)
+    data_file = next(p for p in (copy / "checkpoints").iterdir() if ".data-" in p.name)
+    data_file.write_bytes(b"\0" * 16)
+    with pytest.raises(ValueError, match="cannot restore checkpoint .*ckpt-1"):
+        runs.load_run(str(copy))
+
+
+def test_the_docs_example_runs(trained_run, tmp_path):
+    out = tmp_path / "analysis.png"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "docs", "examples", "analyse_run.py"), trained_run,
+         "--n", "200", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "KL(aggregate posterior || prior)" in result.stdout and "class 0" in result.stdout
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(out)
+    assert pixels.std() > 0.01
