@@ -1,29 +1,53 @@
 """What every command-line entry point shares: one way of reporting errors
-(one line, exit code 2, traceback only with --debug)."""
+(one line on stderr, exit code 2, the traceback only with --debug) and an
+argument parser whose mistakes are reported the same way."""
 
+import argparse
 import sys
 import traceback
 from typing import Callable, Sequence
 
-from probvae.errors import UserError
+from probvae.errors import TrainingInterrupted, UserError
 
-__all__ = ["run"]
+__all__ = ["ArgumentParser", "run", "USAGE_ERROR"]
 
 USAGE_ERROR = 2
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` whose errors are `UserError`s: one line
+    naming the argument and pointing at --help, instead of a usage block."""
+
+    def error(self, message):
+        raise UserError(f"{message}; see {self.prog} --help")
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
 def run(main: Callable[[], object], argv: Sequence[str] = None) -> None:
-    """Run `main`, turning user errors into one line on stderr and exit code 2."""
+    """Run `main`, turning user errors into one line on stderr and exit code 2.
+
+    An interrupted training run exits with 128 + the signal number after
+    printing how to resume it; a second Ctrl-C (KeyboardInterrupt) exits 130.
+    """
     argv = sys.argv if argv is None else argv
     debug = "--debug" in argv
     try:
         main()
+    except TrainingInterrupted as error:
+        if debug:
+            traceback.print_exc()
+        print(f"interrupted: {_one_line(error)}", file=sys.stderr)
+        sys.exit(error.exit_code)
     except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     except UserError as error:
         if debug:
             traceback.print_exc()
-        message = " ".join(str(error).split())
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         sys.exit(USAGE_ERROR)

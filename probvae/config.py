@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Optional, Tuple
+import math
+from typing import Any, List, Optional, Tuple
 from probvae.errors import UserError
 
 __all__ = [
@@ -59,6 +60,17 @@ def _positive_int(name: str, value: Any) -> None:
     )
 
 
+def _finite_number(name: str, value: Any) -> None:
+    _require(
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+        f"{name} must be a finite number (got {value!r})",
+    )
+
+
+def _flag(name: str, value: Any) -> None:
+    _require(isinstance(value, bool), f"{name} must be true or false (got {value!r})")
+
+
 def check_dataset_name(name: str) -> None:
     """Raise a UserError listing the valid names if `name` is not a dataset."""
     known = isinstance(name, str) and (
@@ -79,6 +91,7 @@ class _Section:
 
     @classmethod
     def from_dict(cls, values: dict):
+        _require(isinstance(values, dict), f"{cls.__name__} must be a JSON object (got {values!r:.60})")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
         _require(
@@ -113,6 +126,7 @@ class DataConfig(_Section):
 
     def __post_init__(self):
         check_dataset_name(self.dataset)
+        _finite_number("validation_fraction", self.validation_fraction)
         _require(
             0.0 < self.validation_fraction < 1.0,
             "validation_fraction must lie strictly between 0 and 1 "
@@ -120,6 +134,10 @@ class DataConfig(_Section):
         )
         if self.max_train_examples is not None:
             _positive_int("max_train_examples", self.max_train_examples)
+        _require(
+            isinstance(self.split_seed, int) and 0 <= self.split_seed < 2**30,
+            f"split_seed must be a whole number in 0..1073741823 (got {self.split_seed!r})",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,17 +208,36 @@ class TrainConfig(_Section):
     eager: bool = False
     # Examples per evaluation step (evaluation needs no gradients).
     eval_batch_size: int = 1000
+    # Save a checkpoint every N training steps (and always at the end of each
+    # epoch); 0: only at epoch ends. A killed run loses at most N steps.
+    checkpoint_every_steps: int = 500
+    # On a non-finite loss or gradient, skip that batch (no weight update,
+    # counted in metrics.json) instead of stopping the run.
+    skip_nonfinite: bool = False
+    # tf.config.experimental.enable_op_determinism(): a CPU run repeats bit for bit.
+    deterministic: bool = False
 
     def __post_init__(self):
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
         _positive_int("eval_batch_size", self.eval_batch_size)
+        _finite_number("learning_rate", self.learning_rate)
         _require(
             self.learning_rate > 0,
             f"learning_rate must be positive (got {self.learning_rate!r})",
         )
+        _finite_number("beta", self.beta)
         _require(self.beta >= 0, f"beta must be 0 or more (got {self.beta!r})")
-        _require(isinstance(self.seed, int), f"seed must be an integer (got {self.seed!r})")
+        _require(
+            isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**30,
+            f"seed must be a whole number in 0..1073741823 (got {self.seed!r})",
+        )
+        _require(
+            isinstance(self.checkpoint_every_steps, int) and self.checkpoint_every_steps >= 0,
+            f"checkpoint_every_steps must be a whole number, 0 or more (got {self.checkpoint_every_steps!r})",
+        )
+        for name in ("eager", "skip_nonfinite", "deterministic"):
+            _flag(name, getattr(self, name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +259,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
+        _require(isinstance(values, dict), "a config must be a JSON object with data, model and train sections")
         version = values.get("version")
         _require(
             version == CONFIG_VERSION,
@@ -239,6 +277,19 @@ class RunConfig:
     @classmethod
     def from_json(cls, text: str) -> "RunConfig":
         return cls.from_dict(json.loads(text))
+
+    def flat(self) -> dict:
+        """Every field as {"section.field": value}, e.g. {"train.epochs": 20, ...}."""
+        return {
+            f"{name}.{field}": value
+            for name in self._SECTIONS
+            for field, value in getattr(self, name).to_dict().items()
+        }
+
+    def differences(self, other: "RunConfig") -> List[str]:
+        """The "section.field" keys whose values differ between two configs, sorted."""
+        mine, theirs = self.flat(), other.flat()
+        return sorted(key for key in mine if mine[key] != theirs[key])
 
     def replace(self, **sections: dict) -> "RunConfig":
         """A copy with fields of some sections changed: `replace(train={"epochs": 2})`."""

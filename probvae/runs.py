@@ -7,7 +7,9 @@
       logs/train, logs/validation   TensorBoard event files
 
 `load_run(run_dir)` rebuilds the trained model from config.json and the
-latest (or a named) checkpoint.
+latest (or a named) checkpoint. `resume_config(run_dir, requested)` is the
+config a resumed run continues with: the saved one, refusing requests that
+contradict it (only the keys in `RESUME_MAY_CHANGE` may differ).
 
 JSON files are written to a temporary file and renamed into place, so a kill
 never leaves a truncated file behind.
@@ -30,8 +32,11 @@ __all__ = [
     "METRICS_FILE",
     "CHECKPOINT_DIR",
     "LOG_DIR",
+    "RESUME_MAY_CHANGE",
     "new_run_dir",
+    "check_run_dir",
     "prepare_run_dir",
+    "resume_config",
     "holds_run",
     "write_json",
     "read_json",
@@ -46,6 +51,16 @@ METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
 _RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_DIR, LOG_DIR)
+
+# Config keys a resumed run may change: how the run is carried out, not what
+# it computes from good batches.
+RESUME_MAY_CHANGE = frozenset({
+    "data.data_dir",
+    "train.eager",
+    "train.checkpoint_every_steps",
+    "train.skip_nonfinite",
+    "train.deterministic",
+})
 
 
 def new_run_dir(root: str = "runs", prefix: str = "") -> str:
@@ -64,16 +79,22 @@ def holds_run(path: str) -> bool:
     return os.path.isdir(path) and any(os.path.exists(os.path.join(path, e)) for e in _RUN_ENTRIES)
 
 
+def check_run_dir(path: str, overwrite: bool = False) -> None:
+    """Raise a UserError if a new run cannot go to `path`; writes nothing."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"run directory {path} is a file; pass a folder path to --run-dir")
+    if holds_run(path) and not overwrite:
+        raise UserError(
+            f"{path} already holds a run; pass --resume {path} to continue it, "
+            "--overwrite to replace it, or choose another --run-dir"
+        )
+
+
 def prepare_run_dir(path: str, overwrite: bool = False) -> str:
     """Create `path` for a new run. A folder that holds a run is refused
     unless `overwrite`, which removes that run's files (and only those)."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f"run directory {path} is a file; pass a folder path to --run-dir")
+    check_run_dir(path, overwrite)
     if holds_run(path):
-        if not overwrite:
-            raise UserError(
-                f"{path} already holds a run; pass --overwrite to replace it or choose another --run-dir"
-            )
         for entry in _RUN_ENTRIES:
             target = os.path.join(path, entry)
             if os.path.isdir(target):
@@ -131,6 +152,47 @@ def load_config(run_dir: str) -> RunConfig:
         return RunConfig.from_dict(values)
     except (ValueError, TypeError) as error:
         raise UserError(f"{path}: {error}") from None
+
+
+def resume_config(run_dir: str, requested: Optional[RunConfig] = None) -> RunConfig:
+    """The config a resumed run of `run_dir` continues with.
+
+    Args:
+      run_dir: a run directory holding config.json.
+      requested: the config asked for (e.g. from command-line flags), or None
+        for the saved one. Its `model.image_shape` may be None (from the data).
+
+    Returns:
+      The saved config, with the `RESUME_MAY_CHANGE` keys taken from `requested`.
+
+    Raises:
+      UserError: no run there, an unreadable or incompatible config.json, or a
+        request that contradicts it (naming each differing key).
+    """
+    if not os.path.isdir(run_dir):
+        raise UserError(f"cannot resume: run directory {run_dir} does not exist; pass the folder fit.py printed")
+    if not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
+        raise UserError(
+            f"cannot resume: {run_dir} holds no {CONFIG_FILE}; start a new run there with --run-dir {run_dir}"
+        )
+    saved = load_config(run_dir)
+    if requested is None:
+        return saved
+    if requested.model.image_shape is None:
+        requested = requested.replace(model={"image_shape": saved.model.image_shape})
+    differing = [key for key in saved.differences(requested) if key not in RESUME_MAY_CHANGE]
+    if differing:
+        saved_values, requested_values = saved.flat(), requested.flat()
+        changes = ", ".join(f"{key} {saved_values[key]!r} (asked {requested_values[key]!r})" for key in differing)
+        raise UserError(
+            f"cannot resume {run_dir} with a different configuration: its {CONFIG_FILE} has {changes}; "
+            "drop the contradicting flags, or start a new run with another --run-dir"
+        )
+    changes = {}
+    for key in RESUME_MAY_CHANGE:
+        section, name = key.split(".")
+        changes.setdefault(section, {})[name] = getattr(getattr(requested, section), name)
+    return saved.replace(**changes)
 
 
 def latest_checkpoint(run_dir: str) -> Optional[str]:

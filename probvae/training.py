@@ -10,9 +10,23 @@ adds. With kl_weight = beta = 1 this is the negative ELBO. The step runs under
 accumulates its metrics in variables on the device, so the host reads them
 only when it reports. TensorFlow places the step on a GPU when one is present.
 
+Numerical faults are caught on the device: the step checks that the
+reconstruction term, the KL term, the loss and every gradient are finite, and
+applies the update only if they are (`tf.cond`; weights and Adam's moments are
+untouched otherwise). By default the first bad step is recorded in
+`NonFiniteFaults` and no later step updates the weights; the host reads the
+record every `FAULT_CHECK_EVERY` steps and before each checkpoint, and stops
+with a `NonFiniteError`, so no checkpoint ever holds a bad update. With
+`skip_nonfinite` the batch is counted (`StepTotals.skipped`) and training goes on.
+
+Checkpoints (every `checkpoint_every_steps` steps and at each epoch end) hold
+the whole training state (see `probvae.run_state`); `fit(..., resume=True)`
+continues from the newest one, and SIGINT/SIGTERM save one before stopping.
+
 Randomness: weights from `keras.utils.set_random_seed(seed)`; shuffling,
 binarization and posterior samples from stateless seeds derived from (seed,
-epoch, step), so a CPU run is repeatable.
+epoch, step), so a CPU run is repeatable, and a resumed run sees the batches
+and samples the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -20,19 +34,23 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from probvae import data as data_lib
-from probvae import evaluation, runs
+from probvae import evaluation, networks, runs
 from probvae._keras import keras
 from probvae.config import RunConfig
+from probvae.errors import NonFiniteError, TrainingInterrupted, UserError
 from probvae.model import VAE
-from probvae.errors import UserError
+from probvae.run_state import RunState, StopSignals
 
-__all__ = ["StepTotals", "make_train_step", "fit", "device_name"]
+__all__ = ["StepTotals", "NonFiniteFaults", "make_train_step", "prepare", "Trainer", "fit", "device_name"]
+
+# Steps between two host reads of the fault record (each read waits for the device).
+FAULT_CHECK_EVERY = 50
 
 
 def device_name() -> str:
@@ -50,6 +68,8 @@ class StepTotals(tf.Module):
         super().__init__(name="step_totals")
         self.sums = {n: tf.Variable(0.0, dtype=tf.float64, trainable=False) for n in self.NAMES}
         self.count = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        # Batches skipped for a non-finite loss or gradient.
+        self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def add(self, loss, parts, batch_size):
         n = tf.cast(batch_size, tf.float64)
@@ -59,7 +79,7 @@ class StepTotals(tf.Module):
         self.count.assign_add(n)
 
     def reset(self):
-        for variable in list(self.sums.values()) + [self.count]:
+        for variable in list(self.sums.values()) + [self.count, self.skipped]:
             variable.assign(tf.zeros_like(variable))
 
     def means(self) -> dict:
@@ -67,13 +87,57 @@ class StepTotals(tf.Module):
         return {name: float(variable.numpy()) / count for name, variable in self.sums.items()}
 
 
+class NonFiniteFaults(tf.Module):
+    """The first training step whose loss or gradients were not finite, on the device."""
+
+    # Bits of `terms`, in the order a cause shows up in the step.
+    TERMS = (("reconstruction", 1), ("KL", 2), ("loss", 4), ("gradients", 8))
+
+    def __init__(self):
+        super().__init__(name="nonfinite_faults")
+        self.terms = tf.Variable(0, dtype=tf.int32, trainable=False)  # 0: no fault yet
+        self.step = tf.Variable(-1, dtype=tf.int64, trainable=False)  # steps done before it
+
+    @staticmethod
+    def check(loss, parts, gradients) -> tf.Tensor:
+        """Bit mask (int32 scalar) of the terms that are not finite; 0 if all are."""
+        def all_finite(values):
+            return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values])
+
+        flags = (all_finite([parts.reconstruction]), all_finite([parts.kl]), all_finite([loss]),
+                 all_finite([g for g in gradients if g is not None]))
+        return tf.add_n([tf.where(ok, 0, bit) for ok, (_, bit) in zip(flags, NonFiniteFaults.TERMS)])
+
+    def record(self, terms, step):
+        """Keep `terms` and `step` if no fault was recorded yet."""
+        first = tf.equal(self.terms, 0)
+        self.step.assign(tf.where(first, tf.cast(step, tf.int64), self.step))
+        self.terms.assign(tf.where(first, terms, self.terms))
+
+    @classmethod
+    def describe(cls, terms: int) -> str:
+        """Which term went wrong first: the reconstruction or KL term (which
+        make the loss and gradients non-finite too), else the loss, else the gradients."""
+        names = [name for name, bit in cls.TERMS if terms & bit]
+        causes = [name for name in names if name in ("reconstruction", "KL")]
+        if causes:
+            return "the " + " and ".join(causes) + (" terms" if len(causes) > 1 else " term")
+        return "the " + names[0] if names else "nothing"
+
+
 def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable, seed: int,
-                    batch_shape, eager: bool = False) -> Callable:
+                    batch_shape, eager: bool = False, faults: Optional[NonFiniteFaults] = None,
+                    skip_nonfinite: bool = False) -> Callable:
     """The training step x -> loss, compiled unless `eager`.
 
-    The posterior sample of step s uses the stateless seed (seed, s).
+    The posterior sample of step s uses the stateless seed (seed, s). The
+    update is applied only if the loss and gradients are finite; otherwise the
+    step records the fault in `faults` and, unless `skip_nonfinite`, no later
+    step updates the weights either (the host stops the run). `step` counts
+    every batch, applied or not.
     """
     base_seed = tf.constant(seed, tf.int32)
+    faults = NonFiniteFaults() if faults is None else faults
     # Create the optimizer's slots now: variables made inside the first trace
     # would make tf.function trace a second time.
     optimizer.build(model.trainable_variables)
@@ -83,8 +147,22 @@ def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable
             loss, parts = model.training_loss(x, seed=tf.stack([base_seed, tf.cast(step, tf.int32)]))
         variables = model.trainable_variables
         gradients = tape.gradient(loss, variables)
-        optimizer.apply_gradients(zip(gradients, variables))
-        totals.add(loss, parts, tf.shape(x)[0])
+        terms = NonFiniteFaults.check(loss, parts, gradients)
+        good = tf.equal(terms, 0)
+        if not skip_nonfinite:
+            good = tf.logical_and(good, tf.equal(faults.terms, 0))
+
+        def apply():
+            optimizer.apply_gradients(zip(gradients, variables))
+            totals.add(loss, parts, tf.shape(x)[0])
+            return tf.constant(0)
+
+        def skip():
+            faults.record(terms, step)
+            totals.skipped.assign_add(1)
+            return tf.constant(0)
+
+        tf.cond(good, apply, skip)
         step.assign_add(1)
         return loss
 
@@ -102,16 +180,14 @@ class _Progress:
         self.every = every_seconds
         self.last = 0.0
 
-    def update(self, epoch, epochs, done, steps, started, totals: StepTotals, force=False):
+    def update(self, epoch, epochs, done, steps, started, totals: StepTotals):
         now = time.time()
-        if not self.interactive or (not force and now - self.last < self.every):
+        if not self.interactive or now - self.last < self.every:
             return
         self.last = now
-        rate = done / max(now - started, 1e-9)
         loss = totals.means()["loss"]
-        self.stream.write(
-            f"\repoch {epoch}/{epochs}  step {done}/{steps}  loss {loss:9.3f}  {rate:6.1f} steps/s"
-        )
+        self.stream.write(f"\repoch {epoch}/{epochs}  step {done}/{steps}  loss {loss:9.3f}  "
+                          f"{done / max(now - started, 1e-9):6.1f} steps/s")
         self.stream.flush()
 
     def end_epoch(self, message):
@@ -126,13 +202,26 @@ def _summary_scalars(writer, values: dict, step: int):
                 tf.summary.scalar(name, value)
 
 
-def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = None,
-        overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Train a VAE as `config` says, writing the run to `run_dir`.
+def prepare(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = None,
+            overwrite: bool = False, resume: bool = False,
+            log: Callable[[str], None] = print) -> Tuple[RunConfig, data_lib.Splits]:
+    """Check everything a run needs before anything is written.
 
     Returns:
-      The metrics dict also written to RUN_DIR/metrics.json.
+      (config with the image shape of the data, splits); for `resume`, the
+      config saved in `run_dir` (see `runs.resume_config`).
+
+    Raises:
+      UserError: contradicting options, a run directory that holds a run (new
+        runs) or none (resume), unloadable data, data the model cannot take.
     """
+    if resume and overwrite:
+        raise UserError("resume and overwrite contradict each other; pass --resume to continue the run "
+                        "or --overwrite to replace it")
+    if resume:
+        config = runs.resume_config(run_dir, config)
+    else:
+        runs.check_run_dir(run_dir, overwrite)
     if splits is None:
         d = config.data
         splits = data_lib.load_dataset(d.dataset, d.data_dir, d.validation_fraction, d.split_seed,
@@ -140,81 +229,208 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
     log(f"data: {splits.name} from {splits.source}: {len(splits.x_train)} train, "
         f"{len(splits.x_validation)} validation, {len(splits.x_test)} test images of shape {splits.image_shape}")
     if config.model.image_shape not in (None, splits.image_shape):
-        raise UserError(
-            f"the model expects images of shape {config.model.image_shape} but {splits.name} has {splits.image_shape}"
-        )
+        raise UserError(f"the model expects images of shape {config.model.image_shape} but {splits.name} "
+                        f"has {splits.image_shape}; use data of the shape the run was trained on")
+    model = config.model
+    networks.check_image_shape(model.arch, splits.image_shape, model.conv_filters)
     config = config.replace(model={"image_shape": splits.image_shape})
-    train = config.train
-    if train.batch_size > len(splits.x_train):
-        raise UserError(
-            f"batch size {train.batch_size} is larger than the {len(splits.x_train)} training examples; "
-            "lower --batch-size"
-        )
+    if config.train.batch_size > len(splits.x_train):
+        raise UserError(f"batch size {config.train.batch_size} is larger than the {len(splits.x_train)} "
+                        "training examples; lower --batch-size")
+    return config, splits
 
-    runs.prepare_run_dir(run_dir, overwrite=overwrite)
-    runs.save_config(run_dir, config)
-    keras.utils.set_random_seed(train.seed)
-    model = VAE(config.model, kl_weight=train.beta)
-    optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, epoch=epoch_var)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, runs.CHECKPOINT_DIR), max_to_keep=3)
-    writers = {name: tf.summary.create_file_writer(os.path.join(run_dir, runs.LOG_DIR, name))
-               for name in ("train", "validation")}
 
-    binarize = model.likelihood_head.binarize
-    totals = StepTotals()
-    batch_shape = (train.batch_size,) + splits.image_shape
-    train_step = make_train_step(model, optimizer, totals, step, train.seed, batch_shape, eager=train.eager)
-    steps_per_epoch = len(splits.x_train) // train.batch_size
-    metrics = {
-        "run_dir": os.path.abspath(run_dir),
-        "dataset": splits.name,
-        "data_source": splits.source,
-        "device": device_name(),
-        "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
-        "units": "nats per example",
-        "epochs": [],
-    }
-    log(f"model: {config.model.arch}, latent {config.model.latent_dim}, {config.model.posterior} posterior, "
-        f"{config.model.likelihood} likelihood, {metrics['parameters']:,} parameters, on {metrics['device']}")
-    evaluate = lambda images, seed: evaluation.evaluate_elbo(  # noqa: E731
-        model, images, seed=seed, batch_size=train.eval_batch_size, binarization_seed=config.data.split_seed)
-    progress = _Progress()
-    for epoch in range(1, train.epochs + 1):
-        started = time.time()
-        totals.reset()
-        batches = data_lib.training_batches(splits.x_train, train.batch_size, binarize=binarize,
-                                            seed=train.seed, epoch=epoch)
-        for done, x in enumerate(batches, start=1):
-            train_step(x)
-            progress.update(epoch, train.epochs, done, steps_per_epoch, started, totals)
-        train_metrics = totals.means()
-        if not np.isfinite(train_metrics["loss"]):
-            raise UserError(
-                f"the training loss became non-finite in epoch {epoch}; lower --learning-rate"
-            )
-        validation = evaluate(splits.x_validation, seed=train.seed + epoch)
+class Trainer:
+    """One run's model, optimizer and checkpointed state, and its epoch loop.
+
+    `Trainer(config, splits, run_dir).train()` runs the epochs not done yet;
+    call `restore()` first to continue from the newest checkpoint.
+    """
+
+    def __init__(self, config: RunConfig, splits: data_lib.Splits, run_dir: str,
+                 log: Callable[[str], None] = print):
+        self.config, self.splits, self.run_dir, self.log = config, splits, run_dir, log
+        train = config.train
+        if train.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(train.seed)
+        self.model = VAE(config.model, kl_weight=train.beta)
+        self.optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate)
+        self.totals, self.faults = StepTotals(), NonFiniteFaults()
+        self.state = RunState(os.path.join(run_dir, runs.CHECKPOINT_DIR),
+                              model=self.model, optimizer=self.optimizer, totals=self.totals)
+        self.steps_per_epoch = len(splits.x_train) // train.batch_size
+        self.train_step = make_train_step(
+            self.model, self.optimizer, self.totals, self.state.step, train.seed,
+            (train.batch_size,) + splits.image_shape, eager=train.eager,
+            faults=self.faults, skip_nonfinite=train.skip_nonfinite)
+        # What the checkpoints carry besides tensors (see probvae.run_state).
+        self.history = {"epochs": [], "epoch_seconds": 0.0, "resumes": [], "train_examples": len(splits.x_train)}
+        self.writers = {name: tf.summary.create_file_writer(os.path.join(run_dir, runs.LOG_DIR, name))
+                        for name in ("train", "validation")}
+        self.metrics = {
+            "run_dir": os.path.abspath(run_dir),
+            "dataset": splits.name,
+            "data_source": splits.source,
+            "device": device_name(),
+            "parameters": int(sum(np.prod(v.shape) for v in self.model.trainable_variables)),
+            "units": "nats per example",
+            "epochs": self.history["epochs"],
+        }
+        model = config.model
+        log(f"model: {model.arch}, latent {model.latent_dim}, {model.posterior} posterior, {model.likelihood} "
+            f"likelihood, {self.metrics['parameters']:,} parameters, on {self.metrics['device']}")
+
+    def evaluate(self, images: np.ndarray, seed: int) -> dict:
+        return evaluation.evaluate_elbo(self.model, images, seed=seed, batch_size=self.config.train.eval_batch_size,
+                                        binarization_seed=self.config.data.split_seed)
+
+    def restore(self) -> None:
+        """Continue from the newest checkpoint, if there is one."""
+        history = self.state.restore(log=self.log)
+        if history is None:
+            self.log("no checkpoint yet: training from the start")
+            return
+        step, epoch = int(self.state.step.numpy()), int(self.state.epoch.numpy())
+        checkpoint = self.state.latest or f"step {step}"
+        if history.get("train_examples") != len(self.splits.x_train):
+            raise UserError(f"the run trained on {history.get('train_examples')} examples, the data now gives "
+                            f"{len(self.splits.x_train)}; resume with the same data, or start a new run")
+        position = step - epoch * self.steps_per_epoch
+        if not 0 <= position < self.steps_per_epoch or len(history["epochs"]) != epoch:
+            raise UserError(f"checkpoint {checkpoint} (step {step}, epoch {epoch}) does not fit "
+                            f"{self.steps_per_epoch} steps per epoch; start again with --overwrite")
+        history["resumes"].append({"checkpoint": os.path.basename(checkpoint), "step": step, "epoch": epoch + 1})
+        self.history = history
+        self.metrics["epochs"] = history["epochs"]
+        self.log(f"resuming from {checkpoint}: epoch {epoch + 1}, step {position} of {self.steps_per_epoch} "
+                 f"({step} steps done)")
+
+    def train(self) -> dict:
+        """Run the remaining epochs; return the metrics (also in metrics.json)."""
+        epochs = self.config.train.epochs
+        if int(self.state.epoch.numpy()) >= epochs:
+            self.log(f"all {epochs} epochs were trained already")
+        with StopSignals() as stop:
+            for epoch in range(int(self.state.epoch.numpy()) + 1, epochs + 1):
+                self._run_epoch(epoch, stop)
+        self.metrics["skipped_nonfinite_batches"] = sum(
+            e["train"].get("skipped_nonfinite_batches", 0) for e in self.metrics["epochs"])
+        self.metrics["resumes"] = self.history["resumes"]
+        return self.metrics
+
+    def _run_epoch(self, epoch: int, stop: StopSignals) -> None:
+        train, steps = self.config.train, self.steps_per_epoch
+        step = int(self.state.step.numpy())
+        position = step - (epoch - 1) * steps
+        if position == 0:
+            self.totals.reset()
+            self.history["epoch_seconds"] = 0.0
+        started = time.time() - self.history["epoch_seconds"]
+        batches = data_lib.training_batches(self.splits.x_train, train.batch_size, seed=train.seed, epoch=epoch,
+                                            binarize=self.model.likelihood_head.binarize, start_step=position)
+        progress = _Progress()
+        for x in batches:
+            self.train_step(x)
+            step, position = step + 1, position + 1
+            if stop.received and position < steps:  # at the last step, finish the epoch first
+                self._interrupt(stop, epoch, started)
+            if position % FAULT_CHECK_EVERY == 0:
+                self._check_faults()
+            if train.checkpoint_every_steps and step % train.checkpoint_every_steps == 0 and position < steps:
+                self._save(started)
+            progress.update(epoch, train.epochs, position, steps, started, self.totals)
+        self._check_faults()
+        train_metrics = self.totals.means()
+        train_metrics["skipped_nonfinite_batches"] = int(self.totals.skipped.numpy())
+        validation = self.evaluate(self.splits.x_validation, seed=train.seed + epoch)
         seconds = time.time() - started
-        epoch_var.assign(epoch)
-        manager.save(checkpoint_number=epoch)
-        metrics["epochs"].append({"epoch": epoch, "seconds": seconds, "train": train_metrics, "validation": validation})
-        _summary_scalars(writers["train"], train_metrics, epoch)
-        _summary_scalars(writers["validation"], validation, epoch)
-        runs.write_json(os.path.join(run_dir, runs.METRICS_FILE), metrics)
+        self.history["epochs"].append({"epoch": epoch, "seconds": seconds, "train": train_metrics,
+                                       "validation": validation})
+        self.state.epoch.assign(epoch)
+        self._save(None)
+        _summary_scalars(self.writers["train"], train_metrics, epoch)
+        _summary_scalars(self.writers["validation"], validation, epoch)
+        runs.write_json(os.path.join(self.run_dir, runs.METRICS_FILE), self.metrics)
+        skipped = train_metrics["skipped_nonfinite_batches"]
         progress.end_epoch(
             f"epoch {epoch}/{train.epochs}  train ELBO {train_metrics['elbo']:.2f}  "
             f"validation ELBO {validation['elbo']:.2f} ± {validation['elbo_stderr']:.2f} nats  ({seconds:.0f}s)"
-        )
+            + (f"  {skipped} non-finite batches skipped" if skipped else ""))
+        if stop.received:
+            self._interrupt(stop, epoch, None)
 
-    test = evaluate(splits.x_test, seed=train.seed + 10_000)
-    test["checkpoint"] = os.path.basename(manager.latest_checkpoint)
+    def _save(self, started: Optional[float]) -> str:
+        """Checkpoint the state after the last step; `started`: time the current
+        epoch began (None at an epoch end, once the epoch is in the history)."""
+        self._check_faults()
+        if not all(np.all(np.isfinite(v.numpy())) for v in self.model.variables):
+            raise NonFiniteError(f"the weights became non-finite by step {int(self.state.step.numpy())}; "
+                                 f"nothing was saved; {self._fix()}")
+        self.history["epoch_seconds"] = 0.0 if started is None else time.time() - started
+        return self.state.save(self.history)
+
+    def _interrupt(self, stop: StopSignals, epoch: int, started: Optional[float]) -> None:
+        step = int(self.state.step.numpy())
+        latest = self.state.latest
+        if latest is None or not latest.endswith(f"-{step}"):
+            latest = self._save(started)
+        raise TrainingInterrupted(
+            f"{stop.name} at step {step} (epoch {epoch}); saved checkpoint {latest}; "
+            f"continue with: fit.py --resume {self.run_dir}", stop.received)
+
+    def _fix(self) -> str:
+        return (f"the last good checkpoint is {self.state.latest or 'none (no checkpoint yet)'}; "
+                f"lower --learning-rate (now {self.config.train.learning_rate:g}) and start again, or skip such "
+                f"batches with: fit.py --resume {self.run_dir} --skip-nonfinite")
+
+    def _check_faults(self) -> None:
+        """Stop with a NonFiniteError if a step went non-finite (unless skipping them)."""
+        if self.config.train.skip_nonfinite:
+            return
+        terms = int(self.faults.terms.numpy())
+        if terms:
+            step = int(self.faults.step.numpy()) + 1
+            epoch = (step - 1) // self.steps_per_epoch + 1
+            raise NonFiniteError(f"training stopped at step {step} (epoch {epoch}): "
+                                 f"{NonFiniteFaults.describe(terms)} became non-finite (NaN or inf); {self._fix()}")
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.flush()
+
+
+def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = None,
+        overwrite: bool = False, log: Callable[[str], None] = print, resume: bool = False) -> dict:
+    """Train a VAE as `config` says, writing the run to `run_dir`.
+
+    Args:
+      resume: continue the run in `run_dir` from its newest checkpoint, with
+        its saved config (a `config` contradicting it is refused).
+
+    Returns:
+      The metrics dict also written to RUN_DIR/metrics.json.
+
+    Raises:
+      UserError: bad input (nothing is written), a full disk (the last good
+        checkpoint is kept); NonFiniteError: a non-finite loss or gradient.
+      TrainingInterrupted: SIGINT or SIGTERM, after saving a checkpoint.
+    """
+    config, splits = prepare(config, run_dir, splits=splits, overwrite=overwrite, resume=resume, log=log)
+    if not resume:
+        runs.prepare_run_dir(run_dir, overwrite=overwrite)
+        runs.save_config(run_dir, config)
+    trainer = Trainer(config, splits, run_dir, log=log)
+    if resume:
+        trainer.restore()
+    metrics = trainer.train()
+
+    test = trainer.evaluate(splits.x_test, seed=config.train.seed + 10_000)
+    test["checkpoint"] = os.path.basename(trainer.state.latest)
     metrics["test"] = test
     metrics["train_seconds"] = sum(e["seconds"] for e in metrics["epochs"])
     path = runs.write_json(os.path.join(run_dir, runs.METRICS_FILE), metrics)
-    for writer in writers.values():
-        writer.flush()
+    trainer.close()
     log(f"test ELBO {test['elbo']:.2f} ± {test['elbo_stderr']:.2f} nats "
         f"(reconstruction {test['reconstruction']:.2f}, KL {test['kl']:.2f}) on {test['n_examples']} images")
     log(f"run written to {os.path.abspath(run_dir)} (metrics: {path})")

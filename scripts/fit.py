@@ -2,6 +2,7 @@
 
     python scripts/fit.py --dataset fashion_mnist
     python scripts/fit.py --dataset shapes --arch mlp --latent-dim 2 --epochs 5
+    python scripts/fit.py --resume runs/shapes-20250101-120000   # continue a stopped run
 """
 
 import argparse
@@ -13,10 +14,10 @@ from probvae import cli  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default="fashion_mnist",
-                      help="fashion_mnist, mnist, kmnist, cifar10, shapes (built-in, offline) or npz:PATH")
+    data.add_argument("--dataset", help="fashion_mnist (default), mnist, kmnist, cifar10, shapes (built-in, "
+                      "offline) or npz:PATH")
     data.add_argument("--data-dir", help="folder with IDX files and TFDS data")
     data.add_argument("--validation-fraction", type=float, help="share of train held out (default 0.1)")
     data.add_argument("--max-train-examples", type=int, help="train on the first N examples only")
@@ -32,10 +33,19 @@ def parse_args(argv=None):
     train.add_argument("--learning-rate", type=float)
     train.add_argument("--beta", type=float, help="KL weight in the training loss (reported ELBO keeps 1)")
     train.add_argument("--seed", type=int)
+    train.add_argument("--deterministic", action="store_true", default=None,
+                       help="deterministic ops: with --seed, a CPU run repeats bit for bit")
+    train.add_argument("--skip-nonfinite", action="store_true", default=None,
+                       help="skip batches with a non-finite loss or gradient instead of stopping")
+    train.add_argument("--checkpoint-every", dest="checkpoint_every_steps", type=int, metavar="STEPS",
+                       help="save a checkpoint every STEPS steps as well as at each epoch end (default 500; 0: "
+                       "epoch ends only)")
     train.add_argument("--eager", action="store_true", default=None, help="run the step eagerly, for debugging")
     run = parser.add_argument_group("run")
-    run.add_argument("--run-dir", help="where to write the run (default: runs/<timestamp>)")
+    run.add_argument("--run-dir", help="where to write the run (default: runs/<dataset>-<timestamp>)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
+    run.add_argument("--dry-run", action="store_true", help="check flags, data and run directory; train nothing")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
 
@@ -43,25 +53,35 @@ def parse_args(argv=None):
 SECTIONS = {
     "data": ("dataset", "data_dir", "validation_fraction", "max_train_examples"),
     "model": ("arch", "latent_dim", "posterior", "likelihood", "normal_scale"),
-    "train": ("epochs", "batch_size", "learning_rate", "beta", "seed", "eager"),
+    "train": ("epochs", "batch_size", "learning_rate", "beta", "seed", "deterministic", "skip_nonfinite",
+              "checkpoint_every_steps", "eager"),
 }
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     from probvae import runs
     from probvae.config import RunConfig
+    from probvae.errors import UserError
 
+    if args.resume and args.run_dir and os.path.abspath(args.run_dir) != os.path.abspath(args.resume):
+        raise UserError("--resume RUN_DIR names the run directory; drop --run-dir")
     overrides = {
         section: {name: getattr(args, name) for name in names if getattr(args, name) is not None}
         for section, names in SECTIONS.items()
     }
-    config = RunConfig().replace(**overrides)  # validated before TensorFlow loads
-    from probvae.training import fit
+    base = runs.resume_config(args.resume) if args.resume else RunConfig()
+    config = base.replace(**overrides)  # validated before TensorFlow loads
+    from probvae import training
 
-    run_dir = args.run_dir or runs.new_run_dir("runs", prefix=f"{config.data.dataset.replace(':', '-').replace('/', '_')}-")
+    run_dir = args.resume or args.run_dir or runs.new_run_dir(
+        "runs", prefix=f"{config.data.dataset.replace(':', '-').replace('/', '_')}-")
     print(f"run directory: {os.path.abspath(run_dir)}")
-    fit(config, run_dir, overwrite=args.overwrite)
+    if args.dry_run:
+        config, _ = training.prepare(config, run_dir, overwrite=args.overwrite, resume=bool(args.resume))
+        print(f"dry run: the flags, data and run directory are fine; nothing was written\n{config.to_json()}")
+        return
+    training.fit(config, run_dir, overwrite=args.overwrite, resume=bool(args.resume))
 
 
 if __name__ == "__main__":

@@ -79,3 +79,162 @@ def test_real_fashion_mnist_subset_learns(tmp_path):
     # 300 steps; an untrained model scores about -545 nats. Measured: about -290.
     assert test_elbo > -320, test_elbo
     assert metrics["test"]["n_examples"] == 10000
+
+
+# --- numerical faults --------------------------------------------------------
+
+from probvae.errors import NonFiniteError, TrainingInterrupted  # noqa: E402
+from probvae.objectives import ElboParts  # noqa: E402
+from probvae.training import NonFiniteFaults, Trainer, prepare  # noqa: E402
+
+
+def _parts(reconstruction=(-1.0, -2.0), kl=(0.5, 0.25)):
+    values = [tf.constant(reconstruction), tf.constant(kl)]
+    return ElboParts(values[0] - values[1], *values)
+
+
+@pytest.mark.parametrize(
+    "reconstruction, kl, loss, gradient, terms, described",
+    [
+        ((-1.0, -2.0), (0.5, 0.25), 2.0, 1.0, 0, "nothing"),
+        ((-1.0, np.nan), (0.5, 0.25), np.nan, np.nan, 1 | 4 | 8, "the reconstruction term"),
+        ((-1.0, -2.0), (np.inf, 0.25), np.inf, np.nan, 2 | 4 | 8, "the KL term"),
+        ((-np.inf, -2.0), (np.nan, 0.25), np.nan, np.nan, 15, "the reconstruction and KL terms"),
+        ((-1.0, -2.0), (0.5, 0.25), np.inf, 1.0, 4, "the loss"),
+        ((-1.0, -2.0), (0.5, 0.25), 2.0, -np.inf, 8, "the gradients"),
+    ],
+)
+def test_nonfinite_check_names_the_term(reconstruction, kl, loss, gradient, terms, described):
+    gradients = [tf.ones([2, 3]), tf.constant([0.0, gradient]), None]
+    found = int(NonFiniteFaults.check(tf.constant(loss), _parts(reconstruction, kl), gradients))
+    assert found == terms
+    assert NonFiniteFaults.describe(found) == described
+
+
+@pytest.mark.parametrize("skip_nonfinite", [False, True])
+def test_a_nonfinite_batch_changes_no_weight(binary_images, skip_nonfinite):
+    vae = VAE(tiny_model_config())
+    optimizer = keras.optimizers.Adam(1e-2)
+    totals, step, faults = StepTotals(), tf.Variable(0, dtype=tf.int64), NonFiniteFaults()
+    train_step = make_train_step(vae, optimizer, totals, step, seed=0, batch_shape=binary_images.shape,
+                                 faults=faults, skip_nonfinite=skip_nonfinite)
+    before = [v.numpy().copy() for v in vae.trainable_variables]
+    poisoned = binary_images.copy()
+    poisoned[1, 2, 3, 0] = np.nan
+    train_step(tf.constant(poisoned))
+    assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, vae.trainable_variables))
+    assert int(optimizer.iterations.numpy()) == 0 and int(step.numpy()) == 1
+    assert int(totals.skipped.numpy()) == 1 and float(totals.count.numpy()) == 0.0
+    # The NaN pixel reaches the reconstruction and, through the encoder, the KL.
+    assert int(faults.terms.numpy()) & 3 == 3 and int(faults.step.numpy()) == 0
+    train_step(tf.constant(binary_images))
+    changed = any(not np.array_equal(b, v.numpy()) for b, v in zip(before, vae.trainable_variables))
+    # Stopping: nothing moves until the host stops the run. Skipping: training goes on.
+    assert changed == skip_nonfinite and int(step.numpy()) == 2
+    assert int(optimizer.iterations.numpy()) == int(skip_nonfinite)
+
+
+def _tiny_config(**train):
+    values = dict(epochs=2, batch_size=3, checkpoint_every_steps=2)
+    values.update(train)
+    return RunConfig(
+        data=DataConfig(dataset="shapes", max_train_examples=30),
+        model=ModelConfig(arch="mlp", latent_dim=2, hidden_units=(9,)),
+        train=TrainConfig(**values),
+    )
+
+
+@pytest.fixture(scope="module")
+def shapes_splits():
+    return data.load_dataset("shapes", max_train_examples=30)
+
+
+def _batches_with(effect, at_epoch, at_index):
+    """training_batches, calling effect(x) -> x on one batch (0-based index in its epoch)."""
+    original = data.training_batches
+
+    def batches(images, batch_size, *, epoch, start_step=0, **kwargs):
+        stream = original(images, batch_size, epoch=epoch, start_step=start_step, **kwargs)
+        for index, x in enumerate(stream, start=start_step):
+            yield effect(x) if (epoch, index) == (at_epoch, at_index) else x
+
+    return batches
+
+
+def _with_nan(x):
+    x = x.numpy()
+    x[0, 5, 5, 0] = np.nan
+    return tf.constant(x)
+
+
+def _weights(model):
+    return [v.numpy() for v in model.variables]
+
+
+def test_a_nan_batch_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, shapes_splits):
+    from probvae import runs
+
+    monkeypatch.setattr(data, "training_batches", _batches_with(_with_nan, at_epoch=1, at_index=4))
+    config = _tiny_config()
+    run_dir = str(tmp_path / "run")
+    config, splits = prepare(config, run_dir, splits=shapes_splits, log=lambda _: None)
+    runs.prepare_run_dir(run_dir)
+    runs.save_config(run_dir, config)
+    trainer = Trainer(config, splits, run_dir, log=lambda _: None)
+    with pytest.raises(NonFiniteError) as raised:
+        trainer.train()
+    message = str(raised.value)
+    # 10 steps per epoch; the 5th batch is poisoned; checkpoints every 2 steps.
+    assert "step 5 (epoch 1)" in message and "the reconstruction and KL terms" in message
+    assert "ckpt-4" in message and "--learning-rate" in message and "--skip-nonfinite" in message
+    names = sorted(os.listdir(os.path.join(run_dir, runs.CHECKPOINT_DIR)))
+    assert [n for n in names if n.endswith(".index")] == ["ckpt-2.index", "ckpt-4.index"]
+    assert not os.path.exists(os.path.join(run_dir, runs.METRICS_FILE))
+    restored = runs.load_run(run_dir)
+    assert restored.checkpoint_path.endswith("ckpt-4")
+    # No update after the bad batch: the weights in memory are those of ckpt-4, all finite.
+    for saved, live in zip(_weights(restored), _weights(trainer.model)):
+        np.testing.assert_array_equal(saved, live)
+        assert np.all(np.isfinite(saved))
+
+
+def test_skip_nonfinite_skips_and_counts_the_batch(tmp_path, monkeypatch, shapes_splits):
+    monkeypatch.setattr(data, "training_batches", _batches_with(_with_nan, at_epoch=2, at_index=0))
+    config = _tiny_config(skip_nonfinite=True)
+    metrics = fit(config, str(tmp_path / "run"), splits=shapes_splits, log=lambda _: None)
+    skipped = [e["train"]["skipped_nonfinite_batches"] for e in metrics["epochs"]]
+    assert skipped == [0, 1] and metrics["skipped_nonfinite_batches"] == 1
+    assert all(np.isfinite(e["train"]["loss"]) for e in metrics["epochs"])
+    assert np.isfinite(metrics["test"]["elbo"])
+
+
+def _interrupt(x):
+    import signal
+
+    os.kill(os.getpid(), signal.SIGINT)
+    return x
+
+
+def test_sigint_saves_a_checkpoint_and_resuming_repeats_the_uninterrupted_run(tmp_path, monkeypatch, shapes_splits):
+    from probvae import runs
+
+    config = _tiny_config(checkpoint_every_steps=4)
+    quiet = dict(splits=shapes_splits, log=lambda _: None)
+    whole = fit(config, str(tmp_path / "whole"), **quiet)
+    run_dir = str(tmp_path / "stopped")
+    with monkeypatch.context() as patch:
+        # SIGINT arrives during the 7th batch of epoch 2 (global step 17).
+        patch.setattr(data, "training_batches", _batches_with(_interrupt, at_epoch=2, at_index=6))
+        with pytest.raises(TrainingInterrupted) as raised:
+            fit(config, run_dir, **quiet)
+    assert raised.value.exit_code == 130
+    assert "SIGINT at step 17 (epoch 2)" in str(raised.value) and f"--resume {run_dir}" in str(raised.value)
+    assert runs.latest_checkpoint(run_dir).endswith("ckpt-17")
+    resumed = fit(config, run_dir, resume=True, **quiet)
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2]
+    assert resumed["resumes"] == [{"checkpoint": "ckpt-17", "step": 17, "epoch": 2}]
+    for mine, theirs in zip(resumed["epochs"], whole["epochs"]):
+        assert mine["train"] == theirs["train"] and mine["validation"] == theirs["validation"]
+    assert resumed["test"] == whole["test"]
+    for a, b in zip(_weights(runs.load_run(run_dir)), _weights(runs.load_run(str(tmp_path / "whole")))):
+        np.testing.assert_array_equal(a, b)
