@@ -111,6 +111,8 @@ def _with_channels(x, what):
         x = x[..., None]
     if x.ndim != 4:
         raise UserError(f"{what} must be [n, height, width] or [n, height, width, channels], got shape {x.shape}")
+    if 0 in x.shape[1:]:
+        raise UserError(f"{what} have an empty axis (shape {x.shape}); pass images of at least 1x1 pixel and 1 channel")
     return x
 
 
@@ -214,6 +216,8 @@ def _from_tfds(name: str, data_dir: Optional[str]):
 
 
 def _from_npz(path: str):
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a folder, not an .npz file; pass --dataset npz:PATH to a file made by numpy.savez")
     if not os.path.isfile(path):
         raise UserError(f"npz file {path} does not exist; pass --dataset npz:PATH to an existing .npz")
     try:

@@ -157,7 +157,6 @@ class RunState:
           UserError: the checkpoint is missing, corrupt or from another model
             (naming the file and the fix).
         """
-        os.makedirs(self.directory, exist_ok=True)
         for leftover in glob.glob(os.path.join(glob.escape(self.directory), "*_temp*")):
             shutil.rmtree(leftover, ignore_errors=True)  # from a save that was killed
         path = self._checkpoint_to_restore(log)

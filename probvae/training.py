@@ -195,13 +195,6 @@ class _Progress:
         self.stream.flush()
 
 
-def _summary_scalars(writer, values: dict, step: int):
-    with writer.as_default(step=step):
-        for name, value in values.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                tf.summary.scalar(name, value)
-
-
 def prepare(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = None,
             overwrite: bool = False, resume: bool = False,
             log: Callable[[str], None] = print) -> Tuple[RunConfig, data_lib.Splits]:
@@ -266,8 +259,7 @@ class Trainer:
             faults=self.faults, skip_nonfinite=train.skip_nonfinite)
         # What the checkpoints carry besides tensors (see probvae.run_state).
         self.history = {"epochs": [], "epoch_seconds": 0.0, "resumes": [], "train_examples": len(splits.x_train)}
-        self.writers = {name: tf.summary.create_file_writer(os.path.join(run_dir, runs.LOG_DIR, name))
-                        for name in ("train", "validation")}
+        self._writers = {}
         self.metrics = {
             "run_dir": os.path.abspath(run_dir),
             "dataset": splits.name,
@@ -349,8 +341,8 @@ class Trainer:
                                        "validation": validation})
         self.state.epoch.assign(epoch)
         self._save(None)
-        _summary_scalars(self.writers["train"], train_metrics, epoch)
-        _summary_scalars(self.writers["validation"], validation, epoch)
+        self._summaries("train", train_metrics, epoch)
+        self._summaries("validation", validation, epoch)
         runs.write_json(os.path.join(self.run_dir, runs.METRICS_FILE), self.metrics)
         skipped = train_metrics["skipped_nonfinite_batches"]
         progress.end_epoch(
@@ -395,8 +387,17 @@ class Trainer:
             raise NonFiniteError(f"training stopped at step {step} (epoch {epoch}): "
                                  f"{NonFiniteFaults.describe(terms)} became non-finite (NaN or inf); {self._fix()}")
 
+    def _summaries(self, split: str, values: dict, epoch: int) -> None:
+        """TensorBoard scalars of one split (the writer is made on first use)."""
+        if split not in self._writers:
+            self._writers[split] = tf.summary.create_file_writer(os.path.join(self.run_dir, runs.LOG_DIR, split))
+        with self._writers[split].as_default(step=epoch):
+            for name, value in values.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    tf.summary.scalar(name, value)
+
     def close(self) -> None:
-        for writer in self.writers.values():
+        for writer in self._writers.values():
             writer.flush()
 
 

@@ -32,6 +32,14 @@ def test_replace_changes_one_section_only():
         (lambda: TrainConfig(beta=-1.0), "beta"),
         (lambda: TrainConfig(learning_rate=0.0), "learning_rate"),
         (lambda: DataConfig(validation_fraction=1.0), "validation_fraction"),
+        (lambda: DataConfig(validation_fraction=float("nan")), "validation_fraction must be a finite number"),
+        (lambda: TrainConfig(learning_rate=float("inf")), "learning_rate must be a finite number"),
+        (lambda: TrainConfig(beta=float("nan")), "beta must be a finite number"),
+        (lambda: TrainConfig(seed=-1), "seed must be a whole number in 0..1073741823"),
+        (lambda: TrainConfig(seed=2**40), "seed must be a whole number"),
+        (lambda: TrainConfig(checkpoint_every_steps=-5), "checkpoint_every_steps"),
+        (lambda: TrainConfig(skip_nonfinite="yes"), "skip_nonfinite must be true or false"),
+        (lambda: TrainConfig(epochs=2.5), "epochs must be a whole number"),
     ],
 )
 def test_invalid_values_name_the_field(build, message):
@@ -48,3 +56,27 @@ def test_unknown_field_and_version_are_refused():
     values["version"] = CONFIG_VERSION + 1
     with pytest.raises(ValueError, match="version"):
         RunConfig.from_dict(values)
+
+
+def test_a_config_that_is_not_an_object_is_refused():
+    with pytest.raises(ValueError, match="JSON object"):
+        RunConfig.from_dict([1, 2])
+    values = RunConfig().to_dict()
+    values["train"] = 3
+    with pytest.raises(ValueError, match="TrainConfig must be a JSON object"):
+        RunConfig.from_dict(values)
+
+
+def test_configs_written_before_the_resume_fields_still_load():
+    values = RunConfig().to_dict()
+    for name in ("checkpoint_every_steps", "skip_nonfinite", "deterministic"):
+        del values["train"][name]
+    assert RunConfig.from_dict(values) == RunConfig()
+
+
+def test_differences_name_section_and_field():
+    config = RunConfig()
+    other = config.replace(train={"epochs": 3, "beta": 0.5}, model={"latent_dim": 4})
+    assert config.differences(other) == ["model.latent_dim", "train.beta", "train.epochs"]
+    assert config.differences(config) == []
+    assert config.flat()["train.epochs"] == 20

@@ -59,6 +59,20 @@ def test_diag_posterior_scales_are_softplus_with_a_floor():
     np.testing.assert_allclose(q.stddev().numpy()[0], [1e-5, np.log(2.0) + 1e-5], rtol=1e-4)
 
 
+def test_full_posterior_scales_have_the_floor_and_keep_the_kl_finite():
+    d = 2
+    layer = posterior_layer(d, standard_normal(d), covariance="full")
+    # params: loc [d], then the d(d+1)/2 entries of L; softplus(-1e30) underflows to 0.
+    q = layer(tf.constant([[0.5, -1.0, -1e30, 0.0, -1e30]]))
+    scale_diag = np.diag(q.scale.to_dense().numpy()[0])
+    np.testing.assert_allclose(scale_diag, [1e-5, 1e-5], rtol=1e-3)
+    # KL(N(m, L L^T) || N(0, I)) by the closed form, with the floored scales.
+    loc, cov = q.mean().numpy().astype(np.float64), q.covariance().numpy().astype(np.float64)
+    kl = tfd.kl_divergence(q, standard_normal(d)).numpy()
+    assert np.all(np.isfinite(kl)) and np.isfinite(q.log_prob(q.mean()).numpy()).all()
+    np.testing.assert_allclose(kl, kl_to_standard_normal(loc, cov), rtol=1e-4)
+
+
 def test_bernoulli_log_prob_matches_numpy():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(3, 4, 5, 2)).astype(np.float32)

@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 
@@ -26,6 +27,42 @@ def test_write_json_is_atomic_and_readable(tmp_path):
     runs.write_json(str(path), {"a": 1.5})
     assert json.loads(path.read_text()) == {"a": 1.5}
     assert [p.name for p in tmp_path.iterdir()] == ["values.json"]
+
+
+def test_write_json_reports_a_full_disk_and_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.json"
+    runs.write_json(str(path), {"epochs": [1]})
+
+    def no_space(_):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(ValueError, match=f"cannot write {path}: No space left on device; free disk space"):
+        runs.write_json(str(path), {"epochs": [1, 2]})
+    assert json.loads(path.read_text()) == {"epochs": [1]}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left
+
+
+def test_resume_config_keeps_the_saved_config_and_names_contradictions(tmp_path):
+    saved = RunConfig().replace(data={"dataset": "shapes"}, model={"image_shape": (28, 28, 1)}, train={"epochs": 3})
+    runs.save_config(str(tmp_path), saved)
+    assert runs.resume_config(str(tmp_path)) == saved
+    # The image shape comes from the data; None asks for nothing.
+    asked = saved.replace(model={"image_shape": None})
+    assert runs.resume_config(str(tmp_path), asked) == saved
+    # How the run is carried out may change ...
+    lenient = asked.replace(train={"skip_nonfinite": True, "eager": True, "checkpoint_every_steps": 7})
+    assert runs.resume_config(str(tmp_path), lenient) == saved.replace(
+        train={"skip_nonfinite": True, "eager": True, "checkpoint_every_steps": 7})
+    # ... what it computes may not.
+    contradicting = asked.replace(train={"epochs": 5, "learning_rate": 0.01})
+    with pytest.raises(ValueError, match=r"train.epochs 3 \(asked 5\), train.learning_rate 0.001 \(asked 0.01\)"):
+        runs.resume_config(str(tmp_path), contradicting)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no config.json"):
+        runs.resume_config(str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="does not exist"):
+        runs.resume_config(str(tmp_path / "nowhere"))
 
 
 def test_load_run_restores_the_trained_weights(tiny_run):

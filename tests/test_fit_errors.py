@@ -1,0 +1,253 @@
+"""Bad input to scripts/fit.py: one line naming the problem and the fix, exit
+code 2, no traceback, and every file that was there left as it was.
+
+The cases run fit.py's `main` in this process through `probvae.cli.run`, the
+code path the script takes (the subprocess tests in test_fit_script.py cover
+the script itself), so many cases stay cheap.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import tempfile
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from probvae import cli
+from probvae.config import RunConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location("fit_script", os.path.join(ROOT, "scripts", "fit.py"))
+fit_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fit_script)
+
+TINY = ["--max-train-examples", "12", "--batch-size", "4", "--epochs", "1", "--arch", "mlp", "--latent-dim", "2"]
+
+
+def run_cli(argv):
+    """fit.py's exit code for `argv` (0 if main returned)."""
+    try:
+        cli.run(lambda: fit_script.main(argv), argv)
+    except SystemExit as exit:
+        return exit.code
+    return 0
+
+
+def snapshot(root):
+    """Every folder and file under `root`, with the files' bytes."""
+    found = {}
+    for folder, _, files in os.walk(root):
+        found[os.path.relpath(folder, root)] = None
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as stream:
+                found[os.path.relpath(path, root)] = stream.read()
+    return found
+
+
+def npz(path, **arrays):
+    np.savez(path, **arrays)
+    return f"npz:{path}"
+
+
+def images(n, shape=(8, 8), dtype=np.uint8, value=None):
+    data = np.random.default_rng(0).integers(0, 256, (n,) + shape).astype(dtype)
+    return data if value is None else np.full((n,) + shape, value, dtype)
+
+
+def saved_run(tmp, **changes):
+    """A run directory holding only a config.json (shapes, mlp)."""
+    run = tmp / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    values = RunConfig().replace(data={"dataset": "shapes", "max_train_examples": 12},
+                                 model={"arch": "mlp", "latent_dim": 2, "image_shape": (28, 28, 1)},
+                                 train={"epochs": 1, "batch_size": 4}).to_dict()
+    for key, value in changes.items():
+        section, name = key.split(".")
+        values[section][name] = value
+    (run / "config.json").write_text(json.dumps(values))
+    return run
+
+
+def with_checkpoint_files(tmp, index=b"not an index", data=b"not data", state=True):
+    run = saved_run(tmp)
+    (run / "checkpoints" / "ckpt-3.index").write_bytes(index)
+    (run / "checkpoints" / "ckpt-3.data-00000-of-00001").write_bytes(data)
+    if state:
+        (run / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-3"\n')
+    return run
+
+
+def npz_run_with_new_channels(tmp):
+    """A run trained on 8x8 grey npz images whose file now holds colour images."""
+    source = npz(tmp / "data.npz", x_train=images(10, (8, 8, 3)), x_test=images(2, (8, 8, 3)))
+    run = saved_run(tmp, **{"data.dataset": source, "model.image_shape": [8, 8, 1], "data.max_train_examples": None})
+    return ["--resume", str(run)]
+
+
+def missing_checkpoint(tmp):
+    run = with_checkpoint_files(tmp)
+    for name in ("ckpt-3.index", "ckpt-3.data-00000-of-00001"):
+        os.remove(run / "checkpoints" / name)
+    return ["--resume", str(run)]
+
+
+def garbage_npz(tmp):
+    (tmp / "bad.npz").write_bytes(b"\x00garbage")
+    return ["--dataset", f"npz:{tmp}/bad.npz"]
+
+
+def file_as_run_dir(tmp):
+    (tmp / "afile").write_text("x")
+    return ["--dataset", "shapes", "--run-dir", str(tmp / "afile")]
+
+
+def plain_folder(tmp):
+    (tmp / "plain").mkdir()
+    return ["--resume", str(tmp / "plain")]
+
+
+def config_text(text):
+    def setup(tmp):
+        (saved_run(tmp) / "config.json").write_text(text)
+        return ["--resume", str(tmp / "run")]
+    return setup
+
+
+CASES = {
+    "unknown dataset": (lambda t: ["--dataset", "imagenet"], r"unknown dataset 'imagenet'; choose one of: "
+                        r"fashion_mnist, mnist, kmnist, cifar10, shapes, npz:PATH"),
+    "epochs below 1": (lambda t: ["--dataset", "shapes", "--epochs", "0"], "epochs must be a whole number of at least 1"),
+    "latent dim below 1": (lambda t: ["--dataset", "shapes", "--latent-dim", "-2"], "latent_dim must be a whole number"),
+    "negative beta": (lambda t: ["--dataset", "shapes", "--beta", "-0.5"], r"beta must be 0 or more \(got -0.5\)"),
+    "learning rate not a number": (lambda t: ["--dataset", "shapes", "--learning-rate", "nan"],
+                                   "learning_rate must be a finite number"),
+    "negative seed": (lambda t: ["--dataset", "shapes", "--seed", "-3"], r"seed must be a whole number in 0\.\.1073741823"),
+    "not an integer": (lambda t: ["--epochs", "two"], r"argument --epochs: invalid int value: 'two'; see .* --help"),
+    "unknown choice": (lambda t: ["--arch", "resnet"], r"argument --arch: invalid choice: 'resnet'"),
+    "batch larger than the data": (lambda t: ["--dataset", "shapes", "--max-train-examples", "20", "--batch-size", "50"],
+                                   "batch size 50 is larger than the 20 training examples; lower --batch-size"),
+    "image size the conv net cannot take": (
+        lambda t: ["--dataset", npz(t / "odd.npz", x_train=images(10, (10, 10)), x_test=images(2, (10, 10))),
+                   "--arch", "conv"],
+        r"needs height and width divisible by 4, but the images are 10x10; use --arch mlp or resize"),
+    "floats outside [0, 1]": (
+        lambda t: ["--dataset", npz(t / "f.npz", x_train=images(10, dtype=np.float32, value=1.5),
+                                    x_test=images(2, dtype=np.float32))],
+        r"training images are floats outside \[0, 1\]; scale them to \[0, 1\] or pass uint8 0\.\.255"),
+    "integers outside 0..255": (
+        lambda t: ["--dataset", npz(t / "i.npz", x_train=images(10, dtype=np.int32, value=300),
+                                    x_test=images(2, dtype=np.int32))],
+        r"training images are integers outside 0\.\.255"),
+    "empty npz arrays": (
+        lambda t: ["--dataset", npz(t / "e.npz", x_train=images(0), x_test=images(0))], "has too few images"),
+    "npz without test images": (lambda t: ["--dataset", npz(t / "m.npz", x_train=images(10))],
+                                r"lacks array\(s\) x_test; it needs x_train and x_test"),
+    "npz that is not an npz": (garbage_npz, r"cannot read .*bad.npz as .npz .*save it with numpy.savez"),
+    "npz that does not exist": (lambda t: ["--dataset", f"npz:{t}/none.npz"], "npz file .*none.npz does not exist"),
+    "run directory holding a run": (lambda t: ["--dataset", "shapes", "--run-dir", str(saved_run(t))],
+                                    r"already holds a run; pass --resume .*run to continue it, --overwrite to replace it"),
+    "run directory that is a file": (file_as_run_dir, "is a file; pass a folder path to --run-dir"),
+    "resume and overwrite": (lambda t: ["--resume", str(saved_run(t)), "--overwrite"], "contradict each other"),
+    "resume a missing folder": (lambda t: ["--resume", str(t / "gone")], "gone does not exist; pass the folder fit.py"),
+    "resume a folder without a run": (plain_folder, "holds no config.json; start a new run there"),
+    "resume with contradicting flags": (lambda t: ["--resume", str(saved_run(t)), "--epochs", "4", "--beta", "1"],
+                                        r"different configuration: its config.json has train.epochs 1 \(asked 4\); "
+                                        "drop the contradicting flags"),
+    "config from another version": (config_text(json.dumps({**RunConfig().to_dict(), "version": 99})),
+                                    r"config.json: config version 99 is not supported by this probvae \(it reads version 1\)"),
+    "corrupt config": (config_text('{"data": '), "config.json is not readable JSON"),
+    "config with a wrong field": (lambda t: ["--resume", str(saved_run(t, **{"model.latent_dim": "two"}))],
+                                  r"config.json: latent_dim must be a whole number of at least 1 \(got 'two'\)"),
+    "corrupt checkpoint": (lambda t: ["--resume", str(with_checkpoint_files(t))],
+                           r"cannot restore checkpoint .*ckpt-3 .*corrupt .*or start again with --overwrite"),
+    "missing checkpoint": (missing_checkpoint, r"checkpoint .*ckpt-3 named in .*checkpoint is missing; restore its files or start again"),
+    "images that no longer fit the run": (npz_run_with_new_channels,
+                                          r"expects images of shape \(8, 8, 1\) but .* has \(8, 8, 3\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_gets_one_line_exit_2_and_touches_nothing(case, tmp_path, capsys):
+    setup, expected = CASES[case]
+    argv = list(setup(tmp_path))
+    if "--resume" not in argv and "--run-dir" not in argv:
+        argv += ["--run-dir", str(tmp_path / "new-run")]
+    before = snapshot(tmp_path)
+    code = run_cli(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert re.search(expected, lines[0]), lines[0]
+    assert snapshot(tmp_path) == before
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    assert run_cli(["--dataset", "shapes", "--epochs", "0", "--debug", "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: epochs must be")
+
+
+def test_dry_run_checks_everything_and_writes_nothing(tmp_path, capsys):
+    assert run_cli(["--dataset", "shapes", *TINY, "--run-dir", str(tmp_path / "run"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing was written" in out and '"image_shape": [\n      28' in out
+    assert os.listdir(tmp_path) == []
+
+
+# --- random command lines ----------------------------------------------------
+
+# (valid values, invalid values) of each option.
+VALUES = {
+    "--dataset": (["shapes"], ["imagenet", "npz:/nonexistent.npz", "npz:", ""]),
+    "--epochs": (["1", "2"], ["-1", "0", "x", "1.5"]),
+    "--latent-dim": (["1", "2", "3"], ["-3", "0"]),
+    "--batch-size": (["1", "5", "100000"], ["0", "-4"]),
+    "--learning-rate": (["1e-3", "0.5", "1e30"], ["nan", "inf", "-1", "0"]),
+    "--beta": (["0", "0.5", "1e-40"], ["-1", "inf"]),
+    "--seed": (["0", "7"], ["-1", "99999999999", "abc"]),
+    "--validation-fraction": (["0.5", "0.99"], ["0", "1.5", "nan"]),
+    "--max-train-examples": (["5", "12", "40"], ["0", "-1"]),
+    "--checkpoint-every": (["0", "1", "3"], ["-1"]),
+    "--arch": (["conv", "mlp"], ["resnet"]),
+    "--posterior": (["full", "diag"], ["flow"]),
+    "--likelihood": (["bernoulli", "normal"], ["poisson"]),
+    "--normal-scale": (["shared", "channel", "pixel"], ["none"]),
+}
+FLAGS = ["--skip-nonfinite", "--eager", "--overwrite"]
+
+
+@st.composite
+def command_lines(draw):
+    """Options in random combinations; each value valid four times in five."""
+    argv = []
+    for option, (valid, invalid) in VALUES.items():
+        if draw(st.booleans()):
+            values = invalid if draw(st.integers(0, 4)) == 0 else valid
+            argv += [option, draw(st.sampled_from(values))]
+    argv += [flag for flag in FLAGS if draw(st.booleans())]
+    # Half the command lines only check; the others train a few steps at most.
+    if draw(st.booleans()):
+        argv.append("--dry-run")
+    else:
+        argv += ["--dataset", "shapes", "--epochs", "1", "--max-train-examples", draw(st.sampled_from(["6", "12"])),
+                 "--batch-size", draw(st.sampled_from(["3", "4"]))]
+    return argv
+
+
+@settings(max_examples=15, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(argv=command_lines())
+def test_any_command_line_runs_or_exits_2_with_one_line(argv, capsys):
+    with tempfile.TemporaryDirectory() as root:
+        code = run_cli(argv + ["--run-dir", os.path.join(root, "run")])
+    err = capsys.readouterr().err
+    assert code in (0, 2), (argv, err)
+    if code == 2:
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and len(lines[0]) > 20, (argv, err)
