@@ -59,3 +59,26 @@ def test_an_existing_run_is_not_overwritten_unless_asked(tmp_path):
     result = run_fit(*SMALL, "--run-dir", str(run_dir), "--overwrite")
     assert result.returncode == 0, result.stderr
     assert json.loads((run_dir / "config.json").read_text())["version"] == 1
+
+
+def test_an_exploding_learning_rate_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    import re
+
+    import numpy as np
+
+    from probvae import runs
+
+    run_dir = tmp_path / "run"
+    result = run_fit(*SMALL, "--learning-rate", "1e30", "--checkpoint-every", "1", "--run-dir", str(run_dir))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    # Adam's first step moves every weight by about 1e30; the next forward pass overflows.
+    found = re.match(r"error: training stopped at step (\d+) \(epoch 1\): the .* became non-finite \(NaN or inf\); "
+                     r"the last good checkpoint is (\S+); lower --learning-rate \(now 1e\+30\)", message)
+    assert found, message
+    step, checkpoint = int(found.group(1)), found.group(2)
+    assert checkpoint == f"{run_dir}/checkpoints/ckpt-{step - 1}"
+    assert runs.latest_checkpoint(str(run_dir)) == checkpoint
+    assert not (run_dir / "metrics.json").exists()
+    model = runs.load_run(str(run_dir))
+    assert all(np.all(np.isfinite(v.numpy())) for v in model.variables)
