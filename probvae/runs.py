@@ -10,6 +10,7 @@
 latest (or a named) checkpoint. `resume_config(run_dir, requested)` is the
 config a resumed run continues with: the saved one, refusing requests that
 contradict it (only the keys in `RESUME_MAY_CHANGE` may differ).
+`prepare_run` checks flags, data and directory before a run writes anything.
 
 JSON files are written to a temporary file and renamed into place, so a kill
 never leaves a truncated file behind.
@@ -22,7 +23,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from probvae.config import RunConfig
 from probvae.errors import UserError
@@ -37,6 +38,7 @@ __all__ = [
     "check_run_dir",
     "prepare_run_dir",
     "resume_config",
+    "prepare_run",
     "holds_run",
     "write_json",
     "read_json",
@@ -193,6 +195,46 @@ def resume_config(run_dir: str, requested: Optional[RunConfig] = None) -> RunCon
         section, name = key.split(".")
         changes.setdefault(section, {})[name] = getattr(getattr(requested, section), name)
     return saved.replace(**changes)
+
+
+def prepare_run(config: RunConfig, run_dir: str, splits=None, overwrite: bool = False, resume: bool = False,
+                log: Callable[[str], None] = print):
+    """Check everything a run needs before anything is written; load its data.
+
+    Returns:
+      (config with the image shape of the data, `probvae.data.Splits`); for
+      `resume`, the config saved in `run_dir` (see `resume_config`).
+
+    Raises:
+      UserError: contradicting options, a run directory that holds a run (new
+        runs) or none (resume), unloadable data, data the model cannot take.
+    """
+    from probvae import data as data_lib
+    from probvae import networks
+
+    if resume and overwrite:
+        raise UserError("resume and overwrite contradict each other; pass --resume to continue the run "
+                        "or --overwrite to replace it")
+    if resume:
+        config = resume_config(run_dir, config)
+    else:
+        check_run_dir(run_dir, overwrite)
+    if splits is None:
+        d = config.data
+        splits = data_lib.load_dataset(d.dataset, d.data_dir, d.validation_fraction, d.split_seed,
+                                       d.max_train_examples)
+    log(f"data: {splits.name} from {splits.source}: {len(splits.x_train)} train, "
+        f"{len(splits.x_validation)} validation, {len(splits.x_test)} test images of shape {splits.image_shape}")
+    if config.model.image_shape not in (None, splits.image_shape):
+        raise UserError(f"the model expects images of shape {config.model.image_shape} but {splits.name} "
+                        f"has {splits.image_shape}; use data of the shape the run was trained on")
+    model = config.model
+    networks.check_image_shape(model.arch, splits.image_shape, model.conv_filters)
+    config = config.replace(model={"image_shape": splits.image_shape})
+    if config.train.batch_size > len(splits.x_train):
+        raise UserError(f"batch size {config.train.batch_size} is larger than the {len(splits.x_train)} "
+                        "training examples; lower --batch-size")
+    return config, splits
 
 
 def latest_checkpoint(run_dir: str) -> Optional[str]:

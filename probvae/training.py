@@ -34,20 +34,20 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from probvae import data as data_lib
-from probvae import evaluation, networks, runs
+from probvae import evaluation, runs
 from probvae._keras import keras
 from probvae.config import RunConfig
 from probvae.errors import NonFiniteError, TrainingInterrupted, UserError
 from probvae.model import VAE
 from probvae.run_state import RunState, StopSignals
 
-__all__ = ["StepTotals", "NonFiniteFaults", "make_train_step", "prepare", "Trainer", "fit", "device_name"]
+__all__ = ["StepTotals", "NonFiniteFaults", "make_train_step", "Trainer", "fit", "device_name"]
 
 # Steps between two host reads of the fault record (each read waits for the device).
 FAULT_CHECK_EVERY = 50
@@ -193,44 +193,6 @@ class _Progress:
     def end_epoch(self, message):
         self.stream.write(("\r" if self.interactive else "") + message + "\n")
         self.stream.flush()
-
-
-def prepare(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = None,
-            overwrite: bool = False, resume: bool = False,
-            log: Callable[[str], None] = print) -> Tuple[RunConfig, data_lib.Splits]:
-    """Check everything a run needs before anything is written.
-
-    Returns:
-      (config with the image shape of the data, splits); for `resume`, the
-      config saved in `run_dir` (see `runs.resume_config`).
-
-    Raises:
-      UserError: contradicting options, a run directory that holds a run (new
-        runs) or none (resume), unloadable data, data the model cannot take.
-    """
-    if resume and overwrite:
-        raise UserError("resume and overwrite contradict each other; pass --resume to continue the run "
-                        "or --overwrite to replace it")
-    if resume:
-        config = runs.resume_config(run_dir, config)
-    else:
-        runs.check_run_dir(run_dir, overwrite)
-    if splits is None:
-        d = config.data
-        splits = data_lib.load_dataset(d.dataset, d.data_dir, d.validation_fraction, d.split_seed,
-                                       d.max_train_examples)
-    log(f"data: {splits.name} from {splits.source}: {len(splits.x_train)} train, "
-        f"{len(splits.x_validation)} validation, {len(splits.x_test)} test images of shape {splits.image_shape}")
-    if config.model.image_shape not in (None, splits.image_shape):
-        raise UserError(f"the model expects images of shape {config.model.image_shape} but {splits.name} "
-                        f"has {splits.image_shape}; use data of the shape the run was trained on")
-    model = config.model
-    networks.check_image_shape(model.arch, splits.image_shape, model.conv_filters)
-    config = config.replace(model={"image_shape": splits.image_shape})
-    if config.train.batch_size > len(splits.x_train):
-        raise UserError(f"batch size {config.train.batch_size} is larger than the {len(splits.x_train)} "
-                        "training examples; lower --batch-size")
-    return config, splits
 
 
 class Trainer:
@@ -417,7 +379,7 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
         checkpoint is kept); NonFiniteError: a non-finite loss or gradient.
       TrainingInterrupted: SIGINT or SIGTERM, after saving a checkpoint.
     """
-    config, splits = prepare(config, run_dir, splits=splits, overwrite=overwrite, resume=resume, log=log)
+    config, splits = runs.prepare_run(config, run_dir, splits=splits, overwrite=overwrite, resume=resume, log=log)
     if not resume:
         runs.prepare_run_dir(run_dir, overwrite=overwrite)
         runs.save_config(run_dir, config)

@@ -78,7 +78,7 @@ def main(argv=None):
         "runs", prefix=f"{config.data.dataset.replace(':', '-').replace('/', '_')}-")
     print(f"run directory: {os.path.abspath(run_dir)}")
     if args.dry_run:
-        config, _ = training.prepare(config, run_dir, overwrite=args.overwrite, resume=bool(args.resume))
+        config, _ = runs.prepare_run(config, run_dir, overwrite=args.overwrite, resume=bool(args.resume))
         print(f"dry run: the flags, data and run directory are fine; nothing was written\n{config.to_json()}")
         return
     training.fit(config, run_dir, overwrite=args.overwrite, resume=bool(args.resume))

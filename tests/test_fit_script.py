@@ -1,10 +1,14 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+from probvae import runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT = os.path.join(ROOT, "scripts", "fit.py")
@@ -62,12 +66,6 @@ def test_an_existing_run_is_not_overwritten_unless_asked(tmp_path):
 
 
 def test_an_exploding_learning_rate_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    import re
-
-    import numpy as np
-
-    from probvae import runs
-
     run_dir = tmp_path / "run"
     result = run_fit(*SMALL, "--learning-rate", "1e30", "--checkpoint-every", "1", "--run-dir", str(run_dir))
     assert result.returncode == 2 and "Traceback" not in result.stderr

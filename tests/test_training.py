@@ -1,15 +1,18 @@
 import os
+import signal
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from conftest import IMAGE_SHAPE, tiny_model_config
-from probvae import data, evaluation
+from probvae import data, evaluation, runs
 from probvae._keras import keras
 from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from probvae.errors import NonFiniteError, TrainingInterrupted
 from probvae.model import VAE
-from probvae.training import StepTotals, fit, make_train_step
+from probvae.objectives import ElboParts
+from probvae.training import NonFiniteFaults, StepTotals, Trainer, fit, make_train_step
 
 FASHION_AVAILABLE = os.path.isdir(data.SYSTEM_IDX_DIRS["fashion_mnist"])
 
@@ -81,11 +84,7 @@ def test_real_fashion_mnist_subset_learns(tmp_path):
     assert metrics["test"]["n_examples"] == 10000
 
 
-# --- numerical faults --------------------------------------------------------
-
-from probvae.errors import NonFiniteError, TrainingInterrupted  # noqa: E402
-from probvae.objectives import ElboParts  # noqa: E402
-from probvae.training import NonFiniteFaults, Trainer, prepare  # noqa: E402
+# --- numerical faults, interruption and resuming ------------------------------
 
 
 def _parts(reconstruction=(-1.0, -2.0), kl=(0.5, 0.25)):
@@ -172,12 +171,10 @@ def _weights(model):
 
 
 def test_a_nan_batch_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, shapes_splits):
-    from probvae import runs
-
     monkeypatch.setattr(data, "training_batches", _batches_with(_with_nan, at_epoch=1, at_index=4))
     config = _tiny_config()
     run_dir = str(tmp_path / "run")
-    config, splits = prepare(config, run_dir, splits=shapes_splits, log=lambda _: None)
+    config, splits = runs.prepare_run(config, run_dir, splits=shapes_splits, log=lambda _: None)
     runs.prepare_run_dir(run_dir)
     runs.save_config(run_dir, config)
     trainer = Trainer(config, splits, run_dir, log=lambda _: None)
@@ -209,15 +206,11 @@ def test_skip_nonfinite_skips_and_counts_the_batch(tmp_path, monkeypatch, shapes
 
 
 def _interrupt(x):
-    import signal
-
     os.kill(os.getpid(), signal.SIGINT)
     return x
 
 
 def test_sigint_saves_a_checkpoint_and_resuming_repeats_the_uninterrupted_run(tmp_path, monkeypatch, shapes_splits):
-    from probvae import runs
-
     config = _tiny_config(checkpoint_every_steps=4)
     quiet = dict(splits=shapes_splits, log=lambda _: None)
     whole = fit(config, str(tmp_path / "whole"), **quiet)
