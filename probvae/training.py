@@ -351,12 +351,18 @@ class Trainer:
 
     def _summaries(self, split: str, values: dict, epoch: int) -> None:
         """TensorBoard scalars of one split (the writer is made on first use)."""
-        if split not in self._writers:
-            self._writers[split] = tf.summary.create_file_writer(os.path.join(self.run_dir, runs.LOG_DIR, split))
-        with self._writers[split].as_default(step=epoch):
-            for name, value in values.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    tf.summary.scalar(name, value)
+        path = os.path.join(self.run_dir, runs.LOG_DIR, split)
+        try:
+            if split not in self._writers:
+                self._writers[split] = tf.summary.create_file_writer(path)
+            with self._writers[split].as_default(step=epoch):
+                for name, value in values.items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        tf.summary.scalar(name, value)
+        except (tf.errors.OpError, OSError) as error:
+            raise UserError(f"cannot write TensorBoard summaries to {path} ({type(error).__name__}); free disk "
+                            f"space or fix permissions, then continue with --resume (checkpoint {self.state.latest} "
+                            "is saved)") from None
 
     def close(self) -> None:
         for writer in self._writers.values():
