@@ -127,8 +127,13 @@ def _summary_scalars(writer, values: dict, step: int):
 
 
 def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = None,
-        overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
+        overwrite: bool = False, log: Callable[[str], None] = print,
+        on_epoch_end: Optional[Callable] = None) -> dict:
     """Train a VAE as `config` says, writing the run to `run_dir`.
+
+    `on_epoch_end(epoch, model, splits, run_dir)`, if given, is called after
+    each epoch's checkpoint and metrics are written (e.g.
+    `probvae.report.LatentSnapshots`).
 
     Returns:
       The metrics dict also written to RUN_DIR/metrics.json.
@@ -203,6 +208,8 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
         _summary_scalars(writers["train"], train_metrics, epoch)
         _summary_scalars(writers["validation"], validation, epoch)
         runs.write_json(os.path.join(run_dir, runs.METRICS_FILE), metrics)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model, splits, run_dir)
         progress.end_epoch(
             f"epoch {epoch}/{train.epochs}  train ELBO {train_metrics['elbo']:.2f}  "
             f"validation ELBO {validation['elbo']:.2f} ± {validation['elbo_stderr']:.2f} nats  ({seconds:.0f}s)"

@@ -36,6 +36,8 @@ def parse_args(argv=None):
     run = parser.add_argument_group("run")
     run.add_argument("--run-dir", help="where to write the run (default: runs/<timestamp>)")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
+    run.add_argument("--snapshot-latents", action="store_true",
+                     help="draw the 2-D latent space after each epoch and animate it (RUN_DIR/latent_evolution/)")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
 
@@ -59,9 +61,15 @@ def main():
     config = RunConfig().replace(**overrides)  # validated before TensorFlow loads
     from probvae.training import fit
 
+    on_epoch_end = None
+    if args.snapshot_latents:
+        from probvae.report import LatentSnapshots
+
+        on_epoch_end = LatentSnapshots.for_config(config)
+
     run_dir = args.run_dir or runs.new_run_dir("runs", prefix=f"{config.data.dataset.replace(':', '-').replace('/', '_')}-")
     print(f"run directory: {os.path.abspath(run_dir)}")
-    fit(config, run_dir, overwrite=args.overwrite)
+    fit(config, run_dir, overwrite=args.overwrite, on_epoch_end=on_epoch_end)
 
 
 if __name__ == "__main__":
