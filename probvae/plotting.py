@@ -209,6 +209,7 @@ def plot_latent_summary(ks, activity, kl, collapsed, threshold: float, path: str
     axes[2].set_ylabel("mean KL (nats)")
     axes[2].set_xlabel("latent dimension (red: collapsed)")
     axes[2].xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(latent_dim, 32)))
+    axes[2].set_xlim(-0.6, latent_dim - 0.4)
     figure.tight_layout()
     return _save(figure, path)
 

@@ -22,6 +22,7 @@ RUN_DIR/latent_evolution/latent_evolution.gif from the frames so far.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import html
 import os
@@ -126,6 +127,114 @@ def write_index(out_dir: str, title: str, summary: Sequence[str], entries: Seque
     return path
 
 
+@dataclasses.dataclass
+class _Inputs:
+    """What every section of the report draws from."""
+
+    model: object
+    images: np.ndarray  # uint8 [n, h, w, c]
+    x: np.ndarray  # model inputs [n, h, w, c]
+    labels: Optional[np.ndarray]
+    class_names: Optional[Sequence[str]]
+    split: str
+    seed: int
+    out: Callable[[str], str]  # file name -> path in the output folder
+
+
+def _marginal_entries(inputs: _Inputs, marginals) -> list:
+    latent_dim = inputs.model.latent_dim
+    collapsed = [int(u) for u in np.flatnonzero(marginals.collapsed)]
+    pages = plotting.plot_latent_marginals(
+        marginals.samples, marginals.ks, marginals.mean, marginals.std, marginals.collapsed,
+        inputs.out("latent_marginals"),
+        title=f"Aggregate posterior marginals against N(0, 1), {len(inputs.x)} {inputs.split} images")
+    entries = [("Latent marginals" + (f" ({number}/{len(pages)})" if len(pages) > 1 else ""), page,
+                "Per latent dimension: a histogram of one z ~ q(z|x) per held-out image (the aggregate "
+                "posterior) with the N(0, 1) density drawn over it; titles give the KS statistic, mean and sd. "
+                f"Tinted panels mark collapsed dimensions ({len(collapsed)} of {latent_dim}: {collapsed or 'none'}), "
+                "whose posterior ignores the input.")
+               for number, page in enumerate(pages, start=1)]
+    entries.append(("Per-dimension summary", plotting.plot_latent_summary(
+        marginals.ks, marginals.activity, marginals.kl, marginals.collapsed, marginals.threshold,
+        inputs.out("latent_summary.png")),
+        "KS statistic, activity Var_n E[z_u|x_n] (log scale; below the dashed line a dimension counts as "
+        "collapsed) and mean marginal KL in nats, per dimension."))
+    return entries
+
+
+def _example_entries(inputs: _Inputs, chosen: Sequence[int]) -> list:
+    model, x, binarize = inputs.model, inputs.x, inputs.model.likelihood_head.binarize
+    posterior = inspection.inspect_posterior(model, x[chosen], num_samples=5, seed=inputs.seed)
+    entries = [("Posterior inspection", plotting.plot_posterior_inspection(
+        posterior.inputs, posterior.reconstructions, posterior.loc, posterior.stddev, posterior.correlation,
+        inputs.out("posterior.png"), indices=chosen),
+        "Each row: a held-out input, the means of p(x|z) for five draws z ~ q(z|x), the posterior mean with "
+        "+-1 sd per dimension (grey band: the prior's +-1 sd) and the posterior correlation matrix "
+        "D^-1/2 L L^T D^-1/2 from the MultivariateNormalTriL scale L.")]
+    shown = min(12, len(x))
+    rows = {"original": inputs.images[:shown].astype(np.float32) / 255.0} if binarize else {}
+    rows["input"] = x[:shown]
+    rows["reconstruction"] = model(x[:shown]).numpy()
+    entries.append(("Reconstructions", plotting.plot_reconstructions(
+        rows, inputs.out("reconstructions.png"), title=f"Reconstructions of the first {shown} {inputs.split} images"),
+        "Held-out images" + (" (grey original, then the fixed binarization the model sees)" if binarize else "")
+        + " over the mean of p(x|z) at the posterior mean z = E[z|x]."))
+    _, prior_means, prior_draws = inspection.prior_samples(model, 64, seed=inputs.seed)
+    entries.append(("Prior samples", plotting.plot_prior_samples(
+        prior_means, inputs.out("prior_samples.png"), samples=prior_draws if binarize else None),
+        "64 latents z ~ N(0, I) decoded: the mean of p(x|z)"
+        + (" and one Bernoulli draw x ~ p(x|z) of each, which is what the model's samples really are."
+           if binarize else ".")))
+    return entries
+
+
+def _plane_entries(inputs: _Inputs, marginals, plane, grid_size: int, grid_range: Optional[float]) -> list:
+    latent_dim = inputs.model.latent_dim
+    other = "" if latent_dim == 2 else f"; the other {latent_dim - 2} dimensions held at 0"
+    entries = [("Latent space", plotting.plot_latent_scatter(
+        marginals.loc[:, list(plane)], inputs.out("latent_scatter.png"), labels=inputs.labels,
+        class_names=inputs.class_names, dims=plane, title=f"Posterior means of {len(inputs.x)} {inputs.split} images"),
+        f"Posterior means E[z|x] of the held-out images in dimensions {plane}, coloured by label when the data "
+        "have labels; dashed circles: the prior's 1 and 2 sd.")]
+    values = inspection.grid_values(grid_size)
+    entries.append(("Decoded manifold", plotting.plot_manifold(
+        inspection.decode_grid(inputs.model, plane, values), values, inputs.out("manifold.png"), dims=plane,
+        title=f"Decoded grid z = Phi^-1((i + 0.5) / {grid_size}){other}"),
+        f"Means of p(x|z) over a {grid_size}x{grid_size} grid in dimensions {plane}, spaced by the inverse "
+        f"normal CDF so each cell holds equal prior mass{other}."))
+    if grid_range is not None:
+        values = inspection.grid_values(grid_size, limit=grid_range)
+        entries.append((f"Decoded manifold over [-{grid_range:g}, {grid_range:g}]", plotting.plot_manifold(
+            inspection.decode_grid(inputs.model, plane, values), values, inputs.out("manifold_range.png"),
+            dims=plane, title=f"Decoded grid over [-{grid_range:g}, {grid_range:g}]{other}"),
+            "The same grid evenly spaced over a fixed range, reaching beyond the prior's bulk."))
+    return entries
+
+
+def _interpolation_entry(inputs: _Inputs, pair) -> tuple:
+    x, labels, names = inputs.x, inputs.labels, inputs.class_names
+    t, _, decoded = inspection.interpolate(inputs.model, x[pair[0]], x[pair[1]], steps=10)
+    titles = [f"#{i}" + (f" {names[labels[i]]}" if labels is not None and names else "") for i in pair]
+    return ("Interpolation", plotting.plot_interpolation(x[pair[0]], x[pair[1]], decoded, t,
+                                                         inputs.out("interpolation.png"), names=titles),
+            f"The straight line between the posterior means of {inputs.split} examples {titles[0]} and "
+            f"{titles[1]}, decoded at 10 points.")
+
+
+def _training_entries(inputs: _Inputs, run_dir: str, metrics: dict) -> list:
+    entries = []
+    if metrics.get("epochs"):
+        entries.append(("Training curves", plotting.plot_training_curves(
+            inspection.training_curves(metrics), inputs.out("training_curves.png"), test=metrics.get("test")),
+            "Train (mean over the epoch's steps) and validation ELBO with its reconstruction and KL "
+            "parts per epoch, nats per example; the star is the final test value."))
+    gif = os.path.join(run_dir, SNAPSHOT_DIR, GIF_NAME)
+    if os.path.exists(gif):
+        entries.append(("Latent evolution", gif, "Posterior means of validation images after each training "
+                        "epoch (fit.py --snapshot-latents), as an animation."))
+    return entries
+
+
 def inspect_run(run_dir: str, split: str = "test", out_dir: Optional[str] = None, num_shown: int = 4,
                 indices: Optional[Sequence[int]] = None, max_examples: Optional[int] = None,
                 dims: Optional[Sequence[int]] = None, grid_size: int = 20, grid_range: Optional[float] = None,
@@ -148,128 +257,56 @@ def inspect_run(run_dir: str, split: str = "test", out_dir: Optional[str] = None
       checkpoint: checkpoint name or prefix (default: the latest).
 
     Returns:
-      The paths written, pictures first, then latent_marginals.json and index.html.
+      The paths written (each also passed to `log`): pictures, then
+      latent_marginals.json and index.html.
+
+    Raises:
+      UserError: no such run or split, or indices or dims out of range
+        (checked before anything is drawn).
     """
     config = runs.load_config(run_dir)
     if dims is not None:
-        inspection.choose_dims(np.ones(config.model.latent_dim), dims)  # fail before the slow work
+        inspection.choose_dims(np.ones(config.model.latent_dim), dims)
     model = runs.load_run(run_dir, checkpoint=checkpoint)
     d = config.data
     splits = data_lib.load_dataset(d.dataset, d.data_dir, d.validation_fraction, d.split_seed, d.max_train_examples)
     images, labels = splits.split(split)
     if max_examples is not None:
         images, labels = images[:max_examples], None if labels is None else labels[:max_examples]
-    out_dir = out_dir or os.path.join(run_dir, "plots")
-    os.makedirs(out_dir, exist_ok=True)
-    out = lambda name: os.path.join(out_dir, name)  # noqa: E731
     chosen = _check_indices(indices, len(images), "--examples") if indices else list(range(min(num_shown, len(images))))
     if interpolate is not None and len(interpolate) != 2:
         raise UserError(f"--interpolate takes two example indices, got {len(interpolate)}")
     pair = _check_indices(interpolate, len(images), "--interpolate") if interpolate else _pick_pair(labels, len(images))
-    x = inspection.model_inputs(model, images, d.split_seed)
-    class_names = data_lib.CLASS_NAMES.get(splits.name)
-    latent_dim = model.latent_dim
-    entries = []
+    out_dir = out_dir or os.path.join(run_dir, "plots")
+    os.makedirs(out_dir, exist_ok=True)
+    inputs = _Inputs(model=model, images=images, x=inspection.model_inputs(model, images, d.split_seed),
+                     labels=labels, class_names=data_lib.CLASS_NAMES.get(splits.name), split=split, seed=seed,
+                     out=lambda name: os.path.join(out_dir, name))
 
-    marginals = inspection.latent_marginals(model, x, seed=seed)
-    collapsed = [int(u) for u in np.flatnonzero(marginals.collapsed)]
-    pages = plotting.plot_latent_marginals(
-        marginals.samples, marginals.ks, marginals.mean, marginals.std, marginals.collapsed,
-        out("latent_marginals"),
-        title=f"Aggregate posterior marginals against N(0, 1), {len(x)} {split} images")
-    for number, page in enumerate(pages, start=1):
-        entries.append((f"Latent marginals" + (f" ({number}/{len(pages)})" if len(pages) > 1 else ""), page,
-                        "Per latent dimension: a histogram of one z ~ q(z|x) per held-out image (the aggregate "
-                        "posterior) with the N(0, 1) density drawn over it; titles give the KS statistic, mean "
-                        f"and sd. Tinted panels mark collapsed dimensions ({len(collapsed)} of {latent_dim}: "
-                        f"{collapsed or 'none'}), whose posterior ignores the input."))
-    entries.append(("Per-dimension summary", plotting.plot_latent_summary(
-        marginals.ks, marginals.activity, marginals.kl, marginals.collapsed, marginals.threshold,
-        out("latent_summary.png")),
-        "KS statistic, activity Var_n E[z_u|x_n] (log scale; below the dashed line a dimension counts as "
-        "collapsed) and mean marginal KL in nats, per dimension."))
-
-    posterior = inspection.inspect_posterior(model, x[chosen], num_samples=5, seed=seed)
-    entries.append(("Posterior inspection", plotting.plot_posterior_inspection(
-        posterior.inputs, posterior.reconstructions, posterior.loc, posterior.stddev, posterior.correlation,
-        out("posterior.png"), indices=chosen),
-        "Each row: a held-out input, the means of p(x|z) for five draws z ~ q(z|x), the posterior mean with "
-        "+-1 sd per dimension (grey band: the prior's +-1 sd) and the posterior correlation matrix "
-        "D^-1/2 L L^T D^-1/2 from the MultivariateNormalTriL scale L."))
-
-    shown = min(12, len(x))
-    rows = {}
-    if model.likelihood_head.binarize:
-        rows["original"] = images[:shown].astype(np.float32) / 255.0
-    rows["input"] = x[:shown]
-    rows["reconstruction"] = model(x[:shown]).numpy()
-    entries.append(("Reconstructions", plotting.plot_reconstructions(
-        rows, out("reconstructions.png"), title=f"Reconstructions of the first {shown} {split} images"),
-        "Held-out images" + (" (grey original, then the fixed binarization the model sees)"
-                             if model.likelihood_head.binarize else "")
-        + " over the mean of p(x|z) at the posterior mean z = E[z|x]."))
-
-    _, prior_means, prior_draws = inspection.prior_samples(model, 64, seed=seed)
-    entries.append(("Prior samples", plotting.plot_prior_samples(
-        prior_means, out("prior_samples.png"), samples=prior_draws if model.likelihood_head.binarize else None),
-        "64 latents z ~ N(0, I) decoded: the mean of p(x|z)"
-        + (" and one Bernoulli draw x ~ p(x|z) of each, which is what the model's samples really are."
-           if model.likelihood_head.binarize else ".")))
-
+    marginals = inspection.latent_marginals(model, inputs.x, seed=seed)
     json_values = marginals.to_dict()
     json_values.update({"split": split, "checkpoint": os.path.basename(model.checkpoint_path)})
-    if latent_dim >= 2:
+    entries = _marginal_entries(inputs, marginals) + _example_entries(inputs, chosen)
+    if model.latent_dim >= 2:
         plane = inspection.choose_dims(marginals.activity, dims)
-        other = "" if latent_dim == 2 else f"; the other {latent_dim - 2} dimensions held at 0"
-        entries.append(("Latent space", plotting.plot_latent_scatter(
-            marginals.loc[:, list(plane)], out("latent_scatter.png"), labels=labels, class_names=class_names,
-            dims=plane, title=f"Posterior means of {len(x)} {split} images"),
-            f"Posterior means E[z|x] of the held-out images in dimensions {plane}"
-            + (" (the two most active)" if latent_dim > 2 and dims is None else "")
-            + ", coloured by label; dashed circles: the prior's 1 and 2 sd."))
-        values = inspection.grid_values(grid_size)
-        entries.append(("Decoded manifold", plotting.plot_manifold(
-            inspection.decode_grid(model, plane, values), values, out("manifold.png"), dims=plane,
-            title=f"Decoded grid z = Phi^-1((i + 0.5) / {grid_size}){other}"),
-            f"Means of p(x|z) over a {grid_size}x{grid_size} grid in dimensions {plane}, spaced by the inverse "
-            f"normal CDF so each cell holds equal prior mass{other}."))
-        if grid_range is not None:
-            values = inspection.grid_values(grid_size, limit=grid_range)
-            entries.append((f"Decoded manifold over [-{grid_range:g}, {grid_range:g}]", plotting.plot_manifold(
-                inspection.decode_grid(model, plane, values), values, out("manifold_range.png"), dims=plane,
-                title=f"Decoded grid over [-{grid_range:g}, {grid_range:g}]{other}"),
-                "The same grid evenly spaced over a fixed range, reaching beyond the prior's bulk."))
         json_values["plot_dims"] = list(plane)
-
-    t, _, decoded = inspection.interpolate(model, x[pair[0]], x[pair[1]], steps=10)
-    names = [f"#{i}" + (f" {class_names[labels[i]]}" if labels is not None and class_names else "") for i in pair]
-    entries.append(("Interpolation", plotting.plot_interpolation(x[pair[0]], x[pair[1]], decoded, t,
-                                                                 out("interpolation.png"), names=names),
-                    f"The straight line between the posterior means of {split} examples {names[0]} and "
-                    f"{names[1]}, decoded at 10 points."))
-
+        entries += _plane_entries(inputs, marginals, plane, grid_size, grid_range)
+    entries.append(_interpolation_entry(inputs, pair))
     metrics_path = os.path.join(run_dir, runs.METRICS_FILE)
     metrics = runs.read_json(metrics_path) if os.path.exists(metrics_path) else {}
-    if metrics.get("epochs"):
-        entries.append(("Training curves", plotting.plot_training_curves(
-            inspection.training_curves(metrics), out("training_curves.png"), test=metrics.get("test")),
-            "Train (mean over the epoch's steps) and validation ELBO with its reconstruction and KL "
-            "parts per epoch, nats per example; the star is the final test value."))
-    gif = os.path.join(run_dir, SNAPSHOT_DIR, GIF_NAME)
-    if os.path.exists(gif):
-        entries.append(("Latent evolution", gif, "Posterior means of validation images after each training "
-                        "epoch (fit.py --snapshot-latents), as an animation."))
+    entries += _training_entries(inputs, run_dir, metrics)
 
-    summary = [f"Run {os.path.abspath(run_dir)}: {config.model.arch} encoder, latent {latent_dim}, "
+    summary = [f"Run {os.path.abspath(run_dir)}: {config.model.arch} encoder, latent {model.latent_dim}, "
                f"{config.model.posterior} posterior, {config.model.likelihood} likelihood, checkpoint "
-               f"{os.path.basename(model.checkpoint_path)}; {len(x)} {split} images of {splits.name}.",
-               f"Collapsed dimensions: {collapsed or 'none'}. Numbers per dimension: latent_marginals.json."]
+               f"{os.path.basename(model.checkpoint_path)}; {len(images)} {split} images of {splits.name}.",
+               f"Collapsed dimensions: {json_values['collapsed_dims'] or 'none'}. "
+               "Numbers per dimension: latent_marginals.json."]
     if "test" in metrics:
         test = metrics["test"]
         summary.insert(1, f"Test ELBO {test['elbo']:.2f} +- {test['elbo_stderr']:.2f} nats "
                           f"(reconstruction {test['reconstruction']:.2f}, KL {test['kl']:.2f}).")
     written = [path for _, path, _ in entries]
-    written.append(runs.write_json(out("latent_marginals.json"), json_values))
+    written.append(runs.write_json(inputs.out("latent_marginals.json"), json_values))
     written.append(write_index(out_dir, f"Inside {os.path.basename(os.path.abspath(run_dir))}", summary, entries))
     for path in written:
         log(path)

@@ -64,7 +64,7 @@ def test_inspect_run_rejects_bad_choices_before_drawing(untrained_run, tmp_path)
         report.inspect_run(untrained_run, interpolate=[2, -1], **arguments)
     with pytest.raises(ValueError, match=r"--dims needs two different dimensions in 0..2"):
         report.inspect_run(untrained_run, dims=[0, 3], **arguments)
-    assert not os.listdir(tmp_path / "plots")
+    assert not os.path.exists(tmp_path / "plots")
 
 
 def test_write_index_links_every_picture(tmp_path):
