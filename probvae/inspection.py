@@ -14,7 +14,8 @@ independent draws from q(z). For each latent dimension u:
                  the input (the "active units" measure of Burda et al., 2015);
     kl_u       = mean_n KL(N(m_nu, S_nuu) || N(0, 1))
                = mean_n 0.5 (S_nuu + m_nu^2 - 1 - log S_nuu), nats: the KL of
-                 the one-dimensional marginal of q(z|x_n) (for a diagonal
+                 the one-dimensional marginal of q(z|x_n)
+                 (`probvae.distributions.kl_per_dimension`; for a diagonal
                  posterior these sum to the full KL).
 
 A dimension has collapsed to the prior when activity_u < 0.01: its posterior
@@ -46,14 +47,13 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from probvae import data as data_lib
+from probvae.distributions import kl_per_dimension
 from probvae.errors import UserError
 
 __all__ = [
     "COLLAPSE_THRESHOLD",
     "normal_cdf",
     "ks_statistic",
-    "model_inputs",
     "correlation_from_scale",
     "LatentMarginals",
     "latent_marginals",
@@ -96,14 +96,6 @@ def ks_statistic(samples) -> np.ndarray:
     above = np.max(rank / n - cdf, axis=0)  # F_N jumps to i/N at s_i
     below = np.max(cdf - (rank - 1) / n, axis=0)  # and is (i-1)/N just before it
     return np.maximum(above, below)
-
-
-def model_inputs(model, images: np.ndarray, binarization_seed: int = 0) -> np.ndarray:
-    """uint8 images [n, h, w, c] as the model sees them in evaluation: float32
-    in [0, 1], binarized once from `binarization_seed` for a Bernoulli model."""
-    if model.likelihood_head.binarize:
-        return data_lib.binarize_fixed(images, binarization_seed)
-    return np.asarray(images, np.float32) / 255.0
 
 
 def correlation_from_scale(scale_tril):
@@ -156,23 +148,23 @@ class LatentMarginals:
 
 def latent_marginals(model, x, seed: int = 0, batch_size: int = 1000,
                      threshold: float = COLLAPSE_THRESHOLD) -> LatentMarginals:
-    """Aggregate-posterior statistics over model inputs x [N, h, w, c]."""
+    """Aggregate-posterior statistics over prepared inputs x [N, h, w, c]
+    (`model.prepare_inputs`), encoded `batch_size` at a time."""
     if len(x) < 2:
         raise UserError(f"latent statistics need at least 2 examples, got {len(x)}; use a larger split")
-    locs, samples, variances = [], [], []
+    parts = {"loc": [], "z": [], "stddev": [], "kl": []}
     for index, start in enumerate(range(0, len(x), batch_size)):
-        posterior = model.posterior(tf.constant(x[start : start + batch_size]))
-        locs.append(posterior.mean().numpy())
-        samples.append(posterior.sample(seed=tf.constant([seed, index], tf.int32)).numpy())
-        variances.append(tf.linalg.diag_part(posterior.covariance()).numpy())
-    loc = np.concatenate(locs).astype(np.float64)  # [N, d]
-    z = np.concatenate(samples).astype(np.float64)  # [N, d]
-    variance = np.concatenate(variances).astype(np.float64)  # [N, d]
+        posterior = model.posterior(tf.constant(x[start : start + batch_size], tf.float32))
+        parts["loc"].append(posterior.mean())
+        parts["z"].append(posterior.sample(seed=tf.constant([seed, index], tf.int32)))
+        parts["stddev"].append(posterior.stddev())
+        parts["kl"].append(kl_per_dimension(posterior, model.prior))
+    loc, z, stddev, kl = (np.concatenate([t.numpy() for t in parts[k]]).astype(np.float64)  # [N, d] each
+                          for k in ("loc", "z", "stddev", "kl"))
     activity = loc.var(axis=0)
-    kl = 0.5 * (variance + loc**2 - 1.0 - np.log(variance))
     return LatentMarginals(
         samples=z, loc=loc, ks=ks_statistic(z), mean=z.mean(axis=0), std=z.std(axis=0),
-        activity=activity, posterior_std=np.sqrt(variance).mean(axis=0), kl=kl.mean(axis=0),
+        activity=activity, posterior_std=stddev.mean(axis=0), kl=kl.mean(axis=0),
         collapsed=activity < threshold, threshold=threshold,
     )
 
@@ -192,8 +184,9 @@ class PosteriorInspection:
 
 def inspect_posterior(model, x, num_samples: int = 5, seed: int = 0) -> PosteriorInspection:
     """Posterior mean, standard deviations, correlations and sampled
-    reconstructions of model inputs x [n, h, w, c]."""
-    x = np.asarray(x, np.float32)
+    reconstructions of x [n, h, w, c]: raw images or prepared inputs, as
+    `VAE.posterior` takes them (`inputs` holds what the model saw)."""
+    x = model.prepare_inputs(x).numpy()
     posterior = model.posterior(tf.constant(x))
     stddev, correlation = correlation_from_scale(posterior.scale.to_dense().numpy())
     z = posterior.sample(num_samples, seed=tf.constant([seed, 0], tf.int32))  # [k, n, d]
@@ -264,7 +257,8 @@ def decode_grid(model, dims, values, base=None) -> np.ndarray:
 
 
 def interpolate(model, x_start, x_end, steps: int = 10):
-    """Decode the straight line between the posterior means of two inputs.
+    """Decode the straight line between the posterior means of two prepared
+    inputs [h, w, c].
 
     Returns:
       (t [steps] in [0, 1], z [steps, d], means of p(x|z) [steps, h, w, c]).

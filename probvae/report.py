@@ -29,6 +29,7 @@ import os
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from probvae import data as data_lib
 from probvae import inspection, plotting, runs
@@ -76,7 +77,7 @@ class LatentSnapshots:
             self.frames = []
         dims = inspection.choose_dims(np.zeros(model.latent_dim), self.dims)
         images, labels = splits.x_validation[: self.num_examples], splits.y_validation
-        x = inspection.model_inputs(model, images, self.binarization_seed)
+        x = model.prepare_inputs(images, self.binarization_seed)
         loc = model.posterior(x).mean().numpy()[:, list(dims)]
         frame = plotting.plot_latent_scatter(
             loc, os.path.join(directory, f"epoch_{epoch:04d}.png"),
@@ -164,7 +165,7 @@ def _marginal_entries(inputs: _Inputs, marginals) -> list:
 
 def _example_entries(inputs: _Inputs, chosen: Sequence[int]) -> list:
     model, x, binarize = inputs.model, inputs.x, inputs.model.likelihood_head.binarize
-    posterior = inspection.inspect_posterior(model, x[chosen], num_samples=5, seed=inputs.seed)
+    posterior = inspection.inspect_posterior(model, tf.constant(x[chosen]), num_samples=5, seed=inputs.seed)
     entries = [("Posterior inspection", plotting.plot_posterior_inspection(
         posterior.inputs, posterior.reconstructions, posterior.loc, posterior.stddev, posterior.correlation,
         inputs.out("posterior.png"), indices=chosen),
@@ -174,7 +175,7 @@ def _example_entries(inputs: _Inputs, chosen: Sequence[int]) -> list:
     shown = min(12, len(x))
     rows = {"original": inputs.images[:shown].astype(np.float32) / 255.0} if binarize else {}
     rows["input"] = x[:shown]
-    rows["reconstruction"] = model(x[:shown]).numpy()
+    rows["reconstruction"] = model(tf.constant(x[:shown])).numpy()
     entries.append(("Reconstructions", plotting.plot_reconstructions(
         rows, inputs.out("reconstructions.png"), title=f"Reconstructions of the first {shown} {inputs.split} images"),
         "Held-out images" + (" (grey original, then the fixed binarization the model sees)" if binarize else "")
@@ -279,7 +280,7 @@ def inspect_run(run_dir: str, split: str = "test", out_dir: Optional[str] = None
     pair = _check_indices(interpolate, len(images), "--interpolate") if interpolate else _pick_pair(labels, len(images))
     out_dir = out_dir or os.path.join(run_dir, "plots")
     os.makedirs(out_dir, exist_ok=True)
-    inputs = _Inputs(model=model, images=images, x=inspection.model_inputs(model, images, d.split_seed),
+    inputs = _Inputs(model=model, images=images, x=model.prepare_inputs(images, d.split_seed).numpy(),
                      labels=labels, class_names=data_lib.CLASS_NAMES.get(splits.name), split=split, seed=seed,
                      out=lambda name: os.path.join(out_dir, name))
 

@@ -60,7 +60,7 @@ def test_inspect_turns_a_run_into_pictures(shapes_run, tmp_path):
     assert values["n_samples"] == 120 and values["split"] == "validation"
     model = runs.load_run(shapes_run)
     images = data.load_dataset("shapes", max_train_examples=200).x_validation[:120]
-    samples = inspection.latent_marginals(model, inspection.model_inputs(model, images), seed=4).samples
+    samples = inspection.latent_marginals(model, model.prepare_inputs(images).numpy(), seed=4).samples
     assert [d["dim"] for d in values["dims"]] == [0, 1] and values["plot_dims"] == [0, 1]
     for u, entry in enumerate(values["dims"]):
         assert entry["ks_statistic"] == pytest.approx(scipy.stats.kstest(samples[:, u], "norm").statistic, abs=1e-6)

@@ -70,6 +70,16 @@ def test_inspect_posterior_returns_the_posterior_and_decoded_samples(binary_imag
     np.testing.assert_array_equal(result.z, again.z)
 
 
+def test_inspect_posterior_takes_raw_images_as_the_model_does():
+    model = VAE(tiny_model_config())
+    raw = (np.random.default_rng(3).uniform(size=(BATCH,) + IMAGE_SHAPE) * 255).astype(np.uint8)
+    result = inspection.inspect_posterior(model, raw, num_samples=2, seed=0)
+    prepared = model.prepare_inputs(raw).numpy()
+    assert set(np.unique(result.inputs)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(result.inputs, prepared)
+    np.testing.assert_allclose(result.loc, model.posterior(tf.constant(prepared)).mean().numpy(), rtol=1e-6)
+
+
 def _inputs(n=40, seed=0):
     return (np.random.default_rng(seed).uniform(size=(n,) + IMAGE_SHAPE) < 0.4).astype(np.float32)
 
@@ -96,6 +106,21 @@ def test_latent_marginals_statistics_and_collapse():
     values = result.to_dict()
     assert values["collapsed_dims"] == [1] and values["n_samples"] == 40
     assert values["dims"][0]["ks_statistic"] == pytest.approx(result.ks[0])
+
+
+def test_latent_marginals_kl_per_dimension_of_a_full_posterior():
+    model = VAE(tiny_model_config(latent_dim=3))
+    x = _inputs(n=7)
+    result = inspection.latent_marginals(model, x, seed=0)
+    q = model.posterior(tf.constant(x))
+    m = q.mean().numpy().astype(np.float64)
+    variance = np.diagonal(q.covariance().numpy(), axis1=1, axis2=2).astype(np.float64)
+    # KL(N(m, v) || N(0, 1)) = 0.5 (v + m^2 - 1 - log v), averaged over the examples.
+    np.testing.assert_allclose(result.kl, (0.5 * (variance + m**2 - 1 - np.log(variance))).mean(0), rtol=1e-4)
+    np.testing.assert_allclose(result.posterior_std, np.sqrt(variance).mean(0), rtol=1e-5)
+    # Correlations add to the KL: KL = sum_u KL_u - 0.5 log det(corr) >= sum_u KL_u.
+    full_kl = tfd.kl_divergence(q, model.prior).numpy().mean()
+    assert full_kl > result.kl.sum()
 
 
 def test_grid_values_follow_the_inverse_normal_cdf_or_a_fixed_range():
