@@ -35,6 +35,7 @@ from probvae.config import DATASETS, check_dataset_name
 from probvae.errors import UserError
 
 __all__ = [
+    "CLASS_NAMES",
     "DATASETS",
     "IDX_FILES",
     "SYSTEM_IDX_DIRS",
@@ -59,6 +60,16 @@ IDX_FILES = {
 
 # Where Debian's dataset packages put the IDX files.
 SYSTEM_IDX_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
+
+# Names of the integer labels, for legends.
+CLASS_NAMES = {
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                      "Bag", "Ankle boot"),
+    "mnist": tuple(str(digit) for digit in range(10)),
+    "kmnist": ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    "shapes": ("square", "disc", "triangle", "cross"),
+}
 
 _TFDS_NAMES = {"mnist": "mnist", "fashion_mnist": "fashion_mnist", "kmnist": "kmnist", "cifar10": "cifar10"}
 

@@ -203,8 +203,9 @@ class Trainer:
     """
 
     def __init__(self, config: RunConfig, splits: data_lib.Splits, run_dir: str,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, on_epoch_end: Optional[Callable] = None):
         self.config, self.splits, self.run_dir, self.log = config, splits, run_dir, log
+        self.on_epoch_end = on_epoch_end
         train = config.train
         if train.deterministic:
             tf.config.experimental.enable_op_determinism()
@@ -306,6 +307,8 @@ class Trainer:
         self._summaries("train", train_metrics, epoch)
         self._summaries("validation", validation, epoch)
         runs.write_json(os.path.join(self.run_dir, runs.METRICS_FILE), self.metrics)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(epoch, self.model, self.splits, self.run_dir)
         skipped = train_metrics["skipped_nonfinite_batches"]
         progress.end_epoch(
             f"epoch {epoch}/{train.epochs}  train ELBO {train_metrics['elbo']:.2f}  "
@@ -370,12 +373,16 @@ class Trainer:
 
 
 def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = None,
-        overwrite: bool = False, log: Callable[[str], None] = print, resume: bool = False) -> dict:
+        overwrite: bool = False, log: Callable[[str], None] = print, resume: bool = False,
+        on_epoch_end: Optional[Callable] = None) -> dict:
     """Train a VAE as `config` says, writing the run to `run_dir`.
 
     Args:
       resume: continue the run in `run_dir` from its newest checkpoint, with
         its saved config (a `config` contradicting it is refused).
+      on_epoch_end: if given, called as `on_epoch_end(epoch, model, splits,
+        run_dir)` after each epoch's checkpoint and metrics are written (e.g.
+        `probvae.report.LatentSnapshots`).
 
     Returns:
       The metrics dict also written to RUN_DIR/metrics.json.
@@ -389,7 +396,7 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
     if not resume:
         runs.prepare_run_dir(run_dir, overwrite=overwrite)
         runs.save_config(run_dir, config)
-    trainer = Trainer(config, splits, run_dir, log=log)
+    trainer = Trainer(config, splits, run_dir, log=log, on_epoch_end=on_epoch_end)
     if resume:
         trainer.restore()
     metrics = trainer.train()

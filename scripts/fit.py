@@ -45,6 +45,8 @@ def parse_args(argv=None):
     run.add_argument("--run-dir", help="where to write the run (default: runs/<dataset>-<timestamp>)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
+    run.add_argument("--snapshot-latents", action="store_true",
+                     help="draw the 2-D latent space after each epoch and animate it (RUN_DIR/latent_evolution/)")
     run.add_argument("--dry-run", action="store_true", help="check flags, data and run directory; train nothing")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
@@ -81,7 +83,12 @@ def main(argv=None):
         config, _ = runs.prepare_run(config, run_dir, overwrite=args.overwrite, resume=bool(args.resume))
         print(f"dry run: the flags, data and run directory are fine; nothing was written\n{config.to_json()}")
         return
-    training.fit(config, run_dir, overwrite=args.overwrite, resume=bool(args.resume))
+    on_epoch_end = None
+    if args.snapshot_latents:
+        from probvae.report import LatentSnapshots
+
+        on_epoch_end = LatentSnapshots.for_config(config)
+    training.fit(config, run_dir, overwrite=args.overwrite, resume=bool(args.resume), on_epoch_end=on_epoch_end)
 
 
 if __name__ == "__main__":

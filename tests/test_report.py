@@ -1,0 +1,80 @@
+"""Latent snapshots during training, the index page and inspect_run's argument checks.
+The full inspect_run is exercised end to end in test_inspect_script.py."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import IMAGE_SHAPE, tiny_model_config
+from probvae import data, report, runs
+from probvae.config import DataConfig, ModelConfig, RunConfig
+from probvae.model import VAE
+from test_plotting import picture
+
+
+def tiny_splits(n=12):
+    rng = np.random.default_rng(0)
+    images = (rng.uniform(size=(n,) + IMAGE_SHAPE) * 255).astype(np.uint8)
+    labels = rng.integers(0, 4, n)
+    return data.Splits("shapes", "test", images, labels, images, labels, images, labels)
+
+
+def test_snapshots_write_a_frame_per_epoch_and_a_gif(tmp_path):
+    directory = tmp_path / report.SNAPSHOT_DIR
+    directory.mkdir()
+    (directory / "epoch_0007.png").write_bytes(b"from an earlier run")
+    model = VAE(tiny_model_config(latent_dim=3))
+    snapshots = report.LatentSnapshots(num_examples=10, dims=(2, 0))
+    for epoch in (1, 2):
+        gif = snapshots(epoch, model, tiny_splits(), str(tmp_path))
+    assert sorted(os.listdir(directory)) == ["epoch_0001.png", "epoch_0002.png", report.GIF_NAME]
+    assert gif == str(directory / report.GIF_NAME)
+    picture(str(directory / "epoch_0002.png"))
+    with Image.open(gif) as image:
+        assert image.n_frames == 2
+
+
+def test_snapshots_need_a_latent_of_two_dims():
+    with pytest.raises(ValueError, match="--latent-dim 2 or more"):
+        report.LatentSnapshots.for_config(RunConfig(model=ModelConfig(latent_dim=1)))
+
+
+@pytest.fixture(scope="module")
+def untrained_run(tmp_path_factory):
+    """A run directory holding an untrained shapes model (config and checkpoint, no metrics)."""
+    run_dir = str(tmp_path_factory.mktemp("runs") / "untrained")
+    config = RunConfig(data=DataConfig(dataset="shapes"),
+                       model=ModelConfig(arch="mlp", latent_dim=3, hidden_units=(9,), image_shape=(28, 28, 1)))
+    runs.prepare_run_dir(run_dir)
+    runs.save_config(run_dir, config)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=VAE(config.model)),
+                                         os.path.join(run_dir, runs.CHECKPOINT_DIR), max_to_keep=1)
+    manager.save(checkpoint_number=1)
+    return run_dir
+
+
+def test_inspect_run_rejects_bad_choices_before_drawing(untrained_run, tmp_path):
+    arguments = dict(split="validation", out_dir=str(tmp_path / "plots"), max_examples=50, log=lambda _: None)
+    with pytest.raises(ValueError, match=r"--examples \[500\] out of range: the split has examples 0..49"):
+        report.inspect_run(untrained_run, indices=[500], **arguments)
+    with pytest.raises(ValueError, match=r"--interpolate \[-1\] out of range"):
+        report.inspect_run(untrained_run, interpolate=[2, -1], **arguments)
+    with pytest.raises(ValueError, match=r"--dims needs two different dimensions in 0..2"):
+        report.inspect_run(untrained_run, dims=[0, 3], **arguments)
+    assert not os.path.exists(tmp_path / "plots")
+
+
+def test_write_index_links_every_picture(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out").mkdir()
+    entries = [("One", str(tmp_path / "elsewhere" / "one.png"), "first"),
+               ("Two", str(tmp_path / "out" / "two.png"), "x < y")]
+    path = report.write_index(str(tmp_path / "out"), "Inside <run>", ["a & b"], entries)
+    assert path == str(tmp_path / "out" / "index.html")
+    text = open(path).read()
+    assert "src='../elsewhere/one.png'" in text and "src='two.png'" in text
+    assert "Inside &lt;run&gt;" in text and "a &amp; b" in text and "x &lt; y" in text
+    assert text.count("<img") == 2
