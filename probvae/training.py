@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import data as data_lib
-from probvae import evaluation, runs
+from probvae import evaluation, optimization, runs
 from probvae._keras import keras
 from probvae.config import RunConfig
 from probvae.model import VAE
@@ -136,7 +136,7 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
     if splits is None:
         d = config.data
         splits = data_lib.load_dataset(d.dataset, d.data_dir, d.validation_fraction, d.split_seed,
-                                       d.max_train_examples)
+                                       d.max_train_examples, image_shape=config.model.image_shape)
     log(f"data: {splits.name} from {splits.source}: {len(splits.x_train)} train, "
         f"{len(splits.x_validation)} validation, {len(splits.x_test)} test images of shape {splits.image_shape}")
     if config.model.image_shape not in (None, splits.image_shape):
@@ -154,8 +154,8 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
     runs.prepare_run_dir(run_dir, overwrite=overwrite)
     runs.save_config(run_dir, config)
     keras.utils.set_random_seed(train.seed)
-    model = VAE(config.model, kl_weight=train.beta)
-    optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate)
+    model = VAE(config.model, kl_weight=train.beta, free_bits=train.free_bits)
+    optimizer = optimization.make_optimizer(train)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, epoch=epoch_var)
@@ -185,6 +185,7 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
     for epoch in range(1, train.epochs + 1):
         started = time.time()
         totals.reset()
+        optimization.set_kl_weight(model, train, epoch)
         batches = data_lib.training_batches(splits.x_train, train.batch_size, binarize=binarize,
                                             seed=train.seed, epoch=epoch)
         for done, x in enumerate(batches, start=1):
