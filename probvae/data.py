@@ -213,6 +213,8 @@ def _streamed_tfds(name: str, data_dir: Optional[str], image_shape, max_train_ex
 
 
 def _from_tfds(name: str, data_dir: Optional[str]):
+    import tensorflow_datasets as tfds
+
     train, test = _tfds_load(_TFDS_NAMES[name], data_dir, ["train", "test"], as_supervised=True)
 
     def arrays(split):
