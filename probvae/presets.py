@@ -43,6 +43,8 @@ def _preset(name, summary, data, model, train) -> Preset:
 
 
 _DIAG_2D = dict(latent_dim=2, posterior="diag", likelihood="bernoulli")
+_FASHION_CONV = dict(arch="conv", conv_layers=((32, 3, 2), (64, 3, 2), (64, 3, 1)), dense_units=128,
+                     activation="relu", posterior="diag", likelihood="bernoulli")
 
 PRESETS: Dict[str, Preset] = {p.name: p for p in [
     _preset(
@@ -84,16 +86,14 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
         "fashion-conv",
         "conv VAE on Fashion-MNIST: two stride-2 convs and a stride-1 conv, softplus posterior scales, 5-D latent",
         dict(dataset="fashion_mnist"),
-        dict(arch="conv", conv_layers=((32, 3, 2), (64, 3, 2), (64, 3, 1)), dense_units=128,
-             activation="relu", latent_dim=5, posterior="diag", likelihood="bernoulli"),
+        dict(latent_dim=5, **_FASHION_CONV),
         dict(epochs=20, batch_size=64, learning_rate=1e-3),
     ),
     _preset(
         "fashion-conv-2d",
         "fashion-conv with a 2-D latent, for latent scatter plots and generated grids",
         dict(dataset="fashion_mnist"),
-        dict(arch="conv", conv_layers=((32, 3, 2), (64, 3, 2), (64, 3, 1)), dense_units=128,
-             activation="relu", latent_dim=2, posterior="diag", likelihood="bernoulli"),
+        dict(latent_dim=2, **_FASHION_CONV),
         dict(epochs=20, batch_size=64, learning_rate=1e-3),
     ),
     _preset(

@@ -33,8 +33,9 @@ def parse_args(argv=None):
     model.add_argument("--likelihood", choices=LIKELIHOODS, help="bernoulli binarizes the data; the others do not")
     model.add_argument("--prior", choices=PRIORS)
     model.add_argument("--prior-components", type=int, help="mixture components or VampPrior pseudo-inputs")
-    model.add_argument("--image-shape", type=cli.image_shape_argument, help="H,W,C; folder and celeb_a images are resized and cropped to it")
     model.add_argument("--normal-scale", choices=["shared", "channel", "pixel"])
+    model.add_argument("--image-shape", type=cli.image_shape_argument,
+                       help="H,W,C; folder and celeb_a images are resized and cropped to it")
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)

@@ -91,3 +91,6 @@ def test_a_preset_trains_on_an_image_folder_with_flags_overriding_it(tmp_path):
     assert config["model"]["binarize"] is False and config["train"]["kl_warmup_epochs"] == 2
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test"]["n_examples"] == 2 and finite_numbers(metrics)
+    # Warm-up: the first epoch trains with KL weight 0, so its loss is the reconstruction alone.
+    train = metrics["epochs"][0]["train"]
+    assert train["loss"] == pytest.approx(-train["reconstruction"], rel=1e-5) and train["kl"] > 0
