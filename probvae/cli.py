@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 from probvae.errors import TrainingInterrupted, UserError
 
-__all__ = ["ArgumentParser", "run", "USAGE_ERROR"]
+__all__ = ["ArgumentParser", "USAGE_ERROR", "image_shape_argument", "run"]
 
 USAGE_ERROR = 2
 
@@ -51,3 +51,14 @@ def run(main: Callable[[], object], argv: Sequence[str] = None) -> None:
             traceback.print_exc()
         print(f"error: {_one_line(error)}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
+
+
+def image_shape_argument(text: str) -> tuple:
+    """argparse type for "H,W,C" (e.g. 64,64,3) -> (64, 64, 3)."""
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3:
+        raise argparse.ArgumentTypeError(f"expected height,width,channels such as 64,64,3, got {text!r}")
+    return shape

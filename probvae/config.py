@@ -32,13 +32,16 @@ __all__ = [
 CONFIG_VERSION = 1
 
 # Dataset names `probvae.data.load_dataset` knows, and the path-taking prefixes.
-DATASETS = ("fashion_mnist", "mnist", "kmnist", "cifar10", "shapes")
-DATASET_PREFIXES = ("npz:",)
+DATASETS = ("fashion_mnist", "mnist", "kmnist", "cifar10", "shapes", "celeb_a")
+DATASET_PREFIXES = ("npz:", "folder:")
 ARCHITECTURES = ("conv", "mlp")
 POSTERIORS = ("full", "diag")
-PRIORS = ("standard_normal",)
-LIKELIHOODS = ("bernoulli", "normal")
+PRIORS = ("standard_normal", "diag_gaussian", "mixture", "vamp")
+LIKELIHOODS = ("bernoulli", "normal", "continuous_bernoulli")
+# Likelihoods that model binarized pixels; the others see grey levels in [0, 1].
+BINARIZED_LIKELIHOODS = ("bernoulli",)
 NORMAL_SCALES = ("shared", "channel", "pixel")
+OPTIMIZERS = ("adam", "rmsprop")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -69,6 +72,17 @@ def _finite_number(name: str, value: Any) -> None:
 
 def _flag(name: str, value: Any) -> None:
     _require(isinstance(value, bool), f"{name} must be true or false (got {value!r})")
+def _non_negative(name: str, value: Any, whole: bool = False) -> None:
+    number = isinstance(value, int) if whole else isinstance(value, (int, float))
+    _require(
+        number and not isinstance(value, bool) and value >= 0,
+        f"{name} must be a {'whole ' if whole else ''}number of at least 0 (got {value!r})",
+    )
+
+
+def _tuples(value):
+    """JSON lists back to the (nested) tuples they were."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def check_dataset_name(name: str) -> None:
@@ -99,13 +113,8 @@ class _Section:
             f"{cls.__name__} has no field(s) {', '.join(unknown)}; "
             f"known fields: {', '.join(fields)}",
         )
-        converted = {}
-        for name, value in values.items():
-            # JSON has no tuples: lists come back as the tuples they were.
-            if isinstance(value, list):
-                value = tuple(value)
-            converted[name] = value
-        return cls(**converted)
+        # JSON has no tuples: lists come back as the tuples they were.
+        return cls(**{name: _tuples(value) for name, value in values.items()})
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -113,11 +122,12 @@ class _Section:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig(_Section):
-    # Dataset name (see probvae.data.DATASETS) or "npz:PATH".
+    # Dataset name (see probvae.data.DATASETS), "npz:PATH" or "folder:PATH".
     dataset: str = "fashion_mnist"
     # Where TFDS keeps its data and where IDX files are looked for first.
     data_dir: Optional[str] = None
-    # Share of the training set held out for validation, with a fixed seed.
+    # Share of the training set held out for validation, with a fixed seed
+    # (folders: the same share is held out again as the test set).
     validation_fraction: float = 0.1
     # Use only the first N training examples (after the split); None: all.
     max_train_examples: Optional[int] = None
@@ -140,6 +150,20 @@ class DataConfig(_Section):
         )
 
 
+ConvLayers = Tuple[Tuple[int, int, int], ...]
+
+
+def _check_conv_layers(name: str, specs) -> None:
+    _require(
+        isinstance(specs, tuple) and all(isinstance(s, tuple) and len(s) == 3 for s in specs),
+        f"{name} must be a list of [filters, kernel, stride] triples (got {specs!r})",
+    )
+    for filters, kernel, stride in specs:
+        _positive_int(f"{name} filters", filters)
+        _positive_int(f"{name} kernel", kernel)
+        _positive_int(f"{name} stride", stride)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(_Section):
     # Encoder/decoder family: "conv" (convolutional) or "mlp" (dense).
@@ -148,21 +172,34 @@ class ModelConfig(_Section):
     latent_dim: int = 32
     # q(z|x): "full" (MultivariateNormalTriL) or "diag" (diagonal covariance).
     posterior: str = "full"
-    # p(z): "standard_normal".
+    # p(z): "standard_normal" (fixed), "diag_gaussian" (learned loc and scale),
+    # "mixture" (learned mixture of Gaussians) or "vamp" (VampPrior).
     prior: str = "standard_normal"
-    # p(x|z): "bernoulli" (binarized pixels) or "normal" (grey levels in [0, 1]).
+    # Mixture components (mixture) or pseudo-inputs (vamp).
+    prior_components: int = 10
+    # p(x|z): "bernoulli" (binarized pixels), "normal" or "continuous_bernoulli"
+    # (grey levels in [0, 1]). The likelihood decides whether data are binarized.
     likelihood: str = "bernoulli"
     # Normal likelihood scale: one "shared" value, one per "channel" or "pixel".
     normal_scale: str = "shared"
     # MLP: width of each hidden layer (the decoder mirrors them).
     hidden_units: Tuple[int, ...] = (512, 256)
-    # Conv: filters of each stride-2 3x3 convolution (the decoder mirrors them).
+    # Conv: filters of each stride-2 3x3 convolution, used when conv_layers is empty.
     conv_filters: Tuple[int, ...] = (32, 64)
-    # Conv: width of the dense layer between the convolutions and the latent.
+    # Conv: encoder convolutions as [filters, kernel, stride] triples; empty:
+    # [f, 3, 2] for each f of conv_filters.
+    conv_layers: ConvLayers = ()
+    # Conv: decoder transposed convolutions [filters, kernel, stride]; empty:
+    # the encoder's convolutions in reverse order (the mirror).
+    decoder_conv_layers: ConvLayers = ()
+    # Conv: batch normalisation after every (transposed) convolution.
+    batch_norm: bool = False
+    # Conv: width of the dense layer between the convolutions and the latent (0: none).
     dense_units: int = 256
     # Activation of every hidden layer (a tf-keras activation name).
     activation: str = "elu"
     # Image shape [height, width, channels]; filled in from the data by fit.
+    # Folder and celeb_a images are resized and cropped to it.
     image_shape: Optional[Tuple[int, int, int]] = None
 
     def __post_init__(self):
@@ -170,6 +207,7 @@ class ModelConfig(_Section):
         _positive_int("latent_dim", self.latent_dim)
         _choice("posterior", self.posterior, POSTERIORS)
         _choice("prior", self.prior, PRIORS)
+        _positive_int("prior_components", self.prior_components)
         _choice("likelihood", self.likelihood, LIKELIHOODS)
         _choice("normal_scale", self.normal_scale, NORMAL_SCALES)
         for units in self.hidden_units:
@@ -177,7 +215,10 @@ class ModelConfig(_Section):
         _require(len(self.conv_filters) >= 1, "conv_filters needs one entry or more")
         for filters in self.conv_filters:
             _positive_int("conv_filters", filters)
-        _positive_int("dense_units", self.dense_units)
+        _check_conv_layers("conv_layers", self.conv_layers)
+        _check_conv_layers("decoder_conv_layers", self.decoder_conv_layers)
+        _require(isinstance(self.batch_norm, bool), f"batch_norm must be true or false (got {self.batch_norm!r})")
+        _non_negative("dense_units", self.dense_units, whole=True)
         if self.image_shape is not None:
             _require(
                 len(self.image_shape) == 3,
@@ -189,7 +230,30 @@ class ModelConfig(_Section):
     @property
     def binarize(self) -> bool:
         """Whether this model sees binarized pixels (Bernoulli likelihood)."""
-        return self.likelihood == "bernoulli"
+        return self.likelihood in BINARIZED_LIKELIHOODS
+
+    @property
+    def encoder_conv_layers(self) -> ConvLayers:
+        """The encoder's [filters, kernel, stride] triples (conv_layers or conv_filters)."""
+        return self.conv_layers or tuple((f, 3, 2) for f in self.conv_filters)
+
+    def to_dict(self) -> dict:
+        """The fields, plus the derived `binarize` so config.json records the preprocessing."""
+        values = super().to_dict()
+        values["binarize"] = self.binarize
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        values = dict(values)
+        binarize = values.pop("binarize", None)
+        config = super().from_dict(values)
+        _require(
+            binarize in (None, config.binarize),
+            f"binarize={binarize} contradicts likelihood {config.likelihood!r}, which decides it; "
+            "remove binarize from the config",
+        )
+        return config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,10 +262,18 @@ class TrainConfig(_Section):
     epochs: int = 20
     # Examples per training step.
     batch_size: int = 128
-    # Adam step size.
+    # "adam" or "rmsprop".
+    optimizer: str = "adam"
+    # Optimizer step size.
     learning_rate: float = 1e-3
     # Weight of the KL term in the training loss (1 = the ELBO).
     beta: float = 1.0
+    # Linear KL warm-up: the KL weight rises from 0 to beta over this many
+    # epochs (0: no warm-up). See probvae.optimization.kl_weight.
+    kl_warmup_epochs: int = 0
+    # Free bits: nats per latent dimension of KL that cost nothing in the
+    # training loss (0: none). See probvae.objectives.free_bits_kl.
+    free_bits: float = 0.0
     # Seed of initialisation, shuffling, binarization and sampling.
     seed: int = 0
     # Run the step eagerly (slow; for debugging with pdb and prints).
@@ -222,6 +294,7 @@ class TrainConfig(_Section):
         _positive_int("batch_size", self.batch_size)
         _positive_int("eval_batch_size", self.eval_batch_size)
         _finite_number("learning_rate", self.learning_rate)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
         _require(
             self.learning_rate > 0,
             f"learning_rate must be positive (got {self.learning_rate!r})",
@@ -238,6 +311,8 @@ class TrainConfig(_Section):
         )
         for name in ("eager", "skip_nonfinite", "deterministic"):
             _flag(name, getattr(self, name))
+        _non_negative("kl_warmup_epochs", self.kl_warmup_epochs, whole=True)
+        _non_negative("free_bits", self.free_bits)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,12 @@ Sources, by name:
 - "kmnist", "cifar10": TFDS;
 - "shapes": procedurally drawn 28x28 shapes, seeded, no download;
 - "npz:PATH": arrays x_train, x_test (uint8 0..255 or float 0..1) and optional
-  y_train, y_test.
+  y_train, y_test;
+- "folder:PATH": JPEG/PNG files in a folder (class subfolders give labels),
+  and "celeb_a" (TFDS): streamed, never loaded whole (`probvae.image_streams`);
+  their splits are `ImageStream`s instead of arrays, resized and centre-cropped
+  to the model's image shape. A folder holds out validation_fraction of its
+  files for validation and as many again for test.
 The validation split is carved from the training set with a fixed seed.
 """
 
@@ -33,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 from probvae.config import DATASETS, check_dataset_name
 from probvae.errors import UserError
+from probvae.image_streams import ImageStream, TfdsImages, folder_splits
 
 __all__ = [
     "CLASS_NAMES",
@@ -40,6 +46,7 @@ __all__ = [
     "IDX_FILES",
     "SYSTEM_IDX_DIRS",
     "Splits",
+    "ImageStream",
     "load_dataset",
     "read_idx",
     "make_shapes",
@@ -72,11 +79,16 @@ CLASS_NAMES = {
 }
 
 _TFDS_NAMES = {"mnist": "mnist", "fashion_mnist": "fashion_mnist", "kmnist": "kmnist", "cifar10": "cifar10"}
+# TFDS datasets streamed rather than loaded: name -> (train, validation, test) splits.
+_TFDS_STREAMED = {"celeb_a": ("train", "validation", "test")}
+# Image shape of streamed TFDS datasets when the model does not set one.
+_DEFAULT_STREAM_SHAPES = {"celeb_a": (64, 64, 3)}
 
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
-    """A dataset as uint8 image arrays [n, h, w, c] and int labels [n] (or None)."""
+    """A dataset as uint8 image arrays [n, h, w, c] (or `ImageStream`s that
+    behave like them) and int labels [n] (or None)."""
 
     name: str
     source: str  # where the data came from, for the user
@@ -208,16 +220,37 @@ def _idx_directory(name: str, data_dir: Optional[str]) -> Optional[str]:
     return None
 
 
-def _from_tfds(name: str, data_dir: Optional[str]):
+def _tfds_load(name: str, data_dir: Optional[str], splits, **kwargs):
     import tensorflow_datasets as tfds
 
     try:
-        train, test = tfds.load(_TFDS_NAMES[name], split=["train", "test"], as_supervised=True, data_dir=data_dir)
+        return tfds.load(name, split=list(splits), data_dir=data_dir, **kwargs)
     except Exception as error:  # download or preparation failed: say what to do
         raise UserError(
             f"could not load {name!r} through TFDS ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
             "check the network or put the data under --data-dir"
         ) from None
+
+
+def _streamed_tfds(name: str, data_dir: Optional[str], image_shape, max_train_examples: Optional[int]) -> Splits:
+    """A TFDS dataset as `Splits` of `TfdsImages` streams, using its own splits."""
+    shape = tuple(image_shape) if image_shape is not None else _DEFAULT_STREAM_SHAPES[name]
+    datasets = _tfds_load(name, data_dir, _TFDS_STREAMED[name])
+    if max_train_examples is not None:
+        datasets[0] = datasets[0].take(max_train_examples)
+    streams = [TfdsImages(d, shape, int(d.cardinality().numpy())) for d in datasets]
+    for split, stream in zip(_TFDS_STREAMED[name], streams):
+        if len(stream) < 1:
+            raise UserError(f"TFDS {name} split {split} has no examples (or an unknown size); re-prepare it")
+    return Splits(name=name, source=f"TFDS {name}, streamed, resized and centre-cropped to "
+                  f"{shape[0]}x{shape[1]}x{shape[2]}", x_train=streams[0], y_train=None,
+                  x_validation=streams[1], y_validation=None, x_test=streams[2], y_test=None)
+
+
+def _from_tfds(name: str, data_dir: Optional[str]):
+    import tensorflow_datasets as tfds
+
+    train, test = _tfds_load(_TFDS_NAMES[name], data_dir, ["train", "test"], as_supervised=True)
 
     def arrays(split):
         images, labels = zip(*tfds.as_numpy(split.batch(10_000)))
@@ -243,13 +276,27 @@ def _from_npz(path: str):
 
 
 def load_dataset(name: str, data_dir: Optional[str] = None, validation_fraction: float = 0.1,
-                 split_seed: int = 0, max_train_examples: Optional[int] = None) -> Splits:
+                 split_seed: int = 0, max_train_examples: Optional[int] = None,
+                 image_shape=None) -> Splits:
     """Load a dataset by name into train / validation / test `Splits`.
+
+    Args:
+      image_shape: [h, w, c] that streamed datasets (folder:PATH, celeb_a) are
+        resized and cropped to; None: a folder's first image, celeb_a 64x64x3.
+        Array datasets keep their shape (the model must match it).
 
     Raises:
       ValueError: unknown name (listing the known ones), unreadable or empty data.
     """
     check_dataset_name(name)
+    if name.startswith("folder:"):
+        train, validation, test, source = folder_splits(
+            os.path.expanduser(name[len("folder:"):]), image_shape, validation_fraction, split_seed,
+            max_train_examples)
+        return Splits(name=name, source=source, x_train=train, y_train=train.labels,
+                      x_validation=validation, y_validation=validation.labels, x_test=test, y_test=test.labels)
+    if name in _TFDS_STREAMED:
+        return _streamed_tfds(name, data_dir, image_shape, max_train_examples)
     if name.startswith("npz:"):
         path = os.path.expanduser(name[4:])
         arrays, source = _from_npz(path), f"npz file {path}"
@@ -303,7 +350,13 @@ def binarize_fixed(images: np.ndarray, seed: int) -> np.ndarray:
     return tf.cast(uniform < probabilities, tf.float32).numpy()
 
 
-def training_batches(images: np.ndarray, batch_size: int, *, binarize: bool, seed: int, epoch: int,
+def _binarize_step(x, seed: int, epoch: int, step):
+    """The dynamic binarization of training step `step`: x_bin ~ Bernoulli(x), seed (seed, epoch, step)."""
+    step_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch, tf.cast(step, tf.int64)])
+    return tf.cast(tf.random.stateless_uniform(tf.shape(x), seed=step_seed) < x, tf.float32)
+
+
+def training_batches(images, batch_size: int, *, binarize: bool, seed: int, epoch: int,
                      start_step: int = 0) -> tf.data.Dataset:
     """One epoch of shuffled float32 batches [batch_size, h, w, c] in [0, 1].
 
@@ -311,6 +364,10 @@ def training_batches(images: np.ndarray, batch_size: int, *, binarize: bool, see
     from (seed, epoch, i), all stateless, so `start_step` resumes an epoch at
     the batch it reached. Incomplete last batches are dropped, so every step
     has the same shape and the step function traces once.
+
+    `images` is a uint8 array or an `ImageStream` (streamed from disk; a
+    stream whose files fail to decode has fewer steps, and resuming it skips
+    start_step * batch_size files of the epoch's order).
     """
     num_examples = len(images)
     steps = num_examples // batch_size
@@ -318,16 +375,25 @@ def training_batches(images: np.ndarray, batch_size: int, *, binarize: bool, see
         raise UserError(
             f"batch size {batch_size} is larger than the {num_examples} training examples; lower --batch-size"
         )
+    if isinstance(images, ImageStream):
+        def prepare(step, x):
+            x = _scale(x)
+            return _binarize_step(x, seed, epoch, step + start_step) if binarize else x
+
+        batches = images.dataset(order=(seed, epoch), start=start_step * batch_size)
+        return (
+            batches.batch(batch_size, drop_remainder=True)
+            .enumerate()
+            .map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE)
+        )
     data = tf.constant(images)
     order = tf.argsort(tf.random.stateless_uniform([num_examples], seed=[seed, epoch]))
 
     def batch(step):
         index = order[step * batch_size : (step + 1) * batch_size]
         x = _scale(tf.gather(data, index))
-        if binarize:
-            step_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch, step])
-            x = tf.cast(tf.random.stateless_uniform(tf.shape(x), seed=step_seed) < x, tf.float32)
-        return x
+        return _binarize_step(x, seed, epoch, step) if binarize else x
 
     return (
         tf.data.Dataset.range(start_step, steps)
@@ -336,8 +402,21 @@ def training_batches(images: np.ndarray, batch_size: int, *, binarize: bool, see
     )
 
 
-def evaluation_batches(images: np.ndarray, batch_size: int, *, binarize: bool, seed: int) -> tf.data.Dataset:
+def evaluation_batches(images, batch_size: int, *, binarize: bool, seed: int) -> tf.data.Dataset:
     """Every held-out example once, in order, float32 [<= batch_size, h, w, c];
-    binarized once from `seed` when `binarize` is set."""
+    binarized once from `seed` when `binarize` is set.
+
+    For an `ImageStream` nothing is cached: batch k is binarized from
+    (seed, 0x5EED + 1 + k), the same on every pass.
+    """
+    if isinstance(images, ImageStream):
+        def prepare(index, x):
+            x = _scale(x)
+            if binarize:
+                batch_seed = tf.stack([tf.cast(seed, tf.int64), 0x5EED + 1 + index])
+                x = tf.cast(tf.random.stateless_uniform(tf.shape(x), seed=batch_seed) < x, tf.float32)
+            return x
+
+        return images.dataset().batch(batch_size).enumerate().map(prepare).prefetch(tf.data.AUTOTUNE)
     x = binarize_fixed(images, seed) if binarize else _scale(images).numpy()
     return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).cache().prefetch(tf.data.AUTOTUNE)

@@ -61,7 +61,8 @@ def evaluate_elbo(model, images: np.ndarray, *, seed: int, batch_size: int = 100
 
     Args:
       model: a `VAE`.
-      images: uint8 images [n, h, w, c].
+      images: uint8 images [n, h, w, c], or a `probvae.data.ImageStream`
+        (then images that fail to decode are left out and counted).
       seed: seed of the posterior samples.
       batch_size: examples per evaluation step.
       binarization_seed: seed of the fixed binarization (Bernoulli models).
@@ -69,7 +70,9 @@ def evaluate_elbo(model, images: np.ndarray, *, seed: int, batch_size: int = 100
     binarize = model.likelihood_head.binarize
     batches = data_lib.evaluation_batches(images, batch_size, binarize=binarize, seed=binarization_seed)
     parts = elbo_per_example(model, batches, seed)
-    summary = {"n_examples": int(len(images))}
+    summary = {"n_examples": int(len(parts["elbo"]))}
+    if isinstance(images, data_lib.ImageStream):
+        summary["skipped_images"] = images.skipped
     for name, values in parts.items():
         summary[name], summary[f"{name}_stderr"] = mean_and_stderr(values)
     summary["binarization"] = f"fixed, seed {binarization_seed}" if binarize else "none"

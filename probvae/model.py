@@ -5,8 +5,15 @@
 
 The posterior layer carries a `KLDivergenceRegularizer` toward the prior, so
 after `posterior(x)` the layer's losses hold kl_weight * mean KL; the training
-loss is -mean log p(x|z) plus those losses. `elbo(x)` always reports the true
-ELBO (KL weight 1).
+loss is -mean log p(x|z) plus those losses (or, with free bits, the free-bits
+KL term). `elbo(x)` always reports the true ELBO (KL weight 1, no free bits).
+
+The prior is a layer (`prior_layer`) whose variables train with the rest;
+`vae.prior` builds p(z) from their current values, and the regularizer gets
+it through a callable, so it sees the prior of the current step. For the
+mixture and the VampPrior (which encodes its pseudo-inputs) the KL has no
+closed form: the regularizer estimates it at z ~ q(z|x) drawn with the seed
+the ELBO samples with, so loss and ELBO share one z.
 
 Inputs: a `tf.Tensor` is taken as model-ready (float32 [n, h, w, c] in [0, 1],
 binarized for a Bernoulli likelihood). A NumPy array may be in the dataset's
@@ -22,6 +29,8 @@ Example:
     parts = vae.elbo(x)             # ElboParts of [n] tensors, nats
 """
 
+import types
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -32,9 +41,10 @@ from probvae._keras import keras
 from probvae.config import ModelConfig
 from probvae.distributions import (
     make_likelihood_head,
-    make_prior,
+    posterior_distribution,
     posterior_layer,
     posterior_params_size,
+    prior_layer,
 )
 from probvae.errors import UserError
 
@@ -42,26 +52,47 @@ tfd = tfp.distributions
 
 __all__ = ["VAE"]
 
+# Seed of the Monte Carlo KL sample when `posterior(x)` is called without one.
+_DEFAULT_KL_SEED = (0, 0)
+
 
 class VAE(keras.Model):
-    """A variational autoencoder built from a `ModelConfig`."""
+    """A variational autoencoder built from a `ModelConfig`.
 
-    def __init__(self, config: ModelConfig, kl_weight: float = 1.0, **kwargs):
+    Args:
+      config: the `ModelConfig` (its image_shape must be set).
+      kl_weight: initial weight of the KL term in the training loss (beta);
+        the `kl_weight` variable can be changed later (warm-up).
+      free_bits: nats per latent dimension the training loss's KL term leaves
+        free (`objectives.free_bits_kl`); 0 for none.
+    """
+
+    def __init__(self, config: ModelConfig, kl_weight: float = 1.0, free_bits: float = 0.0, **kwargs):
         super().__init__(name="vae", **kwargs)
         if config.image_shape is None:
             raise UserError("ModelConfig.image_shape is not set; it comes from the data")
         self.config = config
         self.image_shape = tuple(config.image_shape)
+        self.free_bits = float(free_bits)
         d = config.latent_dim
-        self._prior = make_prior(config.prior, d)
         # Weight of the KL loss the posterior layer adds (beta, warm-up).
         self.kl_weight = tf.Variable(float(kl_weight), trainable=False, dtype=tf.float32, name="kl_weight")
         self.encoder = networks.encoder(config)
         self.posterior_params = keras.layers.Dense(
             posterior_params_size(d, config.posterior), dtype="float32", name="posterior_params"
         )
+        # The prior's variables (if any) live in this layer, so they train and checkpoint.
+        self.prior_layer = prior_layer(
+            config.prior, d, components=config.prior_components, image_shape=self.image_shape,
+            encode=self._encode_without_kl,
+        )
+        # Holds the seed of the Monte Carlo KL sample for the current call: the
+        # regularizer draws z ~ q with the seed the ELBO uses, so both see one z.
+        self._kl_sample = types.SimpleNamespace(seed=None)
+        analytic = self.prior_layer.analytic_kl
         self.posterior_layer = posterior_layer(
-            d, self._prior, covariance=config.posterior, kl_weight=self.kl_weight
+            d, lambda: self.prior, covariance=config.posterior, kl_weight=self.kl_weight,
+            use_exact_kl=analytic, test_points_fn=None if analytic else self._kl_test_points,
         )
         self.likelihood_head = make_likelihood_head(
             config.likelihood, self.image_shape, normal_scale=config.normal_scale
@@ -72,8 +103,8 @@ class VAE(keras.Model):
 
     @property
     def prior(self) -> tfd.Distribution:
-        """p(z): batch shape [], event shape [latent_dim]."""
-        return self._prior
+        """p(z) from the current prior variables: batch shape [], event shape [latent_dim]."""
+        return self.prior_layer.distribution()
 
     @property
     def latent_dim(self) -> int:
@@ -102,30 +133,64 @@ class VAE(keras.Model):
             return tf.constant(data_lib.binarize_fixed(images, binarization_seed))
         return tf.constant(images)
 
-    def posterior(self, x, training=False) -> tfd.Distribution:
+    def _encode_without_kl(self, x) -> tfd.Distribution:
+        """q(z|x) without the posterior layer's KL loss (the VampPrior's components).
+
+        Batch normalisation runs in inference mode here, so pseudo-inputs never
+        change its moving statistics.
+        """
+        params = self.posterior_params(self.encoder(x, training=False))
+        return posterior_distribution(params, self.latent_dim, self.config.posterior)
+
+    def _kl_test_points(self, posterior):
+        seed = self._kl_sample.seed
+        return posterior.sample(seed=tf.constant(_DEFAULT_KL_SEED, tf.int32) if seed is None else seed)
+
+    def posterior(self, x, training=False, seed=None) -> tfd.Distribution:
         """q(z|x) for images x (see `prepare_inputs`): batch [n], event [d].
 
-        Side effect: the posterior layer's `losses` hold kl_weight * mean KL.
+        Side effect: the posterior layer's `losses` hold kl_weight * mean KL;
+        for priors without an analytic KL, a one-sample estimate at
+        z ~ q(z|x) drawn with `seed` (default (0, 0)).
         """
-        features = self.encoder(self.prepare_inputs(x), training=training)
-        return self.posterior_layer(self.posterior_params(features))
+        self._kl_sample.seed = seed
+        try:
+            features = self.encoder(self.prepare_inputs(x), training=training)
+            return self.posterior_layer(self.posterior_params(features))
+        finally:
+            self._kl_sample.seed = None
 
     def likelihood(self, z, training=False) -> tfd.Distribution:
         """p(x|z) for latents z [n, d]: batch [n], event [h, w, c]."""
         return self.likelihood_head.distribution(self.decoder(z, training=training))
 
-    def elbo(self, x, seed=None, training=False) -> objectives.ElboParts:
-        """One-sample ELBO per example, [n] each, in nats (KL weight 1)."""
-        x = self.prepare_inputs(x)
-        posterior = self.posterior(x, training=training)
-        return objectives.elbo_parts(
-            x, posterior, self.prior, lambda z: self.likelihood(z, training=training), seed=seed
+    def _elbo(self, x, seed, training):
+        posterior = self.posterior(x, training=training, seed=seed)
+        prior = self.prior
+        parts = objectives.elbo_parts(
+            x, posterior, prior, lambda z: self.likelihood(z, training=training), seed=seed
         )
+        return parts, posterior, prior
+
+    def elbo(self, x, seed=None, training=False) -> objectives.ElboParts:
+        """One-sample ELBO per example, [n] each, in nats (KL weight 1, no free bits).
+
+        Without an analytic KL, the KL part is log q(z|x) - log p(z) at the
+        same z as the reconstruction, so the ELBO estimate stays unbiased.
+        """
+        return self._elbo(self.prepare_inputs(x), seed, training)[0]
 
     def training_loss(self, x, seed=None):
-        """(loss, ElboParts): loss = -mean log p(x|z) + kl_weight * mean KL (scalar, nats)."""
-        parts = self.elbo(x, seed=seed, training=True)
-        kl_loss = tf.add_n(self.posterior_layer.losses)
+        """(loss, ElboParts): loss = -mean log p(x|z) + kl_weight * KL term (scalar, nats).
+
+        The KL term is the posterior layer's regularizer loss (mean KL), or
+        with free bits `objectives.free_bits_kl`. The parts are the true ELBO's.
+        """
+        parts, posterior, prior = self._elbo(x, seed, training=True)
+        if self.free_bits > 0:
+            kl_loss = self.kl_weight * objectives.free_bits_kl(posterior, prior, parts.kl, self.free_bits)
+        else:
+            kl_loss = tf.add_n(self.posterior_layer.losses)
         loss = -tf.reduce_mean(parts.reconstruction) + kl_loss
         return loss, parts
 

@@ -12,9 +12,24 @@ With q = q(z|x), p = p(z) and z_k ~ q:
 L_1 is the ELBO estimator, E[L_K] <= E[L_{K+1}] <= log p(x), and L_K -> log p(x)
 as K grows. `reduce_logmeanexp` keeps the sum in log space.
 
+Free bits (Kingma et al., 2016) with lambda nats per latent dimension change
+only the training loss's KL term (`free_bits_kl`). A full-covariance q does
+not split its KL over dimensions, so with a factorised Normal prior
+p(z) = prod_j N(z_j; m_j, s_j^2) the KL of example n is split exactly as
+
+    KL_n = sum_j KL(q(z_j|x_n) || p(z_j)) + TC_n,    TC_n >= 0,
+
+marginal KLs plus the total correlation TC_n = KL(q(z|x_n) || prod_j q(z_j|x_n)),
+and the term becomes sum_j max(lambda, mean_n KL_nj) + mean_n TC_n: each
+dimension keeps lambda nats for free, correlations are never free. With
+other priors (mixtures, VampPrior) the marginals have no closed form and the
+threshold applies to the total: max(d * lambda, mean_n KL_n).
+
 References:
   Kingma & Welling (2014), Auto-Encoding Variational Bayes.
   Burda, Grosse & Salakhutdinov (2015), Importance Weighted Autoencoders.
+  Kingma et al. (2016), Improved Variational Inference with Inverse
+    Autoregressive Flow (free bits).
 """
 
 from typing import Callable, NamedTuple
@@ -25,7 +40,15 @@ from probvae.errors import UserError
 
 tfd = tfp.distributions
 
-__all__ = ["ElboParts", "kl_divergence", "elbo_parts", "iwae_log_weights", "iwae_bound"]
+__all__ = [
+    "ElboParts",
+    "kl_divergence",
+    "marginal_kl_divergences",
+    "free_bits_kl",
+    "elbo_parts",
+    "iwae_log_weights",
+    "iwae_bound",
+]
 
 
 class ElboParts(NamedTuple):
@@ -45,6 +68,53 @@ def kl_divergence(posterior, prior, z=None):
         if z is None:
             raise UserError("this prior has no analytic KL; pass samples z to estimate it")
         return posterior.log_prob(z) - prior.log_prob(z)
+
+
+def _factorised_normal(distribution):
+    """(loc, scale) [..., d] if `distribution` is a diagonal multivariate Normal, else None."""
+    distribution = getattr(distribution, "tensor_distribution", distribution)
+    if isinstance(distribution, tfd.MultivariateNormalDiag):
+        return distribution.mean(), distribution.stddev()
+    return None
+
+
+def marginal_kl_divergences(posterior, prior):
+    """KL(q(z_j|x) || p(z_j)) per example and dimension [n, d], or None.
+
+    Needs a Normal posterior (any covariance) and a factorised Normal prior
+    (`MultivariateNormalDiag`); returns None for other priors. Closed form:
+    log(s_p / s_q) + (s_q^2 + (m_q - m_p)^2) / (2 s_p^2) - 1/2.
+    """
+    marginals = _factorised_normal(prior)
+    if marginals is None:
+        return None
+    q = tfd.Normal(posterior.mean(), posterior.stddev())
+    return tfd.kl_divergence(q, tfd.Normal(*marginals))
+
+
+def free_bits_kl(posterior, prior, kl, free_bits):
+    """The training loss's KL term with `free_bits` nats per latent dimension (scalar).
+
+    Args:
+      posterior: q(z|x), batch [n], event [d].
+      prior: p(z), event [d].
+      kl: per-example KL(q || p) [n] (analytic or the ELBO's one-sample estimate).
+      free_bits: lambda >= 0, nats per dimension.
+
+    Returns:
+      sum_j max(lambda, mean_n KL_nj) + mean_n (KL_n - sum_j KL_nj) for a
+      factorised Normal prior, else max(d * lambda, mean_n KL_n). With
+      lambda = 0 both equal mean_n KL_n.
+    """
+    free_bits = tf.cast(free_bits, tf.float32)
+    marginal = marginal_kl_divergences(posterior, prior)
+    if marginal is None:
+        latent_dim = tf.cast(tf.shape(posterior.mean())[-1], tf.float32)
+        return tf.maximum(latent_dim * free_bits, tf.reduce_mean(kl))
+    total_correlation = kl - tf.reduce_sum(marginal, axis=-1)  # [n], >= 0 up to rounding
+    return tf.reduce_sum(tf.maximum(free_bits, tf.reduce_mean(marginal, axis=0))) + tf.reduce_mean(
+        total_correlation
+    )
 
 
 def elbo_parts(x, posterior, prior, likelihood: Callable, seed=None) -> ElboParts:

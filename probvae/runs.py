@@ -222,7 +222,7 @@ def prepare_run(config: RunConfig, run_dir: str, splits=None, overwrite: bool = 
     if splits is None:
         d = config.data
         splits = data_lib.load_dataset(d.dataset, d.data_dir, d.validation_fraction, d.split_seed,
-                                       d.max_train_examples)
+                                       d.max_train_examples, image_shape=config.model.image_shape)
     log(f"data: {splits.name} from {splits.source}: {len(splits.x_train)} train, "
         f"{len(splits.x_validation)} validation, {len(splits.x_test)} test images of shape {splits.image_shape}")
     if config.model.image_shape not in (None, splits.image_shape):

@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import data as data_lib
-from probvae import evaluation, runs
+from probvae import evaluation, optimization, runs
 from probvae._keras import keras
 from probvae.config import RunConfig
 from probvae.errors import NonFiniteError, TrainingInterrupted, UserError
@@ -210,8 +210,8 @@ class Trainer:
         if train.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(train.seed)
-        self.model = VAE(config.model, kl_weight=train.beta)
-        self.optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate)
+        self.model = VAE(config.model, kl_weight=train.beta, free_bits=train.free_bits)
+        self.optimizer = optimization.make_optimizer(train)
         self.totals, self.faults = StepTotals(), NonFiniteFaults()
         self.state = RunState(os.path.join(run_dir, runs.CHECKPOINT_DIR),
                               model=self.model, optimizer=self.optimizer, totals=self.totals)
@@ -282,6 +282,7 @@ class Trainer:
             self.totals.reset()
             self.history["epoch_seconds"] = 0.0
         started = time.time() - self.history["epoch_seconds"]
+        optimization.set_kl_weight(self.model, train, epoch)
         batches = data_lib.training_batches(self.splits.x_train, train.batch_size, seed=train.seed, epoch=epoch,
                                             binarize=self.model.likelihood_head.binarize, start_step=position)
         progress = _Progress()

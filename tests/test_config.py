@@ -80,3 +80,21 @@ def test_differences_name_section_and_field():
     assert config.differences(other) == ["model.latent_dim", "train.beta", "train.epochs"]
     assert config.differences(config) == []
     assert config.flat()["train.epochs"] == 20
+def test_layer_specs_round_trip_as_nested_tuples_and_are_validated():
+    config = RunConfig(model=ModelConfig(conv_layers=((8, 3, 2), (16, 5, 1)), batch_norm=True, dense_units=0,
+                                         prior="vamp", likelihood="continuous_bernoulli"),
+                       train=TrainConfig(optimizer="rmsprop", kl_warmup_epochs=3, free_bits=0.25))
+    restored = RunConfig.from_json(config.to_json())
+    assert restored == config and restored.model.conv_layers[1] == (16, 5, 1)
+    assert json.loads(config.to_json())["model"]["binarize"] is False
+    assert ModelConfig(conv_filters=(4, 6)).encoder_conv_layers == ((4, 3, 2), (6, 3, 2))
+    with pytest.raises(ValueError, match="conv_layers must be a list of"):
+        ModelConfig(conv_layers=((8, 3),))
+    with pytest.raises(ValueError, match="conv_layers stride"):
+        ModelConfig(conv_layers=((8, 3, 0),))
+    with pytest.raises(ValueError, match="free_bits"):
+        TrainConfig(free_bits=-0.1)
+    with pytest.raises(ValueError, match="kl_warmup_epochs"):
+        TrainConfig(kl_warmup_epochs=1.5)
+    with pytest.raises(ValueError, match="standard_normal, diag_gaussian, mixture, vamp"):
+        ModelConfig(prior="flow")

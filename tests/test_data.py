@@ -138,3 +138,31 @@ def test_evaluation_binarization_is_fixed_by_its_seed():
     assert first.shape == (50, 3, 3, 1)
     # Bernoulli(77/255): the mean lies within 4 standard errors of 0.302.
     assert abs(first.mean() - 77 / 255) < 4 * np.sqrt(0.302 * 0.698 / first.size)
+
+
+def test_folder_dataset_streams_with_labels_and_a_held_out_split(tmp_path):
+    import tensorflow as tf
+
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(5):
+            tf.io.write_file(str(tmp_path / label / f"{i}.png"), tf.io.encode_png(np.full((9, 7, 1), 25 * i, np.uint8)))
+    splits = data.load_dataset(f"folder:{tmp_path}", validation_fraction=0.2, image_shape=(4, 4, 1))
+    assert isinstance(splits.x_train, data.ImageStream) and splits.image_shape == (4, 4, 1)
+    assert (len(splits.x_train), len(splits.x_validation), len(splits.x_test)) == (6, 2, 2)
+    assert sorted(np.concatenate([splits.y_train, splits.y_validation, splits.y_test])) == [0] * 5 + [1] * 5
+    batch = next(iter(data.training_batches(splits.x_train, 4, binarize=False, seed=0, epoch=1)))
+    assert batch.shape == (4, 4, 4, 1) and batch.dtype == np.float32
+    with pytest.raises(ValueError, match="holds no readable JPEG or PNG"):
+        (tmp_path / "empty").mkdir()
+        data.load_dataset(f"folder:{tmp_path / 'empty'}")
+
+
+def test_celeb_a_is_streamed_from_tfds_at_the_models_size():
+    with tfds.testing.mock_data(num_examples=6):
+        splits = data.load_dataset("celeb_a", image_shape=(8, 8, 3))
+        assert splits.source.startswith("TFDS celeb_a, streamed") and splits.y_train is None
+        assert len(splits.x_train) == 6 and splits.image_shape == (8, 8, 3)
+        batches = list(data.training_batches(splits.x_train, 4, binarize=False, seed=0, epoch=1))
+        assert [tuple(b.shape) for b in batches] == [(4, 8, 8, 3)]
+        assert 0.0 <= float(np.min(batches[0])) <= float(np.max(batches[0])) <= 1.0

@@ -80,3 +80,38 @@ def test_an_exploding_learning_rate_stops_and_keeps_the_last_good_checkpoint(tmp
     assert not (run_dir / "metrics.json").exists()
     model = runs.load_run(str(run_dir))
     assert all(np.all(np.isfinite(v.numpy())) for v in model.variables)
+
+
+def test_list_presets_prints_one_line_each():
+    result = run_fit("--list-presets")
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[0] for line in result.stdout.strip().splitlines()]
+    assert names == ["mnist-dense-2d", "mnist-conv-2d", "mnist-dcgan-2d", "mnist-dlwp-2d", "fashion-conv",
+                     "fashion-conv-2d", "celeba-faces"]
+
+
+def test_a_preset_trains_on_an_image_folder_with_flags_overriding_it(tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    images = tmp_path / "faces"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(24):  # 2 validation, 2 test, 20 training images
+        tf.io.write_file(str(images / f"{i}.jpg"), tf.io.encode_jpeg(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)))
+    (images / "broken.jpg").write_bytes(b"")
+    run_dir = tmp_path / "run"
+    result = run_fit("--preset", "celeba-faces", "--dataset", f"folder:{images}", "--image-shape", "8,8,3",
+                     "--latent-dim", "3", "--epochs", "1", "--batch-size", "4", "--kl-warmup-epochs", "2",
+                     "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    assert "1 unreadable files skipped: broken.jpg" in result.stdout
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"]["image_shape"] == [8, 8, 3] and config["model"]["latent_dim"] == 3
+    assert config["model"]["conv_layers"] == [[32, 3, 2], [64, 3, 2], [64, 3, 2], [64, 3, 2]]
+    assert config["model"]["binarize"] is False and config["train"]["kl_warmup_epochs"] == 2
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test"]["n_examples"] == 2 and finite_numbers(metrics)
+    # Warm-up: the first epoch trains with KL weight 0, so its loss is the reconstruction alone.
+    train = metrics["epochs"][0]["train"]
+    assert train["loss"] == pytest.approx(-train["reconstruction"], rel=1e-5) and train["kl"] > 0

@@ -48,6 +48,10 @@ def test_training_loss_weights_only_the_kl(binary_images):
     assert np.all(np.isfinite(parts.elbo))
 
 
-def test_image_shape_must_fit_the_conv_stages():
-    with pytest.raises(ValueError, match="divisible by 4"):
-        VAE(tiny_model_config(image_shape=(6, 6, 1)))
+def test_conv_decoder_crops_sizes_its_strides_do_not_divide():
+    # Two stride-2 stages: a 6x5 image starts the decoder at 2x2, upsamples to 8x8 and crops.
+    vae = VAE(tiny_model_config(image_shape=(6, 5, 1)))
+    assert vae.decoder.output_shape == (None, 6, 5, 1)
+    assert vae(tf.zeros([BATCH, 6, 5, 1])).shape == (BATCH, 6, 5, 1)
+    with pytest.raises(ValueError, match="height, width, channels"):
+        VAE(tiny_model_config(image_shape=(6, 6)))

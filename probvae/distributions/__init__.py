@@ -1,9 +1,10 @@
 """The distributions probvae models are made of, for models and analysis scripts.
 
-- `priors`: p(z), e.g. `standard_normal(d)`.
+- `priors`: p(z): `standard_normal(d)`, and `prior_layer(name, d)` for the
+  learned ones (diagonal Gaussian, mixture of Gaussians, VampPrior).
 - `posteriors`: the q(z|x) layers (`tfp.layers.MultivariateNormalTriL` with a
   `KLDivergenceRegularizer`, or a diagonal variant).
-- `likelihoods`: p(x|z) over whole images (Bernoulli, Normal).
+- `likelihoods`: p(x|z) over whole images (Bernoulli, Normal, continuous Bernoulli).
 - `analysis`: what an analyst builds from posteriors: the aggregate posterior
   (a `MixtureSameFamily`), Normal marginals, per-dimension KL to the prior.
 
@@ -15,37 +16,59 @@ from probvae.distributions.analysis import aggregate_posterior, kl_per_dimension
 from probvae.distributions.likelihoods import (
     LIKELIHOODS,
     BernoulliHead,
+    ContinuousBernoulliHead,
     LikelihoodHead,
     NormalHead,
     bernoulli,
+    continuous_bernoulli,
     make_likelihood_head,
     normal,
 )
 from probvae.distributions.posteriors import (
     MultivariateNormalDiag,
     MultivariateNormalTriL,
+    posterior_distribution,
     posterior_layer,
     posterior_params_size,
 )
-from probvae.distributions.priors import PRIORS, make_prior, standard_normal
+from probvae.distributions.priors import (
+    PRIORS,
+    DiagonalGaussianPrior,
+    MixturePrior,
+    Prior,
+    StandardNormalPrior,
+    VampPrior,
+    make_prior,
+    prior_layer,
+    standard_normal,
+)
 
 __all__ = [
     "LIKELIHOODS",
     "PRIORS",
     "BernoulliHead",
+    "ContinuousBernoulliHead",
+    "DiagonalGaussianPrior",
     "LikelihoodHead",
+    "MixturePrior",
     "MultivariateNormalDiag",
     "MultivariateNormalTriL",
     "NormalHead",
+    "Prior",
+    "StandardNormalPrior",
+    "VampPrior",
     "aggregate_posterior",
     "bernoulli",
+    "continuous_bernoulli",
     "kl_per_dimension",
     "make_likelihood_head",
     "make_prior",
     "marginals",
     "normal",
+    "posterior_distribution",
     "posterior_layer",
     "posterior_params_size",
+    "prior_layer",
     "standard_normal",
     "unwrap",
 ]

@@ -12,6 +12,23 @@ nats.
   standard deviation is a learned parameter, one shared value, one per channel
   or one per pixel: scale = softplus(raw) + 1e-3, so it cannot underflow.
   Its log_prob is a density and is not comparable with Bernoulli log-probs.
+- Continuous Bernoulli (Loaiza-Ganem & Cunningham, 2019): x in [0, 1] treated
+  as continuous; the decoder gives logits, lambda = sigmoid(logit), and
+
+      p(x | lambda) = C(lambda) lambda^x (1 - lambda)^(1 - x),
+      C(lambda) = 2 artanh(1 - 2 lambda) / (1 - 2 lambda)   (C(1/2) = 2),
+
+  a proper density on [0, 1] (the Bernoulli "log-likelihood" of grey levels
+  that plain VAEs use lacks log C). Its mean is not lambda:
+  lambda / (2 lambda - 1) + 1 / (2 artanh(1 - 2 lambda)).
+
+The likelihood decides the preprocessing: `head.binarize` is True only for
+the Bernoulli; training and evaluation read it, and the model config records
+it (`ModelConfig.binarize`).
+
+References:
+  Loaiza-Ganem & Cunningham (2019), The continuous Bernoulli: fixing a
+  pervasive error in variational autoencoders. NeurIPS.
 """
 
 import numpy as np
@@ -27,9 +44,11 @@ __all__ = [
     "LIKELIHOODS",
     "NORMAL_SCALE_FLOOR",
     "bernoulli",
+    "continuous_bernoulli",
     "normal",
     "LikelihoodHead",
     "BernoulliHead",
+    "ContinuousBernoulliHead",
     "NormalHead",
     "make_likelihood_head",
 ]
@@ -44,6 +63,12 @@ def bernoulli(logits) -> tfd.Distribution:
     return tfd.Independent(
         tfd.Bernoulli(logits=logits, dtype=tf.float32), reinterpreted_batch_ndims=3
     )
+
+
+def continuous_bernoulli(logits) -> tfd.Distribution:
+    """Independent continuous Bernoulli pixels from logits [n, h, w, c]; event shape [h, w, c]."""
+    logits = tf.cast(logits, tf.float32)
+    return tfd.Independent(tfd.ContinuousBernoulli(logits=logits), reinterpreted_batch_ndims=3)
 
 
 def normal(loc, scale) -> tfd.Distribution:
@@ -84,6 +109,15 @@ class BernoulliHead(LikelihoodHead):
         return bernoulli(params)
 
 
+class ContinuousBernoulliHead(LikelihoodHead):
+    """p(x|z) = prod CB(x_i; sigmoid(logit_i)), for grey levels in [0, 1]."""
+
+    binarize = False
+
+    def distribution(self, params):
+        return continuous_bernoulli(params)
+
+
 class NormalHead(LikelihoodHead):
     """p(x|z) = prod N(x_i; loc_i, scale), scale learned: shared, per channel or per pixel."""
 
@@ -118,7 +152,11 @@ class NormalHead(LikelihoodHead):
         return normal(params, self.scale)
 
 
-LIKELIHOODS = {"bernoulli": BernoulliHead, "normal": NormalHead}
+LIKELIHOODS = {
+    "bernoulli": BernoulliHead,
+    "normal": NormalHead,
+    "continuous_bernoulli": ContinuousBernoulliHead,
+}
 
 
 def make_likelihood_head(name, image_shape, normal_scale="shared") -> LikelihoodHead:

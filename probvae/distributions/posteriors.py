@@ -32,6 +32,7 @@ __all__ = [
     "SCALE_FLOOR",
     "MultivariateNormalDiag",
     "MultivariateNormalTriL",
+    "posterior_distribution",
     "posterior_layer",
     "posterior_params_size",
 ]
@@ -85,7 +86,17 @@ def posterior_params_size(latent_dim: int, covariance: str = "full") -> int:
     return _LAYERS[covariance].params_size(latent_dim)
 
 
-def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_exact_kl=True):
+def posterior_distribution(params, latent_dim: int, covariance: str = "full") -> tfd.Distribution:
+    """q(z|x) from parameters [n, params_size] without the layer (no KL loss added).
+
+    The same distribution the posterior layer returns, batch [n], event [d];
+    used where a posterior must not regularize, e.g. the VampPrior's components.
+    """
+    return _LAYERS[covariance].new(params, latent_dim)
+
+
+def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_exact_kl=True,
+                    test_points_fn=None):
     """The q(z|x) layer with its KL regularizer toward `prior`.
 
     Args:
@@ -95,6 +106,10 @@ def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_ex
       kl_weight: scalar (or non-trainable `tf.Variable`) multiplying the KL
         loss; None means 1.
       use_exact_kl: analytic KL; pass False for priors without a closed form.
+      test_points_fn: with use_exact_kl=False, a function q -> z [n, d]
+        drawing the sample of the Monte Carlo estimate log q(z) - log p(z);
+        pass one with an explicit seed. Default: q's value (its mean), which
+        is not an unbiased estimate.
 
     Returns:
       A Keras layer mapping params [n, params_size] to a distribution with
@@ -102,7 +117,8 @@ def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_ex
     """
     if covariance not in _LAYERS:
         raise UserError(f"unknown posterior {covariance!r}; choose one of: {', '.join(_LAYERS)}")
-    regularizer = tfpl.KLDivergenceRegularizer(prior, use_exact_kl=use_exact_kl, weight=kl_weight)
+    kwargs = {} if test_points_fn is None else {"test_points_fn": test_points_fn}
+    regularizer = tfpl.KLDivergenceRegularizer(prior, use_exact_kl=use_exact_kl, weight=kl_weight, **kwargs)
     return _LAYERS[covariance](
         latent_dim,
         convert_to_tensor_fn=tfd.Distribution.mean,

@@ -1,24 +1,70 @@
 """Priors p(z) over the latent space.
 
 Every prior is a `tfd.Distribution` with batch shape [] and event shape [d].
-The standard Normal is a `MultivariateNormalDiag`, so that the KL divergence
-from a `MultivariateNormalTriL` posterior to it is analytic:
+Learned priors live in a Keras layer (`Prior`) that holds their variables, so
+the VAE that owns the layer trains and checkpoints them; `layer.distribution()`
+builds p(z) from the current values (call it again after an update).
 
-    KL(N(m, L L^T) || N(0, I)) = 0.5 * (tr(L L^T) + m^T m - d - log det(L L^T))
+| name            | p(z)                                          | KL(q(z|x) || p(z)) |
+|-----------------|-----------------------------------------------|--------------------|
+| standard_normal | N(0, I), fixed                                | analytic           |
+| diag_gaussian   | N(m, diag(s^2)), m and s learned              | analytic           |
+| mixture         | sum_k pi_k N(m_k, diag(s_k^2)), all learned   | Monte Carlo        |
+| vamp            | (1/K) sum_k q(z | u_k), pseudo-inputs u learned | Monte Carlo        |
+
+Scales are softplus(raw) + 1e-5. With a Normal posterior q = N(m_q, S):
+
+    KL(q || N(m, D)) = 0.5 * (tr(D^-1 S) + (m - m_q)^T D^-1 (m - m_q) - d
+                              + log det D - log det S)
+
+For a mixture there is no closed form, and the KL is estimated at a sample
+z ~ q(z|x): KL ~ log q(z|x) - log p(z), unbiased.
+
+The VampPrior (Tomczak & Welling, 2018) is the aggregate posterior of K
+learned pseudo-inputs u_k = sigmoid(raw_k), images of the data's shape:
+
+    p(z) = (1/K) sum_k q(z | u_k)
+
+so it needs the encoder: the VAE passes `encode`, a function from images
+[K, h, w, c] to the posterior q(z|u) with batch shape [K].
 
 Example:
 
     prior = standard_normal(2)
     prior.log_prob([0., 0.])  # -log(2 pi) = -1.8379 nats
+
+References:
+  Tomczak & Welling (2018), VAE with a VampPrior. AISTATS.
 """
 
+from typing import Callable, Optional
+
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+
+from probvae._keras import keras
 from probvae.errors import UserError
 
 tfd = tfp.distributions
 
-__all__ = ["PRIORS", "standard_normal", "make_prior"]
+__all__ = [
+    "PRIORS",
+    "PRIOR_SCALE_FLOOR",
+    "Prior",
+    "StandardNormalPrior",
+    "DiagonalGaussianPrior",
+    "MixturePrior",
+    "VampPrior",
+    "standard_normal",
+    "make_prior",
+    "prior_layer",
+]
+
+# Smallest standard deviation of a learned prior component.
+PRIOR_SCALE_FLOOR = 1e-5
+# softplus^-1(1 - floor): raw value of an initial scale of 1.
+_RAW_UNIT_SCALE = float(np.log(np.expm1(1.0 - PRIOR_SCALE_FLOOR)))
 
 
 def standard_normal(latent_dim: int) -> tfd.Distribution:
@@ -30,15 +76,162 @@ def standard_normal(latent_dim: int) -> tfd.Distribution:
     )
 
 
-PRIORS = {"standard_normal": standard_normal}
+def _scale(raw):
+    return tf.math.softplus(raw) + PRIOR_SCALE_FLOOR
 
 
-def make_prior(name: str, latent_dim: int) -> tfd.Distribution:
-    """The prior called `name` over a `latent_dim`-dimensional latent.
+class Prior(keras.layers.Layer):
+    """A layer holding a prior's variables; `distribution()` returns p(z).
+
+    Attributes:
+      latent_dim: d.
+      analytic_kl: whether KL(Normal q || p) has a closed form; if not, the
+        posterior layer's regularizer estimates it by Monte Carlo.
+    """
+
+    analytic_kl = True
+
+    def __init__(self, latent_dim: int, **kwargs):
+        kwargs.setdefault("name", "prior")
+        super().__init__(dtype="float32", **kwargs)
+        self.latent_dim = int(latent_dim)
+
+    def distribution(self) -> tfd.Distribution:
+        raise NotImplementedError
+
+    def call(self, inputs=None):
+        """A sample-free stand-in so the layer is callable: the prior's mean [d]."""
+        return self.distribution().mean()
+
+
+class StandardNormalPrior(Prior):
+    """p(z) = N(0, I): no variables."""
+
+    def distribution(self):
+        return standard_normal(self.latent_dim)
+
+
+class DiagonalGaussianPrior(Prior):
+    """p(z) = N(loc, diag(scale^2)), loc and scale learned, starting at N(0, I)."""
+
+    def __init__(self, latent_dim, **kwargs):
+        super().__init__(latent_dim, **kwargs)
+        self.loc = self.add_weight(name="loc", shape=[self.latent_dim], initializer="zeros")
+        self.raw_scale = self.add_weight(
+            name="raw_scale", shape=[self.latent_dim],
+            initializer=keras.initializers.Constant(_RAW_UNIT_SCALE),
+        )
+
+    def distribution(self):
+        return tfd.MultivariateNormalDiag(loc=self.loc, scale_diag=_scale(self.raw_scale),
+                                          name="diag_gaussian_prior")
+
+
+class MixturePrior(Prior):
+    """p(z) = sum_k softmax(logits)_k N(loc_k, diag(scale_k^2)), all learned.
+
+    Components start with equal weights, unit scales and locations drawn from
+    N(0, I) (so they differ); tfd.MixtureSameFamily sums them in log space.
+    """
+
+    analytic_kl = False
+
+    def __init__(self, latent_dim, components=10, **kwargs):
+        super().__init__(latent_dim, **kwargs)
+        self.components = int(components)
+        self.logits = self.add_weight(name="logits", shape=[self.components], initializer="zeros")
+        self.locs = self.add_weight(
+            name="locs", shape=[self.components, self.latent_dim],
+            initializer=keras.initializers.RandomNormal(stddev=1.0),
+        )
+        self.raw_scales = self.add_weight(
+            name="raw_scales", shape=[self.components, self.latent_dim],
+            initializer=keras.initializers.Constant(_RAW_UNIT_SCALE),
+        )
+
+    def distribution(self):
+        return tfd.MixtureSameFamily(
+            mixture_distribution=tfd.Categorical(logits=self.logits),
+            components_distribution=tfd.MultivariateNormalDiag(loc=self.locs,
+                                                               scale_diag=_scale(self.raw_scales)),
+            name="mixture_prior",
+        )
+
+
+class VampPrior(Prior):
+    """p(z) = (1/K) sum_k q(z | u_k), the posteriors of K learned pseudo-inputs.
+
+    Args:
+      latent_dim: d.
+      image_shape: [h, w, c] of the pseudo-inputs (the data's shape).
+      encode: function images [K, h, w, c] -> q(z|u), batch [K], event [d].
+        It must not add regularization losses (the VAE passes the encoder and
+        `posterior_layer.new`, not the layer call).
+      components: K.
+    """
+
+    analytic_kl = False
+
+    def __init__(self, latent_dim, image_shape, encode: Callable, components=10, **kwargs):
+        super().__init__(latent_dim, **kwargs)
+        self.components = int(components)
+        self.encode = encode
+        # sigmoid(raw) near 0.5 with small differences between pseudo-inputs.
+        self.raw_pseudo_inputs = self.add_weight(
+            name="raw_pseudo_inputs", shape=[self.components] + [int(s) for s in image_shape],
+            initializer=keras.initializers.RandomNormal(stddev=0.1),
+        )
+
+    @property
+    def pseudo_inputs(self):
+        """u = sigmoid(raw): images [K, h, w, c] in (0, 1)."""
+        return tf.math.sigmoid(self.raw_pseudo_inputs)
+
+    def distribution(self):
+        components = self.encode(self.pseudo_inputs)  # batch [K], event [d]
+        return tfd.MixtureSameFamily(
+            mixture_distribution=tfd.Categorical(logits=tf.zeros([self.components], tf.float32)),
+            components_distribution=components,
+            name="vamp_prior",
+        )
+
+
+PRIORS = {
+    "standard_normal": StandardNormalPrior,
+    "diag_gaussian": DiagonalGaussianPrior,
+    "mixture": MixturePrior,
+    "vamp": VampPrior,
+}
+
+
+def prior_layer(name: str, latent_dim: int, components: int = 10, image_shape=None,
+                encode: Optional[Callable] = None) -> Prior:
+    """The `Prior` layer called `name`; `vamp` also needs `image_shape` and `encode`.
 
     Raises:
-      ValueError: for an unknown name, listing the known ones.
+      UserError: for an unknown name, listing the known ones.
     """
     if name not in PRIORS:
         raise UserError(f"unknown prior {name!r}; choose one of: {', '.join(PRIORS)}")
+    if name == "mixture":
+        return MixturePrior(latent_dim, components=components)
+    if name == "vamp":
+        if image_shape is None or encode is None:
+            raise UserError("the vamp prior needs the image shape and the encoder; build it through VAE")
+        return VampPrior(latent_dim, image_shape, encode, components=components)
     return PRIORS[name](latent_dim)
+
+
+def make_prior(name: str, latent_dim: int) -> tfd.Distribution:
+    """The fixed prior called `name` as a distribution (learned priors need `prior_layer`).
+
+    Raises:
+      UserError: for an unknown name, listing the known ones, or a learned prior.
+    """
+    if name not in PRIORS:
+        raise UserError(f"unknown prior {name!r}; choose one of: {', '.join(PRIORS)}")
+    if name != "standard_normal":
+        raise UserError(
+            f"the {name} prior is learned; build it with prior_layer() inside a model so its variables train"
+        )
+    return standard_normal(latent_dim)

@@ -1,0 +1,48 @@
+"""The optimizer and the KL-weight schedule of a training run.
+
+KL warm-up (Bowman et al., 2016; Sønderby et al., 2016) starts training as
+an autoencoder and lets the KL term in linearly. With beta the final weight
+and N = `kl_warmup_epochs`, epoch e (1, 2, ...) trains with
+
+    kl_weight(e) = beta * min(1, (e - 1) / N)       (N = 0: beta throughout)
+
+so epoch 1 has weight 0, epoch N + 1 and later the full beta. The weight is
+the model's `kl_weight` variable, set once at the start of each epoch, so a
+run resumed at an epoch boundary continues the same schedule. Only the
+training loss changes: the reported ELBO always has KL weight 1.
+
+Example:
+
+    [kl_weight(1.0, 4, e) for e in range(1, 7)]  # [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+"""
+
+from probvae._keras import keras
+from probvae.errors import UserError
+
+__all__ = ["OPTIMIZERS", "make_optimizer", "kl_weight", "set_kl_weight"]
+
+# The tf-keras class of each name in probvae.config.OPTIMIZERS.
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
+
+
+def make_optimizer(train_config):
+    """The tf-keras optimizer a `TrainConfig` names, at its learning rate."""
+    if train_config.optimizer not in OPTIMIZERS:
+        raise UserError(
+            f"unknown optimizer {train_config.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"
+        )
+    return OPTIMIZERS[train_config.optimizer](learning_rate=train_config.learning_rate)
+
+
+def kl_weight(beta: float, warmup_epochs: int, epoch: int) -> float:
+    """The KL weight of epoch `epoch` (1-based): beta * min(1, (epoch - 1) / warmup_epochs)."""
+    if warmup_epochs <= 0:
+        return float(beta)
+    return float(beta) * min(1.0, max(0, epoch - 1) / warmup_epochs)
+
+
+def set_kl_weight(model, train_config, epoch: int) -> float:
+    """Set `model.kl_weight` for `epoch` from the config's beta and warm-up; returns it."""
+    weight = kl_weight(train_config.beta, train_config.kl_warmup_epochs, epoch)
+    model.kl_weight.assign(weight)
+    return weight

@@ -1,0 +1,126 @@
+"""Named presets: the classic VAE set-ups as `RunConfig` values.
+
+Each preset is a complete `RunConfig`; `fit.py --preset NAME` starts from it
+and command-line flags override single fields. docs/presets.md says what each
+reproduces and what to expect.
+
+Common choices, stated once:
+- posteriors are diagonal Normals with softplus scales (the write-ups use
+  exp(log_var / 2)); use --posterior full for a full covariance;
+- Bernoulli likelihoods see binarized pixels (dynamically in training, fixed in
+  evaluation); the write-ups feed grey levels to a binary cross-entropy,
+  which is not a likelihood (use --likelihood continuous_bernoulli for that);
+- conv decoders end in a 3x3 convolution to the likelihood parameters and
+  crop the centre when their strides overshoot the image size.
+
+Example:
+
+    config = get("mnist-conv-2d").replace(train={"epochs": 2})
+    probvae.fit(config, "runs/conv2d")
+"""
+
+from __future__ import annotations
+
+from typing import Dict, NamedTuple
+
+from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from probvae.errors import UserError
+
+__all__ = ["Preset", "PRESETS", "get", "describe"]
+
+
+class Preset(NamedTuple):
+    """A named configuration and a one-line summary of what it reproduces."""
+
+    name: str
+    summary: str
+    config: RunConfig
+
+
+def _preset(name, summary, data, model, train) -> Preset:
+    return Preset(name, summary, RunConfig(data=DataConfig(**data), model=ModelConfig(**model),
+                                           train=TrainConfig(**train)))
+
+
+_DIAG_2D = dict(latent_dim=2, posterior="diag", likelihood="bernoulli")
+_FASHION_CONV = dict(arch="conv", conv_layers=((32, 3, 2), (64, 3, 2), (64, 3, 1)), dense_units=128,
+                     activation="relu", posterior="diag", likelihood="bernoulli")
+
+PRESETS: Dict[str, Preset] = {p.name: p for p in [
+    _preset(
+        "mnist-dense-2d",
+        "dense MLP VAE on flattened MNIST, 784-512-2, for the digit scatter and a 30x30 generated grid",
+        dict(dataset="mnist"),
+        dict(arch="mlp", hidden_units=(512,), activation="relu", **_DIAG_2D),
+        dict(epochs=50, batch_size=128, learning_rate=1e-3),
+    ),
+    _preset(
+        "mnist-conv-2d",
+        "small conv VAE on MNIST: stride-2 convs of 8 and 16 filters with batch norm, 20-unit dense, 2-D latent, "
+        "20% validation",
+        dict(dataset="mnist", validation_fraction=0.2),
+        dict(arch="conv", conv_layers=((8, 3, 2), (16, 3, 2)), batch_norm=True, dense_units=20,
+             activation="relu", **_DIAG_2D),
+        dict(epochs=30, batch_size=128, learning_rate=1e-3),
+    ),
+    _preset(
+        "mnist-dcgan-2d",
+        "DCGAN-like conv VAE on MNIST: four stride-2 5x5 convs 128-1024 with batch norm, transposed-conv decoder "
+        "from 4x4x1024, 2-D latent",
+        dict(dataset="mnist"),
+        dict(arch="conv", conv_layers=((128, 5, 2), (256, 5, 2), (512, 5, 2), (1024, 5, 2)),
+             decoder_conv_layers=((512, 5, 2), (256, 5, 2), (128, 5, 2)), batch_norm=True, dense_units=0,
+             activation="leaky_relu", **_DIAG_2D),
+        dict(epochs=20, batch_size=128, learning_rate=2e-4),
+    ),
+    _preset(
+        "mnist-dlwp-2d",
+        "Deep Learning with Python's conv VAE: convs 32, 64 (stride 2), 64, 64, 32-unit dense, 2-D latent, "
+        "RMSprop, batch 16",
+        dict(dataset="mnist"),
+        dict(arch="conv", conv_layers=((32, 3, 1), (64, 3, 2), (64, 3, 1), (64, 3, 1)),
+             decoder_conv_layers=((32, 3, 2),), dense_units=32, activation="relu", **_DIAG_2D),
+        dict(epochs=10, batch_size=16, optimizer="rmsprop", learning_rate=1e-3),
+    ),
+    _preset(
+        "fashion-conv",
+        "conv VAE on Fashion-MNIST: two stride-2 convs and a stride-1 conv, softplus posterior scales, 5-D latent",
+        dict(dataset="fashion_mnist"),
+        dict(latent_dim=5, **_FASHION_CONV),
+        dict(epochs=20, batch_size=64, learning_rate=1e-3),
+    ),
+    _preset(
+        "fashion-conv-2d",
+        "fashion-conv with a 2-D latent, for latent scatter plots and generated grids",
+        dict(dataset="fashion_mnist"),
+        dict(latent_dim=2, **_FASHION_CONV),
+        dict(epochs=20, batch_size=64, learning_rate=1e-3),
+    ),
+    _preset(
+        "celeba-faces",
+        "128x128 RGB faces (TFDS celeb_a or --dataset folder:PATH): four stride-2 convs 32, 64, 64, 64 with batch "
+        "norm, mirrored decoder, 200-D latent, Normal likelihood",
+        dict(dataset="celeb_a"),
+        dict(arch="conv", conv_layers=((32, 3, 2), (64, 3, 2), (64, 3, 2), (64, 3, 2)), batch_norm=True,
+             dense_units=0, activation="leaky_relu", latent_dim=200, posterior="diag", likelihood="normal",
+             normal_scale="channel", image_shape=(128, 128, 3)),
+        dict(epochs=10, batch_size=32, learning_rate=5e-4, eval_batch_size=200),
+    ),
+]}
+
+
+def get(name: str) -> RunConfig:
+    """The `RunConfig` of preset `name`.
+
+    Raises:
+      UserError: unknown name, listing the presets.
+    """
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)} (fit.py --list-presets)")
+    return PRESETS[name].config
+
+
+def describe() -> str:
+    """One line per preset: name and summary."""
+    width = max(len(name) for name in PRESETS)
+    return "\n".join(f"{p.name:<{width}}  {p.summary}" for p in PRESETS.values())

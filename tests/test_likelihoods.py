@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+from scipy import integrate
+
+from probvae.config import LIKELIHOODS, ModelConfig
+from probvae.distributions import LIKELIHOODS as HEADS
+from probvae.distributions import ContinuousBernoulliHead, continuous_bernoulli, make_likelihood_head
+
+
+def continuous_bernoulli_log_density(x, probability):
+    """log C(l) + x log l + (1 - x) log(1 - l), C(l) = 2 artanh(1 - 2l) / (1 - 2l), float64."""
+    middle = np.abs(probability - 0.5) < 1e-12
+    safe = np.where(middle, 0.25, probability)
+    log_constant = np.where(middle, np.log(2.0), np.log(2 * np.arctanh(1 - 2 * safe) / (1 - 2 * safe)))
+    return log_constant + x * np.log(probability) + (1 - x) * np.log1p(-probability)
+
+
+def test_continuous_bernoulli_log_prob_matches_its_normalising_constant():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=3.0, size=(3, 4, 5, 2)).astype(np.float32)
+    logits[0, 0, 0] = [0.0, 1e-3]  # at and next to lambda = 1/2, where C has a removable singularity
+    x = rng.uniform(size=logits.shape).astype(np.float32)
+    p = continuous_bernoulli(logits)
+    assert p.batch_shape == (3,) and p.event_shape == (4, 5, 2)
+    probability = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    expected = continuous_bernoulli_log_density(x.astype(np.float64), probability).sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(p.log_prob(x), expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("logit", [-4.0, -0.3, 0.0, 2.5])
+def test_continuous_bernoulli_density_integrates_to_one(logit):
+    head = make_likelihood_head("continuous_bernoulli", (1, 1, 1))
+    p = head.distribution(np.full([1, 1, 1, 1], logit, np.float32))
+    density = lambda x: float(np.exp(p.log_prob(np.full([1, 1, 1, 1], x, np.float32))[0]))  # noqa: E731
+    total, _ = integrate.quad(density, 0.0, 1.0)
+    assert total == pytest.approx(1.0, abs=2e-4)
+    # Its mean is not sigmoid(logit) (except at 1/2): closed form l/(2l-1) + 1/(2 artanh(1-2l)).
+    mean, _ = integrate.quad(lambda x: x * density(x), 0.0, 1.0)
+    assert float(p.mean().numpy().ravel()[0]) == pytest.approx(mean, abs=2e-4)
+    assert (abs(mean - 1 / (1 + np.exp(-logit))) > 0.01) == (logit != 0.0)
+
+
+def test_the_likelihood_decides_binarization_and_the_config_records_it():
+    assert set(HEADS) == set(LIKELIHOODS)
+    for name in LIKELIHOODS:
+        head = make_likelihood_head(name, (2, 2, 1))
+        config = ModelConfig(likelihood=name)
+        assert head.binarize == config.binarize == (name == "bernoulli")
+        assert config.to_dict()["binarize"] == head.binarize
+        assert ModelConfig.from_dict(config.to_dict()) == config
+    assert isinstance(make_likelihood_head("continuous_bernoulli", (2, 2, 1)), ContinuousBernoulliHead)
+    values = ModelConfig(likelihood="normal").to_dict()
+    values["binarize"] = True
+    with pytest.raises(ValueError, match="contradicts likelihood 'normal'"):
+        ModelConfig.from_dict(values)

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import tiny_model_config
+from probvae import networks
+from probvae._keras import keras
+
+
+def parameter_count(model):
+    return int(sum(np.prod(v.shape) for v in model.trainable_variables))
+
+
+def test_default_conv_architecture_is_unchanged():
+    # conv_filters (4, 6), dense 5, latent 2, 8x8x1 images, by hand:
+    # encoder: 3x3 convs 1->4 (40) and 4->6 (222); dense 2*2*6=24 -> 5 (125).
+    # decoder: dense 2->5 (15), 5->24 (144); transposed 6->6 (330), 6->4 (220); conv 4->1 (37).
+    config = tiny_model_config()
+    assert config.encoder_conv_layers == ((4, 3, 2), (6, 3, 2))
+    encoder, decoder = networks.encoder(config), networks.decoder(config, 1)
+    assert parameter_count(encoder) == 40 + 222 + 125
+    assert parameter_count(decoder) == 15 + 144 + 330 + 220 + 37
+    assert [type(layer).__name__ for layer in decoder.layers] == [
+        "Dense", "Dense", "Reshape", "Conv2DTranspose", "Conv2DTranspose", "Conv2D"]
+
+
+def test_layer_specs_batch_norm_and_no_dense_layer():
+    config = tiny_model_config(conv_layers=((3, 5, 1), (5, 3, 2)), decoder_conv_layers=((4, 3, 2),),
+                               batch_norm=True, dense_units=0, image_shape=(7, 7, 2))
+    encoder, decoder = networks.encoder(config), networks.decoder(config, 4)
+    names = [type(layer).__name__ for layer in encoder.layers]
+    assert names == ["Conv2D", "BatchNormalization", "Activation", "Conv2D", "BatchNormalization", "Activation",
+                     "Flatten"]
+    assert [layer.kernel_size for layer in encoder.layers if isinstance(layer, keras.layers.Conv2D)] == [(5, 5), (3, 3)]
+    assert encoder.output_shape == (None, 4 * 4 * 5)  # 7 -> 7 (stride 1) -> 4 (stride 2, same padding)
+    # One stride-2 decoder stage: start ceil(7/2) = 4 with the encoder's 5 filters, 8x8 out, cropped to 7x7.
+    assert networks.decoder_start_shape(config) == (4, 4, 5)
+    assert decoder.output_shape == (None, 7, 7, 4)
+    assert "Dense" == type(decoder.layers[0]).__name__ and decoder.layers[0].units == 4 * 4 * 5
+
+
+def test_the_crop_keeps_the_centre():
+    # 28x28 through four stride-2 stages: 2x2 start, 32x32 out, 2 pixels cropped on each side.
+    config = tiny_model_config(conv_layers=((2, 3, 2),) * 4, dense_units=0, image_shape=(28, 28, 1))
+    decoder = networks.decoder(config, 1)
+    crop = decoder.layers[-1]
+    assert isinstance(crop, keras.layers.Cropping2D) and crop.cropping == ((2, 2), (2, 2))
+    full = tf.reshape(tf.range(32 * 32, dtype=tf.float32), [1, 32, 32, 1])
+    np.testing.assert_array_equal(crop(full)[0, :, :, 0], full[0, 2:30, 2:30, 0])
+
+
+def test_bad_image_shapes_are_refused():
+    with pytest.raises(ValueError, match="height, width, channels"):
+        networks.check_image_shape("conv", (8, 8))
