@@ -227,7 +227,7 @@ def prepare_run(config: RunConfig, run_dir: str, splits=None, overwrite: bool = 
         f"{len(splits.x_validation)} validation, {len(splits.x_test)} test images of shape {splits.image_shape}")
     if config.model.image_shape not in (None, splits.image_shape):
         raise UserError(f"the model expects images of shape {config.model.image_shape} but {splits.name} "
-                        f"has {splits.image_shape}; use data of the shape the run was trained on")
+                        f"has {splits.image_shape}; give images of that shape, or another --image-shape for a new run")
     model = config.model
     networks.check_image_shape(model.arch, splits.image_shape, model.conv_filters)
     config = config.replace(model={"image_shape": splits.image_shape})
