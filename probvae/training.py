@@ -174,9 +174,9 @@ def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable
 class _Progress:
     """One line per epoch; on a terminal, a line updated in place during it."""
 
-    def __init__(self, stream=sys.stderr, every_seconds: float = 1.0):
-        self.stream = stream
-        self.interactive = stream.isatty()
+    def __init__(self, stream=None, every_seconds: float = 1.0):
+        self.stream = sys.stderr if stream is None else stream  # the stream of now, not of import time
+        self.interactive = self.stream.isatty()
         self.every = every_seconds
         self.last = 0.0
 
