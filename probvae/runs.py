@@ -48,6 +48,10 @@ __all__ = [
     "load_run",
 ]
 
+# The process umask (reading it means setting it, so read it once).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -121,6 +125,7 @@ def write_json(path: str, value: Any) -> str:
                 stream.write("\n")
                 stream.flush()
                 os.fsync(stream.fileno())
+            os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
             os.replace(temporary, path)
         except BaseException:
             if os.path.exists(temporary):

@@ -92,3 +92,12 @@ def test_load_run_errors_name_the_file(tiny_run, tmp_path):
     with pytest.raises(ValueError, match="cannot restore checkpoint"):
         runs.load_run(tiny_run, checkpoint=str(tmp_path / "bad"))
     os.remove(tmp_path / "bad.index")
+
+
+def test_json_files_get_the_usual_permissions(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    path = tmp_path / "m.json"
+    runs.write_json(str(path), [1])
+    # mkstemp creates 0600 files; a run's JSON is readable like any other file.
+    assert (os.stat(path).st_mode & 0o777) == 0o666 & ~umask
