@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Dict, NamedTuple, Optional
+from typing import Callable, Dict, NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -236,11 +236,13 @@ def log_likelihood(model, x, num_samples: int, seed, sample_chunk: Optional[int]
 
 
 def per_example(model, batches: tf.data.Dataset, seed: int, iwae_samples: int = 0,
-                sample_chunk: Optional[int] = None) -> Dict[str, np.ndarray]:
+                sample_chunk: Optional[int] = None,
+                on_batch: Optional[Callable[[int], None]] = None) -> Dict[str, np.ndarray]:
     """Every `BatchStatistics` field over `batches`, concatenated ([n] or [n, d]);
-    with `iwae_samples` K >= 1 also `log_likelihood` and `effective_sample_size`."""
+    with `iwae_samples` K >= 1 also `log_likelihood` and `effective_sample_size`.
+    `on_batch(examples_done)` is called after each batch."""
     compiled = _compiled(model)
-    values = {}
+    values, done = {}, 0
     for index, x in enumerate(batches):
         batch_seed = tf.constant([seed, index], tf.int32)
         results = compiled.statistics(x, batch_seed)._asdict()
@@ -248,6 +250,9 @@ def per_example(model, batches: tf.data.Dataset, seed: int, iwae_samples: int = 
             results.update(importance_sampling(model, x, iwae_samples, batch_seed, sample_chunk)._asdict())
         for name, value in results.items():
             values.setdefault(name, []).append(value.numpy())
+        done += int(x.shape[0])
+        if on_batch is not None:
+            on_batch(done)
     return {name: np.concatenate(parts) for name, parts in values.items()}
 
 
@@ -293,27 +298,37 @@ def evaluate_elbo(model, images: np.ndarray, *, seed: int, batch_size: int = 100
 
 def evaluate(model, images: np.ndarray, *, iwae_samples: int = DEFAULT_IWAE_SAMPLES, batch_size: int = 1000,
              seed: int = 0, binarization_seed: int = 0, sample_chunk: Optional[int] = None,
-             checkpoint: Optional[str] = None) -> dict:
+             checkpoint: Optional[str] = None, log: Optional[Callable[[str], None]] = None) -> dict:
     """Every held-out number of a model on uint8 images [n, h, w, c].
 
-    Returns a JSON-ready dict (nats per example unless the name says bits):
-    elbo, reconstruction, kl (each with `_stderr`); log_likelihood with
-    log_likelihood_stderr (over examples) and log_likelihood_mc_stderr (the
-    Monte Carlo part), effective_sample_size (mean over examples),
-    iwae_samples; bits_per_dim from the log-likelihood and elbo_bits_per_dim
-    from the ELBO (each with `_stderr`); active_units of latent_dim with posterior_mean_variance
-    [d] and the threshold; kl_per_dimension [d] and kl_total_correlation;
-    n_examples, image_shape, likelihood, binarization, binarization_seed,
-    seed, batch_size, checkpoint, seconds.
+    Args:
+      iwae_samples: K, importance samples per image for the log-likelihood.
+      batch_size: images per step; seed: seed of the posterior samples.
+      binarization_seed: seed of the fixed binarization (Bernoulli models).
+      sample_chunk: samples per compiled chunk (see `importance_sampling`).
+      checkpoint: name recorded in the result; log: gets a line per batch.
+
+    Returns:
+      A JSON-ready dict, nats per example unless the name says bits:
+      elbo, reconstruction, kl, log_likelihood (each with `_stderr`),
+      log_likelihood_mc_stderr, effective_sample_size, iwae_samples;
+      bits_per_dim and elbo_bits_per_dim (each with `_stderr`); active_units
+      of latent_dim, posterior_mean_variance [d], active_unit_threshold;
+      kl_per_dimension [d], kl_total_correlation; n_examples, image_shape,
+      likelihood, binarization, binarization_seed, seed, batch_size,
+      checkpoint, seconds. docs/evaluation.md explains each.
     """
     iwae_samples = _whole_number("iwae_samples", iwae_samples, "--iwae-samples")
     batch_size = _whole_number("batch_size", batch_size, "--batch-size")
     started = time.time()
     batches = data_lib.evaluation_batches(images, batch_size, binarize=model.likelihood_head.binarize,
                                           seed=binarization_seed)
-    values = per_example(model, batches, seed, iwae_samples=iwae_samples, sample_chunk=sample_chunk)
     n, num_pixels = len(images), int(np.prod(model.image_shape))
     nats_to_bits_per_dim = 1.0 / (num_pixels * math.log(2.0))
+    on_batch = None if log is None else (
+        lambda done: log(f"evaluated {done}/{n} images, K={iwae_samples} ({time.time() - started:.0f} s)"))
+    values = per_example(model, batches, seed, iwae_samples=iwae_samples, sample_chunk=sample_chunk,
+                         on_batch=on_batch)
     result = {"n_examples": int(n), "image_shape": list(model.image_shape), "likelihood": model.config.likelihood,
               "units": "nats per example"}
     result.update(_summary(values, ("elbo", "reconstruction", "kl", "log_likelihood")))
@@ -349,13 +364,15 @@ def evaluation_path(run_dir: str, split: str) -> str:
 
 def evaluate_run(run_dir: str, split: str = "test", iwae_samples: int = DEFAULT_IWAE_SAMPLES,
                  batch_size: Optional[int] = None, seed: int = 0, checkpoint: Optional[str] = None,
-                 sample_chunk: Optional[int] = None) -> dict:
+                 sample_chunk: Optional[int] = None, binarization_seed: Optional[int] = None,
+                 max_examples: Optional[int] = None, log: Optional[Callable[[str], None]] = None) -> dict:
     """Evaluate a trained run on one split and write RUN_DIR/eval_<split>.json.
 
     The model comes from `runs.load_run` (latest checkpoint unless named),
     the data from the run's own `DataConfig` (same split and binarization
-    seed as training used). `batch_size` defaults to the run's
-    `eval_batch_size`.
+    seed as training used, unless `binarization_seed` is given).
+    `batch_size` defaults to the run's `eval_batch_size`; `max_examples`
+    keeps the first N images of the split (for quick checks).
 
     Returns:
       The dict of `evaluate`, plus split, dataset and run_dir.
@@ -368,12 +385,14 @@ def evaluate_run(run_dir: str, split: str = "test", iwae_samples: int = DEFAULT_
     d = config.data
     splits = data_lib.load_dataset(d.dataset, d.data_dir, d.validation_fraction, d.split_seed, d.max_train_examples)
     images, _ = splits.split(split)
+    if max_examples is not None:
+        images = images[:_whole_number("max_examples", max_examples, "--max-examples")]
     result = {"split": split, "dataset": splits.name, "run_dir": os.path.abspath(run_dir)}
     result.update(evaluate(
         model, images, iwae_samples=iwae_samples,
         batch_size=config.train.eval_batch_size if batch_size is None else batch_size,
-        seed=seed, binarization_seed=d.split_seed, sample_chunk=sample_chunk,
-        checkpoint=os.path.basename(model.checkpoint_path),
+        seed=seed, binarization_seed=d.split_seed if binarization_seed is None else binarization_seed,
+        sample_chunk=sample_chunk, checkpoint=os.path.basename(model.checkpoint_path), log=log,
     ))
     runs.write_json(evaluation_path(run_dir, split), result)
     return result

@@ -10,6 +10,7 @@ Prints a table and writes RUN_DIR/eval_<split>.json (see docs/evaluation.md).
 
 import argparse
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
@@ -27,6 +28,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, metavar="B",
                         help="images per evaluation step (default: the run's eval_batch_size)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the posterior samples (default: 0)")
+    parser.add_argument("--max-examples", type=int, metavar="N", help="evaluate the first N images only")
+    parser.add_argument("--binarization-seed", type=int,
+                        help="seed of the fixed binarization of Bernoulli data (default: the run's split seed)")
     parser.add_argument("--checkpoint", help="checkpoint name or path (default: the latest)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
@@ -38,7 +42,8 @@ def main():
 
     result = evaluation.evaluate_run(
         args.run_dir, split=args.split, iwae_samples=args.iwae_samples, batch_size=args.batch_size,
-        seed=args.seed, checkpoint=args.checkpoint,
+        seed=args.seed, checkpoint=args.checkpoint, binarization_seed=args.binarization_seed,
+        max_examples=args.max_examples, log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(evaluation.format_report(result))
     print(f"written to {evaluation.evaluation_path(args.run_dir, args.split)}")
