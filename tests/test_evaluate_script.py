@@ -56,6 +56,7 @@ def test_evaluate_writes_every_field_and_repeats_exactly(run_dir):
     assert result.returncode == 0, result.stderr
     assert "log p(x), K=20" in result.stdout and "active units:" in result.stdout
     assert str(run_dir / "eval_test.json") in result.stdout
+    assert "evaluated 300/500 images, K=20" in result.stderr  # progress after each batch of 150
     first = json.loads((run_dir / "eval_test.json").read_text())
     assert FIELDS <= set(first), FIELDS - set(first)
     assert all(math.isfinite(n) for n in numbers(first))
