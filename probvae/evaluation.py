@@ -22,7 +22,7 @@ Var(LL_j | x_j) ~ 1/ESS_j - 1/K.
 Active units (Burda et al., 2015, section 5.2): dimension i is active when
 A_i = Var_x(E_q[z_i | x]) > 0.01. The per-dimension KL is the KL of each
 marginal q(z_i|x) to p(z_i) plus, for a full-covariance posterior, the total
-correlation of q; they add up to the KL (see `probvae.objectives`).
+correlation of q; they add up to the KL (see `probvae.distributions.analysis`).
 
 Memory. The log weights are computed in chunks of S samples for a batch of B
 examples (S * B decoder rows at a time), and a running logsumexp of log w
@@ -56,7 +56,7 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import data as data_lib
-from probvae import objectives, runs
+from probvae import distributions, inspection, objectives, runs
 from probvae.errors import UserError
 
 __all__ = [
@@ -79,8 +79,9 @@ __all__ = [
     "format_report",
 ]
 
-# A latent dimension is active when Var_x(E_q[z_i|x]) exceeds this (Burda et al., 2015).
-ACTIVE_UNIT_THRESHOLD = 0.01
+# A latent dimension is active when Var_x(E_q[z_i|x]) exceeds this (Burda et al., 2015);
+# the same rule `inspection.latent_marginals` uses to call a dimension collapsed.
+ACTIVE_UNIT_THRESHOLD = inspection.COLLAPSE_THRESHOLD
 # Decoder rows (samples x examples) per chunk when no sample chunk is given.
 CHUNK_ROWS = 1024
 # K of scripts/evaluate.py unless --iwae-samples says otherwise.
@@ -145,8 +146,8 @@ def _batch_statistics(model, x, seed) -> BatchStatistics:
     parts = objectives.elbo_parts(x, posterior, model.prior, model.likelihood, seed=sample_seed(seed, 0))
     return BatchStatistics(
         *parts,
-        kl_per_dimension=objectives.marginal_kl(posterior, model.prior),
-        total_correlation=objectives.total_correlation(posterior),
+        kl_per_dimension=distributions.kl_per_dimension(posterior, model.prior),
+        total_correlation=distributions.total_correlation(posterior),
         posterior_mean=posterior.mean(),
     )
 

@@ -12,26 +12,9 @@ With q = q(z|x), p = p(z) and z_k ~ q:
 L_1 is the ELBO estimator, E[L_K] <= E[L_{K+1}] <= log p(x), and L_K -> log p(x)
 as K grows. `reduce_logmeanexp` keeps the sum in log space.
 
-Per-dimension KL. For a factorised prior p(z) = prod_i p(z_i) the KL splits
-exactly into one term per latent dimension plus the total correlation of q:
-
-    KL(q || p) = sum_i KL(q(z_i|x) || p(z_i)) + TC(q),
-    TC(q)      = sum_i H(q(z_i|x)) - H(q(z|x))  >= 0,
-
-where q(z_i|x) is the i-th marginal of q. For a Gaussian q = N(m, S) the
-marginal is N(m_i, S_ii), so
-
-    KL(q(z_i|x) || N(0, 1)) = 0.5 * (S_ii + m_i^2 - 1 - log S_ii),
-    TC(q)                   = 0.5 * (sum_i log S_ii - log det S),
-
-and TC = 0 for a diagonal posterior. A full-covariance posterior can move
-information into the correlations of q, which no single dimension shows.
-
 References:
   Kingma & Welling (2014), Auto-Encoding Variational Bayes.
   Burda, Grosse & Salakhutdinov (2015), Importance Weighted Autoencoders.
-  Chen, Li, Grosse & Duvenaud (2018), Isolating Sources of Disentanglement in
-    VAEs (the total-correlation term).
 """
 
 from typing import Callable, NamedTuple
@@ -49,8 +32,6 @@ __all__ = [
     "importance_log_weights",
     "iwae_log_weights",
     "iwae_bound",
-    "marginal_kl",
-    "total_correlation",
 ]
 
 
@@ -125,44 +106,3 @@ def iwae_bound(log_weights, axis=0):
     """log mean_k exp(log w_k): the K-sample importance-weighted bound."""
     return tfp.math.reduce_logmeanexp(log_weights, axis=axis)
 
-
-_DIAGONAL_OPERATORS = (
-    tf.linalg.LinearOperatorDiag,
-    tf.linalg.LinearOperatorIdentity,
-    tf.linalg.LinearOperatorScaledIdentity,
-)
-
-
-def _gaussian(distribution, what: str):
-    """The TFP distribution behind a layer output, checked to be a multivariate Normal."""
-    distribution = getattr(distribution, "tensor_distribution", distribution)
-    if not isinstance(distribution, tfd.MultivariateNormalLinearOperator):
-        raise UserError(
-            f"per-dimension KL needs a multivariate Normal {what}, got {type(distribution).__name__}"
-        )
-    return distribution
-
-
-def marginal_kl(posterior, prior):
-    """KL(q(z_i|x) || p(z_i)) of each marginal, [n, d], nats.
-
-    Args:
-      posterior: a multivariate Normal q(z|x), batch [n], event [d], any covariance.
-      prior: a multivariate Normal p(z) with diagonal covariance, event [d].
-
-    Returns:
-      [n, d]; with `total_correlation(posterior)` it sums to KL(q || p).
-    """
-    posterior, prior = _gaussian(posterior, "posterior"), _gaussian(prior, "prior")
-    if not isinstance(prior.scale, _DIAGONAL_OPERATORS):
-        raise UserError("per-dimension KL needs a prior with independent dimensions (diagonal covariance)")
-    posterior_marginals = tfd.Normal(posterior.mean(), posterior.stddev())  # [n, d]
-    prior_marginals = tfd.Normal(prior.mean(), prior.stddev())  # [d]
-    return tfd.kl_divergence(posterior_marginals, prior_marginals)
-
-
-def total_correlation(posterior):
-    """TC(q) = sum_i H(q(z_i|x)) - H(q(z|x)) of a multivariate Normal q, [n], nats (0 if diagonal)."""
-    posterior = _gaussian(posterior, "posterior")
-    # 0.5 * (sum_i log S_ii - log det S) with S = L L^T: log det S = 2 log |det L|.
-    return tf.reduce_sum(tf.math.log(posterior.stddev()), -1) - posterior.scale.log_abs_determinant()

@@ -14,7 +14,14 @@ from scipy.special import logsumexp
 from probvae import runs
 from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from probvae.data import make_shapes
-from probvae.distributions import aggregate_posterior, kl_per_dimension, marginals, standard_normal, unwrap
+from probvae.distributions import (
+    aggregate_posterior,
+    kl_per_dimension,
+    marginals,
+    standard_normal,
+    total_correlation,
+    unwrap,
+)
 from probvae.training import fit
 
 tfd = tfp.distributions
@@ -119,6 +126,22 @@ def test_kl_per_dimension_is_the_marginal_closed_form():
                                     tfd.MultivariateNormalDiag(loc=tf.zeros([2, 2])))
     with pytest.raises(ValueError, match="Normal marginals"):
         kl_per_dimension(q, mixture)
+
+
+def test_total_correlation_is_what_the_marginal_kls_miss():
+    loc = np.array([[0.3, -1.0], [0.0, 0.5]], np.float32)
+    tril = np.array([[[0.5, 0.0], [0.4, 2.0]], [[1.0, 0.0], [0.0, 0.3]]], np.float32)  # correlated; diagonal
+    q = tfd.MultivariateNormalTriL(loc=loc, scale_tril=tril)
+    covariance = tril @ np.swapaxes(tril, -1, -2)
+    variances = np.diagonal(covariance, axis1=-2, axis2=-1)
+    # 0.5 (sum_i log S_ii - log det S); -0.5 log(1 - rho^2) in two dimensions, 0 without correlation.
+    expected = 0.5 * (np.log(variances).sum(-1) - np.linalg.slogdet(covariance)[1])
+    np.testing.assert_allclose(total_correlation(q), expected, rtol=1e-5, atol=1e-6)
+    assert expected[0] > 0.01 and abs(expected[1]) < 1e-6
+    np.testing.assert_allclose(tf.reduce_sum(kl_per_dimension(q, standard_normal(2)), -1) + total_correlation(q),
+                               tfd.kl_divergence(q, standard_normal(2)), rtol=1e-5)
+    with pytest.raises(ValueError, match="multivariate Normal"):
+        total_correlation(tfd.Independent(tfd.Laplace(loc, 1.0), 1))
 
 
 @pytest.mark.parametrize(
