@@ -288,11 +288,15 @@ class TrainConfig(_Section):
     skip_nonfinite: bool = False
     # tf.config.experimental.enable_op_determinism(): a CPU run repeats bit for bit.
     deterministic: bool = False
+    # Importance samples K of the test log-likelihood estimated at the end of
+    # training (scripts/evaluate.py re-evaluates with any K, e.g. 5000).
+    test_iwae_samples: int = 100
 
     def __post_init__(self):
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
         _positive_int("eval_batch_size", self.eval_batch_size)
+        _positive_int("test_iwae_samples", self.test_iwae_samples)
         _finite_number("learning_rate", self.learning_rate)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _require(

@@ -180,6 +180,18 @@ class VAE(keras.Model):
         """
         return self._elbo(self.prepare_inputs(x), seed, training)[0]
 
+    def log_likelihood(self, x, num_samples: int = 1000, seed=(0, 0)) -> tf.Tensor:
+        """Importance-weighted estimate of log p(x) per example, [n], nats.
+
+        log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), K = num_samples
+        (Burda et al., 2015): the estimator `evaluate.py` uses, computed in
+        chunks of samples so memory does not grow with K.
+        """
+        from probvae import evaluation
+
+        return evaluation.log_likelihood(self, self.prepare_inputs(x), num_samples,
+                                         tf.constant(seed, tf.int32))
+
     def training_loss(self, x, seed=None):
         """(loss, ElboParts): loss = -mean log p(x|z) + kl_weight * KL term (scalar, nats).
 

@@ -402,13 +402,18 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
         trainer.restore()
     metrics = trainer.train()
 
-    test = trainer.evaluate(splits.x_test, seed=config.train.seed + 10_000)
-    test["checkpoint"] = os.path.basename(trainer.state.latest)
+    train = config.train
+    test = evaluation.evaluate(
+        trainer.model, splits.x_test, iwae_samples=train.test_iwae_samples, batch_size=train.eval_batch_size,
+        seed=train.seed + 10_000, binarization_seed=config.data.split_seed,
+        checkpoint=os.path.basename(trainer.state.latest))
     metrics["test"] = test
     metrics["train_seconds"] = sum(e["seconds"] for e in metrics["epochs"])
     path = runs.write_json(os.path.join(run_dir, runs.METRICS_FILE), metrics)
     trainer.close()
     log(f"test ELBO {test['elbo']:.2f} ± {test['elbo_stderr']:.2f} nats "
-        f"(reconstruction {test['reconstruction']:.2f}, KL {test['kl']:.2f}) on {test['n_examples']} images")
+        f"(reconstruction {test['reconstruction']:.2f}, KL {test['kl']:.2f}), log p(x) "
+        f"{test['log_likelihood']:.2f} ± {test['log_likelihood_stderr']:.2f} nats (K={test['iwae_samples']}), "
+        f"{test['bits_per_dim']:.4f} bits/dim on {test['n_examples']} images")
     log(f"run written to {os.path.abspath(run_dir)} (metrics: {path})")
     return metrics

@@ -53,6 +53,8 @@ def parse_args(argv=None):
     train.add_argument("--checkpoint-every", dest="checkpoint_every_steps", type=int, metavar="STEPS",
                        help="save a checkpoint every STEPS steps as well as at each epoch end (default 500; 0: "
                        "epoch ends only)")
+    train.add_argument("--test-iwae-samples", type=int,
+                       help="importance samples K of the final test log-likelihood (default 100)")
     train.add_argument("--eager", action="store_true", default=None, help="run the step eagerly, for debugging")
     run = parser.add_argument_group("run")
     run.add_argument("--run-dir", help="where to write the run (default: runs/<dataset>-<timestamp>)")
@@ -70,7 +72,7 @@ SECTIONS = {
     "model": ("arch", "latent_dim", "posterior", "likelihood", "normal_scale", "prior", "prior_components",
               "image_shape"),
     "train": ("epochs", "batch_size", "optimizer", "learning_rate", "beta", "kl_warmup_epochs", "free_bits",
-              "seed", "deterministic", "skip_nonfinite", "checkpoint_every_steps", "eager"),
+              "seed", "deterministic", "skip_nonfinite", "checkpoint_every_steps", "eager", "test_iwae_samples"),
 }
 
 
