@@ -190,6 +190,11 @@ class TrainConfig(_Section):
     eager: bool = False
     # Examples per evaluation step (evaluation needs no gradients).
     eval_batch_size: int = 1000
+    # Compile the step with XLA; None: per architecture and device
+    # (probvae.acceleration.use_jit_compile: the MLP always, conv on a GPU).
+    jit_compile: Optional[bool] = None
+    # float16 compute, float32 variables and distributions, loss scaling (GPU).
+    mixed_precision: bool = False
 
     def __post_init__(self):
         _positive_int("epochs", self.epochs)
@@ -201,6 +206,10 @@ class TrainConfig(_Section):
         )
         _require(self.beta >= 0, f"beta must be 0 or more (got {self.beta!r})")
         _require(isinstance(self.seed, int), f"seed must be an integer (got {self.seed!r})")
+        _require(self.jit_compile in (None, True, False),
+                 f"jit_compile must be true, false or null (got {self.jit_compile!r})")
+        _require(isinstance(self.mixed_precision, bool),
+                 f"mixed_precision must be true or false (got {self.mixed_precision!r})")
 
 
 @dataclasses.dataclass(frozen=True)

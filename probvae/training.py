@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import data as data_lib
-from probvae import evaluation, runs
+from probvae import acceleration, evaluation, runs
 from probvae._keras import keras
 from probvae.config import RunConfig
 from probvae.model import VAE
@@ -68,10 +68,11 @@ class StepTotals(tf.Module):
 
 
 def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable, seed: int,
-                    batch_shape, eager: bool = False) -> Callable:
-    """The training step x -> loss, compiled unless `eager`.
+                    batch_shape, eager: bool = False, jit_compile: bool = False) -> Callable:
+    """The training step x -> loss, compiled unless `eager` (with XLA if `jit_compile`).
 
-    The posterior sample of step s uses the stateless seed (seed, s).
+    The posterior sample of step s uses the stateless seed (seed, s). With a
+    `LossScaleOptimizer` the gradients are taken of the scaled loss and unscaled.
     """
     base_seed = tf.constant(seed, tf.int32)
     # Create the optimizer's slots now: variables made inside the first trace
@@ -81,8 +82,9 @@ def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable
     def train_step(x):
         with tf.GradientTape() as tape:
             loss, parts = model.training_loss(x, seed=tf.stack([base_seed, tf.cast(step, tf.int32)]))
+            scaled_loss = acceleration.scale_loss(optimizer, loss)
         variables = model.trainable_variables
-        gradients = tape.gradient(loss, variables)
+        gradients = acceleration.unscale_gradients(optimizer, tape.gradient(scaled_loss, variables))
         optimizer.apply_gradients(zip(gradients, variables))
         totals.add(loss, parts, tf.shape(x)[0])
         step.assign_add(1)
@@ -90,7 +92,8 @@ def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable
 
     if eager:
         return train_step
-    return tf.function(train_step, input_signature=[tf.TensorSpec(batch_shape, tf.float32)])
+    return tf.function(train_step, input_signature=[tf.TensorSpec(batch_shape, tf.float32)],
+                       jit_compile=jit_compile)
 
 
 class _Progress:
@@ -154,8 +157,11 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
     runs.prepare_run_dir(run_dir, overwrite=overwrite)
     runs.save_config(run_dir, config)
     keras.utils.set_random_seed(train.seed)
-    model = VAE(config.model, kl_weight=train.beta)
+    with acceleration.mixed_precision_policy(train.mixed_precision):
+        model = VAE(config.model, kl_weight=train.beta)
     optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate)
+    if train.mixed_precision:
+        optimizer = acceleration.loss_scaled(optimizer)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, epoch=epoch_var)
@@ -166,7 +172,9 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
     binarize = model.likelihood_head.binarize
     totals = StepTotals()
     batch_shape = (train.batch_size,) + splits.image_shape
-    train_step = make_train_step(model, optimizer, totals, step, train.seed, batch_shape, eager=train.eager)
+    jit_compile = acceleration.use_jit_compile(config.model.arch, train.jit_compile)
+    train_step = make_train_step(model, optimizer, totals, step, train.seed, batch_shape, eager=train.eager,
+                                 jit_compile=jit_compile)
     steps_per_epoch = len(splits.x_train) // train.batch_size
     metrics = {
         "run_dir": os.path.abspath(run_dir),
