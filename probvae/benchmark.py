@@ -68,8 +68,9 @@ class BenchConfig:
     eval_batch_size: int = 1000
     # Timed rounds after the warm-up; figures are medians over them.
     repeats: int = 7
-    # Training steps per timed run (one epoch).
-    train_steps: int = 24
+    # Training steps per timed run (one epoch), per architecture: enough that
+    # fit's fixed cost per call (about 0.1 s) is a few per cent, as in a real epoch.
+    train_steps: Tuple[Tuple[str, int], ...] = (("mlp", 100), ("conv", 25))
     # Held-out images per ELBO run.
     eval_images: int = 4000
     # IWAE: samples K per image, images per call, samples per chunk.
@@ -89,6 +90,9 @@ class BenchConfig:
     image_size: int = 28
     model: Tuple[Tuple[str, object], ...] = ()
 
+    def steps(self, arch: str) -> int:
+        return dict(self.train_steps)[arch]
+
     def model_config(self, arch: str) -> ModelConfig:
         shape = (self.image_size, self.image_size, 1)
         return ModelConfig(arch=arch, image_shape=shape, **dict(self.model))
@@ -102,7 +106,7 @@ class BenchConfig:
 
 # A smoke configuration: tiny images and networks, a few steps.
 QUICK = BenchConfig(
-    batch_size=16, eval_batch_size=32, repeats=1, train_steps=3, eval_images=64, num_samples=20,
+    batch_size=16, eval_batch_size=32, repeats=1, train_steps=(("mlp", 3), ("conv", 3)), eval_images=64, num_samples=20,
     iwae_images=2, sample_chunk=5, memory_samples=(5, 20), memory_images=4, matmul_size=256, image_size=8,
     model=(("latent_dim", 2), ("conv_filters", (4, 6)), ("dense_units", 8), ("hidden_units", (16,))),
 )
@@ -294,7 +298,7 @@ def _eval_contenders(model: VAE, bench: BenchConfig, held_out: np.ndarray) -> di
 def measure_arch(arch: str, bench: BenchConfig, matmul: Callable, log=print) -> dict:
     """Every figure of one architecture (memory aside)."""
     config = bench.model_config(arch)
-    images, _ = data.make_shapes(bench.train_steps * bench.batch_size, seed=bench.seed, size=bench.image_size)
+    images, _ = data.make_shapes(bench.steps(arch) * bench.batch_size, seed=bench.seed, size=bench.image_size)
     held_out, _ = data.make_shapes(bench.eval_images, seed=bench.seed + 1, size=bench.image_size)
     jit = acceleration.use_jit_compile(arch)
     models = {}
@@ -305,7 +309,7 @@ def measure_arch(arch: str, bench: BenchConfig, matmul: Callable, log=print) -> 
     trainers = {name: probvae_trainer(models[name], bench, images, name == "probvae_xla") for name in models}
     trainers["keras_fit"] = fit_trainer(config, bench, images)
     default = "probvae_xla" if jit else "probvae_graph"
-    log(f"{arch}: timing training ({bench.repeats} rounds of {bench.train_steps} steps)")
+    log(f"{arch}: timing training ({bench.repeats} rounds of {bench.steps(arch)} steps)")
     contenders = {name: t.run for name, t in trainers.items()}
     contenders["matmul"] = matmul
     train_rates = measure.alternate(contenders, bench.repeats)

@@ -81,7 +81,8 @@ def child(spec_json: str) -> None:
         model = VAE(bench.model_config(spec["arch"]))
     jit_compile = acceleration.use_jit_compile(spec["arch"])
     if spec["task"] == "training":
-        images, _ = data.make_shapes(bench.train_steps * bench.batch_size, seed=bench.seed, size=bench.image_size)
+        images, _ = data.make_shapes(bench.steps(spec["arch"]) * bench.batch_size, seed=bench.seed,
+                                     size=bench.image_size)
         start = measure.peak_memory_mb()
         benchmark.probvae_trainer(model, bench, images, jit_compile).run()
     else:

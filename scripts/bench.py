@@ -15,6 +15,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 
 from probvae import cli  # noqa: E402
 
+cli.prefer_onednn()  # before TensorFlow is imported
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,15 +36,16 @@ def parse_args(argv=None):
 
 def main():
     args = parse_args()
-    from probvae import benchmark, runs
     from probvae.errors import UserError
 
-    changes = {"archs": tuple(args.arch) if args.arch else None, "batch_size": args.batch_size,
+    changes = {"archs": tuple(dict.fromkeys(args.arch)) if args.arch else None, "batch_size": args.batch_size,
                "repeats": args.repeats, "mixed_precision": args.mixed_precision,
                "memory_images": args.memory_images}
     for name in ("batch_size", "repeats", "memory_images"):
-        if changes[name] is not None and changes[name] < 1:
+        if changes[name] is not None and changes[name] < 1:  # checked before TensorFlow loads
             raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {changes[name]})")
+    from probvae import benchmark, runs
+
     base = benchmark.QUICK if args.quick else benchmark.BenchConfig()
     bench = dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
     result = benchmark.run(bench, memory=not args.no_memory)

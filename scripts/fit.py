@@ -11,6 +11,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 
 from probvae import cli  # noqa: E402
 
+cli.prefer_onednn()  # before TensorFlow is imported
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,6 +35,10 @@ def parse_args(argv=None):
     train.add_argument("--beta", type=float, help="KL weight in the training loss (reported ELBO keeps 1)")
     train.add_argument("--seed", type=int)
     train.add_argument("--eager", action="store_true", default=None, help="run the step eagerly, for debugging")
+    train.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="compile the step with XLA (default: the MLP always, conv on a GPU)")
+    train.add_argument("--mixed-precision", action="store_true", default=None,
+                       help="float16 compute with loss scaling (for GPUs)")
     run = parser.add_argument_group("run")
     run.add_argument("--run-dir", help="where to write the run (default: runs/<timestamp>)")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
@@ -43,7 +49,7 @@ def parse_args(argv=None):
 SECTIONS = {
     "data": ("dataset", "data_dir", "validation_fraction", "max_train_examples"),
     "model": ("arch", "latent_dim", "posterior", "likelihood", "normal_scale"),
-    "train": ("epochs", "batch_size", "learning_rate", "beta", "seed", "eager"),
+    "train": ("epochs", "batch_size", "learning_rate", "beta", "seed", "eager", "jit_compile", "mixed_precision"),
 }
 
 

@@ -48,3 +48,14 @@ def test_unknown_field_and_version_are_refused():
     values["version"] = CONFIG_VERSION + 1
     with pytest.raises(ValueError, match="version"):
         RunConfig.from_dict(values)
+
+
+def test_jit_compile_and_mixed_precision_are_checked():
+    from probvae.errors import UserError
+
+    assert TrainConfig().jit_compile is None and TrainConfig().mixed_precision is False
+    assert TrainConfig.from_dict({"jit_compile": True}).jit_compile is True
+    with pytest.raises(UserError, match="jit_compile must be true, false or null"):
+        TrainConfig(jit_compile="yes")
+    with pytest.raises(UserError, match="mixed_precision must be true or false"):
+        TrainConfig(mixed_precision=1)
