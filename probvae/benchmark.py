@@ -35,6 +35,7 @@ import dataclasses
 import itertools
 import os
 import platform
+import statistics
 import time
 from typing import Callable, Dict, Optional, Tuple
 
@@ -243,7 +244,9 @@ def step_stages(model: VAE, x, jit_compile: bool, train_step) -> Dict[str, Calla
 
 
 def breakdown(stages: Dict[str, Callable], repeats: int, calls: int = 5) -> dict:
-    """Milliseconds per step of each part, from medians of alternating runs of `stages`."""
+    """Milliseconds per step of each part, wall and CPU (all threads), from
+    medians of alternating runs of `stages`. Parts are differences of
+    separately compiled functions, so they are approximate (and noisy)."""
     def timed(fn):
         def run():
             for _ in range(calls):
@@ -253,16 +256,19 @@ def breakdown(stages: Dict[str, Callable], repeats: int, calls: int = 5) -> dict
         return run
 
     rates = measure.alternate({name: timed(fn) for name, fn in stages.items()}, repeats)
-    ms = {name: 1000.0 / r.median for name, r in rates.items()}
-    parts = {
-        "encoder_and_sampling": ms["encoder"],
-        "decoder": ms["decoder"],
-        "likelihood": ms["likelihood"] - ms["decoder"],
-        "kl_and_rest_of_loss": ms["loss"] - ms["encoder"] - ms["likelihood"],
-        "backward": ms["gradients"] - ms["loss"],
-        "optimizer_and_metrics": ms["step"] - ms["gradients"],
-    }
-    return {"cumulative_ms": ms, "parts_ms": parts}
+    result = {}
+    for clock, values in (("", "values"), ("cpu_", "cpu_values")):
+        ms = {name: 1000.0 / statistics.median(getattr(r, values)) for name, r in rates.items()}
+        result[f"cumulative_{clock}ms"] = ms
+        result[f"parts_{clock}ms"] = {
+            "encoder_and_sampling": ms["encoder"],
+            "decoder": ms["decoder"],
+            "likelihood": ms["likelihood"] - ms["decoder"],
+            "kl_and_rest_of_loss": ms["loss"] - ms["encoder"] - ms["likelihood"],
+            "backward": ms["gradients"] - ms["loss"],
+            "optimizer_and_metrics": ms["step"] - ms["gradients"],
+        }
+    return result
 
 
 def _eval_contenders(model: VAE, bench: BenchConfig, held_out: np.ndarray) -> dict:
@@ -322,6 +328,7 @@ def measure_arch(arch: str, bench: BenchConfig, matmul: Callable, log=print) -> 
     log(f"{arch}: timing the parts of a step")
     x = next(iter(data.training_batches(images, bench.batch_size, binarize=True, seed=bench.seed, epoch=0)))
     parts = breakdown(step_stages(model, x, jit, trainers[default].step), bench.repeats)
+    parts["top_ops"] = measure.top_ops(lambda: trainers[default].step(x).numpy(), calls=3)
     log(f"{arch}: timing evaluation")
     eval_rates = measure.alternate(_eval_contenders(model, bench, held_out), bench.repeats)
     # The decoder's raw forward throughput: the faster of XLA and graph, round by round.
@@ -419,11 +426,13 @@ def format_table(result: dict) -> str:
                      f"{traces['after_first_epoch']}->{traces['after_last_epoch']}", f"{r['step_gflops']:.1f}",
                      f"{r['matmul_gflops']:.1f}", f"{r['utilisation']:.2f}"))
     lines += _aligned(header, rows) + [""]
-    header = ("arch", "encoder ms", "decoder", "likelihood", "KL+rest", "backward", "optimizer", "step")
+    header = ("arch", "CPU ms: encoder", "decoder", "likelihood", "KL+rest", "backward", "optimizer", "step",
+              "top ops (share of op time)")
     rows = []
     for arch, r in result["archs"].items():
-        p, c = r["step_breakdown"]["parts_ms"], r["step_breakdown"]["cumulative_ms"]
-        rows.append((arch,) + tuple(f"{v:.1f}" for v in list(p.values()) + [c["step"]]))
+        p, c = r["step_breakdown"]["parts_cpu_ms"], r["step_breakdown"]["cumulative_cpu_ms"]
+        ops = ", ".join(f"{name} {share:.0%}" for name, share in r["step_breakdown"]["top_ops"][:3])
+        rows.append((arch,) + tuple(f"{v:.1f}" for v in list(p.values()) + [c["step"]]) + (ops,))
     lines += _aligned(header, rows) + [""]
     header = ("arch", "ELBO img/s", "at train batch", "IWAE img*K/s", "decoder rows/s", "IWAE eff", "per CPU s")
     rows = []

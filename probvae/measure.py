@@ -42,6 +42,7 @@ __all__ = [
     "forward_flops",
     "matmul_contender",
     "peak_memory_mb",
+    "top_ops",
 ]
 
 # Training FLOPs per forward FLOP: forward, gradient wrt activations, gradient wrt weights.
@@ -158,3 +159,47 @@ def peak_memory_mb() -> float:
         pass
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024.0  # bytes on macOS, KiB on Linux
+
+
+def top_ops(fn: Callable[[], object], calls: int = 3, count: int = 8) -> List[tuple]:
+    """The op types that take the most time in `calls` calls of `fn` (a warm
+    compiled function), from the profiler's trace: a list of (op type, share
+    of all op time), TensorFlow op types or, under XLA, kernel kinds
+    ("fusion", "MatMul"). Empty if the trace cannot be read."""
+    import collections
+    import glob
+    import re
+    import tempfile
+
+    try:
+        from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    except ImportError:
+        return []
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        try:
+            for _ in range(calls):
+                fn()
+        finally:
+            tf.profiler.experimental.stop()
+        paths = glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)
+        if not paths:
+            return []
+        space = xplane_pb2.XSpace()
+        with open(paths[0], "rb") as stream:
+            space.ParseFromString(stream.read())
+    seconds = collections.Counter()
+    for plane in space.planes:
+        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not (line.name.startswith("tf_Compute") or "Eigen" in line.name):  # threads that run ops
+                continue
+            for event in line.events:
+                name = names.get(event.metadata_id, "")
+                if "::" in name or not name:  # executor and runtime frames, not ops
+                    continue
+                # TensorFlow ops are "scope/name:OpType"; XLA kernels "fusion.12", "MatMul.40".
+                kind = name.rsplit(":", 1)[1] if ":" in name else re.sub(r"\.\d+$", "", name)
+                seconds[kind] += event.duration_ps * 1e-12
+    total = sum(seconds.values())
+    return [(name, value / total) for name, value in seconds.most_common(count)] if total else []
