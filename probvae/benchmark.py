@@ -80,7 +80,7 @@ class BenchConfig:
     sample_chunk: int = 125
     # Memory: K values compared, and images evaluated, each in its own process.
     memory_samples: Tuple[int, ...] = (500, 5000)
-    memory_images: int = 64
+    memory_images: int = 200
     # Size of the square matmul that stands for the machine's attainable GFLOP/s.
     matmul_size: int = 2048
     # float16 compute with loss scaling (GPU); None: on when a GPU is present.

@@ -26,7 +26,7 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, help="timed rounds per figure (default 7)")
     parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
                         help="float16 compute with loss scaling (default: on with a GPU)")
-    parser.add_argument("--memory-images", type=int, help="images per IWAE memory figure (default 64)")
+    parser.add_argument("--memory-images", type=int, help="images per IWAE memory figure (default 200)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak memory figures")
     parser.add_argument("--quick", action="store_true", help="tiny images, networks and runs: a smoke test")
     parser.add_argument("--json", metavar="OUT", help="also write every figure to this JSON file")
