@@ -41,19 +41,16 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 from probvae import acceleration, benchmark_memory, data, evaluation, measure
+from probvae.baseline import keras_recipe
 from probvae._keras import keras
 from probvae.config import ModelConfig
 from probvae.iwae_chunks import chunked_log_likelihood
 from probvae.model import VAE
 from probvae.training import StepTotals, device_name, make_train_step
 
-tfd = tfp.distributions
-tfpl = tfp.layers
-
-__all__ = ["BenchConfig", "QUICK", "keras_recipe", "log_likelihood", "run", "format_table"]
+__all__ = ["BenchConfig", "QUICK", "log_likelihood", "probvae_trainer", "fit_trainer", "run", "format_table"]
 
 # IWAE through the library's evaluation module when it has it, else the stand-in.
 log_likelihood = getattr(evaluation, "log_likelihood", chunked_log_likelihood)
@@ -113,45 +110,6 @@ QUICK = BenchConfig(
 )
 
 
-def keras_recipe(config: ModelConfig, learning_rate: float, mixed_precision: bool = False) -> keras.Model:
-    """The plain TFP-layers VAE as the tutorials write it, compiled for `fit`,
-    with the encoder and decoder of `config` in standard tf-keras layers.
-
-    Under mixed precision the distribution layers compute in float32, as the
-    tf-keras guide advises, and `compile` adds loss scaling itself.
-    Note: stock `tfpl.MultivariateNormalTriL` adds its KL regularizer twice
-    (tensorflow/probability#1215); that changes the loss, not the work.
-    """
-    d, (height, width, channels) = config.latent_dim, tuple(config.image_shape)
-    layers, act = keras.layers, config.activation
-    dtype = "float32" if mixed_precision else None
-    with acceleration.mixed_precision_policy(mixed_precision):
-        prior = tfd.Independent(tfd.Normal(loc=tf.zeros(d), scale=1.0), reinterpreted_batch_ndims=1)
-        if config.arch == "mlp":
-            encoder = [layers.Flatten()] + [layers.Dense(u, activation=act) for u in config.hidden_units]
-            decoder = [layers.Dense(u, activation=act) for u in reversed(config.hidden_units)]
-            decoder.append(layers.Dense(height * width * channels, dtype=dtype))
-        else:
-            factor, top = 2 ** len(config.conv_filters), config.conv_filters[-1]
-            encoder = [layers.Conv2D(f, 3, strides=2, padding="same", activation=act) for f in config.conv_filters]
-            encoder += [layers.Flatten(), layers.Dense(config.dense_units, activation=act)]
-            decoder = [layers.Dense(config.dense_units, activation=act),
-                       layers.Dense((height // factor) * (width // factor) * top, activation=act),
-                       layers.Reshape((height // factor, width // factor, top))]
-            decoder += [layers.Conv2DTranspose(f, 3, strides=2, padding="same", activation=act)
-                        for f in reversed(config.conv_filters)]
-            decoder += [layers.Conv2D(channels, 3, padding="same", dtype=dtype), layers.Flatten(dtype=dtype)]
-        model = keras.Sequential(
-            [layers.InputLayer(input_shape=(height, width, channels))] + encoder + [
-                layers.Dense(tfpl.MultivariateNormalTriL.params_size(d), dtype=dtype),
-                tfpl.MultivariateNormalTriL(d, activity_regularizer=tfpl.KLDivergenceRegularizer(prior, weight=1.0),
-                                            dtype=dtype),
-            ] + decoder + [tfpl.IndependentBernoulli((height, width, channels), tfd.Bernoulli.logits, dtype=dtype)]
-        )
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=lambda x, p: -p.log_prob(x))
-    return model
-
-
 @dataclasses.dataclass
 class Trainer:
     """A training contender: `run` trains one epoch and returns its images."""
@@ -159,6 +117,7 @@ class Trainer:
     run: Callable[[], int]
     first_step_seconds: float
     tracing_counts: list  # traces of the compiled step after each epoch
+    step: Optional[Callable] = None  # probvae's compiled step
 
 
 def _epochs(bench: BenchConfig, images: np.ndarray):
@@ -179,7 +138,7 @@ def probvae_trainer(model: VAE, bench: BenchConfig, images: np.ndarray, jit_comp
                                  (bench.batch_size,) + model.image_shape, jit_compile=jit_compile)
     train_step(next(iter(next(epochs))))
     totals.means()
-    trainer = Trainer(None, time.perf_counter() - started, [])
+    trainer = Trainer(None, time.perf_counter() - started, [], train_step)
 
     def run():
         totals.reset()
@@ -192,7 +151,6 @@ def probvae_trainer(model: VAE, bench: BenchConfig, images: np.ndarray, jit_comp
         return count * bench.batch_size
 
     trainer.run = run
-    trainer.step = train_step
     return trainer
 
 
@@ -213,10 +171,6 @@ def fit_trainer(config: ModelConfig, bench: BenchConfig, images: np.ndarray) -> 
     return trainer
 
 
-def _compiled(fn, jit_compile):
-    return tf.function(fn, jit_compile=jit_compile)
-
-
 def step_stages(model: VAE, x, jit_compile: bool, train_step) -> Dict[str, Callable]:
     """Compiled functions doing cumulative parts of a training step on batch x.
 
@@ -233,14 +187,16 @@ def step_stages(model: VAE, x, jit_compile: bool, train_step) -> Dict[str, Calla
             loss, _ = model.training_loss(x, seed=seed)
         return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, variables)])
 
-    return {
-        "encoder": _compiled(lambda: tf.reduce_sum(model.posterior(x, training=True).sample(seed=seed)), jit_compile),
-        "decoder": _compiled(lambda: tf.reduce_sum(model.decoder(z, training=True)), jit_compile),
-        "likelihood": _compiled(lambda: tf.reduce_sum(model.likelihood(z, training=True).log_prob(x)), jit_compile),
-        "loss": _compiled(lambda: model.training_loss(x, seed=seed)[0], jit_compile),
-        "gradients": _compiled(gradients, jit_compile),
-        "step": lambda: train_step(x),
+    stages = {
+        "encoder": lambda: tf.reduce_sum(model.posterior(x, training=True).sample(seed=seed)),
+        "decoder": lambda: tf.reduce_sum(model.decoder(z, training=True)),
+        "likelihood": lambda: tf.reduce_sum(model.likelihood(z, training=True).log_prob(x)),
+        "loss": lambda: model.training_loss(x, seed=seed)[0],
+        "gradients": gradients,
     }
+    stages = {name: tf.function(fn, jit_compile=jit_compile) for name, fn in stages.items()}
+    stages["step"] = lambda: train_step(x)
+    return stages
 
 
 def breakdown(stages: Dict[str, Callable], repeats: int, calls: int = 5) -> dict:

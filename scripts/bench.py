@@ -8,7 +8,6 @@
 
 import argparse
 import dataclasses
-import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
