@@ -291,6 +291,11 @@ class TrainConfig(_Section):
     # Importance samples K of the test log-likelihood estimated at the end of
     # training (scripts/evaluate.py re-evaluates with any K, e.g. 5000).
     test_iwae_samples: int = 100
+    # Compile the step with XLA; None: per architecture and device
+    # (probvae.acceleration.use_jit_compile: the MLP always, conv on a GPU).
+    jit_compile: Optional[bool] = None
+    # float16 compute, float32 variables and distributions, loss scaling (GPU).
+    mixed_precision: bool = False
 
     def __post_init__(self):
         _positive_int("epochs", self.epochs)
@@ -317,6 +322,10 @@ class TrainConfig(_Section):
             _flag(name, getattr(self, name))
         _non_negative("kl_warmup_epochs", self.kl_warmup_epochs, whole=True)
         _non_negative("free_bits", self.free_bits)
+        _require(self.jit_compile in (None, True, False),
+                 f"jit_compile must be true, false or null (got {self.jit_compile!r})")
+        _require(isinstance(self.mixed_precision, bool),
+                 f"mixed_precision must be true or false (got {self.mixed_precision!r})")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import data as data_lib
-from probvae import evaluation, optimization, runs
+from probvae import acceleration, evaluation, optimization, runs
 from probvae._keras import keras
 from probvae.config import RunConfig
 from probvae.errors import NonFiniteError, TrainingInterrupted, UserError
@@ -102,7 +102,7 @@ class NonFiniteFaults(tf.Module):
     def check(loss, parts, gradients) -> tf.Tensor:
         """Bit mask (int32 scalar) of the terms that are not finite; 0 if all are."""
         def all_finite(values):
-            return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values])
+            return tf.reduce_all([tf.constant(True)] + [tf.reduce_all(tf.math.is_finite(v)) for v in values])
 
         flags = (all_finite([parts.reconstruction]), all_finite([parts.kl]), all_finite([loss]),
                  all_finite([g for g in gradients if g is not None]))
@@ -127,14 +127,17 @@ class NonFiniteFaults(tf.Module):
 
 def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable, seed: int,
                     batch_shape, eager: bool = False, faults: Optional[NonFiniteFaults] = None,
-                    skip_nonfinite: bool = False) -> Callable:
-    """The training step x -> loss, compiled unless `eager`.
+                    skip_nonfinite: bool = False, jit_compile: bool = False) -> Callable:
+    """The training step x -> loss, compiled unless `eager` (with XLA if `jit_compile`).
 
     The posterior sample of step s uses the stateless seed (seed, s). The
     update is applied only if the loss and gradients are finite; otherwise the
     step records the fault in `faults` and, unless `skip_nonfinite`, no later
     step updates the weights either (the host stops the run). `step` counts
-    every batch, applied or not.
+    every batch, applied or not. With a `LossScaleOptimizer` (mixed precision)
+    the gradients are taken of the scaled loss and unscaled; non-finite
+    gradients are then the loss scale's business (the optimizer skips the
+    update and lowers the scale), so only the loss terms are checked.
     """
     base_seed = tf.constant(seed, tf.int32)
     faults = NonFiniteFaults() if faults is None else faults
@@ -145,9 +148,11 @@ def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable
     def train_step(x):
         with tf.GradientTape() as tape:
             loss, parts = model.training_loss(x, seed=tf.stack([base_seed, tf.cast(step, tf.int32)]))
+            scaled_loss = acceleration.scale_loss(optimizer, loss)
         variables = model.trainable_variables
-        gradients = tape.gradient(loss, variables)
-        terms = NonFiniteFaults.check(loss, parts, gradients)
+        gradients = acceleration.unscale_gradients(optimizer, tape.gradient(scaled_loss, variables))
+        checked = [] if acceleration.is_loss_scaled(optimizer) else gradients
+        terms = NonFiniteFaults.check(loss, parts, checked)
         good = tf.equal(terms, 0)
         if not skip_nonfinite:
             good = tf.logical_and(good, tf.equal(faults.terms, 0))
@@ -168,7 +173,8 @@ def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable
 
     if eager:
         return train_step
-    return tf.function(train_step, input_signature=[tf.TensorSpec(batch_shape, tf.float32)])
+    return tf.function(train_step, input_signature=[tf.TensorSpec(batch_shape, tf.float32)],
+                       jit_compile=jit_compile)
 
 
 class _Progress:
@@ -210,8 +216,11 @@ class Trainer:
         if train.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(train.seed)
-        self.model = VAE(config.model, kl_weight=train.beta, free_bits=train.free_bits)
+        with acceleration.mixed_precision_policy(train.mixed_precision):
+            self.model = VAE(config.model, kl_weight=train.beta, free_bits=train.free_bits)
         self.optimizer = optimization.make_optimizer(train)
+        if train.mixed_precision:
+            self.optimizer = acceleration.loss_scaled(self.optimizer)
         self.totals, self.faults = StepTotals(), NonFiniteFaults()
         self.state = RunState(os.path.join(run_dir, runs.CHECKPOINT_DIR),
                               model=self.model, optimizer=self.optimizer, totals=self.totals)
@@ -219,7 +228,8 @@ class Trainer:
         self.train_step = make_train_step(
             self.model, self.optimizer, self.totals, self.state.step, train.seed,
             (train.batch_size,) + splits.image_shape, eager=train.eager,
-            faults=self.faults, skip_nonfinite=train.skip_nonfinite)
+            faults=self.faults, skip_nonfinite=train.skip_nonfinite,
+            jit_compile=acceleration.use_jit_compile(config.model.arch, train.jit_compile))
         # What the checkpoints carry besides tensors (see probvae.run_state).
         self.history = {"epochs": [], "epoch_seconds": 0.0, "resumes": [], "train_examples": len(splits.x_train)}
         self._writers = {}

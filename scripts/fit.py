@@ -16,6 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 from probvae import cli  # noqa: E402
 from probvae.config import LIKELIHOODS, OPTIMIZERS, PRIORS  # noqa: E402
 
+cli.prefer_onednn()  # before TensorFlow is imported
+
 
 def parse_args(argv=None):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,6 +58,10 @@ def parse_args(argv=None):
     train.add_argument("--test-iwae-samples", type=int,
                        help="importance samples K of the final test log-likelihood (default 100)")
     train.add_argument("--eager", action="store_true", default=None, help="run the step eagerly, for debugging")
+    train.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="compile the step with XLA (default: the MLP always, conv on a GPU)")
+    train.add_argument("--mixed-precision", action="store_true", default=None,
+                       help="float16 compute with loss scaling (for GPUs)")
     run = parser.add_argument_group("run")
     run.add_argument("--run-dir", help="where to write the run (default: runs/<dataset>-<timestamp>)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint")
@@ -72,7 +78,8 @@ SECTIONS = {
     "model": ("arch", "latent_dim", "posterior", "likelihood", "normal_scale", "prior", "prior_components",
               "image_shape"),
     "train": ("epochs", "batch_size", "optimizer", "learning_rate", "beta", "kl_warmup_epochs", "free_bits",
-              "seed", "deterministic", "skip_nonfinite", "checkpoint_every_steps", "eager", "test_iwae_samples"),
+              "seed", "deterministic", "skip_nonfinite", "checkpoint_every_steps", "eager", "test_iwae_samples",
+              "jit_compile", "mixed_precision"),
 }
 
 

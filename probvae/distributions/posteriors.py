@@ -112,8 +112,8 @@ def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_ex
         is not an unbiased estimate.
 
     Returns:
-      A Keras layer mapping params [n, params_size] to a distribution with
-      batch shape [n] and event shape [d].
+      A Keras layer mapping params [n, params_size] to a float32 distribution
+      with batch shape [n] and event shape [d].
     """
     if covariance not in _LAYERS:
         raise UserError(f"unknown posterior {covariance!r}; choose one of: {', '.join(_LAYERS)}")
@@ -124,4 +124,5 @@ def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_ex
         convert_to_tensor_fn=tfd.Distribution.mean,
         activity_regularizer=regularizer,
         name="posterior",
+        dtype="float32",  # q(z|x) stays float32 under a mixed-precision policy
     )
