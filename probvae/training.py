@@ -218,20 +218,21 @@ class Trainer:
         keras.utils.set_random_seed(train.seed)
         with acceleration.mixed_precision_policy(train.mixed_precision):
             self.model = VAE(config.model, kl_weight=train.beta, free_bits=train.free_bits)
-        self.optimizer = optimization.make_optimizer(train)
+        self.steps_per_epoch = len(splits.x_train) // train.batch_size
+        self.optimizer = optimization.make_optimizer(train, self.steps_per_epoch)
         if train.mixed_precision:
             self.optimizer = acceleration.loss_scaled(self.optimizer)
         self.totals, self.faults = StepTotals(), NonFiniteFaults()
         self.state = RunState(os.path.join(run_dir, runs.CHECKPOINT_DIR),
                               model=self.model, optimizer=self.optimizer, totals=self.totals)
-        self.steps_per_epoch = len(splits.x_train) // train.batch_size
         self.train_step = make_train_step(
             self.model, self.optimizer, self.totals, self.state.step, train.seed,
             (train.batch_size,) + splits.image_shape, eager=train.eager,
             faults=self.faults, skip_nonfinite=train.skip_nonfinite,
             jit_compile=acceleration.use_jit_compile(config.model.arch, train.jit_compile))
         # What the checkpoints carry besides tensors (see probvae.run_state).
-        self.history = {"epochs": [], "epoch_seconds": 0.0, "resumes": [], "train_examples": len(splits.x_train)}
+        self.history = {"epochs": [], "epoch_seconds": 0.0, "resumes": [], "train_examples": len(splits.x_train),
+                        "best": None, "stopped_early": None}
         self._writers = {}
         self.metrics = {
             "run_dir": os.path.abspath(run_dir),
@@ -265,6 +266,8 @@ class Trainer:
         if not 0 <= position < self.steps_per_epoch or len(history["epochs"]) != epoch:
             raise UserError(f"checkpoint {checkpoint} (step {step}, epoch {epoch}) does not fit "
                             f"{self.steps_per_epoch} steps per epoch; start again with --overwrite")
+        history.setdefault("best", None)
+        history.setdefault("stopped_early", None)
         history["resumes"].append({"checkpoint": os.path.basename(checkpoint), "step": step, "epoch": epoch + 1})
         self.history = history
         self.metrics["epochs"] = history["epochs"]
@@ -274,11 +277,17 @@ class Trainer:
     def train(self) -> dict:
         """Run the remaining epochs; return the metrics (also in metrics.json)."""
         epochs = self.config.train.epochs
-        if int(self.state.epoch.numpy()) >= epochs:
+        if self.history["stopped_early"]:
+            self.log(f"the run stopped early after epoch {self.history['stopped_early']}")
+        elif int(self.state.epoch.numpy()) >= epochs:
             self.log(f"all {epochs} epochs were trained already")
         with StopSignals() as stop:
             for epoch in range(int(self.state.epoch.numpy()) + 1, epochs + 1):
+                if self.history["stopped_early"]:
+                    break
                 self._run_epoch(epoch, stop)
+        self.metrics["best"] = self.history["best"]
+        self.metrics["stopped_early"] = self.history["stopped_early"]
         self.metrics["skipped_nonfinite_batches"] = sum(
             e["train"].get("skipped_nonfinite_batches", 0) for e in self.metrics["epochs"])
         self.metrics["resumes"] = self.history["resumes"]
@@ -314,6 +323,7 @@ class Trainer:
         self.history["epochs"].append({"epoch": epoch, "seconds": seconds, "train": train_metrics,
                                        "validation": validation})
         self.state.epoch.assign(epoch)
+        self._track_best(epoch, validation["elbo"])
         self._save(None)
         self._summaries("train", train_metrics, epoch)
         self._summaries("validation", validation, epoch)
@@ -337,6 +347,31 @@ class Trainer:
                                  f"nothing was saved; {self._fix()}")
         self.history["epoch_seconds"] = 0.0 if started is None else time.time() - started
         return self.state.save(self.history)
+
+    def _track_best(self, epoch: int, validation_elbo: float) -> None:
+        """Record the epoch if its validation ELBO is the best so far (saving its
+        weights as best-<step> when the config keeps them), and decide early stopping."""
+        train, best = self.config.train, self.history["best"]
+        if best is None or validation_elbo > best["validation_elbo"]:
+            best = {"epoch": epoch, "validation_elbo": validation_elbo, "checkpoint": None}
+            if train.keep_best:
+                self._check_faults()
+                best["checkpoint"] = os.path.basename(self.state.save_best())
+            self.history["best"] = best
+        elif train.patience and epoch - best["epoch"] >= train.patience and epoch < train.epochs:
+            self.history["stopped_early"] = epoch
+            self.log(f"early stopping after epoch {epoch}: no better validation ELBO than epoch "
+                     f"{best['epoch']} ({best['validation_elbo']:.2f}) for {train.patience} epochs")
+
+    def use_best(self) -> str:
+        """Load the best epoch's weights into the model if the run keeps them;
+        return the name of the checkpoint the model now holds."""
+        best = self.history.get("best") or {}
+        if self.config.train.keep_best and best.get("checkpoint"):
+            path = os.path.join(self.state.directory, best["checkpoint"])
+            tf.train.Checkpoint(model=self.model).read(path).expect_partial()
+            return best["checkpoint"]
+        return os.path.basename(self.state.latest)
 
     def _interrupt(self, stop: StopSignals, epoch: int, started: Optional[float]) -> None:
         step = int(self.state.step.numpy())
@@ -413,10 +448,14 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
     metrics = trainer.train()
 
     train = config.train
+    checkpoint = trainer.use_best()
+    if checkpoint != os.path.basename(trainer.state.latest):
+        best = metrics["best"]
+        log(f"test evaluation with the weights of epoch {best['epoch']} (best validation ELBO "
+            f"{best['validation_elbo']:.2f}): {checkpoint}")
     test = evaluation.evaluate(
         trainer.model, splits.x_test, iwae_samples=train.test_iwae_samples, batch_size=train.eval_batch_size,
-        seed=train.seed + 10_000, binarization_seed=config.data.split_seed,
-        checkpoint=os.path.basename(trainer.state.latest))
+        seed=train.seed + 10_000, binarization_seed=config.data.split_seed, checkpoint=checkpoint)
     metrics["test"] = test
     metrics["train_seconds"] = sum(e["seconds"] for e in metrics["epochs"])
     path = runs.write_json(os.path.join(run_dir, runs.METRICS_FILE), metrics)

@@ -31,7 +31,8 @@ def parse_args(argv=None):
     parser.add_argument("--max-examples", type=int, metavar="N", help="evaluate the first N images only")
     parser.add_argument("--binarization-seed", type=int,
                         help="seed of the fixed binarization of Bernoulli data (default: the run's split seed)")
-    parser.add_argument("--checkpoint", help="checkpoint name or path (default: the latest)")
+    parser.add_argument("--checkpoint", help="checkpoint name or path, latest or best (default: the run's model: the best "
+                        "validation epoch's weights if the run kept them, else the latest)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
 

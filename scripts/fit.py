@@ -14,7 +14,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 from probvae import cli  # noqa: E402
-from probvae.config import LIKELIHOODS, OPTIMIZERS, PRIORS  # noqa: E402
+from probvae.config import LIKELIHOODS, LR_SCHEDULES, OPTIMIZERS, PRIORS  # noqa: E402
 
 cli.prefer_onednn()  # before TensorFlow is imported
 
@@ -43,7 +43,14 @@ def parse_args(argv=None):
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--optimizer", choices=OPTIMIZERS)
-    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--learning-rate", type=float, help="initial step size (default 1e-3)")
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                       help="cosine (default): decay to --lr-final x the rate over the run; constant")
+    train.add_argument("--lr-final", type=float, help="final step size as a fraction of --learning-rate (0.05)")
+    train.add_argument("--patience", type=int,
+                       help="stop after this many epochs without a better validation ELBO (default 0: never)")
+    train.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=None,
+                       help="evaluate with the weights of the best validation epoch (default: yes)")
     train.add_argument("--beta", type=float, help="KL weight in the training loss (reported ELBO keeps 1)")
     train.add_argument("--kl-warmup-epochs", type=int, help="raise the KL weight linearly from 0 to beta")
     train.add_argument("--free-bits", type=float, help="nats of KL per latent dimension left free in training")
@@ -77,7 +84,8 @@ SECTIONS = {
     "data": ("dataset", "data_dir", "validation_fraction", "max_train_examples"),
     "model": ("arch", "latent_dim", "posterior", "likelihood", "normal_scale", "prior", "prior_components",
               "image_shape"),
-    "train": ("epochs", "batch_size", "optimizer", "learning_rate", "beta", "kl_warmup_epochs", "free_bits",
+    "train": ("epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule", "lr_final", "patience",
+              "keep_best", "beta", "kl_warmup_epochs", "free_bits",
               "seed", "deterministic", "skip_nonfinite", "checkpoint_every_steps", "eager", "test_iwae_samples",
               "jit_compile", "mixed_precision"),
 }

@@ -170,11 +170,14 @@ def test_corrupt_checkpoint_is_named(trained_run, tmp_path):
 
     copy = tmp_path / "copy"
     shutil.copytree(trained_run, copy)
-    data_file = next(p for p in (copy / "checkpoints").iterdir() if ".data-" in p.name)
-    data_file.write_bytes(b"\0" * 16)
-    # Checkpoints are named after the global step: 120 examples in batches of 40.
-    with pytest.raises(ValueError, match="cannot restore checkpoint .*ckpt-3"):
+    for data_file in (p for p in (copy / "checkpoints").iterdir() if ".data-" in p.name):
+        data_file.write_bytes(b"\0" * 16)
+    # Checkpoints are named after the global step: 120 examples in batches of 40;
+    # the run's model is its best epoch's.
+    with pytest.raises(ValueError, match="cannot restore checkpoint .*best-3"):
         runs.load_run(str(copy))
+    with pytest.raises(ValueError, match="cannot restore checkpoint .*ckpt-3"):
+        runs.load_run(str(copy), "latest")
 
 
 def test_the_docs_example_runs(trained_run, tmp_path):

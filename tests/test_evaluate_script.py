@@ -46,7 +46,7 @@ def run_dir(tmp_path_factory):
 def test_fit_puts_the_test_log_likelihood_in_the_metrics(run_dir):
     test = json.loads((run_dir / "metrics.json").read_text())["test"]
     assert {"elbo", "elbo_stderr", "reconstruction", "kl", "n_examples", "checkpoint"} <= set(test)
-    assert test["iwae_samples"] == 3 and test["n_examples"] == 500 and test["checkpoint"] == "ckpt-4"  # named by global step: 200 / 50
+    assert test["iwae_samples"] == 3 and test["n_examples"] == 500 and test["checkpoint"] == "best-4"  # the best epoch, named by global step: 200 / 50
     assert math.isfinite(test["log_likelihood"]) and test["bits_per_dim"] > 0
 
 
@@ -61,7 +61,7 @@ def test_evaluate_writes_every_field_and_repeats_exactly(run_dir):
     assert FIELDS <= set(first), FIELDS - set(first)
     assert all(math.isfinite(n) for n in numbers(first))
     assert first["iwae_samples"] == 20 and first["seed"] == 7 and first["batch_size"] == 150
-    assert first["split"] == "test" and first["n_examples"] == 500 and first["checkpoint"] == "ckpt-4"
+    assert first["split"] == "test" and first["n_examples"] == 500 and first["checkpoint"] == "best-4"
     assert first["binarization"] == "fixed, seed 0" and first["binarization_seed"] == 0
     assert len(first["kl_per_dimension"]) == 2 and 0 <= first["active_units"] <= 2
     # The same evaluation again, in this process: the same numbers, bit for bit.
