@@ -37,6 +37,7 @@ Example:
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from probvae.distributions.mixtures import gaussian_mixture
 from probvae.errors import UserError
 
 tfd = tfp.distributions
@@ -57,11 +58,7 @@ def aggregate_posterior(posterior) -> tfd.MixtureSameFamily:
             f"aggregate_posterior needs posteriors of batch shape [n], got {components.batch_shape}"
         )
     count = tf.shape(components.mean())[0]
-    return tfd.MixtureSameFamily(
-        mixture_distribution=tfd.Categorical(logits=tf.zeros([count], components.dtype)),
-        components_distribution=components,
-        name="aggregate_posterior",
-    )
+    return gaussian_mixture(tf.zeros([count], components.dtype), components, name="aggregate_posterior")
 
 
 def marginals(posterior) -> tfd.Normal:
