@@ -449,8 +449,8 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
 
     train = config.train
     checkpoint = trainer.use_best()
-    if checkpoint != os.path.basename(trainer.state.latest):
-        best = metrics["best"]
+    best = metrics["best"]
+    if checkpoint.startswith("best") and best["epoch"] != metrics["epochs"][-1]["epoch"]:
         log(f"test evaluation with the weights of epoch {best['epoch']} (best validation ELBO "
             f"{best['validation_elbo']:.2f}): {checkpoint}")
     test = evaluation.evaluate(
