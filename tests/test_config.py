@@ -79,7 +79,7 @@ def test_differences_name_section_and_field():
     other = config.replace(train={"epochs": 3, "beta": 0.5}, model={"latent_dim": 4})
     assert config.differences(other) == ["model.latent_dim", "train.beta", "train.epochs"]
     assert config.differences(config) == []
-    assert config.flat()["train.epochs"] == 20
+    assert config.flat()["train.epochs"] == 100
 def test_layer_specs_round_trip_as_nested_tuples_and_are_validated():
     config = RunConfig(model=ModelConfig(conv_layers=((8, 3, 2), (16, 5, 1)), batch_norm=True, dense_units=0,
                                          prior="vamp", likelihood="continuous_bernoulli"),
