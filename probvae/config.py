@@ -42,6 +42,8 @@ LIKELIHOODS = ("bernoulli", "normal", "continuous_bernoulli")
 BINARIZED_LIKELIHOODS = ("bernoulli",)
 NORMAL_SCALES = ("shared", "channel", "pixel")
 OPTIMIZERS = ("adam", "rmsprop")
+# How training is spread over devices and hosts (see probvae.distribute).
+STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -288,6 +290,10 @@ class TrainConfig(_Section):
     skip_nonfinite: bool = False
     # tf.config.experimental.enable_op_determinism(): a CPU run repeats bit for bit.
     deterministic: bool = False
+    # tf.distribute strategy: "auto" (multi-worker if TF_CONFIG names several
+    # tasks, mirrored with more than one GPU, else one-device), "one-device",
+    # "mirrored" or "multi-worker". batch_size is the global batch.
+    strategy: str = "auto"
 
     def __post_init__(self):
         _positive_int("epochs", self.epochs)
@@ -295,6 +301,7 @@ class TrainConfig(_Section):
         _positive_int("eval_batch_size", self.eval_batch_size)
         _finite_number("learning_rate", self.learning_rate)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("strategy", self.strategy, STRATEGIES)
         _require(
             self.learning_rate > 0,
             f"learning_rate must be positive (got {self.learning_rate!r})",

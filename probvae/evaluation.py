@@ -7,6 +7,11 @@ sd / sqrt(n), in nats per example.
 
 Bernoulli models are evaluated on one fixed binarization of the held-out
 images, drawn from a recorded seed (see `probvae.data.binarize_fixed`).
+
+Under a tf.distribute strategy of several replicas, batch k goes to replica
+k mod R with the seed it has on one device, (seed, k), and the per-example
+results are gathered in order (`probvae.distribute.map_batches`): the same
+numbers as one device.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import data as data_lib
+from probvae import distribute
 
 __all__ = ["mean_and_stderr", "elbo_per_example", "evaluate_elbo"]
 
@@ -44,8 +50,26 @@ def _elbo_fn(model):
     return fn
 
 
-def elbo_per_example(model, batches: tf.data.Dataset, seed: int) -> Dict[str, np.ndarray]:
-    """ELBO, reconstruction and KL of every example in `batches`, [n] each, nats."""
+def _distributed_elbo_fn(model, strategy):
+    """The model's compiled ELBO of one batch per replica (built once per model and strategy)."""
+    cache = model.__dict__.setdefault("_probvae_distributed_elbo_fns", {})
+    if id(strategy) not in cache:
+        def elbo(x, index, seed):
+            return model.elbo(x, seed=tf.stack([seed, tf.cast(index, tf.int32)]))._asdict()
+
+        cache[id(strategy)] = distribute.gathered(strategy, elbo)
+    return cache[id(strategy)]
+
+
+def elbo_per_example(model, batches: tf.data.Dataset, seed: int, strategy=None) -> Dict[str, np.ndarray]:
+    """ELBO, reconstruction and KL of every example in `batches`, [n] each, nats.
+
+    With a `strategy` of several replicas the batches are spread over them;
+    the numbers are those of one device.
+    """
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        run = _distributed_elbo_fn(model, strategy)
+        return distribute.map_batches(strategy, run, batches, tf.constant(seed, tf.int32))
     fn = _elbo_fn(model)
     parts = {"elbo": [], "reconstruction": [], "kl": []}
     for index, x in enumerate(batches):
@@ -56,7 +80,7 @@ def elbo_per_example(model, batches: tf.data.Dataset, seed: int) -> Dict[str, np
 
 
 def evaluate_elbo(model, images: np.ndarray, *, seed: int, batch_size: int = 1000,
-                  binarization_seed: int = 0) -> dict:
+                  binarization_seed: int = 0, strategy=None) -> dict:
     """Mean held-out ELBO and its parts, with standard errors, in nats.
 
     Args:
@@ -66,10 +90,11 @@ def evaluate_elbo(model, images: np.ndarray, *, seed: int, batch_size: int = 100
       seed: seed of the posterior samples.
       batch_size: examples per evaluation step.
       binarization_seed: seed of the fixed binarization (Bernoulli models).
+      strategy: a tf.distribute strategy the model was built under, or None.
     """
     binarize = model.likelihood_head.binarize
     batches = data_lib.evaluation_batches(images, batch_size, binarize=binarize, seed=binarization_seed)
-    parts = elbo_per_example(model, batches, seed)
+    parts = elbo_per_example(model, batches, seed, strategy=strategy)
     summary = {"n_examples": int(len(parts["elbo"]))}
     if isinstance(images, data_lib.ImageStream):
         summary["skipped_images"] = images.skipped

@@ -62,6 +62,7 @@ RESUME_MAY_CHANGE = frozenset({
     "train.checkpoint_every_steps",
     "train.skip_nonfinite",
     "train.deterministic",
+    "train.strategy",
 })
 
 

@@ -23,6 +23,14 @@ Checkpoints (every `checkpoint_every_steps` steps and at each epoch end) hold
 the whole training state (see `probvae.run_state`); `fit(..., resume=True)`
 continues from the newest one, and SIGINT/SIGTERM save one before stopping.
 
+Several devices and hosts (`probvae.distribute`): the model, optimizer and
+state are made under a tf.distribute strategy's scope and the step runs on
+every replica through `strategy.run`. Each replica's loss is its share of the
+global batch's loss (scaled by the global batch size), the gradients and the
+metric sums are all-reduced inside the step, and the update is applied (or
+skipped) on every replica alike, so the run computes what one device computes
+on the same global batches. Only the chief writes the run directory.
+
 Randomness: weights from `keras.utils.set_random_seed(seed)`; shuffling,
 binarization and posterior samples from stateless seeds derived from (seed,
 epoch, step), so a CPU run is repeatable, and a resumed run sees the batches
@@ -32,6 +40,7 @@ and samples the uninterrupted one would have.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from typing import Callable, Optional
@@ -40,11 +49,12 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import data as data_lib
-from probvae import evaluation, optimization, runs
+from probvae import distribute, evaluation, optimization, runs
 from probvae._keras import keras
 from probvae.config import RunConfig
 from probvae.errors import NonFiniteError, TrainingInterrupted, UserError
 from probvae.model import VAE
+from probvae.objectives import ElboParts
 from probvae.run_state import RunState, StopSignals
 
 __all__ = ["StepTotals", "NonFiniteFaults", "make_train_step", "Trainer", "fit", "device_name"]
@@ -55,8 +65,7 @@ FAULT_CHECK_EVERY = 50
 
 def device_name() -> str:
     """The device TensorFlow computes on: the first GPU if any, else the CPU."""
-    gpus = tf.config.list_logical_devices("GPU")
-    return gpus[0].name if gpus else tf.config.list_logical_devices("CPU")[0].name
+    return distribute.default_device()
 
 
 class StepTotals(tf.Module):
@@ -71,11 +80,17 @@ class StepTotals(tf.Module):
         # Batches skipped for a non-finite loss or gradient.
         self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
 
-    def add(self, loss, parts, batch_size):
+    @staticmethod
+    def batch_sums(parts: ElboParts) -> ElboParts:
+        """The float64 sums over a batch of its per-example ELBO parts."""
+        return ElboParts(*[tf.reduce_sum(tf.cast(values, tf.float64)) for values in parts])
+
+    def add(self, loss, sums: ElboParts, batch_size):
+        """Add one step: `loss` its (global) batch's mean loss, `sums` its `batch_sums`."""
         n = tf.cast(batch_size, tf.float64)
         self.sums["loss"].assign_add(tf.cast(loss, tf.float64) * n)
         for name in ("elbo", "reconstruction", "kl"):
-            self.sums[name].assign_add(tf.reduce_sum(tf.cast(getattr(parts, name), tf.float64)))
+            self.sums[name].assign_add(getattr(sums, name))
         self.count.assign_add(n)
 
     def reset(self):
@@ -127,7 +142,7 @@ class NonFiniteFaults(tf.Module):
 
 def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable, seed: int,
                     batch_shape, eager: bool = False, faults: Optional[NonFiniteFaults] = None,
-                    skip_nonfinite: bool = False) -> Callable:
+                    skip_nonfinite: bool = False, strategy=None) -> Callable:
     """The training step x -> loss, compiled unless `eager`.
 
     The posterior sample of step s uses the stateless seed (seed, s). The
@@ -135,26 +150,53 @@ def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable
     step records the fault in `faults` and, unless `skip_nonfinite`, no later
     step updates the weights either (the host stops the run). `step` counts
     every batch, applied or not.
+
+    Args:
+      batch_shape: shape of the global batch [B, h, w, c].
+      strategy: the tf.distribute strategy the model, optimizer and variables
+        were made under (default: the current one). With several replicas, x
+        is a distributed batch (`distribute.distribute_batches`): replica r
+        computes the loss of its rows of the global batch, scaled to its share
+        of the global loss; the gradients, loss and metric sums are summed over
+        replicas, and every replica checks and applies the same update.
     """
+    strategy = strategy or tf.distribute.get_strategy()
     base_seed = tf.constant(seed, tf.int32)
     faults = NonFiniteFaults() if faults is None else faults
     # Create the optimizer's slots now: variables made inside the first trace
     # would make tf.function trace a second time.
-    optimizer.build(model.trainable_variables)
+    with strategy.scope():
+        optimizer.build(model.trainable_variables)
+    variables = model.trainable_variables
+
+    def replica_step(x):
+        rows = distribute.replica_rows(tf.shape(x)[0])  # None with one replica
+        with tf.GradientTape() as tape:
+            loss, parts = model.training_loss(x, seed=tf.stack([base_seed, tf.cast(step, tf.int32)]), rows=rows)
+        gradients = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        sums = StepTotals.batch_sums(parts)
+        if rows is not None:
+            context = tf.distribute.get_replica_context()
+            loss, gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, (loss, gradients))
+            sums = ElboParts(*context.all_reduce(tf.distribute.ReduceOp.SUM, list(sums)))
+        return loss, sums, gradients
 
     def train_step(x):
-        with tf.GradientTape() as tape:
-            loss, parts = model.training_loss(x, seed=tf.stack([base_seed, tf.cast(step, tf.int32)]))
-        variables = model.trainable_variables
-        gradients = tape.gradient(loss, variables)
-        terms = NonFiniteFaults.check(loss, parts, gradients)
+        per_replica = strategy.run(replica_step, args=(x,))
+        # Summed over replicas, so every replica holds the same values: use the first.
+        loss, sums, gradients = tf.nest.map_structure(
+            lambda value: strategy.experimental_local_results(value)[0], per_replica)
+        terms = NonFiniteFaults.check(loss, sums, gradients)
         good = tf.equal(terms, 0)
         if not skip_nonfinite:
             good = tf.logical_and(good, tf.equal(faults.terms, 0))
 
         def apply():
-            optimizer.apply_gradients(zip(gradients, variables))
-            totals.add(loss, parts, tf.shape(x)[0])
+            strategy.extended.call_for_each_replica(
+                lambda replica_gradients: optimizer.apply_gradients(
+                    zip(replica_gradients, variables), skip_gradients_aggregation=True),
+                args=(per_replica[2],))
+            totals.add(loss, sums, batch_shape[0])
             return tf.constant(0)
 
         def skip():
@@ -168,6 +210,8 @@ def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable
 
     if eager:
         return train_step
+    if strategy.num_replicas_in_sync > 1:  # distributed inputs: one trace, as every batch has one shape
+        return tf.function(train_step)
     return tf.function(train_step, input_signature=[tf.TensorSpec(batch_shape, tf.float32)])
 
 
@@ -199,27 +243,35 @@ class Trainer:
     """One run's model, optimizer and checkpointed state, and its epoch loop.
 
     `Trainer(config, splits, run_dir).train()` runs the epochs not done yet;
-    call `restore()` first to continue from the newest checkpoint.
+    call `restore()` first to continue from the newest checkpoint. With a
+    tf.distribute `strategy`, everything is made under its scope. The run's
+    files go to `write_dir` (default `run_dir`): a worker that is not the
+    chief writes to a temporary folder and resumes from the chief's checkpoints.
     """
 
     def __init__(self, config: RunConfig, splits: data_lib.Splits, run_dir: str,
-                 log: Callable[[str], None] = print, on_epoch_end: Optional[Callable] = None):
+                 log: Callable[[str], None] = print, on_epoch_end: Optional[Callable] = None,
+                 strategy=None, write_dir: Optional[str] = None):
         self.config, self.splits, self.run_dir, self.log = config, splits, run_dir, log
+        self.write_dir = write_dir or run_dir
         self.on_epoch_end = on_epoch_end
+        self.strategy = strategy or tf.distribute.get_strategy()
         train = config.train
+        distribute.check_batch_size(train.batch_size, self.strategy)
         if train.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(train.seed)
-        self.model = VAE(config.model, kl_weight=train.beta, free_bits=train.free_bits)
-        self.optimizer = optimization.make_optimizer(train)
-        self.totals, self.faults = StepTotals(), NonFiniteFaults()
-        self.state = RunState(os.path.join(run_dir, runs.CHECKPOINT_DIR),
+        with self.strategy.scope():
+            self.model = VAE(config.model, kl_weight=train.beta, free_bits=train.free_bits)
+            self.optimizer = optimization.make_optimizer(train)
+            self.totals, self.faults = StepTotals(), NonFiniteFaults()
+        self.state = RunState(os.path.join(self.write_dir, runs.CHECKPOINT_DIR), strategy=self.strategy,
                               model=self.model, optimizer=self.optimizer, totals=self.totals)
         self.steps_per_epoch = len(splits.x_train) // train.batch_size
         self.train_step = make_train_step(
             self.model, self.optimizer, self.totals, self.state.step, train.seed,
             (train.batch_size,) + splits.image_shape, eager=train.eager,
-            faults=self.faults, skip_nonfinite=train.skip_nonfinite)
+            faults=self.faults, skip_nonfinite=train.skip_nonfinite, strategy=self.strategy)
         # What the checkpoints carry besides tensors (see probvae.run_state).
         self.history = {"epochs": [], "epoch_seconds": 0.0, "resumes": [], "train_examples": len(splits.x_train)}
         self._writers = {}
@@ -227,22 +279,29 @@ class Trainer:
             "run_dir": os.path.abspath(run_dir),
             "dataset": splits.name,
             "data_source": splits.source,
-            "device": device_name(),
+            "device": distribute.describe(self.strategy)["devices"][0],
+            "distribution": distribute.describe(self.strategy),
             "parameters": int(sum(np.prod(v.shape) for v in self.model.trainable_variables)),
             "units": "nats per example",
             "epochs": self.history["epochs"],
         }
         model = config.model
+        where = self.metrics["distribution"]
+        if where["replicas"] > 1:
+            where = (f"{where['replicas']} replicas ({where['strategy']}, {where['workers']} "
+                     f"worker{'s' if where['workers'] > 1 else ''}, global batch {train.batch_size})")
+        else:
+            where = self.metrics["device"]
         log(f"model: {model.arch}, latent {model.latent_dim}, {model.posterior} posterior, {model.likelihood} "
-            f"likelihood, {self.metrics['parameters']:,} parameters, on {self.metrics['device']}")
+            f"likelihood, {self.metrics['parameters']:,} parameters, on {where}")
 
     def evaluate(self, images: np.ndarray, seed: int) -> dict:
         return evaluation.evaluate_elbo(self.model, images, seed=seed, batch_size=self.config.train.eval_batch_size,
-                                        binarization_seed=self.config.data.split_seed)
+                                        binarization_seed=self.config.data.split_seed, strategy=self.strategy)
 
     def restore(self) -> None:
-        """Continue from the newest checkpoint, if there is one."""
-        history = self.state.restore(log=self.log)
+        """Continue from the newest checkpoint of `run_dir`, if there is one."""
+        history = self.state.restore(log=self.log, directory=os.path.join(self.run_dir, runs.CHECKPOINT_DIR))
         if history is None:
             self.log("no checkpoint yet: training from the start")
             return
@@ -283,13 +342,14 @@ class Trainer:
             self.history["epoch_seconds"] = 0.0
         started = time.time() - self.history["epoch_seconds"]
         optimization.set_kl_weight(self.model, train, epoch)
-        batches = data_lib.training_batches(self.splits.x_train, train.batch_size, seed=train.seed, epoch=epoch,
-                                            binarize=self.model.likelihood_head.binarize, start_step=position)
+        batches = distribute.distribute_batches(self.strategy, lambda: data_lib.training_batches(
+            self.splits.x_train, train.batch_size, seed=train.seed, epoch=epoch,
+            binarize=self.model.likelihood_head.binarize, start_step=position), train.batch_size)
         progress = _Progress()
         for x in batches:
             self.train_step(x)
             step, position = step + 1, position + 1
-            if stop.received and position < steps:  # at the last step, finish the epoch first
+            if position < steps and self._stopping(stop, position):  # at the last step, finish the epoch first
                 self._interrupt(stop, epoch, started)
             if position % FAULT_CHECK_EVERY == 0:
                 self._check_faults()
@@ -307,16 +367,25 @@ class Trainer:
         self._save(None)
         self._summaries("train", train_metrics, epoch)
         self._summaries("validation", validation, epoch)
-        runs.write_json(os.path.join(self.run_dir, runs.METRICS_FILE), self.metrics)
+        runs.write_json(os.path.join(self.write_dir, runs.METRICS_FILE), self.metrics)
         if self.on_epoch_end is not None:
-            self.on_epoch_end(epoch, self.model, self.splits, self.run_dir)
+            self.on_epoch_end(epoch, self.model, self.splits, self.write_dir)
         skipped = train_metrics["skipped_nonfinite_batches"]
         progress.end_epoch(
             f"epoch {epoch}/{train.epochs}  train ELBO {train_metrics['elbo']:.2f}  "
             f"validation ELBO {validation['elbo']:.2f} ± {validation['elbo_stderr']:.2f} nats  ({seconds:.0f}s)"
             + (f"  {skipped} non-finite batches skipped" if skipped else ""))
-        if stop.received:
+        if self._stopping(stop):
             self._interrupt(stop, epoch, None)
+
+    def _stopping(self, stop: StopSignals, position: Optional[int] = None) -> bool:
+        """Whether to stop now for a signal. Several workers must stop at the same
+        step: they agree (a collective) every FAULT_CHECK_EVERY steps and at epoch ends."""
+        if distribute.cluster_of(self.strategy).num_tasks == 1:
+            return bool(stop.received)
+        if position is not None and position % FAULT_CHECK_EVERY:
+            return False
+        return distribute.any_worker(self.strategy, bool(stop.received))
 
     def _save(self, started: Optional[float]) -> str:
         """Checkpoint the state after the last step; `started`: time the current
@@ -333,9 +402,10 @@ class Trainer:
         latest = self.state.latest
         if latest is None or not latest.endswith(f"-{step}"):
             latest = self._save(started)
+        number = stop.received or signal.SIGTERM  # another worker was signalled
         raise TrainingInterrupted(
-            f"{stop.name} at step {step} (epoch {epoch}); saved checkpoint {latest}; "
-            f"continue with: fit.py --resume {self.run_dir}", stop.received)
+            f"{signal.Signals(number).name} at step {step} (epoch {epoch}); saved checkpoint {latest}; "
+            f"continue with: fit.py --resume {self.run_dir}", number)
 
     def _fix(self) -> str:
         return (f"the last good checkpoint is {self.state.latest or 'none (no checkpoint yet)'}; "
@@ -355,7 +425,7 @@ class Trainer:
 
     def _summaries(self, split: str, values: dict, epoch: int) -> None:
         """TensorBoard scalars of one split (the writer is made on first use)."""
-        path = os.path.join(self.run_dir, runs.LOG_DIR, split)
+        path = os.path.join(self.write_dir, runs.LOG_DIR, split)
         try:
             if split not in self._writers:
                 self._writers[split] = tf.summary.create_file_writer(path)
@@ -375,7 +445,7 @@ class Trainer:
 
 def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = None,
         overwrite: bool = False, log: Callable[[str], None] = print, resume: bool = False,
-        on_epoch_end: Optional[Callable] = None) -> dict:
+        on_epoch_end: Optional[Callable] = None, strategy=None) -> dict:
     """Train a VAE as `config` says, writing the run to `run_dir`.
 
     Args:
@@ -384,6 +454,12 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
       on_epoch_end: if given, called as `on_epoch_end(epoch, model, splits,
         run_dir)` after each epoch's checkpoint and metrics are written (e.g.
         `probvae.report.LatentSnapshots`).
+      strategy: the tf.distribute strategy to train under; default the one
+        `config.train.strategy` names, made before TensorFlow runs anything
+        else. In a multi-worker cluster only the chief writes `run_dir`; every
+        other worker writes to a temporary folder it removes at the end, and
+        resumes from the chief's checkpoints (so `run_dir` must be readable
+        from every host at the same path to resume).
 
     Returns:
       The metrics dict also written to RUN_DIR/metrics.json.
@@ -393,22 +469,32 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
         checkpoint is kept); NonFiniteError: a non-finite loss or gradient.
       TrainingInterrupted: SIGINT or SIGTERM, after saving a checkpoint.
     """
-    config, splits = runs.prepare_run(config, run_dir, splits=splits, overwrite=overwrite, resume=resume, log=log)
-    if not resume:
-        runs.prepare_run_dir(run_dir, overwrite=overwrite)
-        runs.save_config(run_dir, config)
-    trainer = Trainer(config, splits, run_dir, log=log, on_epoch_end=on_epoch_end)
-    if resume:
-        trainer.restore()
-    metrics = trainer.train()
+    strategy = distribute.make_strategy(config.train.strategy) if strategy is None else strategy
+    cluster = distribute.cluster_of(strategy)
+    if not cluster.is_chief:
+        log = (lambda write, prefix: lambda message: write(prefix + message))(log, f"[{cluster.name}] ")
+    with distribute.worker_directory(run_dir, cluster) as write_dir:
+        checked = run_dir if cluster.is_chief or resume else write_dir
+        config, splits = runs.prepare_run(config, checked, splits=splits, overwrite=overwrite, resume=resume, log=log)
+        if not resume:
+            runs.prepare_run_dir(write_dir, overwrite=overwrite)
+            runs.save_config(write_dir, config)
+        trainer = Trainer(config, splits, run_dir, log=log, on_epoch_end=on_epoch_end, strategy=strategy,
+                          write_dir=write_dir)
+        if resume:
+            trainer.restore()
+        metrics = trainer.train()
 
-    test = trainer.evaluate(splits.x_test, seed=config.train.seed + 10_000)
-    test["checkpoint"] = os.path.basename(trainer.state.latest)
-    metrics["test"] = test
-    metrics["train_seconds"] = sum(e["seconds"] for e in metrics["epochs"])
-    path = runs.write_json(os.path.join(run_dir, runs.METRICS_FILE), metrics)
-    trainer.close()
+        test = trainer.evaluate(splits.x_test, seed=config.train.seed + 10_000)
+        test["checkpoint"] = os.path.basename(trainer.state.latest)
+        metrics["test"] = test
+        metrics["train_seconds"] = sum(e["seconds"] for e in metrics["epochs"])
+        path = runs.write_json(os.path.join(write_dir, runs.METRICS_FILE), metrics)
+        trainer.close()
     log(f"test ELBO {test['elbo']:.2f} ± {test['elbo_stderr']:.2f} nats "
         f"(reconstruction {test['reconstruction']:.2f}, KL {test['kl']:.2f}) on {test['n_examples']} images")
-    log(f"run written to {os.path.abspath(run_dir)} (metrics: {path})")
+    if cluster.is_chief:
+        log(f"run written to {os.path.abspath(run_dir)} (metrics: {path})")
+    else:
+        log(f"done; the chief writes the run to {os.path.abspath(run_dir)}, this worker's temporary files are removed")
     return metrics

@@ -30,6 +30,7 @@ from probvae.distributions.posteriors import (
     posterior_distribution,
     posterior_layer,
     posterior_params_size,
+    sample_posterior,
 )
 from probvae.distributions.priors import (
     PRIORS,
@@ -69,6 +70,7 @@ __all__ = [
     "posterior_layer",
     "posterior_params_size",
     "prior_layer",
+    "sample_posterior",
     "standard_normal",
     "unwrap",
 ]
