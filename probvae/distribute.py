@@ -70,6 +70,7 @@ __all__ = [
     "replicated",
     "check_batch_size",
     "worker_directory",
+    "worker_log",
     "distribute_batches",
     "replica_rows",
     "global_mean",
@@ -191,15 +192,18 @@ def default_device() -> str:
     return gpus[0].name if gpus else tf.config.list_logical_devices("CPU")[0].name
 
 
-def describe(strategy) -> dict:
-    """What a strategy trains on, for logs and metrics.json."""
+def describe(strategy, batch_size: Optional[int] = None) -> dict:
+    """What a strategy trains on, for logs and metrics.json; `summary` is one phrase."""
     devices = list(strategy.extended.worker_devices) if strategy.num_replicas_in_sync > 1 else [default_device()]
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         name = "multi-worker"
     else:
         name = "mirrored" if isinstance(strategy, tf.distribute.MirroredStrategy) else "one-device"
-    return {"strategy": name, "replicas": int(strategy.num_replicas_in_sync),
-            "workers": cluster_of(strategy).num_tasks, "devices": devices}
+    replicas, workers = int(strategy.num_replicas_in_sync), cluster_of(strategy).num_tasks
+    summary = devices[0] if replicas == 1 else (
+        f"{replicas} replicas ({name}, {workers} worker{'s' if workers > 1 else ''}"
+        + (f", global batch {batch_size})" if batch_size else ")"))
+    return {"strategy": name, "replicas": replicas, "workers": workers, "devices": devices, "summary": summary}
 
 
 def replicated() -> bool:
@@ -213,6 +217,13 @@ def check_batch_size(batch_size: int, strategy) -> None:
     if batch_size % replicas:
         raise UserError(f"batch size {batch_size} does not split evenly over {replicas} replicas; use a multiple of "
                         f"{replicas} (--batch-size is the global batch, summed over replicas)")
+
+
+def worker_log(log: Callable[[str], None], cluster: Cluster) -> Callable[[str], None]:
+    """`log` itself on the chief; on other workers, `log` with "[worker i] " before each line."""
+    if cluster.is_chief:
+        return log
+    return lambda message: log(f"[{cluster.name}] {message}")
 
 
 @contextlib.contextmanager

@@ -280,20 +280,14 @@ class Trainer:
             "dataset": splits.name,
             "data_source": splits.source,
             "device": distribute.describe(self.strategy)["devices"][0],
-            "distribution": distribute.describe(self.strategy),
+            "distribution": distribute.describe(self.strategy, train.batch_size),
             "parameters": int(sum(np.prod(v.shape) for v in self.model.trainable_variables)),
             "units": "nats per example",
             "epochs": self.history["epochs"],
         }
         model = config.model
-        where = self.metrics["distribution"]
-        if where["replicas"] > 1:
-            where = (f"{where['replicas']} replicas ({where['strategy']}, {where['workers']} "
-                     f"worker{'s' if where['workers'] > 1 else ''}, global batch {train.batch_size})")
-        else:
-            where = self.metrics["device"]
         log(f"model: {model.arch}, latent {model.latent_dim}, {model.posterior} posterior, {model.likelihood} "
-            f"likelihood, {self.metrics['parameters']:,} parameters, on {where}")
+            f"likelihood, {self.metrics['parameters']:,} parameters, on {self.metrics['distribution']['summary']}")
 
     def evaluate(self, images: np.ndarray, seed: int) -> dict:
         return evaluation.evaluate_elbo(self.model, images, seed=seed, batch_size=self.config.train.eval_batch_size,
@@ -379,11 +373,9 @@ class Trainer:
             self._interrupt(stop, epoch, None)
 
     def _stopping(self, stop: StopSignals, position: Optional[int] = None) -> bool:
-        """Whether to stop now for a signal. Several workers must stop at the same
-        step: they agree (a collective) every FAULT_CHECK_EVERY steps and at epoch ends."""
-        if distribute.cluster_of(self.strategy).num_tasks == 1:
-            return bool(stop.received)
-        if position is not None and position % FAULT_CHECK_EVERY:
+        """Whether to stop for a signal now. Several workers stop at the same step:
+        they agree every FAULT_CHECK_EVERY steps (`position`) and at epoch ends."""
+        if self.metrics["distribution"]["workers"] > 1 and position is not None and position % FAULT_CHECK_EVERY:
             return False
         return distribute.any_worker(self.strategy, bool(stop.received))
 
@@ -471,8 +463,7 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
     """
     strategy = distribute.make_strategy(config.train.strategy) if strategy is None else strategy
     cluster = distribute.cluster_of(strategy)
-    if not cluster.is_chief:
-        log = (lambda write, prefix: lambda message: write(prefix + message))(log, f"[{cluster.name}] ")
+    log = distribute.worker_log(log, cluster)
     with distribute.worker_directory(run_dir, cluster) as write_dir:
         checked = run_dir if cluster.is_chief or resume else write_dir
         config, splits = runs.prepare_run(config, checked, splits=splits, overwrite=overwrite, resume=resume, log=log)
@@ -483,9 +474,15 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
                           write_dir=write_dir)
         if resume:
             trainer.restore()
-        metrics = trainer.train()
-
-        test = trainer.evaluate(splits.x_test, seed=config.train.seed + 10_000)
+        try:
+            metrics = trainer.train()
+            test = trainer.evaluate(splits.x_test, seed=config.train.seed + 10_000)
+        except tf.errors.UnavailableError as error:  # a collective operation lost a worker
+            if cluster.num_tasks == 1:
+                raise
+            raise UserError(f"lost contact with another worker ({type(error).__name__} in a collective operation); stop "
+                            f"every worker, then resume on each host with: fit.py --resume {run_dir} (newest "
+                            f"checkpoint: {os.path.basename(trainer.state.latest or 'none')})") from None
         test["checkpoint"] = os.path.basename(trainer.state.latest)
         metrics["test"] = test
         metrics["train_seconds"] = sum(e["seconds"] for e in metrics["epochs"])
