@@ -8,6 +8,7 @@ Public API (imported on first use, so `import probvae` is cheap):
     load_dataset                                       datasets (probvae.data)
     load_run                                           a trained VAE from its run directory (probvae.runs)
     evaluate_elbo                                      held-out ELBO (probvae.evaluation)
+    evaluate_run                                       held-out ELBO, log p(x), bits/dim of a run (probvae.evaluation)
     distributions                                      priors, posterior layers, likelihoods
 """
 
@@ -24,6 +25,7 @@ _EXPORTS = {
     "VAE": "probvae.model",
     "distributions": "probvae.distributions",
     "evaluate_elbo": "probvae.evaluation",
+    "evaluate_run": "probvae.evaluation",
     "fit": "probvae.training",
     "load_dataset": "probvae.data",
     "load_run": "probvae.runs",

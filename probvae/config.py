@@ -42,6 +42,7 @@ LIKELIHOODS = ("bernoulli", "normal", "continuous_bernoulli")
 BINARIZED_LIKELIHOODS = ("bernoulli",)
 NORMAL_SCALES = ("shared", "channel", "pixel")
 OPTIMIZERS = ("adam", "rmsprop")
+LR_SCHEDULES = ("constant", "cosine")
 # How training is spread over devices and hosts (see probvae.distribute).
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
 
@@ -266,8 +267,13 @@ class TrainConfig(_Section):
     batch_size: int = 128
     # "adam" or "rmsprop".
     optimizer: str = "adam"
-    # Optimizer step size.
+    # Optimizer step size (the initial one under a schedule).
     learning_rate: float = 1e-3
+    # "cosine": the step size falls from learning_rate to
+    # lr_final * learning_rate along a half cosine over all the run's steps;
+    # "constant": it stays. See probvae.optimization.learning_rate_schedule.
+    lr_schedule: str = "cosine"
+    lr_final: float = 0.05
     # Weight of the KL term in the training loss (1 = the ELBO).
     beta: float = 1.0
     # Linear KL warm-up: the KL weight rises from 0 to beta over this many
@@ -276,6 +282,12 @@ class TrainConfig(_Section):
     # Free bits: nats per latent dimension of KL that cost nothing in the
     # training loss (0: none). See probvae.objectives.free_bits_kl.
     free_bits: float = 0.0
+    # Evaluate the test set (and load_run) with the weights of the epoch with
+    # the best validation ELBO (RUN_DIR/checkpoints/best-<step>) rather than the last.
+    keep_best: bool = True
+    # Early stopping: end the run after this many epochs without a better
+    # validation ELBO (0: train all epochs).
+    patience: int = 0
     # Seed of initialisation, shuffling, binarization and sampling.
     seed: int = 0
     # Run the step eagerly (slow; for debugging with pdb and prints).
@@ -290,17 +302,39 @@ class TrainConfig(_Section):
     skip_nonfinite: bool = False
     # tf.config.experimental.enable_op_determinism(): a CPU run repeats bit for bit.
     deterministic: bool = False
+    # Importance samples K of the test log-likelihood estimated at the end of
+    # training (scripts/evaluate.py re-evaluates with any K, e.g. 5000).
+    test_iwae_samples: int = 100
+    # Compile the step with XLA; None: per architecture and device
+    # (probvae.acceleration.use_jit_compile: the MLP always, conv on a GPU).
+    jit_compile: Optional[bool] = None
+    # float16 compute, float32 variables and distributions, loss scaling (GPU).
+    mixed_precision: bool = False
     # tf.distribute strategy: "auto" (multi-worker if TF_CONFIG names several
     # tasks, mirrored with more than one GPU, else one-device), "one-device",
     # "mirrored" or "multi-worker". batch_size is the global batch.
     strategy: str = "auto"
 
+    # What runs whose config.json predates a field trained with.
+    _BEFORE = {"lr_schedule": "constant", "keep_best": False}
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        if isinstance(values, dict):
+            values = {**{k: v for k, v in cls._BEFORE.items() if k not in values}, **values}
+        return super().from_dict(values)
+
     def __post_init__(self):
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
         _positive_int("eval_batch_size", self.eval_batch_size)
+        _positive_int("test_iwae_samples", self.test_iwae_samples)
         _finite_number("learning_rate", self.learning_rate)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _finite_number("lr_final", self.lr_final)
+        _require(0 <= self.lr_final <= 1, f"lr_final must be in 0..1, a fraction of learning_rate (got {self.lr_final!r})")
+        _non_negative("patience", self.patience, whole=True)
         _choice("strategy", self.strategy, STRATEGIES)
         _require(
             self.learning_rate > 0,
@@ -316,10 +350,14 @@ class TrainConfig(_Section):
             isinstance(self.checkpoint_every_steps, int) and self.checkpoint_every_steps >= 0,
             f"checkpoint_every_steps must be a whole number, 0 or more (got {self.checkpoint_every_steps!r})",
         )
-        for name in ("eager", "skip_nonfinite", "deterministic"):
+        for name in ("eager", "skip_nonfinite", "deterministic", "keep_best"):
             _flag(name, getattr(self, name))
         _non_negative("kl_warmup_epochs", self.kl_warmup_epochs, whole=True)
         _non_negative("free_bits", self.free_bits)
+        _require(self.jit_compile in (None, True, False),
+                 f"jit_compile must be true, false or null (got {self.jit_compile!r})")
+        _require(isinstance(self.mixed_precision, bool),
+                 f"mixed_precision must be true or false (got {self.mixed_precision!r})")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,9 +27,10 @@ the loss one device computes on the whole batch; the gradients are summed
 over replicas. With free bits the batch means inside the max are taken over
 the whole global batch (`global_mean`, an all-reduce that gradients pass
 through). The posterior sample of example n is loc_n + scale_n eps_n, with
-eps_n row n of one [B, d] standard normal draw from the step's seed
-(`probvae.distributions.sample_posterior`), so it does not depend on which
-replica holds the example. Together: the same global batch gives the same
+eps_n column n of one [d, B] standard normal draw from the step's seed
+(`probvae.distributions.sample_posterior`; with one replica the very draw of
+TFP's `q.sample(seed)`), so it does not depend on which replica holds the
+example. Together: the same global batch gives the same
 update on any number of replicas, up to the order of float additions.
 
 Cluster: TF_CONFIG is {"cluster": {"chief": [...], "worker": ["host:port",
@@ -299,11 +300,13 @@ def gathered(strategy, fn: Callable) -> Callable:
     return tf.function(run)
 
 
-def map_batches(strategy, run: Callable, batches: tf.data.Dataset, *args):
+def map_batches(strategy, run: Callable, batches: tf.data.Dataset, *args,
+                on_round: Optional[Callable[[int], None]] = None):
     """Apply `run` (from `gathered`) to every batch of `batches`, batch k on
     replica k mod R, and concatenate the results in batch order (NumPy).
 
     Replicas with no batch left in the last round compute on an empty one.
+    `on_round(examples_done)` is called after each round of R batches.
     """
     replicas = strategy.num_replicas_in_sync
 
@@ -316,10 +319,15 @@ def map_batches(strategy, run: Callable, batches: tf.data.Dataset, *args):
 
         return batches.enumerate().filter(mine)
 
-    rounds = [run(index, x, *args) for index, x in strategy.distribute_datasets_from_function(dataset_fn)]
+    rounds, done = [], 0
+    for index, x in strategy.distribute_datasets_from_function(dataset_fn):
+        rounds.append(tf.nest.map_structure(lambda value: value.numpy(), run(index, x, *args)))
+        done += len(tf.nest.flatten(rounds[-1])[0])
+        if on_round is not None:
+            on_round(done)
     if not rounds:
         return None
-    return tf.nest.map_structure(lambda *values: np.concatenate([v.numpy() for v in values]), *rounds)
+    return tf.nest.map_structure(lambda *values: np.concatenate(values), *rounds)
 
 
 _ANY_WORKER = {}

@@ -16,7 +16,8 @@ closed form: the regularizer estimates it at z ~ q(z|x) drawn with the seed
 the ELBO samples with, so loss and ELBO share one z.
 
 Posterior samples are `distributions.sample_posterior`: example n of a batch
-of N draws row n of one [N, d] standard normal. Under tf.distribute a replica
+of N draws column n of one [d, N] standard normal (the draw of TFP's own
+`q.sample(seed=seed)`, so one device samples as TFP does). Under tf.distribute a replica
 holds rows offset .. offset + n - 1 of the global batch (`rows`), and its
 `training_loss` is its share of the global batch's loss (see
 `probvae.distribute`), so any split of a batch computes what one device would.
@@ -187,6 +188,18 @@ class VAE(keras.Model):
         same z as the reconstruction, so the ELBO estimate stays unbiased.
         """
         return self._elbo(self.prepare_inputs(x), seed, training)[0]
+
+    def log_likelihood(self, x, num_samples: int = 1000, seed=(0, 0)) -> tf.Tensor:
+        """Importance-weighted estimate of log p(x) per example, [n], nats.
+
+        log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), K = num_samples
+        (Burda et al., 2015): the estimator `evaluate.py` uses, computed in
+        chunks of samples so memory does not grow with K.
+        """
+        from probvae import evaluation
+
+        return evaluation.log_likelihood(self, self.prepare_inputs(x), num_samples,
+                                         tf.constant(seed, tf.int32))
 
     def training_loss(self, x, seed=None, rows=None):
         """(loss, ElboParts): loss = -mean log p(x|z) + kl_weight * KL term (scalar, nats).

@@ -43,9 +43,9 @@ tfd = tfp.distributions
 __all__ = [
     "ElboParts",
     "kl_divergence",
-    "marginal_kl_divergences",
     "free_bits_kl",
     "elbo_parts",
+    "importance_log_weights",
     "iwae_log_weights",
     "iwae_bound",
 ]
@@ -70,26 +70,14 @@ def kl_divergence(posterior, prior, z=None):
         return posterior.log_prob(z) - prior.log_prob(z)
 
 
-def _factorised_normal(distribution):
-    """(loc, scale) [..., d] if `distribution` is a diagonal multivariate Normal, else None."""
-    distribution = getattr(distribution, "tensor_distribution", distribution)
-    if isinstance(distribution, tfd.MultivariateNormalDiag):
-        return distribution.mean(), distribution.stddev()
-    return None
+def _marginal_kls(posterior, prior):
+    """KL(q(z_j|x) || p(z_j)) [n, d] for a prior with Normal marginals, else None."""
+    from probvae.distributions.analysis import kl_per_dimension
 
-
-def marginal_kl_divergences(posterior, prior):
-    """KL(q(z_j|x) || p(z_j)) per example and dimension [n, d], or None.
-
-    Needs a Normal posterior (any covariance) and a factorised Normal prior
-    (`MultivariateNormalDiag`); returns None for other priors. Closed form:
-    log(s_p / s_q) + (s_q^2 + (m_q - m_p)^2) / (2 s_p^2) - 1/2.
-    """
-    marginals = _factorised_normal(prior)
-    if marginals is None:
+    try:
+        return kl_per_dimension(posterior, prior)
+    except UserError:
         return None
-    q = tfd.Normal(posterior.mean(), posterior.stddev())
-    return tfd.kl_divergence(q, tfd.Normal(*marginals))
 
 
 def free_bits_kl(posterior, prior, kl, free_bits, batch_mean=tf.reduce_mean):
@@ -110,7 +98,7 @@ def free_bits_kl(posterior, prior, kl, free_bits, batch_mean=tf.reduce_mean):
       lambda = 0 both equal mean_n KL_n.
     """
     free_bits = tf.cast(free_bits, tf.float32)
-    marginal = marginal_kl_divergences(posterior, prior)
+    marginal = _marginal_kls(posterior, prior)
     if marginal is None:
         latent_dim = tf.cast(tf.shape(posterior.mean())[-1], tf.float32)
         return tf.maximum(latent_dim * free_bits, batch_mean(kl, axis=0))
@@ -138,16 +126,39 @@ def elbo_parts(x, posterior, prior, likelihood: Callable, seed=None, z=None) -> 
     return ElboParts(reconstruction - kl, reconstruction, kl)
 
 
+def importance_log_weights(x, z, posterior, prior, likelihood: Callable):
+    """Log importance weights at given samples, with q(z|x) as proposal.
+
+        log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)
+
+    Args:
+      x: images, [n, h, w, c].
+      z: latent samples, [num_samples, n, d].
+      posterior: q(z|x), batch shape [n], event shape [d].
+      prior: p(z), event shape [d].
+      likelihood: function z [m, d] -> p(x|z) with batch [m], event [h, w, c].
+
+    Returns:
+      log w, [num_samples, n], nats.
+    """
+    num_samples, batch = tf.shape(z)[0], tf.shape(z)[1]
+    flat_z = tf.reshape(z, [-1, tf.shape(z)[-1]])  # [num_samples * n, d]
+    image_shape = tf.shape(x)[1:]
+    tiled_x = tf.reshape(  # [num_samples * n, h, w, c]
+        tf.broadcast_to(x[tf.newaxis], tf.concat([[num_samples, batch], image_shape], 0)),
+        tf.concat([[-1], image_shape], 0),
+    )
+    log_px_z = tf.reshape(likelihood(flat_z).log_prob(tiled_x), [num_samples, batch])
+    return log_px_z + prior.log_prob(z) - posterior.log_prob(z)  # [num_samples, n]
+
+
 def iwae_log_weights(x, posterior, prior, likelihood: Callable, num_samples, seed=None):
     """Log importance weights log w_k [num_samples, n] with q(z|x) as proposal."""
     z = posterior.sample(num_samples, seed=seed)  # [K, n, d]
-    batch = tf.shape(z)[1]
-    flat_z = tf.reshape(z, [-1, tf.shape(z)[-1]])  # [K * n, d]
-    tiled_x = tf.tile(x, tf.concat([[num_samples], tf.ones([tf.rank(x) - 1], tf.int32)], 0))
-    log_px_z = tf.reshape(likelihood(flat_z).log_prob(tiled_x), [num_samples, batch])
-    return log_px_z + prior.log_prob(z) - posterior.log_prob(z)  # [K, n]
+    return importance_log_weights(x, z, posterior, prior, likelihood)
 
 
 def iwae_bound(log_weights, axis=0):
     """log mean_k exp(log w_k): the K-sample importance-weighted bound."""
     return tfp.math.reduce_logmeanexp(log_weights, axis=axis)
+

@@ -19,19 +19,40 @@ Example:
 from probvae._keras import keras
 from probvae.errors import UserError
 
-__all__ = ["OPTIMIZERS", "make_optimizer", "kl_weight", "set_kl_weight"]
+__all__ = ["OPTIMIZERS", "learning_rate_schedule", "make_optimizer", "kl_weight", "set_kl_weight"]
 
 # The tf-keras class of each name in probvae.config.OPTIMIZERS.
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
 
 
-def make_optimizer(train_config):
-    """The tf-keras optimizer a `TrainConfig` names, at its learning rate."""
+def learning_rate_schedule(train_config, steps_per_epoch: int):
+    """The step size of a `TrainConfig`: a float, or a schedule of the optimizer's step.
+
+    "cosine" (Loshchilov & Hutter 2017, without restarts) over all
+    epochs * steps_per_epoch steps n:
+
+        lr(n) = lr * (f + (1 - f) * (1 + cos(pi * min(n, N) / N)) / 2),   f = lr_final
+
+    It is a function of the optimizer's iteration count, which checkpoints
+    carry, so a resumed run continues on the same curve.
+    """
+    if train_config.lr_schedule == "constant":
+        return train_config.learning_rate
+    if train_config.lr_schedule == "cosine":
+        total = max(1, train_config.epochs * int(steps_per_epoch))
+        return keras.optimizers.schedules.CosineDecay(
+            train_config.learning_rate, decay_steps=total, alpha=train_config.lr_final)
+    raise UserError(f"unknown lr_schedule {train_config.lr_schedule!r}; choose constant or cosine")
+
+
+def make_optimizer(train_config, steps_per_epoch: int = 1):
+    """The tf-keras optimizer a `TrainConfig` names, with its step size schedule."""
     if train_config.optimizer not in OPTIMIZERS:
         raise UserError(
             f"unknown optimizer {train_config.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"
         )
-    return OPTIMIZERS[train_config.optimizer](learning_rate=train_config.learning_rate)
+    return OPTIMIZERS[train_config.optimizer](
+        learning_rate=learning_rate_schedule(train_config, steps_per_epoch))
 
 
 def kl_weight(beta: float, warmup_epochs: int, epoch: int) -> float:

@@ -43,9 +43,11 @@ import tensorflow as tf
 
 from probvae.errors import UserError
 
-__all__ = ["CHECKPOINT_PREFIX", "RunState", "StopSignals"]
+__all__ = ["BEST_PREFIX", "CHECKPOINT_PREFIX", "RunState", "StopSignals", "best_checkpoint"]
 
 CHECKPOINT_PREFIX = "ckpt"
+# The weights of the epoch with the best validation ELBO: RUN_DIR/checkpoints/best-<step>.
+BEST_PREFIX = "best"
 
 
 def _reason(error: BaseException) -> str:
@@ -55,9 +57,23 @@ def _reason(error: BaseException) -> str:
     return lines[0][:200] if lines else type(error).__name__
 
 
-def _step_of(prefix: str) -> int:
-    match = re.search(rf"{CHECKPOINT_PREFIX}-(\d+)$", prefix)
+def _step_of(prefix: str, name: str = CHECKPOINT_PREFIX) -> int:
+    match = re.search(rf"{name}-(\d+)$", prefix)
     return int(match.group(1)) if match else -1
+
+
+def _complete(directory: str, name: str) -> list:
+    """Prefixes of the complete checkpoints `name`-<step> in `directory`, oldest first."""
+    prefixes = [path[: -len(".index")] for path in glob.glob(
+        os.path.join(glob.escape(directory), f"{name}-*.index"))]
+    complete = [p for p in prefixes if _step_of(p, name) >= 0 and glob.glob(glob.escape(p) + ".data-*")]
+    return sorted(complete, key=lambda p: _step_of(p, name))
+
+
+def best_checkpoint(directory: str) -> Optional[str]:
+    """Prefix of the best-epoch checkpoint in `directory` (RUN_DIR/checkpoints), or None."""
+    found = _complete(directory, BEST_PREFIX)
+    return found[-1] if found else None
 
 
 class RunState:
@@ -110,6 +126,28 @@ class RunState:
                 f"permissions of {self.directory}, then continue with --resume; {kept}"
             ) from None
 
+    def save_best(self) -> str:
+        """Write the current state as the best epoch's checkpoint (best-<step>)
+        and then delete the earlier best; return its prefix.
+
+        Raises:
+          UserError: as `save`; the earlier best checkpoint is kept.
+        """
+        earlier = _complete(self.directory, BEST_PREFIX)
+        prefix = os.path.join(self.directory, f"{BEST_PREFIX}-{int(self.step.numpy())}")
+        try:
+            written = self.checkpoint.write(prefix)
+        except (tf.errors.OpError, OSError) as error:
+            self._remove_partial(prefix)
+            raise UserError(
+                f"cannot write checkpoint {prefix} ({_reason(error)}); free disk space or fix the "
+                f"permissions of {self.directory}, then continue with --resume"
+            ) from None
+        for old in earlier:
+            if old != written:
+                self._remove_partial(old)
+        return written
+
     def _remove_partial(self, prefix: str) -> None:
         """Delete what a failed or killed save left behind for `prefix`."""
         if prefix == self.latest:
@@ -124,10 +162,8 @@ class RunState:
     @staticmethod
     def _newest_on_disk(directory: str) -> Optional[str]:
         """The highest-numbered complete checkpoint in the folder, by file name."""
-        prefixes = [path[: -len(".index")] for path in glob.glob(
-            os.path.join(glob.escape(directory), f"{CHECKPOINT_PREFIX}-*.index"))]
-        complete = [p for p in prefixes if _step_of(p) >= 0 and glob.glob(glob.escape(p) + ".data-*")]
-        return max(complete, key=_step_of) if complete else None
+        complete = _complete(directory, CHECKPOINT_PREFIX)
+        return complete[-1] if complete else None
 
     def _checkpoint_to_restore(self, directory: str, log) -> Optional[str]:
         state_file = os.path.join(directory, "checkpoint")

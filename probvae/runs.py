@@ -43,10 +43,15 @@ __all__ = [
     "write_json",
     "read_json",
     "save_config",
+    "run_checkpoint",
     "load_config",
     "latest_checkpoint",
     "load_run",
 ]
+
+# The process umask (reading it means setting it, so read it once).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -122,6 +127,7 @@ def write_json(path: str, value: Any) -> str:
                 stream.write("\n")
                 stream.flush()
                 os.fsync(stream.fileno())
+            os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
             os.replace(temporary, path)
         except BaseException:
             if os.path.exists(temporary):
@@ -228,7 +234,7 @@ def prepare_run(config: RunConfig, run_dir: str, splits=None, overwrite: bool = 
         f"{len(splits.x_validation)} validation, {len(splits.x_test)} test images of shape {splits.image_shape}")
     if config.model.image_shape not in (None, splits.image_shape):
         raise UserError(f"the model expects images of shape {config.model.image_shape} but {splits.name} "
-                        f"has {splits.image_shape}; use data of the shape the run was trained on")
+                        f"has {splits.image_shape}; give images of that shape, or another --image-shape for a new run")
     model = config.model
     networks.check_image_shape(model.arch, splits.image_shape, model.conv_filters)
     config = config.replace(model={"image_shape": splits.image_shape})
@@ -245,6 +251,25 @@ def latest_checkpoint(run_dir: str) -> Optional[str]:
     return tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
 
 
+def run_checkpoint(run_dir: str, which: str = "model") -> str:
+    """Prefix of a run's "latest" or "best" checkpoint, or of its "model": the
+    best epoch's if there is one, else the latest.
+
+    Raises:
+      UserError: the run has no such checkpoint.
+    """
+    from probvae.run_state import best_checkpoint
+
+    folder = os.path.join(run_dir, CHECKPOINT_DIR)
+    found = best_checkpoint(folder) if which in ("best", "model") else None
+    if found is None and which != "best":
+        found = latest_checkpoint(run_dir)
+    if found is None:
+        what = "best-epoch checkpoint (best-<step>)" if which == "best" else "checkpoint"
+        raise UserError(f"no {what} in {folder}; train the run (fit.py) first")
+    return found
+
+
 def load_run(run_dir: str, checkpoint: Optional[str] = None):
     """The trained `VAE` of a run, rebuilt from config.json and a checkpoint.
 
@@ -253,7 +278,9 @@ def load_run(run_dir: str, checkpoint: Optional[str] = None):
     Args:
       run_dir: a directory written by `probvae.fit`.
       checkpoint: a checkpoint prefix (a path, or a name such as "ckpt-3"
-        inside RUN_DIR/checkpoints); default: the latest.
+        inside RUN_DIR/checkpoints), "latest" or "best"; default: the run's
+        model, i.e. the best epoch's weights (best-<step>) when the run keeps
+        them, else the latest checkpoint.
 
     Raises:
       UserError: no such run, no checkpoint, an unreadable checkpoint or a
@@ -270,12 +297,8 @@ def load_run(run_dir: str, checkpoint: Optional[str] = None):
         model = VAE(config.model)
     except UserError as error:
         raise UserError(f"{os.path.join(run_dir, CONFIG_FILE)}: {error}") from None
-    if checkpoint is None:
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is None:
-            raise UserError(
-                f"no checkpoint in {os.path.join(run_dir, CHECKPOINT_DIR)}; train the run (fit.py) first"
-            )
+    if checkpoint in (None, "best", "latest"):
+        checkpoint = run_checkpoint(run_dir, checkpoint or "model")
     elif not os.path.exists(checkpoint + ".index"):
         candidate = os.path.join(run_dir, CHECKPOINT_DIR, checkpoint)
         if not os.path.exists(candidate + ".index"):

@@ -49,7 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import data as data_lib
-from probvae import distribute, evaluation, optimization, runs
+from probvae import acceleration, distribute, evaluation, optimization, runs
 from probvae._keras import keras
 from probvae.config import RunConfig
 from probvae.errors import NonFiniteError, TrainingInterrupted, UserError
@@ -117,7 +117,7 @@ class NonFiniteFaults(tf.Module):
     def check(loss, parts, gradients) -> tf.Tensor:
         """Bit mask (int32 scalar) of the terms that are not finite; 0 if all are."""
         def all_finite(values):
-            return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values])
+            return tf.reduce_all([tf.constant(True)] + [tf.reduce_all(tf.math.is_finite(v)) for v in values])
 
         flags = (all_finite([parts.reconstruction]), all_finite([parts.kl]), all_finite([loss]),
                  all_finite([g for g in gradients if g is not None]))
@@ -142,14 +142,17 @@ class NonFiniteFaults(tf.Module):
 
 def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable, seed: int,
                     batch_shape, eager: bool = False, faults: Optional[NonFiniteFaults] = None,
-                    skip_nonfinite: bool = False, strategy=None) -> Callable:
-    """The training step x -> loss, compiled unless `eager`.
+                    skip_nonfinite: bool = False, jit_compile: bool = False, strategy=None) -> Callable:
+    """The training step x -> loss, compiled unless `eager` (with XLA if `jit_compile`).
 
     The posterior sample of step s uses the stateless seed (seed, s). The
     update is applied only if the loss and gradients are finite; otherwise the
     step records the fault in `faults` and, unless `skip_nonfinite`, no later
     step updates the weights either (the host stops the run). `step` counts
-    every batch, applied or not.
+    every batch, applied or not. With a `LossScaleOptimizer` (mixed precision)
+    the gradients are taken of the scaled loss and unscaled; non-finite
+    gradients are then the loss scale's business (the optimizer skips the
+    update and lowers the scale), so only the loss terms are checked.
 
     Args:
       batch_shape: shape of the global batch [B, h, w, c].
@@ -158,9 +161,12 @@ def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable
         is a distributed batch (`distribute.distribute_batches`): replica r
         computes the loss of its rows of the global batch, scaled to its share
         of the global loss; the gradients, loss and metric sums are summed over
-        replicas, and every replica checks and applies the same update.
+        replicas, and every replica checks and applies the same update. XLA
+        then compiles each replica's loss and gradients (the whole step when
+        free bits put all-reduces inside the loss: then none of it).
     """
     strategy = strategy or tf.distribute.get_strategy()
+    replicated = strategy.num_replicas_in_sync > 1
     base_seed = tf.constant(seed, tf.int32)
     faults = NonFiniteFaults() if faults is None else faults
     # Create the optimizer's slots now: variables made inside the first trace
@@ -168,34 +174,55 @@ def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable
     with strategy.scope():
         optimizer.build(model.trainable_variables)
     variables = model.trainable_variables
+    # Gradients of variables the loss does not reach: None on one device (the
+    # optimizer leaves them out), zeros under replicas (all-reduce needs tensors).
+    unconnected = tf.UnconnectedGradients.ZERO if replicated else tf.UnconnectedGradients.NONE
 
-    def replica_step(x):
-        rows = distribute.replica_rows(tf.shape(x)[0])  # None with one replica
+    def loss_and_gradients(x, rows=None):
+        """(loss, `StepTotals.batch_sums` of the ELBO parts, unscaled gradients) of x."""
         with tf.GradientTape() as tape:
             loss, parts = model.training_loss(x, seed=tf.stack([base_seed, tf.cast(step, tf.int32)]), rows=rows)
-        gradients = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        sums = StepTotals.batch_sums(parts)
-        if rows is not None:
-            context = tf.distribute.get_replica_context()
-            loss, gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, (loss, gradients))
-            sums = ElboParts(*context.all_reduce(tf.distribute.ReduceOp.SUM, list(sums)))
-        return loss, sums, gradients
+            scaled_loss = acceleration.scale_loss(optimizer, loss)
+        gradients = tape.gradient(scaled_loss, variables, unconnected_gradients=unconnected)
+        return loss, StepTotals.batch_sums(parts), acceleration.unscale_gradients(optimizer, gradients)
+
+    if replicated and jit_compile and not eager and model.free_bits == 0:
+        loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True)
+
+    def replica_step(x):
+        """One replica's share of the step, summed over all replicas."""
+        loss, sums, gradients = loss_and_gradients(x, distribute.replica_rows(tf.shape(x)[0]))
+        context = tf.distribute.get_replica_context()
+        loss, gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, (loss, gradients))
+        sums = context.all_reduce(tf.distribute.ReduceOp.SUM, list(sums))  # float64: a separate reduction
+        return loss, ElboParts(*sums), gradients
 
     def train_step(x):
-        per_replica = strategy.run(replica_step, args=(x,))
-        # Summed over replicas, so every replica holds the same values: use the first.
-        loss, sums, gradients = tf.nest.map_structure(
-            lambda value: strategy.experimental_local_results(value)[0], per_replica)
-        terms = NonFiniteFaults.check(loss, sums, gradients)
+        if replicated:
+            per_replica = strategy.run(replica_step, args=(x,))
+            # Summed over replicas, so every replica holds the same values: use the first.
+            loss, sums, gradients = tf.nest.map_structure(
+                lambda value: strategy.experimental_local_results(value)[0], per_replica)
+
+            def apply_gradients():
+                strategy.extended.call_for_each_replica(
+                    lambda replica_gradients: optimizer.apply_gradients(
+                        zip(replica_gradients, variables), skip_gradients_aggregation=True),
+                    args=(per_replica[2],))
+        else:
+            loss, sums, gradients = loss_and_gradients(x)
+
+            def apply_gradients():
+                optimizer.apply_gradients(zip(gradients, variables))
+
+        checked = [] if acceleration.is_loss_scaled(optimizer) else gradients
+        terms = NonFiniteFaults.check(loss, sums, checked)
         good = tf.equal(terms, 0)
         if not skip_nonfinite:
             good = tf.logical_and(good, tf.equal(faults.terms, 0))
 
         def apply():
-            strategy.extended.call_for_each_replica(
-                lambda replica_gradients: optimizer.apply_gradients(
-                    zip(replica_gradients, variables), skip_gradients_aggregation=True),
-                args=(per_replica[2],))
+            apply_gradients()
             totals.add(loss, sums, batch_shape[0])
             return tf.constant(0)
 
@@ -210,17 +237,18 @@ def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable
 
     if eager:
         return train_step
-    if strategy.num_replicas_in_sync > 1:  # distributed inputs: one trace, as every batch has one shape
-        return tf.function(train_step)
-    return tf.function(train_step, input_signature=[tf.TensorSpec(batch_shape, tf.float32)])
+    if replicated:  # distributed inputs: one trace, as every batch has one shape
+        return tf.function(train_step, jit_compile=False)
+    return tf.function(train_step, input_signature=[tf.TensorSpec(batch_shape, tf.float32)],
+                       jit_compile=jit_compile)
 
 
 class _Progress:
     """One line per epoch; on a terminal, a line updated in place during it."""
 
-    def __init__(self, stream=sys.stderr, every_seconds: float = 1.0):
-        self.stream = stream
-        self.interactive = stream.isatty()
+    def __init__(self, stream=None, every_seconds: float = 1.0):
+        self.stream = sys.stderr if stream is None else stream  # the stream of now, not of import time
+        self.interactive = self.stream.isatty()
         self.every = every_seconds
         self.last = 0.0
 
@@ -262,18 +290,23 @@ class Trainer:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(train.seed)
         with self.strategy.scope():
-            self.model = VAE(config.model, kl_weight=train.beta, free_bits=train.free_bits)
-            self.optimizer = optimization.make_optimizer(train)
+            with acceleration.mixed_precision_policy(train.mixed_precision):
+                self.model = VAE(config.model, kl_weight=train.beta, free_bits=train.free_bits)
+            self.steps_per_epoch = len(splits.x_train) // train.batch_size
+            self.optimizer = optimization.make_optimizer(train, self.steps_per_epoch)
+            if train.mixed_precision:
+                self.optimizer = acceleration.loss_scaled(self.optimizer)
             self.totals, self.faults = StepTotals(), NonFiniteFaults()
         self.state = RunState(os.path.join(self.write_dir, runs.CHECKPOINT_DIR), strategy=self.strategy,
                               model=self.model, optimizer=self.optimizer, totals=self.totals)
-        self.steps_per_epoch = len(splits.x_train) // train.batch_size
         self.train_step = make_train_step(
             self.model, self.optimizer, self.totals, self.state.step, train.seed,
             (train.batch_size,) + splits.image_shape, eager=train.eager,
-            faults=self.faults, skip_nonfinite=train.skip_nonfinite, strategy=self.strategy)
+            faults=self.faults, skip_nonfinite=train.skip_nonfinite,
+            jit_compile=acceleration.use_jit_compile(config.model.arch, train.jit_compile), strategy=self.strategy)
         # What the checkpoints carry besides tensors (see probvae.run_state).
-        self.history = {"epochs": [], "epoch_seconds": 0.0, "resumes": [], "train_examples": len(splits.x_train)}
+        self.history = {"epochs": [], "epoch_seconds": 0.0, "resumes": [], "train_examples": len(splits.x_train),
+                        "best": None, "stopped_early": None}
         self._writers = {}
         self.metrics = {
             "run_dir": os.path.abspath(run_dir),
@@ -308,6 +341,8 @@ class Trainer:
         if not 0 <= position < self.steps_per_epoch or len(history["epochs"]) != epoch:
             raise UserError(f"checkpoint {checkpoint} (step {step}, epoch {epoch}) does not fit "
                             f"{self.steps_per_epoch} steps per epoch; start again with --overwrite")
+        history.setdefault("best", None)
+        history.setdefault("stopped_early", None)
         history["resumes"].append({"checkpoint": os.path.basename(checkpoint), "step": step, "epoch": epoch + 1})
         self.history = history
         self.metrics["epochs"] = history["epochs"]
@@ -317,11 +352,17 @@ class Trainer:
     def train(self) -> dict:
         """Run the remaining epochs; return the metrics (also in metrics.json)."""
         epochs = self.config.train.epochs
-        if int(self.state.epoch.numpy()) >= epochs:
+        if self.history["stopped_early"]:
+            self.log(f"the run stopped early after epoch {self.history['stopped_early']}")
+        elif int(self.state.epoch.numpy()) >= epochs:
             self.log(f"all {epochs} epochs were trained already")
         with StopSignals() as stop:
             for epoch in range(int(self.state.epoch.numpy()) + 1, epochs + 1):
+                if self.history["stopped_early"]:
+                    break
                 self._run_epoch(epoch, stop)
+        self.metrics["best"] = self.history["best"]
+        self.metrics["stopped_early"] = self.history["stopped_early"]
         self.metrics["skipped_nonfinite_batches"] = sum(
             e["train"].get("skipped_nonfinite_batches", 0) for e in self.metrics["epochs"])
         self.metrics["resumes"] = self.history["resumes"]
@@ -358,6 +399,7 @@ class Trainer:
         self.history["epochs"].append({"epoch": epoch, "seconds": seconds, "train": train_metrics,
                                        "validation": validation})
         self.state.epoch.assign(epoch)
+        self._track_best(epoch, validation["elbo"])
         self._save(None)
         self._summaries("train", train_metrics, epoch)
         self._summaries("validation", validation, epoch)
@@ -375,7 +417,9 @@ class Trainer:
     def _stopping(self, stop: StopSignals, position: Optional[int] = None) -> bool:
         """Whether to stop for a signal now. Several workers stop at the same step:
         they agree every FAULT_CHECK_EVERY steps (`position`) and at epoch ends."""
-        if self.metrics["distribution"]["workers"] > 1 and position is not None and position % FAULT_CHECK_EVERY:
+        if self.metrics["distribution"]["workers"] == 1:
+            return bool(stop.received)
+        if position is not None and position % FAULT_CHECK_EVERY:
             return False
         return distribute.any_worker(self.strategy, bool(stop.received))
 
@@ -388,6 +432,33 @@ class Trainer:
                                  f"nothing was saved; {self._fix()}")
         self.history["epoch_seconds"] = 0.0 if started is None else time.time() - started
         return self.state.save(self.history)
+
+    def _track_best(self, epoch: int, validation_elbo: float) -> None:
+        """Record the epoch if its validation ELBO is the best so far (saving its
+        weights as best-<step> when the config keeps them), and decide early stopping."""
+        train, best = self.config.train, self.history["best"]
+        if best is None or validation_elbo > best["validation_elbo"]:
+            best = {"epoch": epoch, "validation_elbo": validation_elbo, "checkpoint": None}
+            if train.keep_best:
+                self._check_faults()
+                best["checkpoint"] = os.path.basename(self.state.save_best())
+            self.history["best"] = best
+        elif train.patience and epoch - best["epoch"] >= train.patience and epoch < train.epochs:
+            self.history["stopped_early"] = epoch
+            self.log(f"early stopping after epoch {epoch}: no better validation ELBO than epoch "
+                     f"{best['epoch']} ({best['validation_elbo']:.2f}) for {train.patience} epochs")
+
+    def use_best(self) -> str:
+        """Load the best epoch's weights into the model if the run keeps them;
+        return the name of the checkpoint the model now holds."""
+        best = self.history.get("best") or {}
+        if self.config.train.keep_best and best.get("checkpoint"):
+            path = os.path.join(self.state.directory, best["checkpoint"])
+            if not tf.io.gfile.exists(path + ".index"):  # a worker resumed after that epoch: the chief's copy
+                path = os.path.join(self.run_dir, runs.CHECKPOINT_DIR, best["checkpoint"])
+            tf.train.Checkpoint(model=self.model).read(path).expect_partial()
+            return best["checkpoint"]
+        return os.path.basename(self.state.latest)
 
     def _interrupt(self, stop: StopSignals, epoch: int, started: Optional[float]) -> None:
         step = int(self.state.step.numpy())
@@ -476,22 +547,37 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
             trainer.restore()
         try:
             metrics = trainer.train()
-            test = trainer.evaluate(splits.x_test, seed=config.train.seed + 10_000)
+            test = _test(trainer, config, splits, metrics, log)
         except tf.errors.UnavailableError as error:  # a collective operation lost a worker
             if cluster.num_tasks == 1:
                 raise
             raise UserError(f"lost contact with another worker ({type(error).__name__} in a collective operation); stop "
                             f"every worker, then resume on each host with: fit.py --resume {run_dir} (newest "
                             f"checkpoint: {os.path.basename(trainer.state.latest or 'none')})") from None
-        test["checkpoint"] = os.path.basename(trainer.state.latest)
         metrics["test"] = test
         metrics["train_seconds"] = sum(e["seconds"] for e in metrics["epochs"])
         path = runs.write_json(os.path.join(write_dir, runs.METRICS_FILE), metrics)
         trainer.close()
     log(f"test ELBO {test['elbo']:.2f} ± {test['elbo_stderr']:.2f} nats "
-        f"(reconstruction {test['reconstruction']:.2f}, KL {test['kl']:.2f}) on {test['n_examples']} images")
+        f"(reconstruction {test['reconstruction']:.2f}, KL {test['kl']:.2f}), log p(x) "
+        f"{test['log_likelihood']:.2f} ± {test['log_likelihood_stderr']:.2f} nats (K={test['iwae_samples']}), "
+        f"{test['bits_per_dim']:.4f} bits/dim on {test['n_examples']} images")
     if cluster.is_chief:
         log(f"run written to {os.path.abspath(run_dir)} (metrics: {path})")
     else:
         log(f"done; the chief writes the run to {os.path.abspath(run_dir)}, this worker's temporary files are removed")
     return metrics
+
+
+def _test(trainer: Trainer, config: RunConfig, splits: data_lib.Splits, metrics: dict, log) -> dict:
+    """The test figures (`evaluation.evaluate`) of the best epoch's weights, or the last."""
+    train = config.train
+    checkpoint = trainer.use_best()
+    if checkpoint != os.path.basename(trainer.state.latest):
+        best = metrics["best"]
+        log(f"test evaluation with the weights of epoch {best['epoch']} (best validation ELBO "
+            f"{best['validation_elbo']:.2f}): {checkpoint}")
+    return evaluation.evaluate(
+        trainer.model, splits.x_test, iwae_samples=train.test_iwae_samples, batch_size=train.eval_batch_size,
+        seed=train.seed + 10_000, binarization_seed=config.data.split_seed, checkpoint=checkpoint,
+        strategy=trainer.strategy)

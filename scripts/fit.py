@@ -15,7 +15,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 from probvae import cli  # noqa: E402
-from probvae.config import LIKELIHOODS, OPTIMIZERS, PRIORS, STRATEGIES  # noqa: E402
+from probvae.config import LIKELIHOODS, LR_SCHEDULES, OPTIMIZERS, PRIORS, STRATEGIES  # noqa: E402
+
+cli.prefer_onednn()  # before TensorFlow is imported
 
 
 def parse_args(argv=None):
@@ -42,7 +44,14 @@ def parse_args(argv=None):
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--optimizer", choices=OPTIMIZERS)
-    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--learning-rate", type=float, help="initial step size (default 1e-3)")
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                       help="cosine (default): decay to --lr-final x the rate over the run; constant")
+    train.add_argument("--lr-final", type=float, help="final step size as a fraction of --learning-rate (0.05)")
+    train.add_argument("--patience", type=int,
+                       help="stop after this many epochs without a better validation ELBO (default 0: never)")
+    train.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=None,
+                       help="evaluate with the weights of the best validation epoch (default: yes)")
     train.add_argument("--beta", type=float, help="KL weight in the training loss (reported ELBO keeps 1)")
     train.add_argument("--kl-warmup-epochs", type=int, help="raise the KL weight linearly from 0 to beta")
     train.add_argument("--free-bits", type=float, help="nats of KL per latent dimension left free in training")
@@ -54,7 +63,13 @@ def parse_args(argv=None):
     train.add_argument("--checkpoint-every", dest="checkpoint_every_steps", type=int, metavar="STEPS",
                        help="save a checkpoint every STEPS steps as well as at each epoch end (default 500; 0: "
                        "epoch ends only)")
+    train.add_argument("--test-iwae-samples", type=int,
+                       help="importance samples K of the final test log-likelihood (default 100)")
     train.add_argument("--eager", action="store_true", default=None, help="run the step eagerly, for debugging")
+    train.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="compile the step with XLA (default: the MLP always, conv on a GPU)")
+    train.add_argument("--mixed-precision", action="store_true", default=None,
+                       help="float16 compute with loss scaling (for GPUs)")
     train.add_argument("--strategy", choices=STRATEGIES, help="tf.distribute strategy (default auto: multi-worker with "
                        "a TF_CONFIG cluster, mirrored with several GPUs, else one-device); --batch-size is global")
     run = parser.add_argument_group("run")
@@ -72,8 +87,10 @@ SECTIONS = {
     "data": ("dataset", "data_dir", "validation_fraction", "max_train_examples"),
     "model": ("arch", "latent_dim", "posterior", "likelihood", "normal_scale", "prior", "prior_components",
               "image_shape"),
-    "train": ("epochs", "batch_size", "optimizer", "learning_rate", "beta", "kl_warmup_epochs", "free_bits",
-              "seed", "deterministic", "skip_nonfinite", "checkpoint_every_steps", "eager", "strategy"),
+    "train": ("epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule", "lr_final", "patience",
+              "keep_best", "beta", "kl_warmup_epochs", "free_bits",
+              "seed", "deterministic", "skip_nonfinite", "checkpoint_every_steps", "eager", "test_iwae_samples",
+              "jit_compile", "mixed_precision", "strategy"),
 }
 
 

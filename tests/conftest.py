@@ -51,9 +51,9 @@ def binary_images():
 
 def reparameterized_sample(posterior, seed, offset=0, total=None) -> np.ndarray:
     """The documented posterior sample, in NumPy: z_n = loc_n + chol(cov_n) eps_n
-    with eps rows offset .. offset + n - 1 of stateless_normal([total, d], seed)."""
+    with eps rows offset .. offset + n - 1 of transpose(stateless_normal([d, total], seed))."""
     loc = posterior.mean().numpy().astype(np.float64)  # [n, d]
     n, d = loc.shape
-    eps = tf.random.stateless_normal([n if total is None else total, d], seed=seed).numpy()[offset: offset + n]
+    eps = tf.random.stateless_normal([d, n if total is None else total], seed=seed).numpy().T[offset: offset + n]
     scale = np.linalg.cholesky(posterior.covariance().numpy().astype(np.float64))  # [n, d, d]
     return loc + np.einsum("nij,nj->ni", scale, eps.astype(np.float64))

@@ -14,7 +14,14 @@ from scipy.special import logsumexp
 from probvae import runs
 from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from probvae.data import make_shapes
-from probvae.distributions import aggregate_posterior, kl_per_dimension, marginals, standard_normal, unwrap
+from probvae.distributions import (
+    aggregate_posterior,
+    kl_per_dimension,
+    marginals,
+    standard_normal,
+    total_correlation,
+    unwrap,
+)
 from probvae.training import fit
 
 tfd = tfp.distributions
@@ -121,6 +128,22 @@ def test_kl_per_dimension_is_the_marginal_closed_form():
         kl_per_dimension(q, mixture)
 
 
+def test_total_correlation_is_what_the_marginal_kls_miss():
+    loc = np.array([[0.3, -1.0], [0.0, 0.5]], np.float32)
+    tril = np.array([[[0.5, 0.0], [0.4, 2.0]], [[1.0, 0.0], [0.0, 0.3]]], np.float32)  # correlated; diagonal
+    q = tfd.MultivariateNormalTriL(loc=loc, scale_tril=tril)
+    covariance = tril @ np.swapaxes(tril, -1, -2)
+    variances = np.diagonal(covariance, axis1=-2, axis2=-1)
+    # 0.5 (sum_i log S_ii - log det S); -0.5 log(1 - rho^2) in two dimensions, 0 without correlation.
+    expected = 0.5 * (np.log(variances).sum(-1) - np.linalg.slogdet(covariance)[1])
+    np.testing.assert_allclose(total_correlation(q), expected, rtol=1e-5, atol=1e-6)
+    assert expected[0] > 0.01 and abs(expected[1]) < 1e-6
+    np.testing.assert_allclose(tf.reduce_sum(kl_per_dimension(q, standard_normal(2)), -1) + total_correlation(q),
+                               tfd.kl_divergence(q, standard_normal(2)), rtol=1e-5)
+    with pytest.raises(ValueError, match="multivariate Normal"):
+        total_correlation(tfd.Independent(tfd.Laplace(loc, 1.0), 1))
+
+
 @pytest.mark.parametrize(
     "inputs, message",
     [
@@ -147,11 +170,14 @@ def test_corrupt_checkpoint_is_named(trained_run, tmp_path):
 
     copy = tmp_path / "copy"
     shutil.copytree(trained_run, copy)
-    data_file = next(p for p in (copy / "checkpoints").iterdir() if ".data-" in p.name)
-    data_file.write_bytes(b"\0" * 16)
-    # Checkpoints are named after the global step: 120 examples in batches of 40.
-    with pytest.raises(ValueError, match="cannot restore checkpoint .*ckpt-3"):
+    for data_file in (p for p in (copy / "checkpoints").iterdir() if ".data-" in p.name):
+        data_file.write_bytes(b"\0" * 16)
+    # Checkpoints are named after the global step: 120 examples in batches of 40;
+    # the run's model is its best epoch's.
+    with pytest.raises(ValueError, match="cannot restore checkpoint .*best-3"):
         runs.load_run(str(copy))
+    with pytest.raises(ValueError, match="cannot restore checkpoint .*ckpt-3"):
+        runs.load_run(str(copy), "latest")
 
 
 def test_the_docs_example_runs(trained_run, tmp_path):
@@ -167,3 +193,16 @@ def test_the_docs_example_runs(trained_run, tmp_path):
 
     pixels = matplotlib.image.imread(out)
     assert pixels.std() > 0.01
+
+
+def test_log_likelihood_is_the_iwae_bound_of_evaluation(trained_run, raw_images):
+    from probvae import evaluation
+
+    vae = runs.load_run(trained_run)
+    ll = vae.log_likelihood(raw_images, num_samples=64, seed=(4, 5)).numpy()
+    expected = evaluation.log_likelihood(vae, vae.prepare_inputs(raw_images), 64, tf.constant([4, 5])).numpy()
+    np.testing.assert_array_equal(ll, expected)
+    elbo = vae.elbo(raw_images, seed=tf.constant([4, 5])).elbo.numpy()
+    assert ll.shape == (5,) and np.all(np.isfinite(ll))
+    # The 64-sample bound sits above the one-sample ELBO on average.
+    assert ll.mean() > elbo.mean()

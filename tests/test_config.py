@@ -98,3 +98,14 @@ def test_layer_specs_round_trip_as_nested_tuples_and_are_validated():
         TrainConfig(kl_warmup_epochs=1.5)
     with pytest.raises(ValueError, match="standard_normal, diag_gaussian, mixture, vamp"):
         ModelConfig(prior="flow")
+
+
+def test_jit_compile_and_mixed_precision_are_checked():
+    from probvae.errors import UserError
+
+    assert TrainConfig().jit_compile is None and TrainConfig().mixed_precision is False
+    assert TrainConfig.from_dict({"jit_compile": True}).jit_compile is True
+    with pytest.raises(UserError, match="jit_compile must be true, false or null"):
+        TrainConfig(jit_compile="yes")
+    with pytest.raises(UserError, match="mixed_precision must be true or false"):
+        TrainConfig(mixed_precision=1)

@@ -84,6 +84,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert killed_at <= resumed["resumes"][0]["step"] <= killed_at + 5 and len(resumed["resumes"]) == 2
     for mine, theirs in zip(resumed["epochs"], reference["epochs"]):
         assert mine["train"] == theirs["train"] and mine["validation"] == theirs["validation"]
-    assert resumed["test"] == reference["test"]
+    timing = {"seconds"}  # wall time of the evaluation, the one field that may differ
+    assert {k: v for k, v in resumed["test"].items() if k not in timing} == {
+        k: v for k, v in reference["test"].items() if k not in timing}
     for a, b in zip(runs.load_run(broken_dir).variables, runs.load_run(whole_dir).variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())

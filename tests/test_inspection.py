@@ -94,7 +94,8 @@ def test_latent_marginals_statistics_and_collapse():
     result = inspection.latent_marginals(model, x, seed=1, batch_size=16)  # three batches
     q = model.posterior(x)
     loc = q.mean().numpy()
-    np.testing.assert_allclose(result.loc, loc, rtol=1e-6)
+    # Batches of 16 and one batch of 40 take different kernel paths: float32 rounding differs.
+    np.testing.assert_allclose(result.loc, loc, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(result.activity, loc.var(axis=0), rtol=1e-5, atol=1e-12)
     assert result.collapsed.tolist() == [False, True]
     np.testing.assert_allclose(result.ks, [scipy.stats.kstest(result.samples[:, u], "norm").statistic

@@ -5,7 +5,7 @@ import tensorflow_probability as tfp
 from scipy import special, stats
 
 from probvae._keras import keras
-from conftest import BATCH, IMAGE_SHAPE, LATENT_DIM, reparameterized_sample, tiny_model_config
+from conftest import BATCH, IMAGE_SHAPE, LATENT_DIM, tiny_model_config
 from probvae.distributions import (
     DiagonalGaussianPrior,
     MixturePrior,
@@ -111,7 +111,7 @@ def test_monte_carlo_kl_shares_the_elbo_sample_and_is_log_q_minus_log_p(prior, b
     seed = tf.constant([4, 5])
     parts = vae.elbo(binary_images, seed=seed)
     q = vae.posterior(binary_images, seed=seed)
-    z = tf.constant(reparameterized_sample(q, seed), tf.float32)
+    z = q.sample(seed=seed)
     direct = stats.multivariate_normal  # per row: log q(z_n | x_n) from its mean and covariance
     log_q = [direct(m, c).logpdf(v) for m, c, v in zip(q.mean().numpy().astype(np.float64),
                                                         q.covariance().numpy().astype(np.float64),
@@ -133,7 +133,7 @@ def test_monte_carlo_kl_agrees_with_the_analytic_kl_where_both_exist():
     x = tf.constant(np.tile(np.random.default_rng(5).uniform(size=(4,) + IMAGE_SHAPE) < 0.5, [1000, 1, 1, 1]),
                     tf.float32)  # 4 images, each 1000 times: 4000 independent one-sample estimates
     q = vae.posterior(x, seed=tf.constant([6, 7]))
-    z = tf.constant(reparameterized_sample(q, tf.constant([6, 7])), tf.float32)
+    z = q.sample(seed=tf.constant([6, 7]))
     estimates = (q.log_prob(z) - vae.prior.log_prob(z)).numpy()
     analytic = tfd.kl_divergence(q, gaussian).numpy()
     stderr = estimates.std() / np.sqrt(estimates.size)

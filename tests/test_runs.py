@@ -68,7 +68,8 @@ def test_resume_config_keeps_the_saved_config_and_names_contradictions(tmp_path)
 def test_load_run_restores_the_trained_weights(tiny_run):
     model = runs.load_run(tiny_run)
     # Checkpoints are named after the global step: 60 examples in batches of 20.
-    assert model.checkpoint_path.endswith("ckpt-3")
+    # The run's model is its best epoch's, here the only one, also saved as ckpt-3.
+    assert model.checkpoint_path.endswith("best-3")
     again = runs.load_run(tiny_run, checkpoint="ckpt-3")
     for a, b in zip(model.trainable_variables, again.trainable_variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -92,3 +93,12 @@ def test_load_run_errors_name_the_file(tiny_run, tmp_path):
     with pytest.raises(ValueError, match="cannot restore checkpoint"):
         runs.load_run(tiny_run, checkpoint=str(tmp_path / "bad"))
     os.remove(tmp_path / "bad.index")
+
+
+def test_json_files_get_the_usual_permissions(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    path = tmp_path / "m.json"
+    runs.write_json(str(path), [1])
+    # mkstemp creates 0600 files; a run's JSON is readable like any other file.
+    assert (os.stat(path).st_mode & 0o777) == 0o666 & ~umask

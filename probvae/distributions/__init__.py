@@ -6,13 +6,20 @@
   `KLDivergenceRegularizer`, or a diagonal variant).
 - `likelihoods`: p(x|z) over whole images (Bernoulli, Normal, continuous Bernoulli).
 - `analysis`: what an analyst builds from posteriors: the aggregate posterior
-  (a `MixtureSameFamily`), Normal marginals, per-dimension KL to the prior.
+  (a `MixtureSameFamily`), Normal marginals, per-dimension KL to the prior
+  and the total correlation of a posterior.
 
 Every builder returns a genuine `tfd.Distribution`, so `tfd.kl_divergence`,
 `tfp.stats` and the rest of TFP work on it.
 """
 
-from probvae.distributions.analysis import aggregate_posterior, kl_per_dimension, marginals, unwrap
+from probvae.distributions.analysis import (
+    aggregate_posterior,
+    kl_per_dimension,
+    marginals,
+    total_correlation,
+    unwrap,
+)
 from probvae.distributions.likelihoods import (
     LIKELIHOODS,
     BernoulliHead,
@@ -72,5 +79,6 @@ __all__ = [
     "prior_layer",
     "sample_posterior",
     "standard_normal",
+    "total_correlation",
     "unwrap",
 ]

@@ -16,6 +16,13 @@
   For a diagonal posterior and a factorised prior these add up to the full KL.
   For a full-covariance posterior they add up to less: the full KL exceeds
   their sum by KL(q || prod_i q_i) = -0.5 log det(correlation of q) >= 0.
+- `total_correlation(q)`: that excess, the total correlation of q,
+
+      TC(q) = sum_i H(q(z_i|x)) - H(q(z|x)) = 0.5 (sum_i log S_ii - log det S) >= 0,
+
+  zero for a diagonal posterior; for a factorised prior
+  KL(q || p) = sum_i KL_i + TC(q) exactly (Chen et al., 2018, Isolating
+  Sources of Disentanglement in VAEs).
 
 Example:
 
@@ -32,7 +39,7 @@ from probvae.errors import UserError
 
 tfd = tfp.distributions
 
-__all__ = ["unwrap", "aggregate_posterior", "marginals", "kl_per_dimension"]
+__all__ = ["unwrap", "aggregate_posterior", "marginals", "kl_per_dimension", "total_correlation"]
 
 
 def unwrap(distribution) -> tfd.Distribution:
@@ -77,3 +84,12 @@ def kl_per_dimension(posterior, prior) -> tf.Tensor:
         )
     prior_marginals = tfd.Normal(loc=prior.mean(), scale=prior.stddev())
     return tfd.kl_divergence(marginals(posterior), prior_marginals)
+
+
+def total_correlation(posterior) -> tf.Tensor:
+    """TC(q) = sum_i H(q(z_i|x)) - H(q(z|x)) of a multivariate Normal posterior, [n], nats."""
+    posterior = unwrap(posterior)
+    if not isinstance(posterior, tfd.MultivariateNormalLinearOperator):
+        raise UserError(f"total correlation needs a multivariate Normal posterior, not {type(posterior).__name__}")
+    # 0.5 * (sum_i log S_ii - log det S) with S = L L^T, log det S = 2 log |det L|.
+    return tf.reduce_sum(tf.math.log(marginals(posterior).scale), -1) - posterior.scale.log_abs_determinant()

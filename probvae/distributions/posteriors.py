@@ -14,11 +14,12 @@ The layers convert to a tensor through the posterior mean, so building the
 layer never draws an unseeded sample; the model samples with explicit seeds
 through `sample_posterior`:
 
-    z_n = loc_n + scale_n eps_n,   eps = stateless_normal([N, d], seed),
+    z_n = loc_n + scale_n eps_n,   eps = transpose(stateless_normal([d, N], seed)),
 
 where n is the example's row in the whole batch of N (the global batch when
 a batch is split over replicas), so an example's sample depends only on the
-seed and its row, not on how the batch is split.
+seed and its row, not on how the batch is split. For a whole batch this is
+the distribution's own `sample(seed=seed)`.
 
 A fix over plain `tfp.layers`: `DistributionLambda.__call__` hands Keras two
 outputs (the distribution and its tensor value), and tf-keras applies the
@@ -121,8 +122,8 @@ def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_ex
         is not an unbiased estimate.
 
     Returns:
-      A Keras layer mapping params [n, params_size] to a distribution with
-      batch shape [n] and event shape [d].
+      A Keras layer mapping params [n, params_size] to a float32 distribution
+      with batch shape [n] and event shape [d].
     """
     if covariance not in _LAYERS:
         raise UserError(f"unknown posterior {covariance!r}; choose one of: {', '.join(_LAYERS)}")
@@ -133,15 +134,18 @@ def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_ex
         convert_to_tensor_fn=tfd.Distribution.mean,
         activity_regularizer=regularizer,
         name="posterior",
+        dtype="float32",  # q(z|x) stays float32 under a mixed-precision policy
     )
 
 
 def sample_posterior(posterior, seed=None, rows=None) -> tf.Tensor:
     """One reparameterized sample z ~ q(z|x) per example, [n, d].
 
-    z_n = loc_n + scale_n eps_(offset + n), with eps = stateless_normal([total, d], seed)
-    the draw for a whole batch of `total` examples of which this batch holds
-    rows offset .. offset + n - 1.
+    z_n = loc_n + scale_n eps_(offset + n), with eps the transpose of
+    stateless_normal([d, total], seed): the draw for a whole batch of `total`
+    examples, of which this batch holds rows offset .. offset + n - 1. For the
+    whole batch (rows None) it is `posterior.sample(seed=seed)` bit for bit:
+    TFP's multivariate Normals draw their [d, n] standard normal noise so.
 
     Args:
       posterior: q(z|x) from a posterior layer or `posterior_distribution`
@@ -153,10 +157,10 @@ def sample_posterior(posterior, seed=None, rows=None) -> tf.Tensor:
     loc = tf.convert_to_tensor(distribution.loc)  # [n, d]
     shape = tf.shape(loc)
     offset, total = (0, shape[0]) if rows is None else rows
-    draw_shape = tf.stack([total, shape[1]])
+    draw_shape = tf.stack([shape[1], total])
     if seed is None:
         noise = tf.random.normal(draw_shape, dtype=loc.dtype)
     else:
-        noise = tf.random.stateless_normal(draw_shape, seed=seed, dtype=loc.dtype)
-    noise = noise[offset: offset + shape[0]]  # [n, d]
+        noise = tf.random.stateless_normal(draw_shape, seed=seed, dtype=loc.dtype)  # [d, total]
+    noise = tf.transpose(noise[:, offset: offset + shape[0]])  # [n, d]
     return loc + distribution.scale.matvec(noise)

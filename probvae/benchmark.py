@@ -1,0 +1,414 @@
+"""Speed, utilisation and memory of probvae against the plain tf-keras recipe.
+
+Contenders, on the same architecture, batch, optimiser (Adam) and data
+(procedural shapes, dynamically binarized by `probvae.data.training_batches`):
+
+- probvae: the training loop of `probvae.training.fit` (the compiled step of
+  `make_train_step` over one epoch of tf.data batches, metrics read once at
+  the end), with XLA on and off; "probvae" is the default
+  (`probvae.acceleration.use_jit_compile`);
+- keras_fit: the standard TFP-layers recipe a user writes: a tf-keras model
+  ending in `tfpl.MultivariateNormalTriL` with a `KLDivergenceRegularizer`
+  and `tfpl.IndependentBernoulli`, trained with
+  `model.compile(loss=lambda x, p: -p.log_prob(x))` and `model.fit`.
+
+Figures (see `probvae.measure` for how they are timed):
+
+- training throughput (images/s) and the speed-up over keras_fit;
+- utilisation: achieved GFLOP/s of the training step (3x the forward FLOPs
+  per image, counted by formula) over the GFLOP/s of a 2048^2 float32 matmul
+  timed in the same rounds;
+- a timing breakdown of the step: encoder and sampling, decoder, likelihood,
+  the rest of the loss (KL), backward pass, optimizer;
+- evaluation: ELBO images/s at the evaluation and the training batch size;
+  IWAE (image x sample)/s over the raw forward throughput of the decoder at
+  the same number of rows (images x sample chunk): the IWAE efficiency;
+- peak memory of training and of IWAE at two K, each in its own process
+  (`probvae.benchmark_memory`);
+- time to the first training step (tracing and compilation) and the number
+  of traces of each compiled step after the first and the last epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from probvae import acceleration, benchmark_memory, data, evaluation, measure
+from probvae.baseline import keras_recipe
+from probvae._keras import keras
+from probvae.config import ModelConfig
+from probvae.model import VAE
+from probvae.training import StepTotals, device_name, make_train_step
+
+__all__ = ["BenchConfig", "QUICK", "log_likelihood", "probvae_trainer", "fit_trainer", "run", "format_table"]
+
+# The IWAE estimator measured is the one scripts/evaluate.py uses.
+log_likelihood = evaluation.log_likelihood
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    # Architectures to measure, each with ModelConfig defaults (the fashion default is "conv").
+    archs: Tuple[str, ...] = ("mlp", "conv")
+    # Training batch size of every contender.
+    batch_size: int = 128
+    # Evaluation batch size (ELBO).
+    eval_batch_size: int = 1000
+    # Timed rounds after the warm-up; figures are medians over them.
+    repeats: int = 7
+    # Training steps per timed run (one epoch), per architecture: enough that
+    # fit's fixed cost per call (about 0.1 s) is a few per cent, as in a real epoch.
+    train_steps: Tuple[Tuple[str, int], ...] = (("mlp", 100), ("conv", 25))
+    # Held-out images per ELBO run.
+    eval_images: int = 4000
+    # IWAE: samples K per image, images per call, samples per chunk.
+    num_samples: int = 1000
+    iwae_images: int = 8
+    sample_chunk: int = 125
+    # Memory: K values compared, and images evaluated, each in its own process.
+    memory_samples: Tuple[int, ...] = (500, 5000)
+    memory_images: int = 200
+    # Size of the square matmul that stands for the machine's attainable GFLOP/s.
+    matmul_size: int = 2048
+    # float16 compute with loss scaling (GPU); None: on when a GPU is present.
+    mixed_precision: Optional[bool] = None
+    learning_rate: float = 1e-3
+    seed: int = 0
+    # Image side (square, one channel); ModelConfig fields changed from the defaults.
+    image_size: int = 28
+    model: Tuple[Tuple[str, object], ...] = ()
+
+    def steps(self, arch: str) -> int:
+        return dict(self.train_steps)[arch]
+
+    def model_config(self, arch: str) -> ModelConfig:
+        shape = (self.image_size, self.image_size, 1)
+        return ModelConfig(arch=arch, image_shape=shape, **dict(self.model))
+
+    @property
+    def use_mixed_precision(self) -> bool:
+        if self.mixed_precision is None:
+            return bool(tf.config.list_logical_devices("GPU"))
+        return self.mixed_precision
+
+
+# A smoke configuration: tiny images and networks, a few steps.
+QUICK = BenchConfig(
+    batch_size=16, eval_batch_size=32, repeats=1, train_steps=(("mlp", 3), ("conv", 3)), eval_images=64, num_samples=20,
+    iwae_images=2, sample_chunk=5, memory_samples=(5, 20), memory_images=4, matmul_size=256, image_size=8,
+    model=(("latent_dim", 2), ("conv_filters", (4, 6)), ("dense_units", 8), ("hidden_units", (16,))),
+)
+
+
+@dataclasses.dataclass
+class Trainer:
+    """A training contender: `run` trains one epoch and returns its images."""
+
+    run: Callable[[], int]
+    first_step_seconds: float
+    tracing_counts: list  # traces of the compiled step after each epoch
+    step: Optional[Callable] = None  # probvae's compiled step
+
+
+def _epochs(bench: BenchConfig, images: np.ndarray):
+    """Datasets of successive epochs (1, 2, ...) of dynamically binarized batches."""
+    for epoch in itertools.count():
+        yield data.training_batches(images, bench.batch_size, binarize=True, seed=bench.seed, epoch=epoch)
+
+
+def probvae_trainer(model: VAE, bench: BenchConfig, images: np.ndarray, jit_compile: bool) -> Trainer:
+    """probvae's loop, as `fit` runs it, on `model`."""
+    optimizer = keras.optimizers.Adam(bench.learning_rate)
+    if bench.use_mixed_precision:
+        optimizer = acceleration.loss_scaled(optimizer)
+    totals, step = StepTotals(), tf.Variable(0, dtype=tf.int64, trainable=False)
+    epochs = _epochs(bench, images)
+    started = time.perf_counter()
+    train_step = make_train_step(model, optimizer, totals, step, bench.seed,
+                                 (bench.batch_size,) + model.image_shape, jit_compile=jit_compile)
+    train_step(next(iter(next(epochs))))
+    totals.means()
+    trainer = Trainer(None, time.perf_counter() - started, [], train_step)
+
+    def run():
+        totals.reset()
+        count = 0
+        for x in next(epochs):
+            train_step(x)
+            count += 1
+        totals.means()  # the one host read of an epoch
+        trainer.tracing_counts.append(train_step.experimental_get_tracing_count())
+        return count * bench.batch_size
+
+    trainer.run = run
+    return trainer
+
+
+def fit_trainer(config: ModelConfig, bench: BenchConfig, images: np.ndarray) -> Trainer:
+    """The plain recipe trained with `model.fit` on the same batches."""
+    model = keras_recipe(config, bench.learning_rate, bench.use_mixed_precision)
+    epochs = (dataset.map(lambda x: (x, x)) for dataset in _epochs(bench, images))
+    started = time.perf_counter()
+    model.fit(next(epochs).take(1), verbose=0)
+    trainer = Trainer(None, time.perf_counter() - started, [])
+
+    def run():
+        model.fit(next(epochs), epochs=1, verbose=0)
+        trainer.tracing_counts.append(model.train_function.experimental_get_tracing_count())
+        return (len(images) // bench.batch_size) * bench.batch_size
+
+    trainer.run = run
+    return trainer
+
+
+def step_stages(model: VAE, x, jit_compile: bool, train_step) -> Dict[str, Callable]:
+    """Compiled functions doing cumulative parts of a training step on batch x.
+
+    encoder: q(z|x) and a sample; decoder: the decoder on fixed z;
+    likelihood: decoder and log p(x|z); loss: the training loss; gradients:
+    loss and its gradients; step: the training step (with Adam and metrics).
+    """
+    seed = tf.constant([1, 2])
+    z = tf.random.stateless_normal([x.shape[0], model.latent_dim], seed=[3, 4])
+    variables = model.trainable_variables
+
+    def gradients():
+        with tf.GradientTape() as tape:
+            loss, _ = model.training_loss(x, seed=seed)
+        return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, variables)])
+
+    stages = {
+        "encoder": lambda: tf.reduce_sum(model.posterior(x, training=True).sample(seed=seed)),
+        "decoder": lambda: tf.reduce_sum(model.decoder(z, training=True)),
+        "likelihood": lambda: tf.reduce_sum(model.likelihood(z, training=True).log_prob(x)),
+        "loss": lambda: model.training_loss(x, seed=seed)[0],
+        "gradients": gradients,
+    }
+    stages = {name: tf.function(fn, jit_compile=jit_compile) for name, fn in stages.items()}
+    stages["step"] = lambda: train_step(x)
+    return stages
+
+
+def breakdown(stages: Dict[str, Callable], repeats: int, calls: int = 5) -> dict:
+    """Milliseconds per step of each part, wall and CPU (all threads), from
+    medians of alternating runs of `stages`. Parts are differences of
+    separately compiled functions, so they are approximate (and noisy)."""
+    def timed(fn):
+        def run():
+            for _ in range(calls):
+                result = fn()
+            np.asarray(result)
+            return calls
+        return run
+
+    rates = measure.alternate({name: timed(fn) for name, fn in stages.items()}, repeats)
+    result = {}
+    for clock, values in (("", "values"), ("cpu_", "cpu_values")):
+        ms = {name: 1000.0 / statistics.median(getattr(r, values)) for name, r in rates.items()}
+        result[f"cumulative_{clock}ms"] = ms
+        result[f"parts_{clock}ms"] = {
+            "encoder_and_sampling": ms["encoder"],
+            "decoder": ms["decoder"],
+            "likelihood": ms["likelihood"] - ms["decoder"],
+            "kl_and_rest_of_loss": ms["loss"] - ms["encoder"] - ms["likelihood"],
+            "backward": ms["gradients"] - ms["loss"],
+            "optimizer_and_metrics": ms["step"] - ms["gradients"],
+        }
+    return result
+
+
+def _eval_contenders(model: VAE, bench: BenchConfig, held_out: np.ndarray) -> dict:
+    """ELBO at two batch sizes, IWAE and the raw decoder forward (XLA and
+    graph) at the IWAE's rows."""
+    def elbo_at(batch_size):
+        batches = data.evaluation_batches(held_out, batch_size, binarize=True, seed=bench.seed)
+        return lambda: len(evaluation.elbo_per_example(model, batches, seed=bench.seed)["elbo"])
+
+    x = tf.constant(data.binarize_fixed(held_out[: bench.iwae_images], bench.seed))
+    rows = bench.iwae_images * bench.sample_chunk
+    chunks = -(-bench.num_samples // bench.sample_chunk)
+    z = tf.random.stateless_normal([rows, model.latent_dim], seed=[5, 6])
+
+    def iwae():
+        log_likelihood(model, x, bench.num_samples, bench.seed, sample_chunk=bench.sample_chunk).numpy()
+        return bench.iwae_images * bench.num_samples
+
+    def decoder(jit_compile):
+        forward = tf.function(lambda z: tf.reduce_sum(model.decoder(z)), jit_compile=jit_compile)
+
+        def run():
+            for _ in range(chunks):
+                total = forward(z)
+            total.numpy()
+            return rows * chunks
+        return run
+
+    return {"elbo": elbo_at(bench.eval_batch_size), "elbo_train_batch": elbo_at(bench.batch_size),
+            "iwae": iwae, "decoder_xla": decoder(True), "decoder_graph": decoder(False)}
+
+
+def measure_arch(arch: str, bench: BenchConfig, matmul: Callable, log=print) -> dict:
+    """Every figure of one architecture (memory aside)."""
+    config = bench.model_config(arch)
+    images, _ = data.make_shapes(bench.steps(arch) * bench.batch_size, seed=bench.seed, size=bench.image_size)
+    held_out, _ = data.make_shapes(bench.eval_images, seed=bench.seed + 1, size=bench.image_size)
+    jit = acceleration.use_jit_compile(arch)
+    models = {}
+    for name in ("probvae_xla", "probvae_graph"):
+        keras.utils.set_random_seed(bench.seed)
+        with acceleration.mixed_precision_policy(bench.use_mixed_precision):
+            models[name] = VAE(config)
+    trainers = {name: probvae_trainer(models[name], bench, images, name == "probvae_xla") for name in models}
+    trainers["keras_fit"] = fit_trainer(config, bench, images)
+    default = "probvae_xla" if jit else "probvae_graph"
+    log(f"{arch}: timing training ({bench.repeats} rounds of {bench.steps(arch)} steps)")
+    contenders = {name: t.run for name, t in trainers.items()}
+    contenders["matmul"] = matmul
+    train_rates = measure.alternate(contenders, bench.repeats)
+
+    model = models[default]
+    flops = measure.forward_flops(model)
+    train_flops = measure.TRAINING_FLOPS_PER_FORWARD * (flops["encoder"] + flops["decoder"])
+    step_gflops = train_rates[default].median * train_flops / 1e9
+    matmul_gflops = train_rates["matmul"].median / 1e9
+    log(f"{arch}: timing the parts of a step")
+    x = next(iter(data.training_batches(images, bench.batch_size, binarize=True, seed=bench.seed, epoch=0)))
+    parts = breakdown(step_stages(model, x, jit, trainers[default].step), bench.repeats)
+    parts["top_ops"] = measure.top_ops(lambda: trainers[default].step(x).numpy(), calls=3)
+    log(f"{arch}: timing evaluation")
+    eval_rates = measure.alternate(_eval_contenders(model, bench, held_out), bench.repeats)
+    # The decoder's raw forward throughput: the faster of XLA and graph, round by round.
+    eval_rates["decoder"] = measure.best_of(eval_rates["decoder_xla"], eval_rates["decoder_graph"])
+    return {
+        "model": config.to_dict(),
+        "jit_compile": jit,
+        "default": default,
+        "train_images_per_s": {name: train_rates[name].to_dict() for name in trainers},
+        "train_speedup_vs_fit": measure.paired_ratio(train_rates[default], train_rates["keras_fit"]),
+        "train_speedup_vs_fit_per_cpu_second": measure.paired_ratio(train_rates[default], train_rates["keras_fit"],
+                                                                    cpu=True),
+        "xla_speedup": measure.paired_ratio(train_rates["probvae_xla"], train_rates["probvae_graph"]),
+        "xla_speedup_per_cpu_second": measure.paired_ratio(train_rates["probvae_xla"], train_rates["probvae_graph"],
+                                                           cpu=True),
+        "time_to_first_step_s": {name: t.first_step_seconds for name, t in trainers.items()},
+        "tracing_counts": {name: {"after_first_epoch": t.tracing_counts[0], "after_last_epoch": t.tracing_counts[-1],
+                                  "epochs": len(t.tracing_counts)} for name, t in trainers.items()},
+        "forward_mflops_per_image": {k: v / 1e6 for k, v in flops.items()},
+        "train_mflops_per_image": train_flops / 1e6,
+        "step_gflops": step_gflops,
+        "matmul_gflops": matmul_gflops,
+        "utilisation": step_gflops / matmul_gflops,
+        "step_breakdown": parts,
+        "eval_per_s": {name: r.to_dict() for name, r in eval_rates.items()},
+        "elbo_eval_batch_speedup": measure.paired_ratio(eval_rates["elbo"], eval_rates["elbo_train_batch"]),
+        "iwae_efficiency": measure.paired_ratio(eval_rates["iwae"], eval_rates["decoder"]),
+        "iwae_efficiency_per_cpu_second": measure.paired_ratio(eval_rates["iwae"], eval_rates["decoder"], cpu=True),
+        "iwae_decoder_rows": bench.iwae_images * bench.sample_chunk,
+    }
+
+
+def device_info() -> dict:
+    """What the figures were measured on."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return {
+        "device": device_name(),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "tensorflow": tf.__version__,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default") + f" (mkl build: {_pywrap_util_port.IsMklEnabled()})",
+        "load_average": list(os.getloadavg()),
+    }
+
+
+def run(bench: BenchConfig, memory: bool = True, log=print) -> dict:
+    """All figures for `bench.archs`, as the JSON-ready dict bench.py writes."""
+    info = device_info()
+    # The first XLA compilation of a process also starts XLA; keep that out of the first-step times.
+    started = time.perf_counter()
+    tf.function(lambda x: x + 1, jit_compile=True)(tf.constant(1.0)).numpy()
+    info["xla_start_s"] = time.perf_counter() - started
+    matmul = measure.matmul_contender(bench.matmul_size)
+    archs = {arch: measure_arch(arch, bench, matmul, log) for arch in bench.archs}
+    peak = {}
+    if memory:
+        for arch in bench.archs:
+            log(f"{arch}: peak memory (one process per figure)")
+            peak[arch] = benchmark_memory.measure_peaks(bench, arch)
+    info["load_average_end"] = list(os.getloadavg())
+    first = next(iter(archs.values()))
+    return {
+        "device": info["device"],
+        "machine": info,
+        "config": dataclasses.asdict(bench) | {"mixed_precision": bench.use_mixed_precision},
+        "iwae_implementation": f"{log_likelihood.__module__}.{log_likelihood.__name__}",
+        "train_speedup_vs_fit": {a: r["train_speedup_vs_fit"] for a, r in archs.items()},
+        "utilisation": {a: r["utilisation"] for a, r in archs.items()},
+        "iwae_efficiency": {a: r["iwae_efficiency"] for a, r in archs.items()},
+        "peak_memory_mb": peak,
+        "matmul_gflops": first["matmul_gflops"],
+        "archs": archs,
+    }
+
+
+def format_table(result: dict) -> str:
+    """The figures of `run` as aligned text tables."""
+    m = result["machine"]
+    lines = [f"device {result['device']} ({m['cpu_count']} cores, {m['processor']}), TensorFlow {m['tensorflow']}, "
+             f"oneDNN {m['onednn']}, mixed precision {'on' if result['config']['mixed_precision'] else 'off'}, "
+             f"load average {m['load_average'][0]:.1f} -> {m['load_average_end'][0]:.1f}",
+             f"IWAE through {result['iwae_implementation']}", ""]
+    header = ("arch", "probvae img/s", "xla", "graph", "fit img/s", "speedup", "per CPU s", "1st step s",
+              "fit 1st s", "traces", "GFLOP/s", "matmul", "util")
+    rows = []
+    for arch, r in result["archs"].items():
+        t = r["train_images_per_s"]
+        traces = r["tracing_counts"][r["default"]]
+        rows.append((arch, f"{t[r['default']]['median']:.0f}", f"{t['probvae_xla']['median']:.0f}",
+                     f"{t['probvae_graph']['median']:.0f}", f"{t['keras_fit']['median']:.0f}",
+                     f"{r['train_speedup_vs_fit']:.2f}x", f"{r['train_speedup_vs_fit_per_cpu_second']:.2f}x",
+                     f"{r['time_to_first_step_s'][r['default']]:.1f}",
+                     f"{r['time_to_first_step_s']['keras_fit']:.1f}",
+                     f"{traces['after_first_epoch']}->{traces['after_last_epoch']}", f"{r['step_gflops']:.1f}",
+                     f"{r['matmul_gflops']:.1f}", f"{r['utilisation']:.2f}"))
+    lines += _aligned(header, rows) + [""]
+    header = ("arch", "CPU ms: encoder", "decoder", "likelihood", "KL+rest", "backward", "optimizer", "step",
+              "top ops (share of op time)")
+    rows = []
+    for arch, r in result["archs"].items():
+        p, c = r["step_breakdown"]["parts_cpu_ms"], r["step_breakdown"]["cumulative_cpu_ms"]
+        ops = ", ".join(f"{name} {share:.0%}" for name, share in r["step_breakdown"]["top_ops"][:3])
+        rows.append((arch,) + tuple(f"{v:.1f}" for v in list(p.values()) + [c["step"]]) + (ops,))
+    lines += _aligned(header, rows) + [""]
+    header = ("arch", "ELBO img/s", "at train batch", "IWAE img*K/s", "decoder rows/s", "IWAE eff", "per CPU s")
+    rows = []
+    for arch, r in result["archs"].items():
+        e = r["eval_per_s"]
+        rows.append((arch, f"{e['elbo']['median']:.0f}", f"{e['elbo_train_batch']['median']:.0f}",
+                     f"{e['iwae']['median']:.0f}", f"{e['decoder']['median']:.0f}", f"{r['iwae_efficiency']:.2f}",
+                     f"{r['iwae_efficiency_per_cpu_second']:.2f}"))
+    lines += _aligned(header, rows)
+    if result["peak_memory_mb"]:
+        lines.append("")
+        header = ("arch", "peak MB: start", "training") + tuple(
+            f"IWAE K={k}" for k in result["config"]["memory_samples"])
+        rows = []
+        for arch, p in result["peak_memory_mb"].items():
+            rows.append((arch, f"{p['start']:.0f}", f"{p['training']:.0f}") + tuple(
+                f"{p['iwae'][str(k)]:.0f}" for k in result["config"]["memory_samples"]))
+        lines += _aligned(header, rows)
+    return "\n".join(lines)
+
+
+def _aligned(header, rows):
+    widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
+    return ["  ".join(str(cell).rjust(w) for cell, w in zip(row, widths)) for row in [header] + rows]

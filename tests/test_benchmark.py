@@ -1,0 +1,66 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import tiny_model_config
+from probvae import benchmark, benchmark_memory
+from probvae.model import VAE
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "scripts", "bench.py")
+
+
+def test_the_memory_working_set_counts_the_decoder_outputs():
+    model = VAE(tiny_model_config(arch="mlp"))
+    # Decoder outputs per row: dense 7, dense 64, reshape 64; likelihood 64 log-densities.
+    assert benchmark_memory.working_set_mb(model, rows=2**20 // 4) == pytest.approx(7 + 64 + 64 + 64)
+
+
+def test_the_benchmark_times_the_iwae_estimator_evaluate_py_uses():
+    from probvae import evaluation
+
+    expected = evaluation.log_likelihood
+    assert benchmark.log_likelihood is expected
+    model = VAE(tiny_model_config())
+    x = tf.cast(tf.random.stateless_uniform([2, 8, 8, 1], seed=[1, 1]) < 0.5, tf.float32)
+    values = benchmark.log_likelihood(model, x, 6, 0, sample_chunk=4).numpy()
+    assert values.shape == (2,) and np.all(values < 0)
+
+
+@pytest.mark.slow
+def test_bench_quick_runs_end_to_end_and_writes_every_figure(tmp_path):
+    out = tmp_path / "bench.json"
+    # One architecture keeps the test short; the conv path runs the same code.
+    result = subprocess.run([sys.executable, BENCH, "--quick", "--arch", "mlp", "--json", str(out)],
+                            capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert {"device", "train_speedup_vs_fit", "utilisation", "iwae_efficiency", "peak_memory_mb",
+            "archs", "machine"} <= set(figures)
+    for arch in ("mlp",):
+        assert figures["train_speedup_vs_fit"][arch] > 0 and figures["iwae_efficiency"][arch] > 0
+        assert 0 < figures["utilisation"][arch] < 1
+        r = figures["archs"][arch]
+        assert {"probvae_xla", "probvae_graph", "keras_fit"} == set(r["train_images_per_s"])
+        assert r["time_to_first_step_s"]["keras_fit"] > 0
+        # No retracing after the first epoch, for any contender; probvae's step traces once.
+        for name, counts in r["tracing_counts"].items():
+            assert counts["after_first_epoch"] == counts["after_last_epoch"] and counts["epochs"] == 2
+            assert counts["after_last_epoch"] == 1 or name == "keras_fit"
+        peaks = figures["peak_memory_mb"][arch]
+        assert peaks["training"] >= peaks["start"] > 0 and set(peaks["iwae"]) == {"5", "20"}
+        assert r["step_breakdown"]["parts_cpu_ms"]["decoder"] > 0
+    assert figures["config"]["archs"] == ["mlp"]
+    assert "speedup" in result.stdout and "IWAE eff" in result.stdout
+
+
+def test_bench_refuses_a_bad_batch_size_in_one_line():
+    result = subprocess.run([sys.executable, BENCH, "--batch-size", "0"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --batch-size must be at least 1 (got 0)"

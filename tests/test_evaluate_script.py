@@ -1,0 +1,88 @@
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from probvae import evaluation
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIT = os.path.join(ROOT, "scripts", "fit.py")
+EVALUATE = os.path.join(ROOT, "scripts", "evaluate.py")
+SMALL = ["--dataset", "shapes", "--arch", "mlp", "--latent-dim", "2", "--epochs", "1",
+         "--max-train-examples", "200", "--batch-size", "50", "--test-iwae-samples", "3"]
+FIELDS = {
+    "elbo", "elbo_stderr", "reconstruction", "reconstruction_stderr", "kl", "kl_stderr",
+    "log_likelihood", "log_likelihood_stderr", "log_likelihood_mc_stderr", "effective_sample_size",
+    "iwae_samples", "bits_per_dim", "bits_per_dim_stderr", "elbo_bits_per_dim", "elbo_bits_per_dim_stderr",
+    "active_units", "active_unit_threshold", "latent_dim", "posterior_mean_variance", "kl_per_dimension",
+    "kl_total_correlation", "n_examples", "image_shape", "likelihood", "binarization", "binarization_seed",
+    "checkpoint", "seed", "batch_size", "split", "dataset", "run_dir", "units", "seconds",
+}
+
+
+def run(script, *args):
+    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=300)
+
+
+def numbers(value):
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in numbers(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in numbers(v)]
+    return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("runs") / "shapes"
+    result = run(FIT, *SMALL, "--run-dir", str(path))
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def test_fit_puts_the_test_log_likelihood_in_the_metrics(run_dir):
+    test = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert {"elbo", "elbo_stderr", "reconstruction", "kl", "n_examples", "checkpoint"} <= set(test)
+    assert test["iwae_samples"] == 3 and test["n_examples"] == 500 and test["checkpoint"] == "best-4"  # the best epoch, named by global step: 200 / 50
+    assert math.isfinite(test["log_likelihood"]) and test["bits_per_dim"] > 0
+
+
+def test_evaluate_writes_every_field_and_repeats_exactly(run_dir):
+    args = dict(iwae_samples=20, batch_size=150, seed=7)
+    result = run(EVALUATE, str(run_dir), "--iwae-samples", "20", "--batch-size", "150", "--seed", "7")
+    assert result.returncode == 0, result.stderr
+    assert "log p(x), K=20" in result.stdout and "active units:" in result.stdout
+    assert str(run_dir / "eval_test.json") in result.stdout
+    assert "evaluated 300/500 images, K=20" in result.stderr  # progress after each batch of 150
+    first = json.loads((run_dir / "eval_test.json").read_text())
+    assert FIELDS <= set(first), FIELDS - set(first)
+    assert all(math.isfinite(n) for n in numbers(first))
+    assert first["iwae_samples"] == 20 and first["seed"] == 7 and first["batch_size"] == 150
+    assert first["split"] == "test" and first["n_examples"] == 500 and first["checkpoint"] == "best-4"
+    assert first["binarization"] == "fixed, seed 0" and first["binarization_seed"] == 0
+    assert len(first["kl_per_dimension"]) == 2 and 0 <= first["active_units"] <= 2
+    # The same evaluation again, in this process: the same numbers, bit for bit.
+    again = evaluation.evaluate_run(str(run_dir), split="test", **args)
+    first.pop("seconds"), again.pop("seconds")
+    assert first == again
+
+
+def test_evaluate_run_on_another_split(run_dir):
+    result = evaluation.evaluate_run(str(run_dir), split="validation", iwae_samples=2, batch_size=100,
+                                     binarization_seed=5, max_examples=120)
+    written = json.loads((run_dir / "eval_validation.json").read_text())
+    assert written == json.loads(json.dumps(result))
+    assert written["split"] == "validation" and written["n_examples"] == 120  # of 250: 10% of 2500 shapes
+    assert written["binarization"] == "fixed, seed 5" and written["binarization_seed"] == 5
+
+
+def test_user_errors_are_one_line(tmp_path, run_dir):
+    result = run(EVALUATE, str(tmp_path / "nowhere"), "--iwae-samples", "5")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: run directory {tmp_path / 'nowhere'} does not exist; pass the folder fit.py printed")
+    with pytest.raises(ValueError, match="--iwae-samples"):
+        evaluation.evaluate_run(str(run_dir), iwae_samples=0)

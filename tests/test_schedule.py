@@ -1,0 +1,125 @@
+"""The training schedule: cosine step size, best-epoch weights, early stopping."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from probvae import data, optimization, runs
+from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from probvae.training import Trainer, fit
+
+
+def test_cosine_step_size_follows_the_closed_form():
+    train = TrainConfig(epochs=4, learning_rate=0.02, lr_final=0.1)
+    schedule = optimization.learning_rate_schedule(train, steps_per_epoch=25)
+    total = 100
+    for n in (0, 1, 37, 50, 99, 100, 250):
+        expected = 0.02 * (0.1 + 0.9 * (1 + math.cos(math.pi * min(n, total) / total)) / 2)
+        assert float(schedule(n)) == pytest.approx(expected, rel=1e-5)
+    assert optimization.learning_rate_schedule(TrainConfig(lr_schedule="constant", learning_rate=0.3), 9) == 0.3
+
+
+def test_the_optimizer_steps_along_the_schedule():
+    import tensorflow as tf
+
+    optimizer = optimization.make_optimizer(TrainConfig(epochs=2, learning_rate=0.01, lr_final=0.0), 5)
+    weight = tf.Variable(1.0)
+    rates = []
+    for _ in range(11):
+        optimizer.apply_gradients([(tf.constant(0.0), weight)])
+        rates.append(float(optimizer.learning_rate))  # the rate of the update just made
+    # Update n (0-based) uses lr(n): 10 steps in all, half way at n = 5, 0 from n = 10 on.
+    assert rates[0] == pytest.approx(0.01) and rates[5] == pytest.approx(0.005, rel=1e-5)
+    assert rates[10] == pytest.approx(0.0, abs=1e-9)
+    assert all(a > b for a, b in zip(rates[:10], rates[1:10]))
+
+
+def test_schedule_fields_are_checked_and_old_configs_keep_their_behaviour():
+    with pytest.raises(ValueError, match="constant, cosine"):
+        TrainConfig(lr_schedule="step")
+    with pytest.raises(ValueError, match="lr_final must be in 0..1"):
+        TrainConfig(lr_final=1.5)
+    with pytest.raises(ValueError, match="patience"):
+        TrainConfig(patience=-1)
+    assert (TrainConfig().lr_schedule, TrainConfig().keep_best) == ("cosine", True)
+    # A config.json written before these fields existed trained at a constant
+    # rate and evaluated its last weights: it loads that way.
+    values = RunConfig().to_dict()
+    for name in ("lr_schedule", "lr_final", "keep_best", "patience"):
+        del values["train"][name]
+    old = RunConfig.from_dict(values).train
+    assert (old.lr_schedule, old.keep_best, old.patience) == ("constant", False, 0)
+
+
+def _config(**train):
+    values = dict(epochs=6, batch_size=10, checkpoint_every_steps=0, test_iwae_samples=2)
+    values.update(train)
+    return RunConfig(data=DataConfig(dataset="shapes", max_train_examples=30),
+                     model=ModelConfig(arch="mlp", latent_dim=2, hidden_units=(8,)),
+                     train=TrainConfig(**values))
+
+
+@pytest.fixture(scope="module")
+def shapes_splits():
+    return data.load_dataset("shapes", max_train_examples=30)
+
+
+def _scripted_validation(monkeypatch, elbos, weights):
+    """Validation ELBOs taken from `elbos`; the weights after each epoch go to `weights`."""
+    original = Trainer.evaluate
+    scripted = iter(elbos)
+
+    def evaluate(self, images, seed):
+        result = original(self, images, seed)
+        result["elbo"] = next(scripted)
+        weights.append([v.numpy().copy() for v in self.model.variables])
+        return result
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+
+
+def test_early_stopping_keeps_and_evaluates_the_best_epoch(tmp_path, monkeypatch, shapes_splits):
+    weights = []
+    _scripted_validation(monkeypatch, [-50.0, -40.0, -45.0, -41.0, -30.0, -20.0], weights)
+    run_dir = str(tmp_path / "run")
+    lines = []
+    metrics = fit(_config(patience=2), run_dir, splits=shapes_splits, log=lines.append)
+    # Epoch 2 is best; epochs 3 and 4 are not better: stop after epoch 4.
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3, 4]
+    assert metrics["stopped_early"] == 4
+    assert metrics["best"] == {"epoch": 2, "validation_elbo": -40.0, "checkpoint": "best-6"}
+    assert any("early stopping after epoch 4" in line for line in lines)
+    folder = os.path.join(run_dir, runs.CHECKPOINT_DIR)
+    assert sorted(n for n in os.listdir(folder) if n.startswith("best")) == ["best-6.data-00000-of-00001",
+                                                                            "best-6.index"]
+    assert metrics["test"]["checkpoint"] == "best-6"
+    # The run's model is epoch 2's weights, not the last epoch's.
+    loaded = runs.load_run(run_dir)
+    assert loaded.checkpoint_path.endswith("best-6")
+    for saved, expected in zip((v.numpy() for v in loaded.variables), weights[1]):
+        np.testing.assert_array_equal(saved, expected)
+    assert any(not np.array_equal(a, b) for a, b in zip(weights[1], weights[3]))
+    assert runs.load_run(run_dir, "latest").checkpoint_path.endswith("ckpt-12")
+    # The test figures are those of the best weights.
+    with open(os.path.join(run_dir, runs.METRICS_FILE)) as f:
+        assert json.load(f)["test"]["checkpoint"] == "best-6"
+    # Resuming a stopped run trains nothing more.
+    lines.clear()
+    again = fit(_config(patience=2), run_dir, splits=shapes_splits, log=lines.append, resume=True)
+    assert [e["epoch"] for e in again["epochs"]] == [1, 2, 3, 4]
+    assert any("stopped early after epoch 4" in line for line in lines)
+
+
+def test_without_keep_best_the_last_weights_are_evaluated(tmp_path, monkeypatch, shapes_splits):
+    _scripted_validation(monkeypatch, [-50.0, -40.0, -45.0], [])
+    run_dir = str(tmp_path / "run")
+    metrics = fit(_config(epochs=3, keep_best=False), run_dir, splits=shapes_splits, log=lambda _: None)
+    assert metrics["best"]["epoch"] == 2 and metrics["best"]["checkpoint"] is None
+    assert metrics["test"]["checkpoint"] == "ckpt-9" and metrics["stopped_early"] is None
+    assert not [n for n in os.listdir(os.path.join(run_dir, runs.CHECKPOINT_DIR)) if n.startswith("best")]
+    assert runs.load_run(run_dir).checkpoint_path.endswith("ckpt-9")
+    with pytest.raises(ValueError, match="no best-epoch checkpoint"):
+        runs.load_run(run_dir, "best")
