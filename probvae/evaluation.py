@@ -150,9 +150,10 @@ def _log_add_exp(a, b):
 def _batch_statistics(model, x, seed) -> BatchStatistics:
     posterior = model.posterior(x)
     parts = objectives.elbo_parts(x, posterior, model.prior, model.likelihood, seed=sample_seed(seed, 0))
+    z = posterior.sample(seed=sample_seed(seed, 0))  # the ELBO's sample (stateless: the same draw)
     return BatchStatistics(
         *parts,
-        kl_per_dimension=distributions.kl_per_dimension(posterior, model.prior),
+        kl_per_dimension=distributions.kl_per_dimension(posterior, model.prior, z),
         total_correlation=distributions.total_correlation(posterior),
         posterior_mean=posterior.mean(),
     )

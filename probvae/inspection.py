@@ -158,7 +158,7 @@ def latent_marginals(model, x, seed: int = 0, batch_size: int = 1000,
         parts["loc"].append(posterior.mean())
         parts["z"].append(posterior.sample(seed=tf.constant([seed, index], tf.int32)))
         parts["stddev"].append(posterior.stddev())
-        parts["kl"].append(kl_per_dimension(posterior, model.prior))
+        parts["kl"].append(kl_per_dimension(posterior, model.prior, parts["z"][-1]))
     loc, z, stddev, kl = (np.concatenate([t.numpy() for t in parts[k]]).astype(np.float64)  # [N, d] each
                           for k in ("loc", "z", "stddev", "kl"))
     activity = loc.var(axis=0)

@@ -38,6 +38,8 @@ class Preset(NamedTuple):
 
 
 def _preset(name, summary, data, model, train) -> Preset:
+    # The write-ups trained at a constant step size; a preset says so unless it chooses.
+    train = {"lr_schedule": "constant", **train}
     return Preset(name, summary, RunConfig(data=DataConfig(**data), model=ModelConfig(**model),
                                            train=TrainConfig(**train)))
 

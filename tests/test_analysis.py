@@ -124,8 +124,10 @@ def test_kl_per_dimension_is_the_marginal_closed_form():
     np.testing.assert_allclose(gap, -0.5 * np.log(1 - correlation**2), rtol=1e-4)
     mixture = tfd.MixtureSameFamily(tfd.Categorical(logits=[0.0, 0.0]),
                                     tfd.MultivariateNormalDiag(loc=tf.zeros([2, 2])))
-    with pytest.raises(ValueError, match="Normal marginals"):
+    with pytest.raises(ValueError, match="pass samples z"):
         kl_per_dimension(q, mixture)
+    with pytest.raises(ValueError, match="Normal or Gaussian-mixture marginals"):
+        kl_per_dimension(q, tfd.Independent(tfd.Laplace(tf.zeros(2), 1.0), 1))
 
 
 def test_total_correlation_is_what_the_marginal_kls_miss():

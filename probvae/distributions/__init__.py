@@ -17,6 +17,7 @@ from probvae.distributions.analysis import (
     aggregate_posterior,
     kl_per_dimension,
     marginals,
+    prior_marginals,
     total_correlation,
     unwrap,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "bernoulli",
     "continuous_bernoulli",
     "kl_per_dimension",
+    "prior_marginals",
     "make_likelihood_head",
     "make_prior",
     "marginals",

@@ -8,8 +8,10 @@
   as a `tfd.MixtureSameFamily`, so `log_prob`, `sample`, `mean`, `covariance`
   and Monte Carlo KLs against the prior work on it.
 - `marginals(q)`: the univariate Normal marginals q(z_i | x) = N(m_i, S_ii).
-- `kl_per_dimension(q, p)`: KL(q(z_i | x) || p(z_i)) of each marginal, in nats,
-  closed form for a prior with Normal marginals:
+- `kl_per_dimension(q, p, z=None)`: KL(q(z_i | x) || p(z_i)) of each
+  marginal, in nats, a one-sample estimate at z for mixture priors (whose
+  marginals `prior_marginals(p)` are 1-D mixtures), closed form for a prior
+  with Normal marginals:
 
       KL_i = log(s_i / S_ii^0.5) + (S_ii + (m_i - mu_i)^2) / (2 s_i^2) - 1/2
 
@@ -35,11 +37,12 @@ Example:
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from probvae.distributions.mixtures import gaussian_mixture
 from probvae.errors import UserError
 
 tfd = tfp.distributions
 
-__all__ = ["unwrap", "aggregate_posterior", "marginals", "kl_per_dimension", "total_correlation"]
+__all__ = ["unwrap", "aggregate_posterior", "marginals", "prior_marginals", "kl_per_dimension", "total_correlation"]
 
 
 def unwrap(distribution) -> tfd.Distribution:
@@ -55,11 +58,7 @@ def aggregate_posterior(posterior) -> tfd.MixtureSameFamily:
             f"aggregate_posterior needs posteriors of batch shape [n], got {components.batch_shape}"
         )
     count = tf.shape(components.mean())[0]
-    return tfd.MixtureSameFamily(
-        mixture_distribution=tfd.Categorical(logits=tf.zeros([count], components.dtype)),
-        components_distribution=components,
-        name="aggregate_posterior",
-    )
+    return gaussian_mixture(tf.zeros([count], components.dtype), components, name="aggregate_posterior")
 
 
 def marginals(posterior) -> tfd.Normal:
@@ -68,22 +67,56 @@ def marginals(posterior) -> tfd.Normal:
     return tfd.Normal(loc=posterior.mean(), scale=posterior.stddev(), name="posterior_marginals")
 
 
-def kl_per_dimension(posterior, prior) -> tf.Tensor:
-    """KL(q(z_i|x) || p(z_i)) per example and dimension, [n, d], nats.
+def _has_normal_marginals(prior) -> bool:
+    return isinstance(prior, (tfd.MultivariateNormalDiag, tfd.MultivariateNormalTriL)) or (
+        isinstance(prior, tfd.Independent) and isinstance(prior.distribution, tfd.Normal))
+
+
+def prior_marginals(prior):
+    """The univariate marginals p(z_i) of a prior, batch [d]: Normals, or for a
+    mixture of Gaussians (mixture, VampPrior) the mixtures of the components'
+    i-th Normal marginals with the same weights.
 
     Raises:
-      UserError: the prior's marginals are not Normal (e.g. a mixture prior).
+      UserError: a prior whose marginals are neither.
     """
     prior = unwrap(prior)
-    if not isinstance(prior, (tfd.MultivariateNormalDiag, tfd.MultivariateNormalTriL)) and not (
-        isinstance(prior, tfd.Independent) and isinstance(prior.distribution, tfd.Normal)
-    ):
-        raise UserError(
-            f"per-dimension KL needs a prior with Normal marginals, not {type(prior).__name__}; "
-            "estimate the KL by sampling instead"
-        )
-    prior_marginals = tfd.Normal(loc=prior.mean(), scale=prior.stddev())
-    return tfd.kl_divergence(marginals(posterior), prior_marginals)
+    if _has_normal_marginals(prior):
+        return tfd.Normal(loc=prior.mean(), scale=prior.stddev())
+    if isinstance(prior, tfd.MixtureSameFamily):
+        components = prior.components_distribution  # batch [K], event [d]
+        if _has_normal_marginals(components):
+            logits = prior.mixture_distribution.logits_parameter()  # [K]
+            d = tf.shape(components.mean())[-1]
+            return tfd.MixtureSameFamily(
+                mixture_distribution=tfd.Categorical(logits=tf.repeat(logits[tf.newaxis], d, axis=0)),  # [d, K]
+                components_distribution=tfd.Normal(loc=tf.transpose(components.mean()),  # [d, K]
+                                                   scale=tf.transpose(components.stddev())),
+                name="prior_marginals",
+            )
+    raise UserError(f"per-dimension KL needs a prior with Normal or Gaussian-mixture marginals, "
+                    f"not {type(prior).__name__}")
+
+
+def kl_per_dimension(posterior, prior, z=None) -> tf.Tensor:
+    """KL(q(z_i|x) || p(z_i)) per example and dimension, [n, d], nats.
+
+    Closed form for a prior with Normal marginals. A mixture prior's marginals
+    are 1-D mixtures with no closed-form KL: pass samples z [n, d] from q(z|x)
+    and get the one-sample estimate log q(z_i|x) - log p(z_i) at them (the
+    same kind of estimate as the ELBO's KL for such priors; unbiased, so its
+    mean over many examples is the average KL).
+
+    Raises:
+      UserError: a mixture prior without `z`, or marginals of another kind.
+    """
+    marginal = prior_marginals(prior)
+    if isinstance(marginal, tfd.Normal):
+        return tfd.kl_divergence(marginals(posterior), marginal)
+    if z is None:
+        raise UserError("a mixture prior has no closed-form per-dimension KL; pass samples z of the posterior "
+                        "to estimate it")
+    return marginals(posterior).log_prob(z) - marginal.log_prob(z)
 
 
 def total_correlation(posterior) -> tf.Tensor:

@@ -44,6 +44,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from probvae._keras import keras
+from probvae.distributions.mixtures import gaussian_mixture
 from probvae.errors import UserError
 
 tfd = tfp.distributions
@@ -150,12 +151,8 @@ class MixturePrior(Prior):
         )
 
     def distribution(self):
-        return tfd.MixtureSameFamily(
-            mixture_distribution=tfd.Categorical(logits=self.logits),
-            components_distribution=tfd.MultivariateNormalDiag(loc=self.locs,
-                                                               scale_diag=_scale(self.raw_scales)),
-            name="mixture_prior",
-        )
+        components = tfd.MultivariateNormalDiag(loc=self.locs, scale_diag=_scale(self.raw_scales))
+        return gaussian_mixture(self.logits, components, name="mixture_prior")
 
 
 class VampPrior(Prior):
@@ -189,11 +186,7 @@ class VampPrior(Prior):
 
     def distribution(self):
         components = self.encode(self.pseudo_inputs)  # batch [K], event [d]
-        return tfd.MixtureSameFamily(
-            mixture_distribution=tfd.Categorical(logits=tf.zeros([self.components], tf.float32)),
-            components_distribution=components,
-            name="vamp_prior",
-        )
+        return gaussian_mixture(tf.zeros([self.components], tf.float32), components, name="vamp_prior")
 
 
 PRIORS = {
