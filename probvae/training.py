@@ -162,8 +162,8 @@ def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable
         computes the loss of its rows of the global batch, scaled to its share
         of the global loss; the gradients, loss and metric sums are summed over
         replicas, and every replica checks and applies the same update. XLA
-        then compiles each replica's loss and gradients (the whole step when
-        free bits put all-reduces inside the loss: then none of it).
+        then compiles each replica's loss and gradients, not the all-reduces;
+        with free bits (all-reduces inside the loss) the step runs without XLA.
     """
     strategy = strategy or tf.distribute.get_strategy()
     replicated = strategy.num_replicas_in_sync > 1
