@@ -573,8 +573,8 @@ def _test(trainer: Trainer, config: RunConfig, splits: data_lib.Splits, metrics:
     """The test figures (`evaluation.evaluate`) of the best epoch's weights, or the last."""
     train = config.train
     checkpoint = trainer.use_best()
-    if checkpoint != os.path.basename(trainer.state.latest):
-        best = metrics["best"]
+    best = metrics["best"]
+    if checkpoint.startswith("best") and best["epoch"] != metrics["epochs"][-1]["epoch"]:
         log(f"test evaluation with the weights of epoch {best['epoch']} (best validation ELBO "
             f"{best['validation_elbo']:.2f}): {checkpoint}")
     return evaluation.evaluate(
