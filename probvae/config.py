@@ -43,6 +43,8 @@ BINARIZED_LIKELIHOODS = ("bernoulli",)
 NORMAL_SCALES = ("shared", "channel", "pixel")
 OPTIMIZERS = ("adam", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine")
+# How training is spread over devices and hosts (see probvae.distribute).
+STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -310,6 +312,10 @@ class TrainConfig(_Section):
     jit_compile: Optional[bool] = None
     # float16 compute, float32 variables and distributions, loss scaling (GPU).
     mixed_precision: bool = False
+    # tf.distribute strategy: "auto" (multi-worker if TF_CONFIG names several
+    # tasks, mirrored with more than one GPU, else one-device), "one-device",
+    # "mirrored" or "multi-worker". batch_size is the global batch.
+    strategy: str = "auto"
 
     # What runs whose config.json predates a field trained with.
     _BEFORE = {"lr_schedule": "constant", "keep_best": False}
@@ -331,6 +337,7 @@ class TrainConfig(_Section):
         _finite_number("lr_final", self.lr_final)
         _require(0 <= self.lr_final <= 1, f"lr_final must be in 0..1, a fraction of learning_rate (got {self.lr_final!r})")
         _non_negative("patience", self.patience, whole=True)
+        _choice("strategy", self.strategy, STRATEGIES)
         _require(
             self.learning_rate > 0,
             f"learning_rate must be positive (got {self.learning_rate!r})",

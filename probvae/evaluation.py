@@ -41,6 +41,12 @@ estimate log q(z_0|x) - log p(z_0) at the same z_0.
 The compiled functions take the batch, seed, K and chunk as tensors with a
 fixed signature, so each traces once per model.
 
+Several devices. Under a tf.distribute strategy of R > 1 replicas
+(`strategy=`), batch b goes to replica b mod R with the seed it has on one
+device, (seed, b), and the per-example results are gathered in batch order
+(`probvae.distribute.map_batches`): every number is the one a single device
+computes.
+
 References:
   Burda, Grosse & Salakhutdinov (2015), Importance Weighted Autoencoders.
 """
@@ -56,7 +62,7 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import data as data_lib
-from probvae import distributions, inspection, objectives, runs
+from probvae import distribute, distributions, inspection, objectives, runs
 from probvae.errors import UserError
 
 __all__ = [
@@ -194,6 +200,24 @@ class _Compiled:
             lambda x, seed, num_samples, sample_chunk: _importance_sampling(model, x, seed, num_samples, sample_chunk),
             input_signature=[image, seed, count, count],
         )
+        self.model, self._distributed = model, {}
+
+    def distributed(self, strategy, with_importance_sampling: bool) -> Callable:
+        """Both functions of one batch per replica of `strategy`, gathered in
+        replica order (see `probvae.distribute.gathered`); built once per strategy."""
+        key = (id(strategy), with_importance_sampling)
+        if key not in self._distributed:
+            model = self.model
+
+            def statistics(x, index, seed, num_samples, sample_chunk):
+                batch_seed = tf.stack([seed, tf.cast(index, tf.int32)])
+                results = _batch_statistics(model, x, batch_seed)._asdict()
+                if with_importance_sampling:
+                    results.update(_importance_sampling(model, x, batch_seed, num_samples, sample_chunk)._asdict())
+                return results
+
+            self._distributed[key] = distribute.gathered(strategy, statistics)
+        return self._distributed[key]
 
 
 def _compiled(model) -> _Compiled:
@@ -238,12 +262,19 @@ def log_likelihood(model, x, num_samples: int, seed, sample_chunk: Optional[int]
 
 
 def per_example(model, batches: tf.data.Dataset, seed: int, iwae_samples: int = 0,
-                sample_chunk: Optional[int] = None,
-                on_batch: Optional[Callable[[int], None]] = None) -> Dict[str, np.ndarray]:
+                sample_chunk: Optional[int] = None, on_batch: Optional[Callable[[int], None]] = None,
+                strategy=None) -> Dict[str, np.ndarray]:
     """Every `BatchStatistics` field over `batches`, concatenated ([n] or [n, d]);
     with `iwae_samples` K >= 1 also `log_likelihood` and `effective_sample_size`.
-    `on_batch(examples_done)` is called after each batch."""
+    `on_batch(examples_done)` is called after each batch (each round of R
+    batches under a `strategy` of R > 1 replicas, which spreads the batches
+    over its replicas with the numbers of one device)."""
     compiled = _compiled(model)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        sample_chunk = 0 if sample_chunk is None else _whole_number("sample_chunk", sample_chunk, "sample_chunk")
+        run = compiled.distributed(strategy, bool(iwae_samples))
+        return distribute.map_batches(strategy, run, batches, tf.constant(seed, tf.int32),
+                                      tf.constant(int(iwae_samples)), tf.constant(sample_chunk), on_round=on_batch)
     values, done = {}, 0
     for index, x in enumerate(batches):
         batch_seed = tf.constant([seed, index], tf.int32)
@@ -258,9 +289,10 @@ def per_example(model, batches: tf.data.Dataset, seed: int, iwae_samples: int = 
     return {name: np.concatenate(parts) for name, parts in values.items()}
 
 
-def elbo_per_example(model, batches: tf.data.Dataset, seed: int) -> Dict[str, np.ndarray]:
-    """ELBO, reconstruction and KL of every example in `batches`, [n] each, nats."""
-    values = per_example(model, batches, seed)
+def elbo_per_example(model, batches: tf.data.Dataset, seed: int, strategy=None) -> Dict[str, np.ndarray]:
+    """ELBO, reconstruction and KL of every example in `batches`, [n] each, nats
+    (spread over the replicas of `strategy`, if given, with the same numbers)."""
+    values = per_example(model, batches, seed, strategy=strategy)
     return {name: values[name] for name in ("elbo", "reconstruction", "kl")}
 
 
@@ -280,7 +312,7 @@ def _summary(values: Dict[str, np.ndarray], names) -> dict:
 
 
 def evaluate_elbo(model, images: np.ndarray, *, seed: int, batch_size: int = 1000,
-                  binarization_seed: int = 0) -> dict:
+                  binarization_seed: int = 0, strategy=None) -> dict:
     """Mean held-out ELBO and its parts, with standard errors, in nats.
 
     Args:
@@ -290,10 +322,11 @@ def evaluate_elbo(model, images: np.ndarray, *, seed: int, batch_size: int = 100
       seed: seed of the posterior samples.
       batch_size: examples per evaluation step.
       binarization_seed: seed of the fixed binarization (Bernoulli models).
+      strategy: a tf.distribute strategy the model was built under, or None.
     """
     batches = data_lib.evaluation_batches(images, batch_size, binarize=model.likelihood_head.binarize,
                                           seed=binarization_seed)
-    parts = elbo_per_example(model, batches, seed)
+    parts = elbo_per_example(model, batches, seed, strategy=strategy)
     summary = {"n_examples": int(len(parts["elbo"]))}
     if isinstance(images, data_lib.ImageStream):
         summary["skipped_images"] = images.skipped
@@ -304,7 +337,8 @@ def evaluate_elbo(model, images: np.ndarray, *, seed: int, batch_size: int = 100
 
 def evaluate(model, images: np.ndarray, *, iwae_samples: int = DEFAULT_IWAE_SAMPLES, batch_size: int = 1000,
              seed: int = 0, binarization_seed: int = 0, sample_chunk: Optional[int] = None,
-             checkpoint: Optional[str] = None, log: Optional[Callable[[str], None]] = None) -> dict:
+             checkpoint: Optional[str] = None, log: Optional[Callable[[str], None]] = None,
+             strategy=None) -> dict:
     """Every held-out number of a model on uint8 images [n, h, w, c].
 
     Args:
@@ -313,6 +347,8 @@ def evaluate(model, images: np.ndarray, *, iwae_samples: int = DEFAULT_IWAE_SAMP
       binarization_seed: seed of the fixed binarization (Bernoulli models).
       sample_chunk: samples per compiled chunk (see `importance_sampling`).
       checkpoint: name recorded in the result; log: gets a line per batch.
+      strategy: a tf.distribute strategy the model was built under: the
+        batches are spread over its replicas, with the numbers of one device.
 
     Returns:
       A JSON-ready dict, nats per example unless the name says bits:
@@ -334,7 +370,7 @@ def evaluate(model, images: np.ndarray, *, iwae_samples: int = DEFAULT_IWAE_SAMP
     on_batch = None if log is None else (
         lambda done: log(f"evaluated {done}/{n} images, K={iwae_samples} ({time.time() - started:.0f} s)"))
     values = per_example(model, batches, seed, iwae_samples=iwae_samples, sample_chunk=sample_chunk,
-                         on_batch=on_batch)
+                         on_batch=on_batch, strategy=strategy)
     result = {"n_examples": int(n), "image_shape": list(model.image_shape), "likelihood": model.config.likelihood,
               "units": "nats per example"}
     result.update(_summary(values, ("elbo", "reconstruction", "kl", "log_likelihood")))

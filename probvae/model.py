@@ -15,6 +15,13 @@ mixture and the VampPrior (which encodes its pseudo-inputs) the KL has no
 closed form: the regularizer estimates it at z ~ q(z|x) drawn with the seed
 the ELBO samples with, so loss and ELBO share one z.
 
+Posterior samples are `distributions.sample_posterior`: example n of a batch
+of N draws column n of one [d, N] standard normal (the draw of TFP's own
+`q.sample(seed=seed)`, so one device samples as TFP does). Under tf.distribute a replica
+holds rows offset .. offset + n - 1 of the global batch (`rows`), and its
+`training_loss` is its share of the global batch's loss (see
+`probvae.distribute`), so any split of a batch computes what one device would.
+
 Inputs: a `tf.Tensor` is taken as model-ready (float32 [n, h, w, c] in [0, 1],
 binarized for a Bernoulli likelihood). A NumPy array may be in the dataset's
 raw form (uint8 0..255 or float 0..1, with or without the channel axis): the
@@ -29,14 +36,14 @@ Example:
     parts = vae.elbo(x)             # ElboParts of [n] tensors, nats
 """
 
-import types
+import threading
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from probvae import data as data_lib
-from probvae import networks, objectives
+from probvae import distribute, networks, objectives
 from probvae._keras import keras
 from probvae.config import ModelConfig
 from probvae.distributions import (
@@ -45,6 +52,7 @@ from probvae.distributions import (
     posterior_layer,
     posterior_params_size,
     prior_layer,
+    sample_posterior,
 )
 from probvae.errors import UserError
 
@@ -86,9 +94,10 @@ class VAE(keras.Model):
             config.prior, d, components=config.prior_components, image_shape=self.image_shape,
             encode=self._encode_without_kl,
         )
-        # Holds the seed of the Monte Carlo KL sample for the current call: the
-        # regularizer draws z ~ q with the seed the ELBO uses, so both see one z.
-        self._kl_sample = types.SimpleNamespace(seed=None)
+        # The seed and rows of the current call's posterior sample: the KL
+        # regularizer draws z ~ q with those the ELBO uses, so both see one z.
+        # Per thread: tf.distribute builds each replica's step in its own thread.
+        self._sampling = threading.local()
         analytic = self.prior_layer.analytic_kl
         self.posterior_layer = posterior_layer(
             d, lambda: self.prior, covariance=config.posterior, kl_weight=self.kl_weight,
@@ -143,33 +152,33 @@ class VAE(keras.Model):
         return posterior_distribution(params, self.latent_dim, self.config.posterior)
 
     def _kl_test_points(self, posterior):
-        seed = self._kl_sample.seed
-        return posterior.sample(seed=tf.constant(_DEFAULT_KL_SEED, tf.int32) if seed is None else seed)
+        seed = getattr(self._sampling, "seed", None)
+        seed = tf.constant(_DEFAULT_KL_SEED, tf.int32) if seed is None else seed
+        return sample_posterior(posterior, seed, getattr(self._sampling, "rows", None))
 
-    def posterior(self, x, training=False, seed=None) -> tfd.Distribution:
+    def posterior(self, x, training=False, seed=None, rows=None) -> tfd.Distribution:
         """q(z|x) for images x (see `prepare_inputs`): batch [n], event [d].
 
         Side effect: the posterior layer's `losses` hold kl_weight * mean KL;
         for priors without an analytic KL, a one-sample estimate at
-        z ~ q(z|x) drawn with `seed` (default (0, 0)).
+        z = sample_posterior(q, seed, rows) (seed default (0, 0)).
         """
-        self._kl_sample.seed = seed
+        self._sampling.seed, self._sampling.rows = seed, rows
         try:
             features = self.encoder(self.prepare_inputs(x), training=training)
             return self.posterior_layer(self.posterior_params(features))
         finally:
-            self._kl_sample.seed = None
+            self._sampling.seed = self._sampling.rows = None
 
     def likelihood(self, z, training=False) -> tfd.Distribution:
         """p(x|z) for latents z [n, d]: batch [n], event [h, w, c]."""
         return self.likelihood_head.distribution(self.decoder(z, training=training))
 
-    def _elbo(self, x, seed, training):
-        posterior = self.posterior(x, training=training, seed=seed)
+    def _elbo(self, x, seed, training, rows=None):
+        posterior = self.posterior(x, training=training, seed=seed, rows=rows)
         prior = self.prior
-        parts = objectives.elbo_parts(
-            x, posterior, prior, lambda z: self.likelihood(z, training=training), seed=seed
-        )
+        z = sample_posterior(posterior, seed, rows)  # [n, d]
+        parts = objectives.elbo_parts(x, posterior, prior, lambda z: self.likelihood(z, training=training), z=z)
         return parts, posterior, prior
 
     def elbo(self, x, seed=None, training=False) -> objectives.ElboParts:
@@ -192,19 +201,29 @@ class VAE(keras.Model):
         return evaluation.log_likelihood(self, self.prepare_inputs(x), num_samples,
                                          tf.constant(seed, tf.int32))
 
-    def training_loss(self, x, seed=None):
+    def training_loss(self, x, seed=None, rows=None):
         """(loss, ElboParts): loss = -mean log p(x|z) + kl_weight * KL term (scalar, nats).
 
         The KL term is the posterior layer's regularizer loss (mean KL), or
         with free bits `objectives.free_bits_kl`. The parts are the true ELBO's.
+
+        With rows = (offset, total), x holds rows offset .. offset + n - 1 of a
+        global batch of `total` (one replica's share under tf.distribute), and
+        the loss is this share's part of the global batch's loss:
+        -sum log p(x|z) / total + (n / total) * KL term, with the free-bits
+        means taken over the global batch; summed over the shares it is the loss above.
         """
-        parts, posterior, prior = self._elbo(x, seed, training=True)
+        parts, posterior, prior = self._elbo(x, seed, training=True, rows=rows)
+        share = 1.0 if rows is None else tf.cast(tf.shape(x)[0], tf.float32) / tf.cast(rows[1], tf.float32)
         if self.free_bits > 0:
-            kl_loss = self.kl_weight * objectives.free_bits_kl(posterior, prior, parts.kl, self.free_bits)
+            batch_mean = tf.reduce_mean if rows is None else distribute.global_mean
+            kl_loss = self.kl_weight * objectives.free_bits_kl(posterior, prior, parts.kl, self.free_bits,
+                                                               batch_mean=batch_mean)
         else:
             kl_loss = tf.add_n(self.posterior_layer.losses)
-        loss = -tf.reduce_mean(parts.reconstruction) + kl_loss
-        return loss, parts
+        if rows is None:
+            return -tf.reduce_mean(parts.reconstruction) + kl_loss, parts
+        return -tf.reduce_sum(parts.reconstruction) / tf.cast(rows[1], tf.float32) + share * kl_loss, parts
 
     def call(self, x, training=False):
         """Mean of p(x|z) at the posterior mean: a deterministic reconstruction [n, h, w, c]."""

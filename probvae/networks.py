@@ -24,6 +24,10 @@ Architectures:
   [h0 S, w0 S] and crops the centre, so any image size works (28x28 through
   four stride-2 stages: 2x2 start, 32x32 out, cropped by 2 on each side).
 
+Built under a tf.distribute strategy of several replicas, batch normalisation
+is synchronized: its batch statistics are those of the whole global batch,
+as on one device.
+
 Example (the DCGAN-like encoder of the mnist-dcgan-2d preset):
 
     config = ModelConfig(conv_layers=((128, 5, 2), (256, 5, 2), (512, 5, 2), (1024, 5, 2)),
@@ -36,6 +40,7 @@ Example (the DCGAN-like encoder of the mnist-dcgan-2d preset):
 import math
 from typing import Sequence
 
+from probvae import distribute
 from probvae._keras import keras
 from probvae.errors import UserError
 
@@ -68,8 +73,8 @@ def _conv_block(conv, config):
     """
     if not config.batch_norm:
         return [conv(activation=config.activation)]
-    return [conv(activation=None), layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM),
-            layers.Activation(config.activation)]
+    normalization = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, synchronized=distribute.replicated())
+    return [conv(activation=None), normalization, layers.Activation(config.activation)]
 
 
 def _decoder_conv_layers(config):

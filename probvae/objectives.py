@@ -80,7 +80,7 @@ def _marginal_kls(posterior, prior):
         return None
 
 
-def free_bits_kl(posterior, prior, kl, free_bits):
+def free_bits_kl(posterior, prior, kl, free_bits, batch_mean=tf.reduce_mean):
     """The training loss's KL term with `free_bits` nats per latent dimension (scalar).
 
     Args:
@@ -88,6 +88,9 @@ def free_bits_kl(posterior, prior, kl, free_bits):
       prior: p(z), event [d].
       kl: per-example KL(q || p) [n] (analytic or the ELBO's one-sample estimate).
       free_bits: lambda >= 0, nats per dimension.
+      batch_mean: (values, axis) -> mean over the batch axis; under
+        tf.distribute `probvae.distribute.global_mean`, so mean_n runs over
+        the whole global batch.
 
     Returns:
       sum_j max(lambda, mean_n KL_nj) + mean_n (KL_n - sum_j KL_nj) for a
@@ -98,14 +101,14 @@ def free_bits_kl(posterior, prior, kl, free_bits):
     marginal = _marginal_kls(posterior, prior)
     if marginal is None:
         latent_dim = tf.cast(tf.shape(posterior.mean())[-1], tf.float32)
-        return tf.maximum(latent_dim * free_bits, tf.reduce_mean(kl))
+        return tf.maximum(latent_dim * free_bits, batch_mean(kl, axis=0))
     total_correlation = kl - tf.reduce_sum(marginal, axis=-1)  # [n], >= 0 up to rounding
-    return tf.reduce_sum(tf.maximum(free_bits, tf.reduce_mean(marginal, axis=0))) + tf.reduce_mean(
-        total_correlation
+    return tf.reduce_sum(tf.maximum(free_bits, batch_mean(marginal, axis=0))) + batch_mean(
+        total_correlation, axis=0
     )
 
 
-def elbo_parts(x, posterior, prior, likelihood: Callable, seed=None) -> ElboParts:
+def elbo_parts(x, posterior, prior, likelihood: Callable, seed=None, z=None) -> ElboParts:
     """One-sample ELBO of images x [n, h, w, c].
 
     Args:
@@ -114,8 +117,10 @@ def elbo_parts(x, posterior, prior, likelihood: Callable, seed=None) -> ElboPart
       prior: p(z), event shape [d].
       likelihood: function z [n, d] -> p(x|z) with batch [n], event [h, w, c].
       seed: a stateless seed (shape [2] int tensor) or None.
+      z: the posterior sample [n, d] to use; None draws z ~ q with `seed`.
     """
-    z = posterior.sample(seed=seed)  # [n, d]
+    if z is None:
+        z = posterior.sample(seed=seed)  # [n, d]
     reconstruction = likelihood(z).log_prob(x)  # [n]
     kl = kl_divergence(posterior, prior, z)  # [n]
     return ElboParts(reconstruction - kl, reconstruction, kl)

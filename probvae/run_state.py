@@ -11,6 +11,12 @@ loop needs to continue as if it had never stopped:
     host_state   JSON: metrics of the completed epochs, seconds spent in the
                  current one, earlier resumes
 
+Under a tf.distribute strategy the step and epoch are created in its scope
+(mirrored on every replica, like the model and optimizer); the host state, a
+string, stays on the host, since strings cannot be copied to a GPU. Every
+worker of a multi-worker run saves (TensorFlow's multi-worker checkpointing
+needs all of them), each to its own directory.
+
 The position inside the current epoch is step - epoch * steps_per_epoch, and
 the data pipeline is stateless-seeded by (seed, epoch, step), so the resumed
 run sees the very batches the first one would have. A checkpoint is written
@@ -76,21 +82,24 @@ class RunState:
     Args:
       directory: RUN_DIR/checkpoints.
       max_to_keep: how many checkpoints stay on disk (the oldest go first).
+      strategy: the tf.distribute strategy the trackables were made under
+        (default: the current one); make the RunState outside its scope.
       **trackables: the objects to checkpoint besides the step, epoch and host
         state (model=..., optimizer=..., totals=...).
     """
 
-    def __init__(self, directory: str, max_to_keep: int = 3, **trackables):
+    def __init__(self, directory: str, max_to_keep: int = 3, strategy=None, **trackables):
         self.directory = directory
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self._host_state = tf.Variable("{}", dtype=tf.string, trainable=False, name="host_state")
-        self.checkpoint = tf.train.Checkpoint(
-            step=self.step, epoch=self.epoch, host_state=self._host_state, **trackables
-        )
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, directory, max_to_keep=max_to_keep, checkpoint_name=CHECKPOINT_PREFIX
-        )
+        with (strategy or tf.distribute.get_strategy()).scope():
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self.checkpoint = tf.train.Checkpoint(
+                step=self.step, epoch=self.epoch, host_state=self._host_state, **trackables
+            )
+            self.manager = tf.train.CheckpointManager(
+                self.checkpoint, directory, max_to_keep=max_to_keep, checkpoint_name=CHECKPOINT_PREFIX
+            )
 
     @property
     def latest(self) -> Optional[str]:
@@ -150,25 +159,26 @@ class RunState:
             except OSError:
                 pass
 
-    def _newest_on_disk(self) -> Optional[str]:
+    @staticmethod
+    def _newest_on_disk(directory: str) -> Optional[str]:
         """The highest-numbered complete checkpoint in the folder, by file name."""
-        complete = _complete(self.directory, CHECKPOINT_PREFIX)
+        complete = _complete(directory, CHECKPOINT_PREFIX)
         return complete[-1] if complete else None
 
-    def _checkpoint_to_restore(self, log) -> Optional[str]:
-        state_file = os.path.join(self.directory, "checkpoint")
+    def _checkpoint_to_restore(self, directory: str, log) -> Optional[str]:
+        state_file = os.path.join(directory, "checkpoint")
         if not os.path.exists(state_file):
             # Written after the first checkpoint: without it there should be none.
-            found = self._newest_on_disk()
+            found = self._newest_on_disk(directory)
             if found:
                 log(f"warning: {state_file} is missing; resuming from the newest checkpoint file {found}")
             return found
         try:
-            state = tf.train.get_checkpoint_state(self.directory)
+            state = tf.train.get_checkpoint_state(directory)
         except ValueError:
             state = None
         if state is None:
-            found = self._newest_on_disk()
+            found = self._newest_on_disk(directory)
             if found is None:
                 raise UserError(
                     f"{state_file} is unreadable and no checkpoint files are left; start again with --overwrite"
@@ -183,8 +193,13 @@ class RunState:
             raise UserError(f"checkpoint {latest} named in {state_file} is missing; restore its files or {fix}")
         return latest
 
-    def restore(self, log=print) -> Optional[dict]:
+    def restore(self, log=print, directory: Optional[str] = None) -> Optional[dict]:
         """Load the newest checkpoint into the tracked objects.
+
+        Args:
+          directory: where to read checkpoints from; default this state's own
+            folder (a worker that is not the chief reads the chief's, which it
+            leaves untouched).
 
         Returns:
           The host state saved with it, or None if the run has no checkpoint yet.
@@ -193,9 +208,11 @@ class RunState:
           UserError: the checkpoint is missing, corrupt or from another model
             (naming the file and the fix).
         """
-        for leftover in glob.glob(os.path.join(glob.escape(self.directory), "*_temp*")):
-            shutil.rmtree(leftover, ignore_errors=True)  # from a save that was killed
-        path = self._checkpoint_to_restore(log)
+        directory = self.directory if directory is None else directory
+        if os.path.abspath(directory) == os.path.abspath(self.directory):
+            for leftover in glob.glob(os.path.join(glob.escape(directory), "*_temp*")):
+                shutil.rmtree(leftover, ignore_errors=True)  # from a save that was killed
+        path = self._checkpoint_to_restore(directory, log)
         if path is None:
             return None
         try:
@@ -204,7 +221,7 @@ class RunState:
         except Exception as error:  # the checkpoint reader raises many types for damaged files
             raise UserError(
                 f"cannot restore checkpoint {path} ({_reason(error)}); it is corrupt or from another model "
-                f"or probvae version: delete {path}.* and {os.path.join(self.directory, 'checkpoint')} "
+                f"or probvae version: delete {path}.* and {os.path.join(directory, 'checkpoint')} "
                 "to resume from an older checkpoint, or start again with --overwrite"
             ) from None
         if not isinstance(host_state, dict) or "epochs" not in host_state:

@@ -67,6 +67,7 @@ RESUME_MAY_CHANGE = frozenset({
     "train.checkpoint_every_steps",
     "train.skip_nonfinite",
     "train.deterministic",
+    "train.strategy",
 })
 
 

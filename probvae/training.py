@@ -23,6 +23,14 @@ Checkpoints (every `checkpoint_every_steps` steps and at each epoch end) hold
 the whole training state (see `probvae.run_state`); `fit(..., resume=True)`
 continues from the newest one, and SIGINT/SIGTERM save one before stopping.
 
+Several devices and hosts (`probvae.distribute`): the model, optimizer and
+state are made under a tf.distribute strategy's scope and the step runs on
+every replica through `strategy.run`. Each replica's loss is its share of the
+global batch's loss (scaled by the global batch size), the gradients and the
+metric sums are all-reduced inside the step, and the update is applied (or
+skipped) on every replica alike, so the run computes what one device computes
+on the same global batches. Only the chief writes the run directory.
+
 Randomness: weights from `keras.utils.set_random_seed(seed)`; shuffling,
 binarization and posterior samples from stateless seeds derived from (seed,
 epoch, step), so a CPU run is repeatable, and a resumed run sees the batches
@@ -32,6 +40,7 @@ and samples the uninterrupted one would have.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from typing import Callable, Optional
@@ -40,11 +49,12 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import data as data_lib
-from probvae import acceleration, evaluation, optimization, runs
+from probvae import acceleration, distribute, evaluation, optimization, runs
 from probvae._keras import keras
 from probvae.config import RunConfig
 from probvae.errors import NonFiniteError, TrainingInterrupted, UserError
 from probvae.model import VAE
+from probvae.objectives import ElboParts
 from probvae.run_state import RunState, StopSignals
 
 __all__ = ["StepTotals", "NonFiniteFaults", "make_train_step", "Trainer", "fit", "device_name"]
@@ -55,8 +65,7 @@ FAULT_CHECK_EVERY = 50
 
 def device_name() -> str:
     """The device TensorFlow computes on: the first GPU if any, else the CPU."""
-    gpus = tf.config.list_logical_devices("GPU")
-    return gpus[0].name if gpus else tf.config.list_logical_devices("CPU")[0].name
+    return distribute.default_device()
 
 
 class StepTotals(tf.Module):
@@ -71,11 +80,17 @@ class StepTotals(tf.Module):
         # Batches skipped for a non-finite loss or gradient.
         self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
 
-    def add(self, loss, parts, batch_size):
+    @staticmethod
+    def batch_sums(parts: ElboParts) -> ElboParts:
+        """The float64 sums over a batch of its per-example ELBO parts."""
+        return ElboParts(*[tf.reduce_sum(tf.cast(values, tf.float64)) for values in parts])
+
+    def add(self, loss, sums: ElboParts, batch_size):
+        """Add one step: `loss` its (global) batch's mean loss, `sums` its `batch_sums`."""
         n = tf.cast(batch_size, tf.float64)
         self.sums["loss"].assign_add(tf.cast(loss, tf.float64) * n)
         for name in ("elbo", "reconstruction", "kl"):
-            self.sums[name].assign_add(tf.reduce_sum(tf.cast(getattr(parts, name), tf.float64)))
+            self.sums[name].assign_add(getattr(sums, name))
         self.count.assign_add(n)
 
     def reset(self):
@@ -127,7 +142,7 @@ class NonFiniteFaults(tf.Module):
 
 def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable, seed: int,
                     batch_shape, eager: bool = False, faults: Optional[NonFiniteFaults] = None,
-                    skip_nonfinite: bool = False, jit_compile: bool = False) -> Callable:
+                    skip_nonfinite: bool = False, jit_compile: bool = False, strategy=None) -> Callable:
     """The training step x -> loss, compiled unless `eager` (with XLA if `jit_compile`).
 
     The posterior sample of step s uses the stateless seed (seed, s). The
@@ -138,28 +153,77 @@ def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable
     the gradients are taken of the scaled loss and unscaled; non-finite
     gradients are then the loss scale's business (the optimizer skips the
     update and lowers the scale), so only the loss terms are checked.
+
+    Args:
+      batch_shape: shape of the global batch [B, h, w, c].
+      strategy: the tf.distribute strategy the model, optimizer and variables
+        were made under (default: the current one). With several replicas, x
+        is a distributed batch (`distribute.distribute_batches`): replica r
+        computes the loss of its rows of the global batch, scaled to its share
+        of the global loss; the gradients, loss and metric sums are summed over
+        replicas, and every replica checks and applies the same update. XLA
+        then compiles each replica's loss and gradients, not the all-reduces;
+        with free bits (all-reduces inside the loss) the step runs without XLA.
     """
+    strategy = strategy or tf.distribute.get_strategy()
+    replicated = strategy.num_replicas_in_sync > 1
     base_seed = tf.constant(seed, tf.int32)
     faults = NonFiniteFaults() if faults is None else faults
     # Create the optimizer's slots now: variables made inside the first trace
     # would make tf.function trace a second time.
-    optimizer.build(model.trainable_variables)
+    with strategy.scope():
+        optimizer.build(model.trainable_variables)
+    variables = model.trainable_variables
+    # Gradients of variables the loss does not reach: None on one device (the
+    # optimizer leaves them out), zeros under replicas (all-reduce needs tensors).
+    unconnected = tf.UnconnectedGradients.ZERO if replicated else tf.UnconnectedGradients.NONE
+
+    def loss_and_gradients(x, rows=None):
+        """(loss, `StepTotals.batch_sums` of the ELBO parts, unscaled gradients) of x."""
+        with tf.GradientTape() as tape:
+            loss, parts = model.training_loss(x, seed=tf.stack([base_seed, tf.cast(step, tf.int32)]), rows=rows)
+            scaled_loss = acceleration.scale_loss(optimizer, loss)
+        gradients = tape.gradient(scaled_loss, variables, unconnected_gradients=unconnected)
+        return loss, StepTotals.batch_sums(parts), acceleration.unscale_gradients(optimizer, gradients)
+
+    if replicated and jit_compile and not eager and model.free_bits == 0:
+        loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True)
+
+    def replica_step(x):
+        """One replica's share of the step, summed over all replicas."""
+        loss, sums, gradients = loss_and_gradients(x, distribute.replica_rows(tf.shape(x)[0]))
+        context = tf.distribute.get_replica_context()
+        loss, gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, (loss, gradients))
+        sums = context.all_reduce(tf.distribute.ReduceOp.SUM, list(sums))  # float64: a separate reduction
+        return loss, ElboParts(*sums), gradients
 
     def train_step(x):
-        with tf.GradientTape() as tape:
-            loss, parts = model.training_loss(x, seed=tf.stack([base_seed, tf.cast(step, tf.int32)]))
-            scaled_loss = acceleration.scale_loss(optimizer, loss)
-        variables = model.trainable_variables
-        gradients = acceleration.unscale_gradients(optimizer, tape.gradient(scaled_loss, variables))
+        if replicated:
+            per_replica = strategy.run(replica_step, args=(x,))
+            # Summed over replicas, so every replica holds the same values: use the first.
+            loss, sums, gradients = tf.nest.map_structure(
+                lambda value: strategy.experimental_local_results(value)[0], per_replica)
+
+            def apply_gradients():
+                strategy.extended.call_for_each_replica(
+                    lambda replica_gradients: optimizer.apply_gradients(
+                        zip(replica_gradients, variables), skip_gradients_aggregation=True),
+                    args=(per_replica[2],))
+        else:
+            loss, sums, gradients = loss_and_gradients(x)
+
+            def apply_gradients():
+                optimizer.apply_gradients(zip(gradients, variables))
+
         checked = [] if acceleration.is_loss_scaled(optimizer) else gradients
-        terms = NonFiniteFaults.check(loss, parts, checked)
+        terms = NonFiniteFaults.check(loss, sums, checked)
         good = tf.equal(terms, 0)
         if not skip_nonfinite:
             good = tf.logical_and(good, tf.equal(faults.terms, 0))
 
         def apply():
-            optimizer.apply_gradients(zip(gradients, variables))
-            totals.add(loss, parts, tf.shape(x)[0])
+            apply_gradients()
+            totals.add(loss, sums, batch_shape[0])
             return tf.constant(0)
 
         def skip():
@@ -173,6 +237,8 @@ def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable
 
     if eager:
         return train_step
+    if replicated:  # distributed inputs: one trace, as every batch has one shape
+        return tf.function(train_step, jit_compile=False)
     return tf.function(train_step, input_signature=[tf.TensorSpec(batch_shape, tf.float32)],
                        jit_compile=jit_compile)
 
@@ -205,31 +271,39 @@ class Trainer:
     """One run's model, optimizer and checkpointed state, and its epoch loop.
 
     `Trainer(config, splits, run_dir).train()` runs the epochs not done yet;
-    call `restore()` first to continue from the newest checkpoint.
+    call `restore()` first to continue from the newest checkpoint. With a
+    tf.distribute `strategy`, everything is made under its scope. The run's
+    files go to `write_dir` (default `run_dir`): a worker that is not the
+    chief writes to a temporary folder and resumes from the chief's checkpoints.
     """
 
     def __init__(self, config: RunConfig, splits: data_lib.Splits, run_dir: str,
-                 log: Callable[[str], None] = print, on_epoch_end: Optional[Callable] = None):
+                 log: Callable[[str], None] = print, on_epoch_end: Optional[Callable] = None,
+                 strategy=None, write_dir: Optional[str] = None):
         self.config, self.splits, self.run_dir, self.log = config, splits, run_dir, log
+        self.write_dir = write_dir or run_dir
         self.on_epoch_end = on_epoch_end
+        self.strategy = strategy or tf.distribute.get_strategy()
         train = config.train
+        distribute.check_batch_size(train.batch_size, self.strategy)
         if train.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(train.seed)
-        with acceleration.mixed_precision_policy(train.mixed_precision):
-            self.model = VAE(config.model, kl_weight=train.beta, free_bits=train.free_bits)
-        self.steps_per_epoch = len(splits.x_train) // train.batch_size
-        self.optimizer = optimization.make_optimizer(train, self.steps_per_epoch)
-        if train.mixed_precision:
-            self.optimizer = acceleration.loss_scaled(self.optimizer)
-        self.totals, self.faults = StepTotals(), NonFiniteFaults()
-        self.state = RunState(os.path.join(run_dir, runs.CHECKPOINT_DIR),
+        with self.strategy.scope():
+            with acceleration.mixed_precision_policy(train.mixed_precision):
+                self.model = VAE(config.model, kl_weight=train.beta, free_bits=train.free_bits)
+            self.steps_per_epoch = len(splits.x_train) // train.batch_size
+            self.optimizer = optimization.make_optimizer(train, self.steps_per_epoch)
+            if train.mixed_precision:
+                self.optimizer = acceleration.loss_scaled(self.optimizer)
+            self.totals, self.faults = StepTotals(), NonFiniteFaults()
+        self.state = RunState(os.path.join(self.write_dir, runs.CHECKPOINT_DIR), strategy=self.strategy,
                               model=self.model, optimizer=self.optimizer, totals=self.totals)
         self.train_step = make_train_step(
             self.model, self.optimizer, self.totals, self.state.step, train.seed,
             (train.batch_size,) + splits.image_shape, eager=train.eager,
             faults=self.faults, skip_nonfinite=train.skip_nonfinite,
-            jit_compile=acceleration.use_jit_compile(config.model.arch, train.jit_compile))
+            jit_compile=acceleration.use_jit_compile(config.model.arch, train.jit_compile), strategy=self.strategy)
         # What the checkpoints carry besides tensors (see probvae.run_state).
         self.history = {"epochs": [], "epoch_seconds": 0.0, "resumes": [], "train_examples": len(splits.x_train),
                         "best": None, "stopped_early": None}
@@ -238,22 +312,23 @@ class Trainer:
             "run_dir": os.path.abspath(run_dir),
             "dataset": splits.name,
             "data_source": splits.source,
-            "device": device_name(),
+            "device": distribute.describe(self.strategy)["devices"][0],
+            "distribution": distribute.describe(self.strategy, train.batch_size),
             "parameters": int(sum(np.prod(v.shape) for v in self.model.trainable_variables)),
             "units": "nats per example",
             "epochs": self.history["epochs"],
         }
         model = config.model
         log(f"model: {model.arch}, latent {model.latent_dim}, {model.posterior} posterior, {model.likelihood} "
-            f"likelihood, {self.metrics['parameters']:,} parameters, on {self.metrics['device']}")
+            f"likelihood, {self.metrics['parameters']:,} parameters, on {self.metrics['distribution']['summary']}")
 
     def evaluate(self, images: np.ndarray, seed: int) -> dict:
         return evaluation.evaluate_elbo(self.model, images, seed=seed, batch_size=self.config.train.eval_batch_size,
-                                        binarization_seed=self.config.data.split_seed)
+                                        binarization_seed=self.config.data.split_seed, strategy=self.strategy)
 
     def restore(self) -> None:
-        """Continue from the newest checkpoint, if there is one."""
-        history = self.state.restore(log=self.log)
+        """Continue from the newest checkpoint of `run_dir`, if there is one."""
+        history = self.state.restore(log=self.log, directory=os.path.join(self.run_dir, runs.CHECKPOINT_DIR))
         if history is None:
             self.log("no checkpoint yet: training from the start")
             return
@@ -302,13 +377,14 @@ class Trainer:
             self.history["epoch_seconds"] = 0.0
         started = time.time() - self.history["epoch_seconds"]
         optimization.set_kl_weight(self.model, train, epoch)
-        batches = data_lib.training_batches(self.splits.x_train, train.batch_size, seed=train.seed, epoch=epoch,
-                                            binarize=self.model.likelihood_head.binarize, start_step=position)
+        batches = distribute.distribute_batches(self.strategy, lambda: data_lib.training_batches(
+            self.splits.x_train, train.batch_size, seed=train.seed, epoch=epoch,
+            binarize=self.model.likelihood_head.binarize, start_step=position), train.batch_size)
         progress = _Progress()
         for x in batches:
             self.train_step(x)
             step, position = step + 1, position + 1
-            if stop.received and position < steps:  # at the last step, finish the epoch first
+            if position < steps and self._stopping(stop, position):  # at the last step, finish the epoch first
                 self._interrupt(stop, epoch, started)
             if position % FAULT_CHECK_EVERY == 0:
                 self._check_faults()
@@ -327,16 +403,25 @@ class Trainer:
         self._save(None)
         self._summaries("train", train_metrics, epoch)
         self._summaries("validation", validation, epoch)
-        runs.write_json(os.path.join(self.run_dir, runs.METRICS_FILE), self.metrics)
+        runs.write_json(os.path.join(self.write_dir, runs.METRICS_FILE), self.metrics)
         if self.on_epoch_end is not None:
-            self.on_epoch_end(epoch, self.model, self.splits, self.run_dir)
+            self.on_epoch_end(epoch, self.model, self.splits, self.write_dir)
         skipped = train_metrics["skipped_nonfinite_batches"]
         progress.end_epoch(
             f"epoch {epoch}/{train.epochs}  train ELBO {train_metrics['elbo']:.2f}  "
             f"validation ELBO {validation['elbo']:.2f} ± {validation['elbo_stderr']:.2f} nats  ({seconds:.0f}s)"
             + (f"  {skipped} non-finite batches skipped" if skipped else ""))
-        if stop.received:
+        if self._stopping(stop):
             self._interrupt(stop, epoch, None)
+
+    def _stopping(self, stop: StopSignals, position: Optional[int] = None) -> bool:
+        """Whether to stop for a signal now. Several workers stop at the same step:
+        they agree every FAULT_CHECK_EVERY steps (`position`) and at epoch ends."""
+        if self.metrics["distribution"]["workers"] == 1:
+            return bool(stop.received)
+        if position is not None and position % FAULT_CHECK_EVERY:
+            return False
+        return distribute.any_worker(self.strategy, bool(stop.received))
 
     def _save(self, started: Optional[float]) -> str:
         """Checkpoint the state after the last step; `started`: time the current
@@ -369,6 +454,8 @@ class Trainer:
         best = self.history.get("best") or {}
         if self.config.train.keep_best and best.get("checkpoint"):
             path = os.path.join(self.state.directory, best["checkpoint"])
+            if not tf.io.gfile.exists(path + ".index"):  # a worker resumed after that epoch: the chief's copy
+                path = os.path.join(self.run_dir, runs.CHECKPOINT_DIR, best["checkpoint"])
             tf.train.Checkpoint(model=self.model).read(path).expect_partial()
             return best["checkpoint"]
         return os.path.basename(self.state.latest)
@@ -378,9 +465,10 @@ class Trainer:
         latest = self.state.latest
         if latest is None or not latest.endswith(f"-{step}"):
             latest = self._save(started)
+        number = stop.received or signal.SIGTERM  # another worker was signalled
         raise TrainingInterrupted(
-            f"{stop.name} at step {step} (epoch {epoch}); saved checkpoint {latest}; "
-            f"continue with: fit.py --resume {self.run_dir}", stop.received)
+            f"{signal.Signals(number).name} at step {step} (epoch {epoch}); saved checkpoint {latest}; "
+            f"continue with: fit.py --resume {self.run_dir}", number)
 
     def _fix(self) -> str:
         return (f"the last good checkpoint is {self.state.latest or 'none (no checkpoint yet)'}; "
@@ -400,7 +488,7 @@ class Trainer:
 
     def _summaries(self, split: str, values: dict, epoch: int) -> None:
         """TensorBoard scalars of one split (the writer is made on first use)."""
-        path = os.path.join(self.run_dir, runs.LOG_DIR, split)
+        path = os.path.join(self.write_dir, runs.LOG_DIR, split)
         try:
             if split not in self._writers:
                 self._writers[split] = tf.summary.create_file_writer(path)
@@ -420,7 +508,7 @@ class Trainer:
 
 def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = None,
         overwrite: bool = False, log: Callable[[str], None] = print, resume: bool = False,
-        on_epoch_end: Optional[Callable] = None) -> dict:
+        on_epoch_end: Optional[Callable] = None, strategy=None) -> dict:
     """Train a VAE as `config` says, writing the run to `run_dir`.
 
     Args:
@@ -429,6 +517,12 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
       on_epoch_end: if given, called as `on_epoch_end(epoch, model, splits,
         run_dir)` after each epoch's checkpoint and metrics are written (e.g.
         `probvae.report.LatentSnapshots`).
+      strategy: the tf.distribute strategy to train under; default the one
+        `config.train.strategy` names, made before TensorFlow runs anything
+        else. In a multi-worker cluster only the chief writes `run_dir`; every
+        other worker writes to a temporary folder it removes at the end, and
+        resumes from the chief's checkpoints (so `run_dir` must be readable
+        from every host at the same path to resume).
 
     Returns:
       The metrics dict also written to RUN_DIR/metrics.json.
@@ -438,31 +532,52 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
         checkpoint is kept); NonFiniteError: a non-finite loss or gradient.
       TrainingInterrupted: SIGINT or SIGTERM, after saving a checkpoint.
     """
-    config, splits = runs.prepare_run(config, run_dir, splits=splits, overwrite=overwrite, resume=resume, log=log)
-    if not resume:
-        runs.prepare_run_dir(run_dir, overwrite=overwrite)
-        runs.save_config(run_dir, config)
-    trainer = Trainer(config, splits, run_dir, log=log, on_epoch_end=on_epoch_end)
-    if resume:
-        trainer.restore()
-    metrics = trainer.train()
+    strategy = distribute.make_strategy(config.train.strategy) if strategy is None else strategy
+    cluster = distribute.cluster_of(strategy)
+    log = distribute.worker_log(log, cluster)
+    with distribute.worker_directory(run_dir, cluster) as write_dir:
+        checked = run_dir if cluster.is_chief or resume else write_dir
+        config, splits = runs.prepare_run(config, checked, splits=splits, overwrite=overwrite, resume=resume, log=log)
+        if not resume:
+            runs.prepare_run_dir(write_dir, overwrite=overwrite)
+            runs.save_config(write_dir, config)
+        trainer = Trainer(config, splits, run_dir, log=log, on_epoch_end=on_epoch_end, strategy=strategy,
+                          write_dir=write_dir)
+        if resume:
+            trainer.restore()
+        try:
+            metrics = trainer.train()
+            test = _test(trainer, config, splits, metrics, log)
+        except tf.errors.UnavailableError as error:  # a collective operation lost a worker
+            if cluster.num_tasks == 1:
+                raise
+            raise UserError(f"lost contact with another worker ({type(error).__name__} in a collective operation); stop "
+                            f"every worker, then resume on each host with: fit.py --resume {run_dir} (newest "
+                            f"checkpoint: {os.path.basename(trainer.state.latest or 'none')})") from None
+        metrics["test"] = test
+        metrics["train_seconds"] = sum(e["seconds"] for e in metrics["epochs"])
+        path = runs.write_json(os.path.join(write_dir, runs.METRICS_FILE), metrics)
+        trainer.close()
+    log(f"test ELBO {test['elbo']:.2f} ± {test['elbo_stderr']:.2f} nats "
+        f"(reconstruction {test['reconstruction']:.2f}, KL {test['kl']:.2f}), log p(x) "
+        f"{test['log_likelihood']:.2f} ± {test['log_likelihood_stderr']:.2f} nats (K={test['iwae_samples']}), "
+        f"{test['bits_per_dim']:.4f} bits/dim on {test['n_examples']} images")
+    if cluster.is_chief:
+        log(f"run written to {os.path.abspath(run_dir)} (metrics: {path})")
+    else:
+        log(f"done; the chief writes the run to {os.path.abspath(run_dir)}, this worker's temporary files are removed")
+    return metrics
 
+
+def _test(trainer: Trainer, config: RunConfig, splits: data_lib.Splits, metrics: dict, log) -> dict:
+    """The test figures (`evaluation.evaluate`) of the best epoch's weights, or the last."""
     train = config.train
     checkpoint = trainer.use_best()
     best = metrics["best"]
     if checkpoint.startswith("best") and best["epoch"] != metrics["epochs"][-1]["epoch"]:
         log(f"test evaluation with the weights of epoch {best['epoch']} (best validation ELBO "
             f"{best['validation_elbo']:.2f}): {checkpoint}")
-    test = evaluation.evaluate(
+    return evaluation.evaluate(
         trainer.model, splits.x_test, iwae_samples=train.test_iwae_samples, batch_size=train.eval_batch_size,
-        seed=train.seed + 10_000, binarization_seed=config.data.split_seed, checkpoint=checkpoint)
-    metrics["test"] = test
-    metrics["train_seconds"] = sum(e["seconds"] for e in metrics["epochs"])
-    path = runs.write_json(os.path.join(run_dir, runs.METRICS_FILE), metrics)
-    trainer.close()
-    log(f"test ELBO {test['elbo']:.2f} ± {test['elbo_stderr']:.2f} nats "
-        f"(reconstruction {test['reconstruction']:.2f}, KL {test['kl']:.2f}), log p(x) "
-        f"{test['log_likelihood']:.2f} ± {test['log_likelihood_stderr']:.2f} nats (K={test['iwae_samples']}), "
-        f"{test['bits_per_dim']:.4f} bits/dim on {test['n_examples']} images")
-    log(f"run written to {os.path.abspath(run_dir)} (metrics: {path})")
-    return metrics
+        seed=train.seed + 10_000, binarization_seed=config.data.split_seed, checkpoint=checkpoint,
+        strategy=trainer.strategy)

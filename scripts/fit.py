@@ -6,6 +6,7 @@
     python scripts/fit.py --preset mnist-conv-2d --epochs 5      # flags override the preset
     python scripts/fit.py --preset celeba-faces --dataset folder:~/faces --image-shape 64,64,3
     python scripts/fit.py --list-presets
+    python scripts/fit.py --strategy mirrored --batch-size 1024   # every GPU of this host (docs/distributed.md)
 """
 
 import argparse
@@ -14,7 +15,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 from probvae import cli  # noqa: E402
-from probvae.config import LIKELIHOODS, LR_SCHEDULES, OPTIMIZERS, PRIORS  # noqa: E402
+from probvae.config import LIKELIHOODS, LR_SCHEDULES, OPTIMIZERS, PRIORS, STRATEGIES  # noqa: E402
 
 cli.prefer_onednn()  # before TensorFlow is imported
 
@@ -69,6 +70,8 @@ def parse_args(argv=None):
                        help="compile the step with XLA (default: the MLP always, conv on a GPU)")
     train.add_argument("--mixed-precision", action="store_true", default=None,
                        help="float16 compute with loss scaling (for GPUs)")
+    train.add_argument("--strategy", choices=STRATEGIES, help="tf.distribute strategy (default auto: multi-worker with "
+                       "a TF_CONFIG cluster, mirrored with several GPUs, else one-device); --batch-size is global")
     run = parser.add_argument_group("run")
     run.add_argument("--run-dir", help="where to write the run (default: runs/<dataset>-<timestamp>)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint")
@@ -87,7 +90,7 @@ SECTIONS = {
     "train": ("epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule", "lr_final", "patience",
               "keep_best", "beta", "kl_warmup_epochs", "free_bits",
               "seed", "deterministic", "skip_nonfinite", "checkpoint_every_steps", "eager", "test_iwae_samples",
-              "jit_compile", "mixed_precision"),
+              "jit_compile", "mixed_precision", "strategy"),
 }
 
 

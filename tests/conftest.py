@@ -47,3 +47,13 @@ def binary_images():
     """A batch [3, 8, 8, 1] of binary float32 images."""
     rng = np.random.default_rng(1)
     return (rng.uniform(size=(BATCH,) + IMAGE_SHAPE) < 0.4).astype(np.float32)
+
+
+def reparameterized_sample(posterior, seed, offset=0, total=None) -> np.ndarray:
+    """The documented posterior sample, in NumPy: z_n = loc_n + chol(cov_n) eps_n
+    with eps rows offset .. offset + n - 1 of transpose(stateless_normal([d, total], seed))."""
+    loc = posterior.mean().numpy().astype(np.float64)  # [n, d]
+    n, d = loc.shape
+    eps = tf.random.stateless_normal([d, n if total is None else total], seed=seed).numpy().T[offset: offset + n]
+    scale = np.linalg.cholesky(posterior.covariance().numpy().astype(np.float64))  # [n, d, d]
+    return loc + np.einsum("nij,nj->ni", scale, eps.astype(np.float64))

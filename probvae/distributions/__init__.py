@@ -38,6 +38,7 @@ from probvae.distributions.posteriors import (
     posterior_distribution,
     posterior_layer,
     posterior_params_size,
+    sample_posterior,
 )
 from probvae.distributions.priors import (
     PRIORS,
@@ -78,6 +79,7 @@ __all__ = [
     "posterior_layer",
     "posterior_params_size",
     "prior_layer",
+    "sample_posterior",
     "standard_normal",
     "total_correlation",
     "unwrap",

@@ -11,7 +11,15 @@ tf-keras divides the regularizer's batch total by the batch size, so after a
 call `layer.losses == [w * mean_n KL(q(z|x_n) || p(z))]`, in nats.
 
 The layers convert to a tensor through the posterior mean, so building the
-layer never draws an unseeded sample; the model samples with explicit seeds.
+layer never draws an unseeded sample; the model samples with explicit seeds
+through `sample_posterior`:
+
+    z_n = loc_n + scale_n eps_n,   eps = transpose(stateless_normal([d, N], seed)),
+
+where n is the example's row in the whole batch of N (the global batch when
+a batch is split over replicas), so an example's sample depends only on the
+seed and its row, not on how the batch is split. For a whole batch this is
+the distribution's own `sample(seed=seed)`.
 
 A fix over plain `tfp.layers`: `DistributionLambda.__call__` hands Keras two
 outputs (the distribution and its tensor value), and tf-keras applies the
@@ -23,6 +31,7 @@ distribution once.
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from probvae.distributions.analysis import unwrap
 from probvae.errors import UserError
 
 tfd = tfp.distributions
@@ -35,6 +44,7 @@ __all__ = [
     "posterior_distribution",
     "posterior_layer",
     "posterior_params_size",
+    "sample_posterior",
 ]
 
 # Smallest posterior standard deviation (the same floor tfpl.MultivariateNormalTriL uses).
@@ -126,3 +136,31 @@ def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_ex
         name="posterior",
         dtype="float32",  # q(z|x) stays float32 under a mixed-precision policy
     )
+
+
+def sample_posterior(posterior, seed=None, rows=None) -> tf.Tensor:
+    """One reparameterized sample z ~ q(z|x) per example, [n, d].
+
+    z_n = loc_n + scale_n eps_(offset + n), with eps the transpose of
+    stateless_normal([d, total], seed): the draw for a whole batch of `total`
+    examples, of which this batch holds rows offset .. offset + n - 1. For the
+    whole batch (rows None) it is `posterior.sample(seed=seed)` bit for bit:
+    TFP's multivariate Normals draw their [d, n] standard normal noise so.
+
+    Args:
+      posterior: q(z|x) from a posterior layer or `posterior_distribution`
+        (a multivariate Normal with `loc` [n, d] and `scale`), batch [n], event [d].
+      seed: a stateless seed (shape [2] int32 tensor); None draws unseeded noise.
+      rows: (offset, total), ints or int32 scalars; None means (0, n).
+    """
+    distribution = unwrap(posterior)
+    loc = tf.convert_to_tensor(distribution.loc)  # [n, d]
+    shape = tf.shape(loc)
+    offset, total = (0, shape[0]) if rows is None else rows
+    draw_shape = tf.stack([shape[1], total])
+    if seed is None:
+        noise = tf.random.normal(draw_shape, dtype=loc.dtype)
+    else:
+        noise = tf.random.stateless_normal(draw_shape, seed=seed, dtype=loc.dtype)  # [d, total]
+    noise = tf.transpose(noise[:, offset: offset + shape[0]])  # [n, d]
+    return loc + distribution.scale.matvec(noise)
