@@ -149,8 +149,8 @@ def _log_add_exp(a, b):
 
 def _batch_statistics(model, x, seed) -> BatchStatistics:
     posterior = model.posterior(x)
-    parts = objectives.elbo_parts(x, posterior, model.prior, model.likelihood, seed=sample_seed(seed, 0))
-    z = posterior.sample(seed=sample_seed(seed, 0))  # the ELBO's sample (stateless: the same draw)
+    z = posterior.sample(seed=sample_seed(seed, 0))  # the ELBO's sample, also the per-dimension KL's
+    parts = objectives.elbo_parts(x, posterior, model.prior, model.likelihood, z=z)
     return BatchStatistics(
         *parts,
         kl_per_dimension=distributions.kl_per_dimension(posterior, model.prior, z),
