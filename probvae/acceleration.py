@@ -55,14 +55,14 @@ def use_jit_compile(arch: str, jit_compile: Optional[bool] = None, gpu: Optional
     """Whether to compile the training step with XLA.
 
     Args:
-      arch: the model architecture, "mlp" or "conv".
+      arch: the model architecture, "mlp", "gated" or "conv".
       jit_compile: an explicit choice (returned as is), or None for the default:
-        True for "mlp"; for "conv" True only on a GPU.
+        True for the dense families ("mlp", "gated"); for "conv" True only on a GPU.
       gpu: whether a GPU computes; None asks TensorFlow.
     """
     if jit_compile is not None:
         return bool(jit_compile)
-    if arch == "mlp":
+    if arch in ("mlp", "gated"):
         return True
     return _has_gpu() if gpu is None else bool(gpu)
 

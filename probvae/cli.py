@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 from probvae.errors import TrainingInterrupted, UserError
 
-__all__ = ["ArgumentParser", "USAGE_ERROR", "image_shape_argument", "prefer_onednn", "run"]
+__all__ = ["ArgumentParser", "USAGE_ERROR", "image_shape_argument", "int_list_argument", "prefer_onednn", "run"]
 
 USAGE_ERROR = 2
 
@@ -76,3 +76,15 @@ def image_shape_argument(text: str) -> tuple:
     if len(shape) != 3:
         raise argparse.ArgumentTypeError(f"expected height,width,channels such as 64,64,3, got {text!r}")
     return shape
+
+
+def int_list_argument(text: str) -> tuple:
+    """argparse type for "A,B,..." of positive whole numbers (e.g. 300,300) -> (300, 300)."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive whole numbers separated by commas such as 300,300, "
+                                         f"got {text!r}")
+    return values

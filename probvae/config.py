@@ -34,7 +34,7 @@ CONFIG_VERSION = 1
 # Dataset names `probvae.data.load_dataset` knows, and the path-taking prefixes.
 DATASETS = ("fashion_mnist", "mnist", "kmnist", "cifar10", "shapes", "celeb_a")
 DATASET_PREFIXES = ("npz:", "folder:")
-ARCHITECTURES = ("conv", "mlp")
+ARCHITECTURES = ("conv", "mlp", "gated")
 POSTERIORS = ("full", "diag")
 PRIORS = ("standard_normal", "diag_gaussian", "mixture", "vamp")
 LIKELIHOODS = ("bernoulli", "normal", "continuous_bernoulli")
@@ -169,7 +169,8 @@ def _check_conv_layers(name: str, specs) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(_Section):
-    # Encoder/decoder family: "mlp" (dense) or "conv" (convolutional). The
+    # Encoder/decoder family: "mlp" (dense), "gated" (gated dense layers, as in
+    # the VampPrior paper) or "conv" (convolutional). The
     # default MLP reaches a better held-out log-likelihood than the conv
     # network in a third of the CPU time (docs/results.md).
     arch: str = "mlp"
@@ -187,7 +188,7 @@ class ModelConfig(_Section):
     likelihood: str = "bernoulli"
     # Normal likelihood scale: one "shared" value, one per "channel" or "pixel".
     normal_scale: str = "shared"
-    # MLP: width of each hidden layer (the decoder mirrors them).
+    # MLP and gated: width of each hidden layer (the decoder mirrors them).
     hidden_units: Tuple[int, ...] = (512, 256)
     # Conv: filters of each stride-2 3x3 convolution, used when conv_layers is empty.
     conv_filters: Tuple[int, ...] = (32, 64)

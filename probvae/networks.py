@@ -8,6 +8,9 @@ float32 under a mixed-precision policy.
 
 Architectures:
 - "mlp": flatten, then dense layers of `hidden_units`; the decoder mirrors them.
+- "gated": flatten, then gated dense layers of `hidden_units` (Dauphin et al.
+  2017; the VampPrior paper's networks), h = (W x + b) * sigmoid(V x + c);
+  the decoder mirrors them. No other activation.
 - "conv": one builder driven by a list of [filters, kernel, stride] triples
   (`ModelConfig.encoder_conv_layers`; by default a 3x3 stride-2 convolution
   for each entry of `conv_filters`):
@@ -40,13 +43,35 @@ Example (the DCGAN-like encoder of the mnist-dcgan-2d preset):
 import math
 from typing import Sequence
 
+import tensorflow as tf
+
 from probvae import distribute
 from probvae._keras import keras
 from probvae.errors import UserError
 
 layers = keras.layers
 
-__all__ = ["encoder", "decoder", "check_image_shape", "decoder_start_shape"]
+__all__ = ["GatedDense", "encoder", "decoder", "check_image_shape", "decoder_start_shape"]
+
+
+class GatedDense(layers.Layer):
+    """h = (x W + b) * sigmoid(x V + c): a dense layer gated by a second one.
+
+    Both halves share one kernel [in, 2 * units] (one matmul); the first
+    `units` columns are W, the last `units` are V.
+    """
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.dense = layers.Dense(2 * self.units, name="linear_and_gate")
+
+    def call(self, inputs):
+        linear, gate = tf.split(self.dense(inputs), 2, axis=-1)  # [n, units] each
+        return linear * tf.sigmoid(gate)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
 
 
 def check_image_shape(arch: str, image_shape: Sequence[int], conv_filters: Sequence[int] = ()) -> None:
@@ -77,6 +102,13 @@ def _conv_block(conv, config):
     return [conv(activation=None), normalization, layers.Activation(config.activation)]
 
 
+def _dense(config, units):
+    """A hidden dense layer of the "mlp" (activation) or "gated" family."""
+    if config.arch == "gated":
+        return GatedDense(units)
+    return layers.Dense(units, activation=config.activation)
+
+
 def _decoder_conv_layers(config):
     return config.decoder_conv_layers or tuple(reversed(config.encoder_conv_layers))
 
@@ -93,9 +125,9 @@ def encoder(config) -> keras.Sequential:
     image_shape = tuple(config.image_shape)
     check_image_shape(config.arch, image_shape)
     body = [layers.InputLayer(input_shape=image_shape)]
-    if config.arch == "mlp":
+    if config.arch in ("mlp", "gated"):
         body.append(layers.Flatten())
-        body += [layers.Dense(units, activation=config.activation) for units in config.hidden_units]
+        body += [_dense(config, units) for units in config.hidden_units]
     else:
         for filters, kernel, stride in config.encoder_conv_layers:
             body += _conv_block(
@@ -114,11 +146,8 @@ def decoder(config, output_channels: int) -> keras.Sequential:
     height, width, _ = tuple(config.image_shape)
     check_image_shape(config.arch, config.image_shape)
     body = [layers.InputLayer(input_shape=(config.latent_dim,))]
-    if config.arch == "mlp":
-        body += [
-            layers.Dense(units, activation=config.activation)
-            for units in reversed(config.hidden_units)
-        ]
+    if config.arch in ("mlp", "gated"):
+        body += [_dense(config, units) for units in reversed(config.hidden_units)]
         body += [
             layers.Dense(height * width * output_channels, dtype="float32"),
             layers.Reshape((height, width, output_channels), dtype="float32"),

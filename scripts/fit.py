@@ -15,7 +15,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 from probvae import cli  # noqa: E402
-from probvae.config import LIKELIHOODS, LR_SCHEDULES, OPTIMIZERS, PRIORS, STRATEGIES  # noqa: E402
+from probvae.config import ARCHITECTURES, LIKELIHOODS, LR_SCHEDULES, OPTIMIZERS, PRIORS, STRATEGIES  # noqa: E402
 
 cli.prefer_onednn()  # before TensorFlow is imported
 
@@ -31,7 +31,9 @@ def parse_args(argv=None):
     data.add_argument("--validation-fraction", type=float, help="share of train held out (default 0.1)")
     data.add_argument("--max-train-examples", type=int, help="train on the first N examples only")
     model = parser.add_argument_group("model")
-    model.add_argument("--arch", choices=["conv", "mlp"])
+    model.add_argument("--arch", choices=ARCHITECTURES)
+    model.add_argument("--hidden-units", type=cli.int_list_argument,
+                       help="widths of the mlp/gated hidden layers, e.g. 300,300 (decoder mirrors them)")
     model.add_argument("--latent-dim", type=int)
     model.add_argument("--posterior", choices=["full", "diag"])
     model.add_argument("--likelihood", choices=LIKELIHOODS, help="bernoulli binarizes the data; the others do not")
@@ -85,7 +87,7 @@ def parse_args(argv=None):
 
 SECTIONS = {
     "data": ("dataset", "data_dir", "validation_fraction", "max_train_examples"),
-    "model": ("arch", "latent_dim", "posterior", "likelihood", "normal_scale", "prior", "prior_components",
+    "model": ("arch", "hidden_units", "latent_dim", "posterior", "likelihood", "normal_scale", "prior", "prior_components",
               "image_shape"),
     "train": ("epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule", "lr_final", "patience",
               "keep_best", "beta", "kl_warmup_epochs", "free_bits",

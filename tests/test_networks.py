@@ -52,3 +52,26 @@ def test_the_crop_keeps_the_centre():
 def test_bad_image_shapes_are_refused():
     with pytest.raises(ValueError, match="height, width, channels"):
         networks.check_image_shape("conv", (8, 8))
+
+
+def test_gated_dense_layer_against_numpy():
+    layer = networks.GatedDense(5)
+    x = np.random.default_rng(0).normal(size=(3, 7)).astype(np.float32)
+    y = layer(x).numpy()
+    kernel, bias = (w.numpy().astype(np.float64) for w in layer.dense.weights)
+    linear = x @ kernel[:, :5] + bias[:5]  # W x + b
+    gate = x @ kernel[:, 5:] + bias[5:]  # V x + c
+    np.testing.assert_allclose(y, linear / (1.0 + np.exp(-gate)), rtol=1e-5, atol=1e-6)
+    assert y.shape == (3, 5)
+
+
+def test_gated_networks_mirror_their_hidden_layers():
+    config = tiny_model_config(arch="gated", hidden_units=(7, 4))
+    encoder, decoder = networks.encoder(config), networks.decoder(config, 2)
+    assert [type(layer).__name__ for layer in encoder.layers] == ["Flatten", "GatedDense", "GatedDense"]
+    assert [layer.units for layer in decoder.layers if isinstance(layer, networks.GatedDense)] == [4, 7]
+    # Each gated layer has twice the parameters of a dense layer of its width:
+    # encoder 64 -> 7 -> 4: 2 * (64 * 7 + 7) + 2 * (7 * 4 + 4); decoder 2 -> 4 -> 7 -> 8x8x2.
+    assert parameter_count(encoder) == 2 * (64 * 7 + 7) + 2 * (7 * 4 + 4)
+    assert parameter_count(decoder) == 2 * (2 * 4 + 4) + 2 * (4 * 7 + 7) + (7 * 128 + 128)
+    assert decoder(np.zeros((3, 2), np.float32)).shape == (3, 8, 8, 2)
