@@ -43,7 +43,7 @@ BINARIZED_LIKELIHOODS = ("bernoulli",)
 NORMAL_SCALES = ("shared", "channel", "pixel")
 OPTIMIZERS = ("adam", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine")
-# How training is spread over devices and hosts (see probvae.distribute).
+# How training is spread over devices and hosts (see probvae.training.distribute).
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
 
 
@@ -274,13 +274,13 @@ class TrainConfig(_Section):
     learning_rate: float = 1e-3
     # "cosine": the step size falls from learning_rate to
     # lr_final * learning_rate along a half cosine over all the run's steps;
-    # "constant": it stays. See probvae.optimization.learning_rate_schedule.
+    # "constant": it stays. See probvae.training.schedules.learning_rate_schedule.
     lr_schedule: str = "cosine"
     lr_final: float = 0.05
     # Weight of the KL term in the training loss (1 = the ELBO).
     beta: float = 1.0
     # Linear KL warm-up: the KL weight rises from 0 to beta over this many
-    # epochs (0: no warm-up). See probvae.optimization.kl_weight.
+    # epochs (0: no warm-up). See probvae.training.schedules.kl_weight.
     kl_warmup_epochs: int = 0
     # Free bits: nats per latent dimension of KL that cost nothing in the
     # training loss (0: none). See probvae.objectives.free_bits_kl.
@@ -309,7 +309,7 @@ class TrainConfig(_Section):
     # training (scripts/evaluate.py re-evaluates with any K, e.g. 5000).
     test_iwae_samples: int = 100
     # Compile the step with XLA; None: per architecture and device
-    # (probvae.acceleration.use_jit_compile: the MLP always, conv on a GPU).
+    # (probvae.training.precision.use_jit_compile: the MLP always, conv on a GPU).
     jit_compile: Optional[bool] = None
     # float16 compute, float32 variables and distributions, loss scaling (GPU).
     mixed_precision: bool = False

@@ -44,7 +44,7 @@ fixed signature, so each traces once per model.
 Several devices. Under a tf.distribute strategy of R > 1 replicas
 (`strategy=`), batch b goes to replica b mod R with the seed it has on one
 device, (seed, b), and the per-example results are gathered in batch order
-(`probvae.distribute.map_batches`): every number is the one a single device
+(`probvae.replicas.map_batches`): every number is the one a single device
 computes.
 
 References:
@@ -62,7 +62,9 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import data as data_lib
-from probvae import distribute, distributions, inspection, objectives, runs
+from probvae import distributions, objectives, runs
+from probvae import replicas
+from probvae.analysis import inspection
 from probvae.errors import UserError
 
 __all__ = [
@@ -204,7 +206,7 @@ class _Compiled:
 
     def distributed(self, strategy, with_importance_sampling: bool) -> Callable:
         """Both functions of one batch per replica of `strategy`, gathered in
-        replica order (see `probvae.distribute.gathered`); built once per strategy."""
+        replica order (see `probvae.replicas.gathered`); built once per strategy."""
         key = (id(strategy), with_importance_sampling)
         if key not in self._distributed:
             model = self.model
@@ -216,7 +218,7 @@ class _Compiled:
                     results.update(_importance_sampling(model, x, batch_seed, num_samples, sample_chunk)._asdict())
                 return results
 
-            self._distributed[key] = distribute.gathered(strategy, statistics)
+            self._distributed[key] = replicas.gathered(strategy, statistics)
         return self._distributed[key]
 
 
@@ -273,7 +275,7 @@ def per_example(model, batches: tf.data.Dataset, seed: int, iwae_samples: int = 
     if strategy is not None and strategy.num_replicas_in_sync > 1:
         sample_chunk = 0 if sample_chunk is None else _whole_number("sample_chunk", sample_chunk, "sample_chunk")
         run = compiled.distributed(strategy, bool(iwae_samples))
-        return distribute.map_batches(strategy, run, batches, tf.constant(seed, tf.int32),
+        return replicas.map_batches(strategy, run, batches, tf.constant(seed, tf.int32),
                                       tf.constant(int(iwae_samples)), tf.constant(sample_chunk), on_round=on_batch)
     values, done = {}, 0
     for index, x in enumerate(batches):

@@ -20,7 +20,7 @@ of N draws column n of one [d, N] standard normal (the draw of TFP's own
 `q.sample(seed=seed)`, so one device samples as TFP does). Under tf.distribute a replica
 holds rows offset .. offset + n - 1 of the global batch (`rows`), and its
 `training_loss` is its share of the global batch's loss (see
-`probvae.distribute`), so any split of a batch computes what one device would.
+`probvae.replicas`), so any split of a batch computes what one device would.
 
 Inputs: a `tf.Tensor` is taken as model-ready (float32 [n, h, w, c] in [0, 1],
 binarized for a Bernoulli likelihood). A NumPy array may be in the dataset's
@@ -43,7 +43,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from probvae import data as data_lib
-from probvae import distribute, networks, objectives
+from probvae import networks, objectives
+from probvae import replicas
 from probvae._keras import keras
 from probvae.config import ModelConfig
 from probvae.distributions import (
@@ -216,7 +217,7 @@ class VAE(keras.Model):
         parts, posterior, prior = self._elbo(x, seed, training=True, rows=rows)
         share = 1.0 if rows is None else tf.cast(tf.shape(x)[0], tf.float32) / tf.cast(rows[1], tf.float32)
         if self.free_bits > 0:
-            batch_mean = tf.reduce_mean if rows is None else distribute.global_mean
+            batch_mean = tf.reduce_mean if rows is None else replicas.global_mean
             kl_loss = self.kl_weight * objectives.free_bits_kl(posterior, prior, parts.kl, self.free_bits,
                                                                batch_mean=batch_mean)
         else:

@@ -45,7 +45,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from probvae import distribute
+from probvae import replicas
 from probvae._keras import keras
 from probvae.errors import UserError
 
@@ -98,7 +98,7 @@ def _conv_block(conv, config):
     """
     if not config.batch_norm:
         return [conv(activation=config.activation)]
-    normalization = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, synchronized=distribute.replicated())
+    normalization = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, synchronized=replicas.replicated())
     return [conv(activation=None), normalization, layers.Activation(config.activation)]
 
 

@@ -89,7 +89,7 @@ def free_bits_kl(posterior, prior, kl, free_bits, batch_mean=tf.reduce_mean):
       kl: per-example KL(q || p) [n] (analytic or the ELBO's one-sample estimate).
       free_bits: lambda >= 0, nats per dimension.
       batch_mean: (values, axis) -> mean over the batch axis; under
-        tf.distribute `probvae.distribute.global_mean`, so mean_n runs over
+        tf.distribute `probvae.replicas.global_mean`, so mean_n runs over
         the whole global batch.
 
     Returns:

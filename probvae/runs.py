@@ -258,7 +258,7 @@ def run_checkpoint(run_dir: str, which: str = "model") -> str:
     Raises:
       UserError: the run has no such checkpoint.
     """
-    from probvae.run_state import best_checkpoint
+    from probvae.training.checkpoints import best_checkpoint
 
     folder = os.path.join(run_dir, CHECKPOINT_DIR)
     found = best_checkpoint(folder) if which in ("best", "model") else None

@@ -43,12 +43,13 @@ def main():
     for name in ("batch_size", "repeats", "memory_images"):
         if changes[name] is not None and changes[name] < 1:  # checked before TensorFlow loads
             raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {changes[name]})")
-    from probvae import benchmark, runs
+    from probvae import runs
+    from probvae.benchmarks import bench
 
-    base = benchmark.QUICK if args.quick else benchmark.BenchConfig()
+    base = bench.QUICK if args.quick else bench.BenchConfig()
     bench = dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
-    result = benchmark.run(bench, memory=not args.no_memory)
-    print(benchmark.format_table(result))
+    result = bench.run(bench, memory=not args.no_memory)
+    print(bench.format_table(result))
     if args.json:
         runs.write_json(args.json, result)
         print(f"figures written to {os.path.abspath(args.json)}")

@@ -129,7 +129,7 @@ def main(argv=None):
         return
     on_epoch_end = None
     if args.snapshot_latents:
-        from probvae.report import LatentSnapshots
+        from probvae.analysis.report import LatentSnapshots
 
         on_epoch_end = LatentSnapshots.for_config(config)
     training.fit(config, run_dir, overwrite=args.overwrite, resume=bool(args.resume), on_epoch_end=on_epoch_end)

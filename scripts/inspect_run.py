@@ -45,7 +45,7 @@ def main():
     from probvae import runs
 
     runs.load_config(args.run_dir)  # a wrong folder fails here, before TensorFlow loads
-    from probvae.report import inspect_run
+    from probvae.analysis.report import inspect_run
 
     inspect_run(args.run_dir, split=args.split, out_dir=args.out, num_shown=args.n, indices=args.examples,
                 max_examples=args.max_examples, dims=args.dims, grid_size=args.grid_size,

@@ -3,7 +3,7 @@ import pytest
 
 from conftest import tiny_model_config
 from probvae import data
-from probvae.baseline import keras_recipe
+from probvae.benchmarks.baseline import keras_recipe
 from probvae.model import VAE
 
 

@@ -39,7 +39,8 @@ def _config(**model):
 
 def _train(config, splits, run_dir, strategy, weights=None):
     """The trainer after STEPS steps, and the losses and weights along the way."""
-    from probvae import data, distribute
+    from probvae import data
+    from probvae import replicas
     from probvae.training import Trainer
 
     config = config.replace(model={"image_shape": splits.image_shape})
@@ -48,7 +49,7 @@ def _train(config, splits, run_dir, strategy, weights=None):
     if weights is not None:
         trainer.model.set_weights(weights)
     train = config.train
-    batches = distribute.distribute_batches(strategy, lambda: data.training_batches(
+    batches = replicas.distribute_batches(strategy, lambda: data.training_batches(
         splits.x_train, train.batch_size, binarize=True, seed=train.seed, epoch=1), train.batch_size)
     losses, started = [], None
     for x in batches:
@@ -65,7 +66,7 @@ def _max_difference(first, second):
 
 def _compare_steps(work_dir, splits, mirrored):
     """STEPS steps on one device and on two replicas from the same weights."""
-    from probvae import distribute
+    from probvae.training import distribute
 
     # 30 images in batches of 7: 5 batches, so the second replica has none in the last round.
     held_out = splits.x_validation[:30]
@@ -125,7 +126,8 @@ def _poisoned(splits, train, step, row):
 def _faults(work_dir, splits, mirrored):
     """A NaN in the rows of the second replica at step 2, on one device and on two
     replicas, stopping and skipping; and mixed precision (a LossScaleOptimizer)."""
-    from probvae import distribute
+    from probvae import replicas
+    from probvae.training import distribute
     from probvae.errors import NonFiniteError
     from probvae.training import Trainer
 
@@ -139,7 +141,7 @@ def _faults(work_dir, splits, mirrored):
             if runs:
                 trainer.model.set_weights(runs["one"]["initial"])
             initial = [v.numpy() for v in trainer.model.weights]
-            batches = distribute.distribute_batches(strategy, lambda: _poisoned(splits, config.train, 2, 4),
+            batches = replicas.distribute_batches(strategy, lambda: _poisoned(splits, config.train, 2, 4),
                                                     config.train.batch_size)
             losses = [float(trainer.train_step(x)) for x in batches]
             try:
@@ -183,7 +185,8 @@ def _faults(work_dir, splits, mirrored):
 def _fit_and_resume(work_dir, splits, mirrored):
     """fit on one device; fit on two replicas; the latter again, resumed from
     its checkpoint at step 12 as if killed there (2 epochs of 8 steps)."""
-    from probvae import distribute, runs
+    from probvae import runs
+    from probvae.training import distribute
     from probvae.training import fit
 
     config = _config().replace(train={"epochs": 2, "checkpoint_every_steps": 3})
@@ -213,7 +216,7 @@ def _fit_and_resume(work_dir, splits, mirrored):
     ({"chief": ["127.0.0.1:3"], "worker": ["127.0.0.1:1"]}, {"type": "worker", "index": 0}, False),
 ])
 def test_the_chief_is_the_chief_task_else_worker_0(cluster, task, chief):
-    from probvae import distribute
+    from probvae.training import distribute
 
     found = distribute.cluster_from_env({"TF_CONFIG": json.dumps({"cluster": cluster, "task": task})})
     assert found.is_chief == chief and found.num_tasks == sum(len(v) for v in cluster.values())
@@ -229,7 +232,7 @@ def test_the_chief_is_the_chief_task_else_worker_0(cluster, task, chief):
      "TF_CONFIG task 'worker' 3 is not in its cluster (1 worker)"),
 ])
 def test_a_bad_tf_config_is_one_line_naming_the_fix(text, problem):
-    from probvae import distribute
+    from probvae.training import distribute
     from probvae.errors import UserError
 
     with pytest.raises(UserError) as raised:
@@ -241,7 +244,8 @@ def test_a_bad_tf_config_is_one_line_naming_the_fix(text, problem):
 def test_strategy_choice():
     import tensorflow as tf
 
-    from probvae import distribute
+    from probvae import replicas
+    from probvae.training import distribute
     from probvae.errors import UserError
 
     assert distribute.make_strategy("one-device", distribute.Cluster()) is tf.distribute.get_strategy()
@@ -253,11 +257,11 @@ def test_strategy_choice():
     with pytest.raises(UserError, match="unknown strategy 'tpu'; choose one of: auto, one-device, mirrored"):
         distribute.make_strategy("tpu", distribute.Cluster())
     with pytest.raises(UserError, match="batch size 7 does not split evenly over 2 replicas; use a multiple of 2"):
-        distribute.check_batch_size(7, type("TwoReplicas", (), {"num_replicas_in_sync": 2})())
+        replicas.check_batch_size(7, type("TwoReplicas", (), {"num_replicas_in_sync": 2})())
 
 
 def test_only_the_chief_writes_the_run_directory(tmp_path, monkeypatch):
-    from probvae import distribute
+    from probvae.training import distribute
 
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
@@ -483,7 +487,8 @@ def _script(check, out_path):
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from probvae import data, distribute
+    from probvae import data
+    from probvae.training import distribute
 
     splits = data.load_dataset("shapes", max_train_examples=6 * STEPS)
     report = {"steps": _compare_steps, "faults": _faults, "fit": _fit_and_resume}[check](

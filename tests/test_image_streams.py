@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from probvae import data
-from probvae.image_streams import ImageFiles, folder_splits, list_image_files, resize_and_crop
+from probvae.data.folders import ImageFiles, folder_splits, list_image_files, resize_and_crop
 
 
 def write_png(path, image):

@@ -9,7 +9,8 @@ import pytest
 import scipy.stats
 from PIL import Image
 
-from probvae import data, inspection, runs
+from probvae import data, runs
+from probvae.analysis import inspection
 from test_plotting import picture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

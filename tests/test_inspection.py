@@ -5,7 +5,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from conftest import BATCH, IMAGE_SHAPE, LATENT_DIM, tiny_model_config
-from probvae import inspection
+from probvae.analysis import inspection
 from probvae.model import VAE
 
 tfd = tfp.distributions

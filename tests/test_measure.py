@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_model_config
-from probvae import measure
+from probvae.benchmarks import measure
 from probvae._keras import keras
 from probvae.config import ModelConfig
 from probvae.model import VAE

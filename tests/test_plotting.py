@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from conftest import IMAGE_SHAPE, tiny_model_config
-from probvae import inspection, plotting
+from probvae.analysis import inspection
+from probvae.analysis import plotting
 from probvae.model import VAE
 
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from probvae import optimization, presets
+from probvae import presets
+from probvae.training import schedules
 from probvae.model import VAE
 from probvae.training import StepTotals, make_train_step
 
@@ -22,7 +23,7 @@ def test_each_preset_builds_runs_forward_and_takes_a_training_step(name):
     assert vae(x).shape == (BATCH,) + shape
     q = vae.posterior(x)
     assert q.event_shape == (config.model.latent_dim,) and q.batch_shape == (BATCH,)
-    optimizer = optimization.make_optimizer(config.train)
+    optimizer = schedules.make_optimizer(config.train)
     step = tf.Variable(0, dtype=tf.int64)
     train_step = make_train_step(vae, optimizer, StepTotals(), step, seed=0, batch_shape=(BATCH,) + shape,
                                  eager=True)  # one step: tracing would cost more than it saves

@@ -9,7 +9,8 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import IMAGE_SHAPE, tiny_model_config
-from probvae import data, report, runs
+from probvae import data, runs
+from probvae.analysis import report
 from probvae.config import DataConfig, ModelConfig, RunConfig
 from probvae.model import VAE
 from test_plotting import picture

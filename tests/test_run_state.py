@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from probvae.run_state import RunState, StopSignals
+from probvae.training.checkpoints import RunState, StopSignals
 
 
 def _state(directory, value=0.0, max_to_keep=3):

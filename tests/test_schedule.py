@@ -7,25 +7,26 @@ import os
 import numpy as np
 import pytest
 
-from probvae import data, optimization, runs
+from probvae import data, runs
+from probvae.training import schedules
 from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from probvae.training import Trainer, fit
 
 
 def test_cosine_step_size_follows_the_closed_form():
     train = TrainConfig(epochs=4, learning_rate=0.02, lr_final=0.1)
-    schedule = optimization.learning_rate_schedule(train, steps_per_epoch=25)
+    schedule = schedules.learning_rate_schedule(train, steps_per_epoch=25)
     total = 100
     for n in (0, 1, 37, 50, 99, 100, 250):
         expected = 0.02 * (0.1 + 0.9 * (1 + math.cos(math.pi * min(n, total) / total)) / 2)
         assert float(schedule(n)) == pytest.approx(expected, rel=1e-5)
-    assert optimization.learning_rate_schedule(TrainConfig(lr_schedule="constant", learning_rate=0.3), 9) == 0.3
+    assert schedules.learning_rate_schedule(TrainConfig(lr_schedule="constant", learning_rate=0.3), 9) == 0.3
 
 
 def test_the_optimizer_steps_along_the_schedule():
     import tensorflow as tf
 
-    optimizer = optimization.make_optimizer(TrainConfig(epochs=2, learning_rate=0.01, lr_final=0.0), 5)
+    optimizer = schedules.make_optimizer(TrainConfig(epochs=2, learning_rate=0.01, lr_final=0.0), 5)
     weight = tf.Variable(1.0)
     rates = []
     for _ in range(11):

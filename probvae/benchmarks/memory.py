@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = ["measure_peaks", "working_set_mb", "child"]
 
-_CHILD = "import sys; from probvae import benchmark_memory; benchmark_memory.child(sys.argv[1])"
+_CHILD = "import sys; from probvae.benchmarks import memory; memory.child(sys.argv[1])"
 
 
 def working_set_mb(model, rows: int) -> float:
@@ -67,29 +67,32 @@ def child(spec_json: str) -> None:
     """Do one task of `measure_peaks` and print {"start": MiB, "peak": MiB} as JSON."""
     import tensorflow as tf
 
-    from probvae import acceleration, benchmark, data, measure
+    from probvae import data
+    from probvae.training import precision
+    from probvae.benchmarks import bench
+    from probvae.benchmarks import measure
     from probvae._keras import keras
     from probvae.model import VAE
 
     spec = json.loads(spec_json)
-    bench = benchmark.BenchConfig(**{
+    bench = bench.BenchConfig(**{
         k: tuple(tuple(i) if isinstance(i, list) else i for i in v) if isinstance(v, list) else v
         for k, v in spec.items() if k not in ("arch", "task")
     })
     keras.utils.set_random_seed(bench.seed)
-    with acceleration.mixed_precision_policy(bench.use_mixed_precision):
+    with precision.mixed_precision_policy(bench.use_mixed_precision):
         model = VAE(bench.model_config(spec["arch"]))
-    jit_compile = acceleration.use_jit_compile(spec["arch"])
+    jit_compile = precision.use_jit_compile(spec["arch"])
     if spec["task"] == "training":
         images, _ = data.make_shapes(bench.steps(spec["arch"]) * bench.batch_size, seed=bench.seed,
                                      size=bench.image_size)
         start = measure.peak_memory_mb()
-        benchmark.probvae_trainer(model, bench, images, jit_compile).run()
+        bench.probvae_trainer(model, bench, images, jit_compile).run()
     else:
         images, _ = data.make_shapes(bench.memory_images, seed=bench.seed + 1, size=bench.image_size)
         batches = data.evaluation_batches(images, bench.iwae_images, binarize=True, seed=bench.seed)
         start = measure.peak_memory_mb()
-        results = [benchmark.log_likelihood(model, x, bench.num_samples, bench.seed, sample_chunk=bench.sample_chunk)
+        results = [bench.log_likelihood(model, x, bench.num_samples, bench.seed, sample_chunk=bench.sample_chunk)
                    for x in batches]
         assert np.all(np.isfinite(tf.concat(results, 0).numpy()))
     rows = bench.iwae_images * bench.sample_chunk

@@ -16,7 +16,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from probvae import acceleration
+from probvae.training import precision
 from probvae._keras import keras
 from probvae.config import ModelConfig
 
@@ -38,7 +38,7 @@ def keras_recipe(config: ModelConfig, learning_rate: float, mixed_precision: boo
     d, (height, width, channels) = config.latent_dim, tuple(config.image_shape)
     layers, act = keras.layers, config.activation
     dtype = "float32" if mixed_precision else None
-    with acceleration.mixed_precision_policy(mixed_precision):
+    with precision.mixed_precision_policy(mixed_precision):
         prior = tfd.Independent(tfd.Normal(loc=tf.zeros(d), scale=1.0), reinterpreted_batch_ndims=1)
         if config.arch == "mlp":
             encoder = [layers.Flatten()] + [layers.Dense(u, activation=act) for u in config.hidden_units]

@@ -1,35 +1,15 @@
-"""Training: a compiled step, the epoch loop, checkpoints, summaries.
-
-The step minimises
-
-    loss = -mean_n log p(x_n | z_n) + kl_weight * mean_n KL(q(z|x_n) || p(z)),  z_n ~ q(z|x_n)
-
-where the KL term is the loss the posterior layer's `KLDivergenceRegularizer`
-adds. With kl_weight = beta = 1 this is the negative ELBO. The step runs under
-`tf.function` (one trace: fixed batch shape) unless `eager` is set, and
-accumulates its metrics in variables on the device, so the host reads them
-only when it reports. TensorFlow places the step on a GPU when one is present.
-
-Numerical faults are caught on the device: the step checks that the
-reconstruction term, the KL term, the loss and every gradient are finite, and
-applies the update only if they are (`tf.cond`; weights and Adam's moments are
-untouched otherwise). By default the first bad step is recorded in
-`NonFiniteFaults` and no later step updates the weights; the host reads the
-record every `FAULT_CHECK_EVERY` steps and before each checkpoint, and stops
-with a `NonFiniteError`, so no checkpoint ever holds a bad update. With
-`skip_nonfinite` the batch is counted (`StepTotals.skipped`) and training goes on.
+"""The training loop: epochs of compiled steps, checkpoints, the best epoch,
+early stopping, summaries, and `fit`, which writes a run directory.
 
 Checkpoints (every `checkpoint_every_steps` steps and at each epoch end) hold
-the whole training state (see `probvae.run_state`); `fit(..., resume=True)`
-continues from the newest one, and SIGINT/SIGTERM save one before stopping.
+the whole training state (see `probvae.training.checkpoints`); `fit(...,
+resume=True)` continues from the newest one, and SIGINT/SIGTERM save one
+before stopping. With a `NonFiniteFaults` record the loop stops with a
+`NonFiniteError`, so no checkpoint ever holds a bad update.
 
-Several devices and hosts (`probvae.distribute`): the model, optimizer and
-state are made under a tf.distribute strategy's scope and the step runs on
-every replica through `strategy.run`. Each replica's loss is its share of the
-global batch's loss (scaled by the global batch size), the gradients and the
-metric sums are all-reduced inside the step, and the update is applied (or
-skipped) on every replica alike, so the run computes what one device computes
-on the same global batches. Only the chief writes the run directory.
+Several devices and hosts (`probvae.training.distribute`): the model,
+optimizer and state are made under a tf.distribute strategy's scope and the
+step runs on every replica; only the chief writes the run directory.
 
 Randomness: weights from `keras.utils.set_random_seed(seed)`; shuffling,
 binarization and posterior samples from stateless seeds derived from (seed,
@@ -49,198 +29,16 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import data as data_lib
-from probvae import acceleration, distribute, evaluation, optimization, runs
+from probvae import evaluation, replicas, runs
 from probvae._keras import keras
 from probvae.config import RunConfig
 from probvae.errors import NonFiniteError, TrainingInterrupted, UserError
 from probvae.model import VAE
-from probvae.objectives import ElboParts
-from probvae.run_state import RunState, StopSignals
+from probvae.training import distribute, precision, schedules
+from probvae.training.checkpoints import RunState, StopSignals
+from probvae.training.step import FAULT_CHECK_EVERY, NonFiniteFaults, StepTotals, make_train_step
 
-__all__ = ["StepTotals", "NonFiniteFaults", "make_train_step", "Trainer", "fit", "device_name"]
-
-# Steps between two host reads of the fault record (each read waits for the device).
-FAULT_CHECK_EVERY = 50
-
-
-def device_name() -> str:
-    """The device TensorFlow computes on: the first GPU if any, else the CPU."""
-    return distribute.default_device()
-
-
-class StepTotals(tf.Module):
-    """Sums of the training metrics over the steps of an epoch, kept on the device."""
-
-    NAMES = ("loss", "elbo", "reconstruction", "kl")
-
-    def __init__(self):
-        super().__init__(name="step_totals")
-        self.sums = {n: tf.Variable(0.0, dtype=tf.float64, trainable=False) for n in self.NAMES}
-        self.count = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-        # Batches skipped for a non-finite loss or gradient.
-        self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
-
-    @staticmethod
-    def batch_sums(parts: ElboParts) -> ElboParts:
-        """The float64 sums over a batch of its per-example ELBO parts."""
-        return ElboParts(*[tf.reduce_sum(tf.cast(values, tf.float64)) for values in parts])
-
-    def add(self, loss, sums: ElboParts, batch_size):
-        """Add one step: `loss` its (global) batch's mean loss, `sums` its `batch_sums`."""
-        n = tf.cast(batch_size, tf.float64)
-        self.sums["loss"].assign_add(tf.cast(loss, tf.float64) * n)
-        for name in ("elbo", "reconstruction", "kl"):
-            self.sums[name].assign_add(getattr(sums, name))
-        self.count.assign_add(n)
-
-    def reset(self):
-        for variable in list(self.sums.values()) + [self.count, self.skipped]:
-            variable.assign(tf.zeros_like(variable))
-
-    def means(self) -> dict:
-        count = max(float(self.count.numpy()), 1.0)
-        return {name: float(variable.numpy()) / count for name, variable in self.sums.items()}
-
-
-class NonFiniteFaults(tf.Module):
-    """The first training step whose loss or gradients were not finite, on the device."""
-
-    # Bits of `terms`, in the order a cause shows up in the step.
-    TERMS = (("reconstruction", 1), ("KL", 2), ("loss", 4), ("gradients", 8))
-
-    def __init__(self):
-        super().__init__(name="nonfinite_faults")
-        self.terms = tf.Variable(0, dtype=tf.int32, trainable=False)  # 0: no fault yet
-        self.step = tf.Variable(-1, dtype=tf.int64, trainable=False)  # steps done before it
-
-    @staticmethod
-    def check(loss, parts, gradients) -> tf.Tensor:
-        """Bit mask (int32 scalar) of the terms that are not finite; 0 if all are."""
-        def all_finite(values):
-            return tf.reduce_all([tf.constant(True)] + [tf.reduce_all(tf.math.is_finite(v)) for v in values])
-
-        flags = (all_finite([parts.reconstruction]), all_finite([parts.kl]), all_finite([loss]),
-                 all_finite([g for g in gradients if g is not None]))
-        return tf.add_n([tf.where(ok, 0, bit) for ok, (_, bit) in zip(flags, NonFiniteFaults.TERMS)])
-
-    def record(self, terms, step):
-        """Keep `terms` and `step` if no fault was recorded yet."""
-        first = tf.equal(self.terms, 0)
-        self.step.assign(tf.where(first, tf.cast(step, tf.int64), self.step))
-        self.terms.assign(tf.where(first, terms, self.terms))
-
-    @classmethod
-    def describe(cls, terms: int) -> str:
-        """Which term went wrong first: the reconstruction or KL term (which
-        make the loss and gradients non-finite too), else the loss, else the gradients."""
-        names = [name for name, bit in cls.TERMS if terms & bit]
-        causes = [name for name in names if name in ("reconstruction", "KL")]
-        if causes:
-            return "the " + " and ".join(causes) + (" terms" if len(causes) > 1 else " term")
-        return "the " + names[0] if names else "nothing"
-
-
-def make_train_step(model: VAE, optimizer, totals: StepTotals, step: tf.Variable, seed: int,
-                    batch_shape, eager: bool = False, faults: Optional[NonFiniteFaults] = None,
-                    skip_nonfinite: bool = False, jit_compile: bool = False, strategy=None) -> Callable:
-    """The training step x -> loss, compiled unless `eager` (with XLA if `jit_compile`).
-
-    The posterior sample of step s uses the stateless seed (seed, s). The
-    update is applied only if the loss and gradients are finite; otherwise the
-    step records the fault in `faults` and, unless `skip_nonfinite`, no later
-    step updates the weights either (the host stops the run). `step` counts
-    every batch, applied or not. With a `LossScaleOptimizer` (mixed precision)
-    the gradients are taken of the scaled loss and unscaled; non-finite
-    gradients are then the loss scale's business (the optimizer skips the
-    update and lowers the scale), so only the loss terms are checked.
-
-    Args:
-      batch_shape: shape of the global batch [B, h, w, c].
-      strategy: the tf.distribute strategy the model, optimizer and variables
-        were made under (default: the current one). With several replicas, x
-        is a distributed batch (`distribute.distribute_batches`): replica r
-        computes the loss of its rows of the global batch, scaled to its share
-        of the global loss; the gradients, loss and metric sums are summed over
-        replicas, and every replica checks and applies the same update. XLA
-        then compiles each replica's loss and gradients, not the all-reduces;
-        with free bits (all-reduces inside the loss) the step runs without XLA.
-    """
-    strategy = strategy or tf.distribute.get_strategy()
-    replicated = strategy.num_replicas_in_sync > 1
-    base_seed = tf.constant(seed, tf.int32)
-    faults = NonFiniteFaults() if faults is None else faults
-    # Create the optimizer's slots now: variables made inside the first trace
-    # would make tf.function trace a second time.
-    with strategy.scope():
-        optimizer.build(model.trainable_variables)
-    variables = model.trainable_variables
-    # Gradients of variables the loss does not reach: None on one device (the
-    # optimizer leaves them out), zeros under replicas (all-reduce needs tensors).
-    unconnected = tf.UnconnectedGradients.ZERO if replicated else tf.UnconnectedGradients.NONE
-
-    def loss_and_gradients(x, rows=None):
-        """(loss, `StepTotals.batch_sums` of the ELBO parts, unscaled gradients) of x."""
-        with tf.GradientTape() as tape:
-            loss, parts = model.training_loss(x, seed=tf.stack([base_seed, tf.cast(step, tf.int32)]), rows=rows)
-            scaled_loss = acceleration.scale_loss(optimizer, loss)
-        gradients = tape.gradient(scaled_loss, variables, unconnected_gradients=unconnected)
-        return loss, StepTotals.batch_sums(parts), acceleration.unscale_gradients(optimizer, gradients)
-
-    if replicated and jit_compile and not eager and model.free_bits == 0:
-        loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True)
-
-    def replica_step(x):
-        """One replica's share of the step, summed over all replicas."""
-        loss, sums, gradients = loss_and_gradients(x, distribute.replica_rows(tf.shape(x)[0]))
-        context = tf.distribute.get_replica_context()
-        loss, gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, (loss, gradients))
-        sums = context.all_reduce(tf.distribute.ReduceOp.SUM, list(sums))  # float64: a separate reduction
-        return loss, ElboParts(*sums), gradients
-
-    def train_step(x):
-        if replicated:
-            per_replica = strategy.run(replica_step, args=(x,))
-            # Summed over replicas, so every replica holds the same values: use the first.
-            loss, sums, gradients = tf.nest.map_structure(
-                lambda value: strategy.experimental_local_results(value)[0], per_replica)
-
-            def apply_gradients():
-                strategy.extended.call_for_each_replica(
-                    lambda replica_gradients: optimizer.apply_gradients(
-                        zip(replica_gradients, variables), skip_gradients_aggregation=True),
-                    args=(per_replica[2],))
-        else:
-            loss, sums, gradients = loss_and_gradients(x)
-
-            def apply_gradients():
-                optimizer.apply_gradients(zip(gradients, variables))
-
-        checked = [] if acceleration.is_loss_scaled(optimizer) else gradients
-        terms = NonFiniteFaults.check(loss, sums, checked)
-        good = tf.equal(terms, 0)
-        if not skip_nonfinite:
-            good = tf.logical_and(good, tf.equal(faults.terms, 0))
-
-        def apply():
-            apply_gradients()
-            totals.add(loss, sums, batch_shape[0])
-            return tf.constant(0)
-
-        def skip():
-            faults.record(terms, step)
-            totals.skipped.assign_add(1)
-            return tf.constant(0)
-
-        tf.cond(good, apply, skip)
-        step.assign_add(1)
-        return loss
-
-    if eager:
-        return train_step
-    if replicated:  # distributed inputs: one trace, as every batch has one shape
-        return tf.function(train_step, jit_compile=False)
-    return tf.function(train_step, input_signature=[tf.TensorSpec(batch_shape, tf.float32)],
-                       jit_compile=jit_compile)
+__all__ = ["Trainer", "fit"]
 
 
 class _Progress:
@@ -285,17 +83,17 @@ class Trainer:
         self.on_epoch_end = on_epoch_end
         self.strategy = strategy or tf.distribute.get_strategy()
         train = config.train
-        distribute.check_batch_size(train.batch_size, self.strategy)
+        replicas.check_batch_size(train.batch_size, self.strategy)
         if train.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(train.seed)
         with self.strategy.scope():
-            with acceleration.mixed_precision_policy(train.mixed_precision):
+            with precision.mixed_precision_policy(train.mixed_precision):
                 self.model = VAE(config.model, kl_weight=train.beta, free_bits=train.free_bits)
             self.steps_per_epoch = len(splits.x_train) // train.batch_size
-            self.optimizer = optimization.make_optimizer(train, self.steps_per_epoch)
+            self.optimizer = schedules.make_optimizer(train, self.steps_per_epoch)
             if train.mixed_precision:
-                self.optimizer = acceleration.loss_scaled(self.optimizer)
+                self.optimizer = precision.loss_scaled(self.optimizer)
             self.totals, self.faults = StepTotals(), NonFiniteFaults()
         self.state = RunState(os.path.join(self.write_dir, runs.CHECKPOINT_DIR), strategy=self.strategy,
                               model=self.model, optimizer=self.optimizer, totals=self.totals)
@@ -303,8 +101,8 @@ class Trainer:
             self.model, self.optimizer, self.totals, self.state.step, train.seed,
             (train.batch_size,) + splits.image_shape, eager=train.eager,
             faults=self.faults, skip_nonfinite=train.skip_nonfinite,
-            jit_compile=acceleration.use_jit_compile(config.model.arch, train.jit_compile), strategy=self.strategy)
-        # What the checkpoints carry besides tensors (see probvae.run_state).
+            jit_compile=precision.use_jit_compile(config.model.arch, train.jit_compile), strategy=self.strategy)
+        # What the checkpoints carry besides tensors (see probvae.training.checkpoints).
         self.history = {"epochs": [], "epoch_seconds": 0.0, "resumes": [], "train_examples": len(splits.x_train),
                         "best": None, "stopped_early": None}
         self._writers = {}
@@ -376,8 +174,8 @@ class Trainer:
             self.totals.reset()
             self.history["epoch_seconds"] = 0.0
         started = time.time() - self.history["epoch_seconds"]
-        optimization.set_kl_weight(self.model, train, epoch)
-        batches = distribute.distribute_batches(self.strategy, lambda: data_lib.training_batches(
+        schedules.set_kl_weight(self.model, train, epoch)
+        batches = replicas.distribute_batches(self.strategy, lambda: data_lib.training_batches(
             self.splits.x_train, train.batch_size, seed=train.seed, epoch=epoch,
             binarize=self.model.likelihood_head.binarize, start_step=position), train.batch_size)
         progress = _Progress()
@@ -516,7 +314,7 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
         its saved config (a `config` contradicting it is refused).
       on_epoch_end: if given, called as `on_epoch_end(epoch, model, splits,
         run_dir)` after each epoch's checkpoint and metrics are written (e.g.
-        `probvae.report.LatentSnapshots`).
+        `probvae.analysis.report.LatentSnapshots`).
       strategy: the tf.distribute strategy to train under; default the one
         `config.train.strategy` names, made before TensorFlow runs anything
         else. In a multi-worker cluster only the chief writes `run_dir`; every

@@ -19,7 +19,7 @@ Sources, by name:
 - "npz:PATH": arrays x_train, x_test (uint8 0..255 or float 0..1) and optional
   y_train, y_test;
 - "folder:PATH": JPEG/PNG files in a folder (class subfolders give labels),
-  and "celeb_a" (TFDS): streamed, never loaded whole (`probvae.image_streams`);
+  and "celeb_a" (TFDS): streamed, never loaded whole (`probvae.data.folders`);
   their splits are `ImageStream`s instead of arrays, resized and centre-cropped
   to the model's image shape. A folder holds out validation_fraction of its
   files for validation and as many again for test.
@@ -35,10 +35,9 @@ import struct
 from typing import Optional
 
 import numpy as np
-import tensorflow as tf
 from probvae.config import DATASETS, check_dataset_name
 from probvae.errors import UserError
-from probvae.image_streams import ImageStream, TfdsImages, folder_splits
+from probvae.data.folders import ImageStream, TfdsImages, folder_splits
 
 __all__ = [
     "CLASS_NAMES",
@@ -52,9 +51,6 @@ __all__ = [
     "make_shapes",
     "to_uint8_images",
     "to_unit_interval",
-    "binarize_fixed",
-    "training_batches",
-    "evaluation_batches",
 ]
 
 
@@ -336,87 +332,3 @@ def load_dataset(name: str, data_dir: Optional[str] = None, validation_fraction:
         x_test=x_test,
         y_test=None if y_test is None else np.asarray(y_test).astype(np.int64),
     )
-
-
-def _scale(images):
-    return tf.cast(images, tf.float32) / 255.0
-
-
-def binarize_fixed(images: np.ndarray, seed: int) -> np.ndarray:
-    """One seeded binarization x_bin ~ Bernoulli(x) of images (uint8 0..255 or
-    float 0..1), as float32 {0, 1}. The same seed gives the same draw."""
-    probabilities = tf.constant(to_unit_interval(images))
-    uniform = tf.random.stateless_uniform(tf.shape(probabilities), seed=[seed, 0x5EED])
-    return tf.cast(uniform < probabilities, tf.float32).numpy()
-
-
-def _binarize_step(x, seed: int, epoch: int, step):
-    """The dynamic binarization of training step `step`: x_bin ~ Bernoulli(x), seed (seed, epoch, step)."""
-    step_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch, tf.cast(step, tf.int64)])
-    return tf.cast(tf.random.stateless_uniform(tf.shape(x), seed=step_seed) < x, tf.float32)
-
-
-def training_batches(images, batch_size: int, *, binarize: bool, seed: int, epoch: int,
-                     start_step: int = 0) -> tf.data.Dataset:
-    """One epoch of shuffled float32 batches [batch_size, h, w, c] in [0, 1].
-
-    The permutation comes from (seed, epoch) and the binarization of step i
-    from (seed, epoch, i), all stateless, so `start_step` resumes an epoch at
-    the batch it reached. Incomplete last batches are dropped, so every step
-    has the same shape and the step function traces once.
-
-    `images` is a uint8 array or an `ImageStream` (streamed from disk; a
-    stream whose files fail to decode has fewer steps, and resuming it skips
-    start_step * batch_size files of the epoch's order).
-    """
-    num_examples = len(images)
-    steps = num_examples // batch_size
-    if steps < 1:
-        raise UserError(
-            f"batch size {batch_size} is larger than the {num_examples} training examples; lower --batch-size"
-        )
-    if isinstance(images, ImageStream):
-        def prepare(step, x):
-            x = _scale(x)
-            return _binarize_step(x, seed, epoch, step + start_step) if binarize else x
-
-        batches = images.dataset(order=(seed, epoch), start=start_step * batch_size)
-        return (
-            batches.batch(batch_size, drop_remainder=True)
-            .enumerate()
-            .map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE)
-        )
-    data = tf.constant(images)
-    order = tf.argsort(tf.random.stateless_uniform([num_examples], seed=[seed, epoch]))
-
-    def batch(step):
-        index = order[step * batch_size : (step + 1) * batch_size]
-        x = _scale(tf.gather(data, index))
-        return _binarize_step(x, seed, epoch, step) if binarize else x
-
-    return (
-        tf.data.Dataset.range(start_step, steps)
-        .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-
-
-def evaluation_batches(images, batch_size: int, *, binarize: bool, seed: int) -> tf.data.Dataset:
-    """Every held-out example once, in order, float32 [<= batch_size, h, w, c];
-    binarized once from `seed` when `binarize` is set.
-
-    For an `ImageStream` nothing is cached: batch k is binarized from
-    (seed, 0x5EED + 1 + k), the same on every pass.
-    """
-    if isinstance(images, ImageStream):
-        def prepare(index, x):
-            x = _scale(x)
-            if binarize:
-                batch_seed = tf.stack([tf.cast(seed, tf.int64), 0x5EED + 1 + index])
-                x = tf.cast(tf.random.stateless_uniform(tf.shape(x), seed=batch_seed) < x, tf.float32)
-            return x
-
-        return images.dataset().batch(batch_size).enumerate().map(prepare).prefetch(tf.data.AUTOTUNE)
-    x = binarize_fixed(images, seed) if binarize else _scale(images).numpy()
-    return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).cache().prefetch(tf.data.AUTOTUNE)

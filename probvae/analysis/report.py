@@ -2,8 +2,8 @@
 latent-snapshot hook for training.
 
 `inspect_run(run_dir)` loads the model (`runs.load_run`) and the data its
-config names, computes the numbers (`probvae.inspection`), draws them
-(`probvae.plotting`) and writes, by default into RUN_DIR/plots/:
+config names, computes the numbers (`probvae.analysis.inspection`), draws them
+(`probvae.analysis.plotting`) and writes, by default into RUN_DIR/plots/:
 
     latent_marginals.png (or _pageK.png)   aggregate posterior per dimension vs N(0, 1)
     latent_summary.png                     KS, activity and KL per dimension
@@ -32,7 +32,9 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import data as data_lib
-from probvae import inspection, plotting, runs
+from probvae import runs
+from probvae.analysis import inspection
+from probvae.analysis import plotting
 from probvae.errors import UserError
 
 __all__ = ["SNAPSHOT_DIR", "GIF_NAME", "LatentSnapshots", "inspect_run", "write_index"]

@@ -6,13 +6,13 @@ Contenders, on the same architecture, batch, optimiser (Adam) and data
 - probvae: the training loop of `probvae.training.fit` (the compiled step of
   `make_train_step` over one epoch of tf.data batches, metrics read once at
   the end), with XLA on and off; "probvae" is the default
-  (`probvae.acceleration.use_jit_compile`);
+  (`probvae.training.precision.use_jit_compile`);
 - keras_fit: the standard TFP-layers recipe a user writes: a tf-keras model
   ending in `tfpl.MultivariateNormalTriL` with a `KLDivergenceRegularizer`
   and `tfpl.IndependentBernoulli`, trained with
   `model.compile(loss=lambda x, p: -p.log_prob(x))` and `model.fit`.
 
-Figures (see `probvae.measure` for how they are timed):
+Figures (see `probvae.benchmarks.measure` for how they are timed):
 
 - training throughput (images/s) and the speed-up over keras_fit;
 - utilisation: achieved GFLOP/s of the training step (3x the forward FLOPs
@@ -24,7 +24,7 @@ Figures (see `probvae.measure` for how they are timed):
   IWAE (image x sample)/s over the raw forward throughput of the decoder at
   the same number of rows (images x sample chunk): the IWAE efficiency;
 - peak memory of training and of IWAE at two K, each in its own process
-  (`probvae.benchmark_memory`);
+  (`probvae.benchmarks.memory`);
 - time to the first training step (tracing and compilation) and the number
   of traces of each compiled step after the first and the last epoch.
 """
@@ -42,12 +42,16 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from probvae import acceleration, benchmark_memory, data, evaluation, measure
-from probvae.baseline import keras_recipe
+from probvae import data, evaluation
+from probvae.training import precision
+from probvae.benchmarks.memory import measure_peaks
+from probvae.benchmarks import measure
+from probvae.benchmarks.baseline import keras_recipe
 from probvae._keras import keras
 from probvae.config import ModelConfig
 from probvae.model import VAE
-from probvae.training import StepTotals, device_name, make_train_step
+from probvae.replicas import default_device
+from probvae.training import StepTotals, make_train_step
 
 __all__ = ["BenchConfig", "QUICK", "log_likelihood", "probvae_trainer", "fit_trainer", "run", "format_table"]
 
@@ -129,7 +133,7 @@ def probvae_trainer(model: VAE, bench: BenchConfig, images: np.ndarray, jit_comp
     """probvae's loop, as `fit` runs it, on `model`."""
     optimizer = keras.optimizers.Adam(bench.learning_rate)
     if bench.use_mixed_precision:
-        optimizer = acceleration.loss_scaled(optimizer)
+        optimizer = precision.loss_scaled(optimizer)
     totals, step = StepTotals(), tf.Variable(0, dtype=tf.int64, trainable=False)
     epochs = _epochs(bench, images)
     started = time.perf_counter()
@@ -261,11 +265,11 @@ def measure_arch(arch: str, bench: BenchConfig, matmul: Callable, log=print) -> 
     config = bench.model_config(arch)
     images, _ = data.make_shapes(bench.steps(arch) * bench.batch_size, seed=bench.seed, size=bench.image_size)
     held_out, _ = data.make_shapes(bench.eval_images, seed=bench.seed + 1, size=bench.image_size)
-    jit = acceleration.use_jit_compile(arch)
+    jit = precision.use_jit_compile(arch)
     models = {}
     for name in ("probvae_xla", "probvae_graph"):
         keras.utils.set_random_seed(bench.seed)
-        with acceleration.mixed_precision_policy(bench.use_mixed_precision):
+        with precision.mixed_precision_policy(bench.use_mixed_precision):
             models[name] = VAE(config)
     trainers = {name: probvae_trainer(models[name], bench, images, name == "probvae_xla") for name in models}
     trainers["keras_fit"] = fit_trainer(config, bench, images)
@@ -321,7 +325,7 @@ def device_info() -> dict:
     from tensorflow.python.util import _pywrap_util_port
 
     return {
-        "device": device_name(),
+        "device": default_device(),
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
         "tensorflow": tf.__version__,
@@ -343,7 +347,7 @@ def run(bench: BenchConfig, memory: bool = True, log=print) -> dict:
     if memory:
         for arch in bench.archs:
             log(f"{arch}: peak memory (one process per figure)")
-            peak[arch] = benchmark_memory.measure_peaks(bench, arch)
+            peak[arch] = measure_peaks(bench, arch)
     info["load_average_end"] = list(os.getloadavg())
     first = next(iter(archs.values()))
     return {

@@ -1,0 +1,108 @@
+"""tf.data pipelines: images in, float32 batches in [0, 1] out, binarized for
+a Bernoulli likelihood.
+
+- training: dynamic binarization, a fresh draw x_bin ~ Bernoulli(x) for every
+  example in every epoch, inside the tf.data graph, from a stateless seed
+  (seed, epoch, step) so a run is repeatable and can resume mid-epoch;
+- evaluation: one fixed binarization of the held-out set from a recorded seed,
+  so two evaluations of the same data are comparable.
+
+Every binarization is `binarized(x, seed)`; only the seed differs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from probvae.data.folders import ImageStream
+from probvae.data.sources import to_unit_interval
+from probvae.errors import UserError
+
+__all__ = ["binarized", "binarize_fixed", "training_batches", "evaluation_batches"]
+
+
+def _scale(images):
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def binarized(x, seed) -> tf.Tensor:
+    """x_bin ~ Bernoulli(x): float32 {0, 1} of the shape of x (float32 in [0, 1]),
+    drawn from the stateless seed `seed` (shape [2]). The same seed gives the same draw."""
+    return tf.cast(tf.random.stateless_uniform(tf.shape(x), seed=seed) < x, tf.float32)
+
+
+def binarize_fixed(images: np.ndarray, seed: int) -> np.ndarray:
+    """One seeded binarization of images (uint8 0..255 or float 0..1), as a
+    float32 {0, 1} array: `binarized` with the seed (seed, 0x5EED)."""
+    return binarized(tf.constant(to_unit_interval(images)), [seed, 0x5EED]).numpy()
+
+
+def _binarize_step(x, seed: int, epoch: int, step):
+    """The dynamic binarization of training step `step`: seed (seed * 1000003 + epoch, step)."""
+    return binarized(x, tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch, tf.cast(step, tf.int64)]))
+
+
+def training_batches(images, batch_size: int, *, binarize: bool, seed: int, epoch: int,
+                     start_step: int = 0) -> tf.data.Dataset:
+    """One epoch of shuffled float32 batches [batch_size, h, w, c] in [0, 1].
+
+    The permutation comes from (seed, epoch) and the binarization of step i
+    from (seed, epoch, i), all stateless, so `start_step` resumes an epoch at
+    the batch it reached. Incomplete last batches are dropped, so every step
+    has the same shape and the step function traces once.
+
+    `images` is a uint8 array or an `ImageStream` (streamed from disk; a
+    stream whose files fail to decode has fewer steps, and resuming it skips
+    start_step * batch_size files of the epoch's order).
+    """
+    num_examples = len(images)
+    steps = num_examples // batch_size
+    if steps < 1:
+        raise UserError(
+            f"batch size {batch_size} is larger than the {num_examples} training examples; lower --batch-size"
+        )
+    if isinstance(images, ImageStream):
+        def prepare(step, x):
+            x = _scale(x)
+            return _binarize_step(x, seed, epoch, step + start_step) if binarize else x
+
+        batches = images.dataset(order=(seed, epoch), start=start_step * batch_size)
+        return (
+            batches.batch(batch_size, drop_remainder=True)
+            .enumerate()
+            .map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+    data = tf.constant(images)
+    order = tf.argsort(tf.random.stateless_uniform([num_examples], seed=[seed, epoch]))
+
+    def batch(step):
+        index = order[step * batch_size : (step + 1) * batch_size]
+        x = _scale(tf.gather(data, index))
+        return _binarize_step(x, seed, epoch, step) if binarize else x
+
+    return (
+        tf.data.Dataset.range(start_step, steps)
+        .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def evaluation_batches(images, batch_size: int, *, binarize: bool, seed: int) -> tf.data.Dataset:
+    """Every held-out example once, in order, float32 [<= batch_size, h, w, c];
+    binarized once from `seed` when `binarize` is set.
+
+    For an `ImageStream` nothing is cached: batch k is binarized from
+    (seed, 0x5EED + 1 + k), the same on every pass.
+    """
+    if isinstance(images, ImageStream):
+        def prepare(index, x):
+            x = _scale(x)
+            if binarize:
+                x = binarized(x, tf.stack([tf.cast(seed, tf.int64), 0x5EED + 1 + index]))
+            return x
+
+        return images.dataset().batch(batch_size).enumerate().map(prepare).prefetch(tf.data.AUTOTUNE)
+    x = binarize_fixed(images, seed) if binarize else _scale(images).numpy()
+    return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).cache().prefetch(tf.data.AUTOTUNE)

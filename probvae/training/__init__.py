@@ -1,0 +1,16 @@
+"""Training: the step, the loop, checkpoints, schedules, precision and
+tf.distribute.
+
+- `step`: `make_train_step`, a compiled step with its on-device metrics and
+  non-finite checks;
+- `loop`: `Trainer` (epochs, best epoch, early stopping, summaries) and `fit`;
+- `checkpoints`: the run state on disk and the stop signals;
+- `schedules`: optimizer, step-size schedule and KL weight;
+- `precision`: XLA and mixed precision;
+- `distribute`: strategies, clusters and workers.
+"""
+
+from probvae.training.loop import Trainer, fit
+from probvae.training.step import NonFiniteFaults, StepTotals, make_train_step
+
+__all__ = ["NonFiniteFaults", "StepTotals", "Trainer", "fit", "make_train_step"]

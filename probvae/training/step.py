@@ -1,0 +1,219 @@
+"""The training step: a pure function factory.
+
+`make_train_step(model, optimizer, totals, step, seed, batch_shape, ...)`
+returns x -> loss, which minimises
+
+    loss = -mean_n log p(x_n | z_n) + kl_weight * mean_n KL(q(z|x_n) || p(z)),  z_n ~ q(z|x_n)
+
+where the KL term is the loss the posterior layer's `KLDivergenceRegularizer`
+adds. With kl_weight = beta = 1 this is the negative ELBO. The step runs under
+`tf.function` (one trace: fixed batch shape) unless `eager` is set, and
+accumulates its metrics in `StepTotals` variables on the device, so the host
+reads them only when it reports. TensorFlow places the step on a GPU when one
+is present.
+
+Numerical faults are caught on the device: the step checks that the
+reconstruction term, the KL term, the loss and every gradient are finite, and
+applies the update only if they are (`tf.cond`; weights and Adam's moments are
+untouched otherwise). By default the first bad step is recorded in
+`NonFiniteFaults` and no later step updates the weights; the loop reads the
+record every `FAULT_CHECK_EVERY` steps and before each checkpoint. With
+`skip_nonfinite` the batch is counted (`StepTotals.skipped`) and training goes on.
+
+Several replicas (tf.distribute): each replica's loss is its share of the
+global batch's loss (scaled by the global batch size), the gradients and the
+metric sums are all-reduced inside the step, and the update is applied (or
+skipped) on every replica alike, so the run computes what one device computes
+on the same global batches.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import tensorflow as tf
+
+from probvae import replicas
+from probvae.objectives import ElboParts
+from probvae.training import precision
+
+__all__ = ["FAULT_CHECK_EVERY", "StepTotals", "NonFiniteFaults", "make_train_step"]
+
+# Steps between two host reads of the fault record (each read waits for the device).
+FAULT_CHECK_EVERY = 50
+
+
+
+class StepTotals(tf.Module):
+    """Sums of the training metrics over the steps of an epoch, kept on the device."""
+
+    NAMES = ("loss", "elbo", "reconstruction", "kl")
+
+    def __init__(self):
+        super().__init__(name="step_totals")
+        self.sums = {n: tf.Variable(0.0, dtype=tf.float64, trainable=False) for n in self.NAMES}
+        self.count = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        # Batches skipped for a non-finite loss or gradient.
+        self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    @staticmethod
+    def batch_sums(parts: ElboParts) -> ElboParts:
+        """The float64 sums over a batch of its per-example ELBO parts."""
+        return ElboParts(*[tf.reduce_sum(tf.cast(values, tf.float64)) for values in parts])
+
+    def add(self, loss, sums: ElboParts, batch_size):
+        """Add one step: `loss` its (global) batch's mean loss, `sums` its `batch_sums`."""
+        n = tf.cast(batch_size, tf.float64)
+        self.sums["loss"].assign_add(tf.cast(loss, tf.float64) * n)
+        for name in ("elbo", "reconstruction", "kl"):
+            self.sums[name].assign_add(getattr(sums, name))
+        self.count.assign_add(n)
+
+    def reset(self):
+        for variable in list(self.sums.values()) + [self.count, self.skipped]:
+            variable.assign(tf.zeros_like(variable))
+
+    def means(self) -> dict:
+        count = max(float(self.count.numpy()), 1.0)
+        return {name: float(variable.numpy()) / count for name, variable in self.sums.items()}
+
+
+class NonFiniteFaults(tf.Module):
+    """The first training step whose loss or gradients were not finite, on the device."""
+
+    # Bits of `terms`, in the order a cause shows up in the step.
+    TERMS = (("reconstruction", 1), ("KL", 2), ("loss", 4), ("gradients", 8))
+
+    def __init__(self):
+        super().__init__(name="nonfinite_faults")
+        self.terms = tf.Variable(0, dtype=tf.int32, trainable=False)  # 0: no fault yet
+        self.step = tf.Variable(-1, dtype=tf.int64, trainable=False)  # steps done before it
+
+    @staticmethod
+    def check(loss, parts, gradients) -> tf.Tensor:
+        """Bit mask (int32 scalar) of the terms that are not finite; 0 if all are."""
+        def all_finite(values):
+            return tf.reduce_all([tf.constant(True)] + [tf.reduce_all(tf.math.is_finite(v)) for v in values])
+
+        flags = (all_finite([parts.reconstruction]), all_finite([parts.kl]), all_finite([loss]),
+                 all_finite([g for g in gradients if g is not None]))
+        return tf.add_n([tf.where(ok, 0, bit) for ok, (_, bit) in zip(flags, NonFiniteFaults.TERMS)])
+
+    def record(self, terms, step):
+        """Keep `terms` and `step` if no fault was recorded yet."""
+        first = tf.equal(self.terms, 0)
+        self.step.assign(tf.where(first, tf.cast(step, tf.int64), self.step))
+        self.terms.assign(tf.where(first, terms, self.terms))
+
+    @classmethod
+    def describe(cls, terms: int) -> str:
+        """Which term went wrong first: the reconstruction or KL term (which
+        make the loss and gradients non-finite too), else the loss, else the gradients."""
+        names = [name for name, bit in cls.TERMS if terms & bit]
+        causes = [name for name in names if name in ("reconstruction", "KL")]
+        if causes:
+            return "the " + " and ".join(causes) + (" terms" if len(causes) > 1 else " term")
+        return "the " + names[0] if names else "nothing"
+
+
+def make_train_step(model, optimizer, totals: StepTotals, step: tf.Variable, seed: int,
+                    batch_shape, eager: bool = False, faults: Optional[NonFiniteFaults] = None,
+                    skip_nonfinite: bool = False, jit_compile: bool = False, strategy=None) -> Callable:
+    """The training step x -> loss, compiled unless `eager` (with XLA if `jit_compile`).
+
+    The posterior sample of step s uses the stateless seed (seed, s). The
+    update is applied only if the loss and gradients are finite; otherwise the
+    step records the fault in `faults` and, unless `skip_nonfinite`, no later
+    step updates the weights either (the host stops the run). `step` counts
+    every batch, applied or not. With a `LossScaleOptimizer` (mixed precision)
+    the gradients are taken of the scaled loss and unscaled; non-finite
+    gradients are then the loss scale's business (the optimizer skips the
+    update and lowers the scale), so only the loss terms are checked.
+
+    Args:
+      batch_shape: shape of the global batch [B, h, w, c].
+      strategy: the tf.distribute strategy the model, optimizer and variables
+        were made under (default: the current one). With several replicas, x
+        is a distributed batch (`replicas.distribute_batches`): replica r
+        computes the loss of its rows of the global batch, scaled to its share
+        of the global loss; the gradients, loss and metric sums are summed over
+        replicas, and every replica checks and applies the same update. XLA
+        then compiles each replica's loss and gradients, not the all-reduces;
+        with free bits (all-reduces inside the loss) the step runs without XLA.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    replicated = strategy.num_replicas_in_sync > 1
+    base_seed = tf.constant(seed, tf.int32)
+    faults = NonFiniteFaults() if faults is None else faults
+    # Create the optimizer's slots now: variables made inside the first trace
+    # would make tf.function trace a second time.
+    with strategy.scope():
+        optimizer.build(model.trainable_variables)
+    variables = model.trainable_variables
+    # Gradients of variables the loss does not reach: None on one device (the
+    # optimizer leaves them out), zeros under replicas (all-reduce needs tensors).
+    unconnected = tf.UnconnectedGradients.ZERO if replicated else tf.UnconnectedGradients.NONE
+
+    def loss_and_gradients(x, rows=None):
+        """(loss, `StepTotals.batch_sums` of the ELBO parts, unscaled gradients) of x."""
+        with tf.GradientTape() as tape:
+            loss, parts = model.training_loss(x, seed=tf.stack([base_seed, tf.cast(step, tf.int32)]), rows=rows)
+            scaled_loss = precision.scale_loss(optimizer, loss)
+        gradients = tape.gradient(scaled_loss, variables, unconnected_gradients=unconnected)
+        return loss, StepTotals.batch_sums(parts), precision.unscale_gradients(optimizer, gradients)
+
+    if replicated and jit_compile and not eager and model.free_bits == 0:
+        loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True)
+
+    def replica_step(x):
+        """One replica's share of the step, summed over all replicas."""
+        loss, sums, gradients = loss_and_gradients(x, replicas.replica_rows(tf.shape(x)[0]))
+        context = tf.distribute.get_replica_context()
+        loss, gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, (loss, gradients))
+        sums = context.all_reduce(tf.distribute.ReduceOp.SUM, list(sums))  # float64: a separate reduction
+        return loss, ElboParts(*sums), gradients
+
+    def train_step(x):
+        if replicated:
+            per_replica = strategy.run(replica_step, args=(x,))
+            # Summed over replicas, so every replica holds the same values: use the first.
+            loss, sums, gradients = tf.nest.map_structure(
+                lambda value: strategy.experimental_local_results(value)[0], per_replica)
+
+            def apply_gradients():
+                strategy.extended.call_for_each_replica(
+                    lambda replica_gradients: optimizer.apply_gradients(
+                        zip(replica_gradients, variables), skip_gradients_aggregation=True),
+                    args=(per_replica[2],))
+        else:
+            loss, sums, gradients = loss_and_gradients(x)
+
+            def apply_gradients():
+                optimizer.apply_gradients(zip(gradients, variables))
+
+        checked = [] if precision.is_loss_scaled(optimizer) else gradients
+        terms = NonFiniteFaults.check(loss, sums, checked)
+        good = tf.equal(terms, 0)
+        if not skip_nonfinite:
+            good = tf.logical_and(good, tf.equal(faults.terms, 0))
+
+        def apply():
+            apply_gradients()
+            totals.add(loss, sums, batch_shape[0])
+            return tf.constant(0)
+
+        def skip():
+            faults.record(terms, step)
+            totals.skipped.assign_add(1)
+            return tf.constant(0)
+
+        tf.cond(good, apply, skip)
+        step.assign_add(1)
+        return loss
+
+    if eager:
+        return train_step
+    if replicated:  # distributed inputs: one trace, as every batch has one shape
+        return tf.function(train_step, jit_compile=False)
+    return tf.function(train_step, input_signature=[tf.TensorSpec(batch_shape, tf.float32)],
+                       jit_compile=jit_compile)
