@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-from typing import Any, List, Optional, Tuple
-from probvae.errors import UserError
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
+
+from probvae import checks
+from probvae.checks import require as _require
+from probvae.registry import LIKELIHOODS, MODEL_REGISTRIES, NETWORKS, TRAIN_REGISTRIES, find_field
 
 __all__ = [
     "CONFIG_VERSION",
@@ -34,53 +36,8 @@ CONFIG_VERSION = 1
 # Dataset names `probvae.data.load_dataset` knows, and the path-taking prefixes.
 DATASETS = ("fashion_mnist", "mnist", "kmnist", "cifar10", "shapes", "celeb_a")
 DATASET_PREFIXES = ("npz:", "folder:")
-ARCHITECTURES = ("conv", "mlp", "gated")
-POSTERIORS = ("full", "diag")
-PRIORS = ("standard_normal", "diag_gaussian", "mixture", "vamp")
-LIKELIHOODS = ("bernoulli", "normal", "continuous_bernoulli")
-# Likelihoods that model binarized pixels; the others see grey levels in [0, 1].
-BINARIZED_LIKELIHOODS = ("bernoulli",)
-NORMAL_SCALES = ("shared", "channel", "pixel")
-OPTIMIZERS = ("adam", "rmsprop")
-LR_SCHEDULES = ("constant", "cosine")
 # How training is spread over devices and hosts (see probvae.training.distribute).
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise UserError(message)
-
-
-def _choice(name: str, value: str, choices: Tuple[str, ...]) -> None:
-    _require(
-        value in choices,
-        f"unknown {name} {value!r}; choose one of: {', '.join(choices)}",
-    )
-
-
-def _positive_int(name: str, value: Any) -> None:
-    _require(
-        isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-        f"{name} must be a whole number of at least 1 (got {value!r})",
-    )
-
-
-def _finite_number(name: str, value: Any) -> None:
-    _require(
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
-        f"{name} must be a finite number (got {value!r})",
-    )
-
-
-def _flag(name: str, value: Any) -> None:
-    _require(isinstance(value, bool), f"{name} must be true or false (got {value!r})")
-def _non_negative(name: str, value: Any, whole: bool = False) -> None:
-    number = isinstance(value, int) if whole else isinstance(value, (int, float))
-    _require(
-        number and not isinstance(value, bool) and value >= 0,
-        f"{name} must be a {'whole ' if whole else ''}number of at least 0 (got {value!r})",
-    )
 
 
 def _tuples(value):
@@ -101,29 +58,89 @@ def check_dataset_name(name: str) -> None:
 
 
 class _Section:
-    """JSON round trip shared by the config dataclasses."""
+    """A config section: its own dataclass fields, and the fields of the
+    components it names (`REGISTRIES`: field -> registry), which the
+    registered entries declare with their defaults and checks.
+
+    Component fields are passed and read like the section's own
+    (`ModelConfig(arch="mlp", hidden_units=(7,))`, `config.hidden_units`),
+    kept in `options` (sorted (name, value) pairs) and written flat in JSON.
+    The chosen components' fields are filled in with their defaults, so a
+    saved config records every value the run used; a field of a component
+    not chosen is kept if given (older configs list them all) and reads as
+    its default otherwise.
+    """
+
+    REGISTRIES: ClassVar[Dict[str, Any]] = {}
+
+    def __init__(self, **values):
+        own = {f.name: f for f in dataclasses.fields(self) if f.name != "options"}
+        options = dict(values.pop("options", ()))
+        for name in [n for n in values if n not in own]:
+            options[name] = values.pop(name)
+        for name, field in own.items():
+            if name in values:
+                value = values[name]
+            elif field.default is not dataclasses.MISSING:
+                value = field.default
+            else:
+                value = field.default_factory()
+            object.__setattr__(self, name, value)
+        self._check()
+        for option, registry in self.REGISTRIES.items():
+            name = getattr(self, option)
+            if name is None:
+                continue
+            for field in registry[name].fields:
+                options.setdefault(field.name, field.default)
+        for name, value in options.items():
+            field = find_field(name)
+            _require(field is not None, f"{type(self).__name__} has no field {name}; known fields: "
+                     f"{', '.join(sorted(set(own) | set(self.component_fields())))}")
+            field.check(name, value)
+        object.__setattr__(self, "options", tuple(sorted(options.items())))
+
+    def _check(self) -> None:
+        """Validate the section's own fields (subclasses)."""
+
+    def component_fields(self) -> Tuple[str, ...]:
+        """Names of the fields the chosen components declare."""
+        names = []
+        for option, registry in self.REGISTRIES.items():
+            if getattr(self, option) is not None:
+                names += [f.name for f in registry[getattr(self, option)].fields]
+        return tuple(dict.fromkeys(names))
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name == "options":
+            raise AttributeError(name)
+        for key, value in object.__getattribute__(self, "options"):
+            if key == name:
+                return value
+        field = find_field(name)
+        if field is None:
+            raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+        return field.default
+
+    def values(self) -> dict:
+        """Every field, the section's own and the components', as keyword arguments."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
+        return {**own, **dict(self.options)}
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        return json.loads(json.dumps(self.values()))
 
     @classmethod
     def from_dict(cls, values: dict):
         _require(isinstance(values, dict), f"{cls.__name__} must be a JSON object (got {values!r:.60})")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
-        _require(
-            not unknown,
-            f"{cls.__name__} has no field(s) {', '.join(unknown)}; "
-            f"known fields: {', '.join(fields)}",
-        )
         # JSON has no tuples: lists come back as the tuples they were.
         return cls(**{name: _tuples(value) for name, value in values.items()})
 
     def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
+        return type(self)(**{**self.values(), **changes})
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class DataConfig(_Section):
     # Dataset name (see probvae.data.DATASETS), "npz:PATH" or "folder:PATH".
     dataset: str = "fashion_mnist"
@@ -136,112 +153,76 @@ class DataConfig(_Section):
     max_train_examples: Optional[int] = None
     # Seed of the train/validation split and the fixed evaluation binarization.
     split_seed: int = 0
+    options: Tuple[Tuple[str, Any], ...] = ()
 
-    def __post_init__(self):
+    def _check(self):
         check_dataset_name(self.dataset)
-        _finite_number("validation_fraction", self.validation_fraction)
+        checks.finite_number("validation_fraction", self.validation_fraction)
         _require(
             0.0 < self.validation_fraction < 1.0,
             "validation_fraction must lie strictly between 0 and 1 "
             f"(got {self.validation_fraction!r})",
         )
         if self.max_train_examples is not None:
-            _positive_int("max_train_examples", self.max_train_examples)
+            checks.positive_int("max_train_examples", self.max_train_examples)
         _require(
             isinstance(self.split_seed, int) and 0 <= self.split_seed < 2**30,
             f"split_seed must be a whole number in 0..1073741823 (got {self.split_seed!r})",
         )
 
 
-ConvLayers = Tuple[Tuple[int, int, int], ...]
-
-
-def _check_conv_layers(name: str, specs) -> None:
-    _require(
-        isinstance(specs, tuple) and all(isinstance(s, tuple) and len(s) == 3 for s in specs),
-        f"{name} must be a list of [filters, kernel, stride] triples (got {specs!r})",
-    )
-    for filters, kernel, stride in specs:
-        _positive_int(f"{name} filters", filters)
-        _positive_int(f"{name} kernel", kernel)
-        _positive_int(f"{name} stride", stride)
-
-
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class ModelConfig(_Section):
-    # Encoder/decoder family: "mlp" (dense), "gated" (gated dense layers, as in
-    # the VampPrior paper) or "conv" (convolutional). The
+    """The model: which registered components (`probvae.registry`) and their fields.
+
+    Besides the fields below it takes the fields of its components, e.g.
+    `hidden_units` and `activation` of the "mlp" network, `prior_components`
+    of the "mixture" and "vamp" priors, `normal_scale` of the "normal"
+    likelihood (`fit.py --help` lists them all).
+    """
+
+    # Encoder family (probvae.registry.NETWORKS): "mlp" (dense), "gated" (gated
+    # dense layers, as in the VampPrior paper) or "conv" (convolutional). The
     # default MLP reaches a better held-out log-likelihood than the conv
     # network in a third of the CPU time (docs/results.md).
     arch: str = "mlp"
     # Dimension d of the latent z.
     latent_dim: int = 32
-    # q(z|x): "full" (MultivariateNormalTriL) or "diag" (diagonal covariance).
+    # q(z|x) (probvae.registry.POSTERIORS): "full" (MultivariateNormalTriL) or "diag".
     posterior: str = "full"
-    # p(z): "standard_normal" (fixed), "diag_gaussian" (learned loc and scale),
-    # "mixture" (learned mixture of Gaussians) or "vamp" (VampPrior).
+    # p(z) (probvae.registry.PRIORS): "standard_normal" (fixed), "diag_gaussian"
+    # (learned loc and scale), "mixture" (learned mixture of Gaussians) or "vamp" (VampPrior).
     prior: str = "standard_normal"
-    # Mixture components (mixture) or pseudo-inputs (vamp).
-    prior_components: int = 10
-    # p(x|z): "bernoulli" (binarized pixels), "normal" or "continuous_bernoulli"
-    # (grey levels in [0, 1]). The likelihood decides whether data are binarized.
+    # p(x|z) (probvae.registry.LIKELIHOODS): "bernoulli" (binarized pixels),
+    # "normal" or "continuous_bernoulli" (grey levels in [0, 1]). The
+    # likelihood decides whether data are binarized.
     likelihood: str = "bernoulli"
-    # Normal likelihood scale: one "shared" value, one per "channel" or "pixel".
-    normal_scale: str = "shared"
-    # MLP and gated: width of each hidden layer (the decoder mirrors them).
-    hidden_units: Tuple[int, ...] = (512, 256)
-    # Conv: filters of each stride-2 3x3 convolution, used when conv_layers is empty.
-    conv_filters: Tuple[int, ...] = (32, 64)
-    # Conv: encoder convolutions as [filters, kernel, stride] triples; empty:
-    # [f, 3, 2] for each f of conv_filters.
-    conv_layers: ConvLayers = ()
-    # Conv: decoder transposed convolutions [filters, kernel, stride]; empty:
-    # the encoder's convolutions in reverse order (the mirror).
-    decoder_conv_layers: ConvLayers = ()
-    # Conv: batch normalisation after every (transposed) convolution.
-    batch_norm: bool = False
-    # Conv: width of the dense layer between the convolutions and the latent (0: none).
-    dense_units: int = 256
-    # Activation of every hidden layer (a tf-keras activation name).
-    activation: str = "elu"
+    # Decoder family; None: the encoder's (arch).
+    decoder_arch: Optional[str] = None
     # Image shape [height, width, channels]; filled in from the data by fit.
     # Folder and celeb_a images are resized and cropped to it.
     image_shape: Optional[Tuple[int, int, int]] = None
+    options: Tuple[Tuple[str, Any], ...] = ()
 
-    def __post_init__(self):
-        _choice("arch", self.arch, ARCHITECTURES)
-        _positive_int("latent_dim", self.latent_dim)
-        _choice("posterior", self.posterior, POSTERIORS)
-        _choice("prior", self.prior, PRIORS)
-        _positive_int("prior_components", self.prior_components)
-        _choice("likelihood", self.likelihood, LIKELIHOODS)
-        _choice("normal_scale", self.normal_scale, NORMAL_SCALES)
-        for units in self.hidden_units:
-            _positive_int("hidden_units", units)
-        _require(len(self.conv_filters) >= 1, "conv_filters needs one entry or more")
-        for filters in self.conv_filters:
-            _positive_int("conv_filters", filters)
-        _check_conv_layers("conv_layers", self.conv_layers)
-        _check_conv_layers("decoder_conv_layers", self.decoder_conv_layers)
-        _require(isinstance(self.batch_norm, bool), f"batch_norm must be true or false (got {self.batch_norm!r})")
-        _non_negative("dense_units", self.dense_units, whole=True)
+    REGISTRIES: ClassVar[Dict[str, Any]] = {**MODEL_REGISTRIES, "decoder_arch": NETWORKS}
+
+    def _check(self):
+        for option, registry in self.REGISTRIES.items():
+            if not (option == "decoder_arch" and self.decoder_arch is None):
+                registry[getattr(self, option)]  # raises for an unknown name
+        checks.positive_int("latent_dim", self.latent_dim)
         if self.image_shape is not None:
             _require(
-                len(self.image_shape) == 3,
+                isinstance(self.image_shape, tuple) and len(self.image_shape) == 3,
                 f"image_shape must be [height, width, channels] (got {self.image_shape!r})",
             )
             for size in self.image_shape:
-                _positive_int("image_shape", size)
+                checks.positive_int("image_shape", size)
 
     @property
     def binarize(self) -> bool:
-        """Whether this model sees binarized pixels (Bernoulli likelihood)."""
-        return self.likelihood in BINARIZED_LIKELIHOODS
-
-    @property
-    def encoder_conv_layers(self) -> ConvLayers:
-        """The encoder's [filters, kernel, stride] triples (conv_layers or conv_filters)."""
-        return self.conv_layers or tuple((f, 3, 2) for f in self.conv_filters)
+        """Whether this model sees binarized pixels (its likelihood's `binarize` trait)."""
+        return bool(LIKELIHOODS[self.likelihood].trait("binarize", False))
 
     def to_dict(self) -> dict:
         """The fields, plus the derived `binarize` so config.json records the preprocessing."""
@@ -251,6 +232,7 @@ class ModelConfig(_Section):
 
     @classmethod
     def from_dict(cls, values: dict):
+        _require(isinstance(values, dict), f"{cls.__name__} must be a JSON object (got {values!r:.60})")
         values = dict(values)
         binarize = values.pop("binarize", None)
         config = super().from_dict(values)
@@ -262,21 +244,23 @@ class ModelConfig(_Section):
         return config
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class TrainConfig(_Section):
+    """Training. Besides the fields below it takes the fields of its optimizer
+    and step-size schedule (e.g. `lr_final` of the "cosine" schedule)."""
+
     # Passes over the training set.
     epochs: int = 100
     # Examples per training step.
     batch_size: int = 128
-    # "adam" or "rmsprop".
+    # probvae.registry.OPTIMIZERS: "adam" or "rmsprop".
     optimizer: str = "adam"
     # Optimizer step size (the initial one under a schedule).
     learning_rate: float = 1e-3
-    # "cosine": the step size falls from learning_rate to
-    # lr_final * learning_rate along a half cosine over all the run's steps;
-    # "constant": it stays. See probvae.training.schedules.learning_rate_schedule.
+    # probvae.registry.SCHEDULES: "cosine": the step size falls from
+    # learning_rate to lr_final * learning_rate along a half cosine over all
+    # the run's steps; "constant": it stays. See probvae.training.schedules.
     lr_schedule: str = "cosine"
-    lr_final: float = 0.05
     # Weight of the KL term in the training loss (1 = the ELBO).
     beta: float = 1.0
     # Linear KL warm-up: the KL weight rises from 0 to beta over this many
@@ -309,7 +293,7 @@ class TrainConfig(_Section):
     # training (scripts/evaluate.py re-evaluates with any K, e.g. 5000).
     test_iwae_samples: int = 100
     # Compile the step with XLA; None: per architecture and device
-    # (probvae.training.precision.use_jit_compile: the MLP always, conv on a GPU).
+    # (probvae.training.precision.use_jit_compile: dense networks always, conv on a GPU).
     jit_compile: Optional[bool] = None
     # float16 compute, float32 variables and distributions, loss scaling (GPU).
     mixed_precision: bool = False
@@ -317,9 +301,11 @@ class TrainConfig(_Section):
     # tasks, mirrored with more than one GPU, else one-device), "one-device",
     # "mirrored" or "multi-worker". batch_size is the global batch.
     strategy: str = "auto"
+    options: Tuple[Tuple[str, Any], ...] = ()
 
+    REGISTRIES: ClassVar[Dict[str, Any]] = TRAIN_REGISTRIES
     # What runs whose config.json predates a field trained with.
-    _BEFORE = {"lr_schedule": "constant", "keep_best": False}
+    _BEFORE: ClassVar[Dict[str, Any]] = {"lr_schedule": "constant", "keep_best": False}
 
     @classmethod
     def from_dict(cls, values: dict):
@@ -327,40 +313,28 @@ class TrainConfig(_Section):
             values = {**{k: v for k, v in cls._BEFORE.items() if k not in values}, **values}
         return super().from_dict(values)
 
-    def __post_init__(self):
-        _positive_int("epochs", self.epochs)
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("eval_batch_size", self.eval_batch_size)
-        _positive_int("test_iwae_samples", self.test_iwae_samples)
-        _finite_number("learning_rate", self.learning_rate)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _finite_number("lr_final", self.lr_final)
-        _require(0 <= self.lr_final <= 1, f"lr_final must be in 0..1, a fraction of learning_rate (got {self.lr_final!r})")
-        _non_negative("patience", self.patience, whole=True)
-        _choice("strategy", self.strategy, STRATEGIES)
-        _require(
-            self.learning_rate > 0,
-            f"learning_rate must be positive (got {self.learning_rate!r})",
-        )
-        _finite_number("beta", self.beta)
+    def _check(self):
+        for option, registry in self.REGISTRIES.items():
+            registry[getattr(self, option)]  # raises for an unknown name
+        for name in ("epochs", "batch_size", "eval_batch_size", "test_iwae_samples"):
+            checks.positive_int(name, getattr(self, name))
+        checks.finite_number("learning_rate", self.learning_rate)
+        _require(self.learning_rate > 0, f"learning_rate must be positive (got {self.learning_rate!r})")
+        checks.non_negative("patience", self.patience, whole=True)
+        checks.choice("strategy", self.strategy, STRATEGIES)
+        checks.finite_number("beta", self.beta)
         _require(self.beta >= 0, f"beta must be 0 or more (got {self.beta!r})")
         _require(
             isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**30,
             f"seed must be a whole number in 0..1073741823 (got {self.seed!r})",
         )
-        _require(
-            isinstance(self.checkpoint_every_steps, int) and self.checkpoint_every_steps >= 0,
-            f"checkpoint_every_steps must be a whole number, 0 or more (got {self.checkpoint_every_steps!r})",
-        )
-        for name in ("eager", "skip_nonfinite", "deterministic", "keep_best"):
-            _flag(name, getattr(self, name))
-        _non_negative("kl_warmup_epochs", self.kl_warmup_epochs, whole=True)
-        _non_negative("free_bits", self.free_bits)
+        checks.non_negative("checkpoint_every_steps", self.checkpoint_every_steps, whole=True)
+        for name in ("eager", "skip_nonfinite", "deterministic", "keep_best", "mixed_precision"):
+            checks.flag(name, getattr(self, name))
+        checks.non_negative("kl_warmup_epochs", self.kl_warmup_epochs, whole=True)
+        checks.non_negative("free_bits", self.free_bits)
         _require(self.jit_compile in (None, True, False),
                  f"jit_compile must be true, false or null (got {self.jit_compile!r})")
-        _require(isinstance(self.mixed_precision, bool),
-                 f"mixed_precision must be true or false (got {self.mixed_precision!r})")
 
 
 @dataclasses.dataclass(frozen=True)

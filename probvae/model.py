@@ -43,19 +43,12 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from probvae import data as data_lib
-from probvae import networks, objectives
-from probvae import replicas
+from probvae import networks, objectives, replicas
 from probvae._keras import keras
 from probvae.config import ModelConfig
-from probvae.distributions import (
-    make_likelihood_head,
-    posterior_distribution,
-    posterior_layer,
-    posterior_params_size,
-    prior_layer,
-    sample_posterior,
-)
+from probvae.distributions import posterior_distribution, posterior_layer, posterior_params_size, sample_posterior
 from probvae.errors import UserError
+from probvae.registry import LIKELIHOODS, PRIORS
 
 tfd = tfp.distributions
 
@@ -91,10 +84,7 @@ class VAE(keras.Model):
             posterior_params_size(d, config.posterior), dtype="float32", name="posterior_params"
         )
         # The prior's variables (if any) live in this layer, so they train and checkpoint.
-        self.prior_layer = prior_layer(
-            config.prior, d, components=config.prior_components, image_shape=self.image_shape,
-            encode=self._encode_without_kl,
-        )
+        self.prior_layer = PRIORS[config.prior].load().for_model(config, encode=self._encode_without_kl)
         # The seed and rows of the current call's posterior sample: the KL
         # regularizer draws z ~ q with those the ELBO uses, so both see one z.
         # Per thread: tf.distribute builds each replica's step in its own thread.
@@ -104,9 +94,7 @@ class VAE(keras.Model):
             d, lambda: self.prior, covariance=config.posterior, kl_weight=self.kl_weight,
             use_exact_kl=analytic, test_points_fn=None if analytic else self._kl_test_points,
         )
-        self.likelihood_head = make_likelihood_head(
-            config.likelihood, self.image_shape, normal_scale=config.normal_scale
-        )
+        self.likelihood_head = LIKELIHOODS[config.likelihood].load().for_model(config)
         self.decoder = networks.decoder(config, self.likelihood_head.decoder_channels)
         # Create every variable now, so checkpoints restore into a complete model.
         self(tf.zeros((1,) + self.image_shape))

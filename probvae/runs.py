@@ -235,8 +235,7 @@ def prepare_run(config: RunConfig, run_dir: str, splits=None, overwrite: bool = 
     if config.model.image_shape not in (None, splits.image_shape):
         raise UserError(f"the model expects images of shape {config.model.image_shape} but {splits.name} "
                         f"has {splits.image_shape}; give images of that shape, or another --image-shape for a new run")
-    model = config.model
-    networks.check_image_shape(model.arch, splits.image_shape, model.conv_filters)
+    networks.check_image_shape(splits.image_shape)
     config = config.replace(model={"image_shape": splits.image_shape})
     if config.train.batch_size > len(splits.x_train):
         raise UserError(f"batch size {config.train.batch_size} is larger than the {len(splits.x_train)} "

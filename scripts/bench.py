@@ -1,59 +1,12 @@
 """Benchmark probvae's training and evaluation against the plain tf-keras
-`fit` recipe, next to what the machine can do (matmul GFLOP/s).
 
-    python scripts/bench.py                      # both architectures, a table
-    python scripts/bench.py --arch conv --json /tmp/bench.json
-    python scripts/bench.py --quick              # a tiny smoke run
+The `probvae bench` command (probvae/cli/bench.py): `python scripts/bench.py --help`.
 """
 
-import argparse
-import dataclasses
-import os
+from probvae.cli.bench import main, parse_args
+from probvae.cli.main import run_command
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-
-from probvae import cli  # noqa: E402
-
-cli.prefer_onednn()  # before TensorFlow is imported
-
-
-def parse_args(argv=None):
-    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", choices=["mlp", "conv"], action="append",
-                        help="architecture to measure (repeatable; default: both)")
-    parser.add_argument("--batch-size", type=int, help="training batch size (default 128)")
-    parser.add_argument("--repeats", type=int, help="timed rounds per figure (default 7)")
-    parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
-                        help="float16 compute with loss scaling (default: on with a GPU)")
-    parser.add_argument("--memory-images", type=int, help="images per IWAE memory figure (default 200)")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak memory figures")
-    parser.add_argument("--quick", action="store_true", help="tiny images, networks and runs: a smoke test")
-    parser.add_argument("--json", metavar="OUT", help="also write every figure to this JSON file")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    return parser.parse_args(argv)
-
-
-def main():
-    args = parse_args()
-    from probvae.errors import UserError
-
-    changes = {"archs": tuple(dict.fromkeys(args.arch)) if args.arch else None, "batch_size": args.batch_size,
-               "repeats": args.repeats, "mixed_precision": args.mixed_precision,
-               "memory_images": args.memory_images}
-    for name in ("batch_size", "repeats", "memory_images"):
-        if changes[name] is not None and changes[name] < 1:  # checked before TensorFlow loads
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {changes[name]})")
-    from probvae import runs
-    from probvae.benchmarks import bench
-
-    base = bench.QUICK if args.quick else bench.BenchConfig()
-    bench = dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
-    result = bench.run(bench, memory=not args.no_memory)
-    print(bench.format_table(result))
-    if args.json:
-        runs.write_json(args.json, result)
-        print(f"figures written to {os.path.abspath(args.json)}")
-
+__all__ = ["main", "parse_args"]
 
 if __name__ == "__main__":
-    cli.run(main)
+    run_command("bench")

@@ -1,57 +1,12 @@
 """Turn a trained run into a folder of pictures with an index.html.
 
-    python scripts/inspect_run.py runs/fashion_mnist-20250101-120000
-    python scripts/inspect_run.py RUN_DIR --split validation --n 6 --grid-range 4 --out /tmp/plots
+The `probvae inspect` command (probvae/cli/inspect_run.py): `python scripts/inspect_run.py --help`.
 """
 
-import argparse
-import os
+from probvae.cli.inspect_run import main, parse_args
+from probvae.cli.main import run_command
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-
-from probvae import cli  # noqa: E402
-from probvae.errors import UserError  # noqa: E402
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by fit.py")
-    parser.add_argument("--split", default="test", choices=["test", "validation", "train"],
-                        help="held-out images to look at (default test)")
-    parser.add_argument("--n", type=int, default=4, help="posterior inspection of the first N examples (default 4)")
-    parser.add_argument("--examples", type=int, nargs="+", metavar="INDEX",
-                        help="posterior inspection of these example indices instead")
-    parser.add_argument("--out", help="output folder (default RUN_DIR/plots)")
-    parser.add_argument("--max-examples", type=int, help="use only the first N images of the split")
-    parser.add_argument("--dims", type=int, nargs=2, metavar=("I", "J"),
-                        help="latent dimensions of the 2-D plots (default: the two most active)")
-    parser.add_argument("--grid-size", type=int, default=20, help="points per axis of the decoded manifold")
-    parser.add_argument("--grid-range", type=float, metavar="R",
-                        help="also decode a grid evenly spaced over [-R, R], e.g. 4")
-    parser.add_argument("--interpolate", type=int, nargs=2, metavar=("A", "B"),
-                        help="example indices to interpolate between")
-    parser.add_argument("--checkpoint", help="checkpoint name or prefix (default: the latest)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of posterior and prior samples")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    return parser.parse_args(argv)
-
-
-def main():
-    args = parse_args()
-    for name in ("n", "max_examples", "grid_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
-    from probvae import runs
-
-    runs.load_config(args.run_dir)  # a wrong folder fails here, before TensorFlow loads
-    from probvae.analysis.report import inspect_run
-
-    inspect_run(args.run_dir, split=args.split, out_dir=args.out, num_shown=args.n, indices=args.examples,
-                max_examples=args.max_examples, dims=args.dims, grid_size=args.grid_size,
-                grid_range=args.grid_range, interpolate=args.interpolate, seed=args.seed,
-                checkpoint=args.checkpoint)
-
+__all__ = ["main", "parse_args"]
 
 if __name__ == "__main__":
-    cli.run(main)
+    run_command("inspect")

@@ -26,7 +26,7 @@ def test_replace_changes_one_section_only():
     "build, message",
     [
         (lambda: ModelConfig(latent_dim=0), "latent_dim"),
-        (lambda: ModelConfig(arch="resnet"), "conv, mlp"),
+        (lambda: ModelConfig(arch="resnet"), "mlp, gated, conv"),
         (lambda: ModelConfig(posterior="flow"), "full, diag"),
         (lambda: TrainConfig(epochs=0), "epochs"),
         (lambda: TrainConfig(beta=-1.0), "beta"),
@@ -87,7 +87,9 @@ def test_layer_specs_round_trip_as_nested_tuples_and_are_validated():
     restored = RunConfig.from_json(config.to_json())
     assert restored == config and restored.model.conv_layers[1] == (16, 5, 1)
     assert json.loads(config.to_json())["model"]["binarize"] is False
-    assert ModelConfig(conv_filters=(4, 6)).encoder_conv_layers == ((4, 3, 2), (6, 3, 2))
+    from probvae.networks.conv import encoder_conv_layers
+
+    assert encoder_conv_layers(ModelConfig(conv_filters=(4, 6))) == ((4, 3, 2), (6, 3, 2))
     with pytest.raises(ValueError, match="conv_layers must be a list of"):
         ModelConfig(conv_layers=((8, 3),))
     with pytest.raises(ValueError, match="conv_layers stride"):
@@ -109,3 +111,44 @@ def test_jit_compile_and_mixed_precision_are_checked():
         TrainConfig(jit_compile="yes")
     with pytest.raises(UserError, match="mixed_precision must be true or false"):
         TrainConfig(mixed_precision=1)
+
+
+# config.json of a run written before components were registered: every model field flat.
+_FLAT_CONFIG = {
+    "data": {"data_dir": None, "dataset": "shapes", "max_train_examples": 300, "split_seed": 0,
+             "validation_fraction": 0.1},
+    "model": {"activation": "elu", "arch": "mlp", "batch_norm": False, "binarize": True, "conv_filters": [32, 64],
+              "conv_layers": [], "decoder_conv_layers": [], "dense_units": 256, "hidden_units": [512, 256],
+              "image_shape": [28, 28, 1], "latent_dim": 2, "likelihood": "bernoulli", "normal_scale": "shared",
+              "posterior": "full", "prior": "standard_normal", "prior_components": 10},
+    "train": {"batch_size": 10, "beta": 1.0, "checkpoint_every_steps": 500, "deterministic": True, "eager": False,
+              "epochs": 2, "eval_batch_size": 1000, "free_bits": 0.0, "jit_compile": None, "keep_best": True,
+              "kl_warmup_epochs": 0, "learning_rate": 0.001, "lr_final": 0.05, "lr_schedule": "cosine",
+              "mixed_precision": False, "optimizer": "adam", "patience": 0, "seed": 3, "skip_nonfinite": False,
+              "strategy": "auto", "test_iwae_samples": 10},
+    "version": 1,
+}
+
+
+def test_a_config_written_before_the_registries_loads_and_round_trips():
+    config = RunConfig.from_dict(_FLAT_CONFIG)
+    assert config.model.hidden_units == (512, 256) and config.model.prior_components == 10
+    assert config.model.conv_filters == (32, 64) and config.train.lr_final == 0.05
+    written = json.loads(config.to_json())
+    for section in ("data", "model", "train"):
+        # Every field written then is written again with its value (decoder_arch is new, and None).
+        assert {k: v for k, v in written[section].items() if k != "decoder_arch"} == _FLAT_CONFIG[section]
+    assert written["model"]["decoder_arch"] is None
+
+
+def test_component_fields_come_from_the_chosen_entries():
+    gated, mlp = ModelConfig(arch="gated"), ModelConfig(arch="mlp")
+    assert gated.hidden_units == (300, 300) and mlp.hidden_units == (512, 256)  # each entry's own default
+    assert "conv_filters" not in mlp.to_dict() and "prior_components" not in mlp.to_dict()
+    assert ModelConfig(prior="vamp").to_dict()["prior_components"] == 10
+    assert mlp.replace(arch="conv").to_dict()["dense_units"] == 256  # filled in for the new choice
+    assert TrainConfig(lr_schedule="constant").to_dict().get("lr_final") is None
+    with pytest.raises(ValueError, match="has no field hidden_unit"):
+        ModelConfig(hidden_unit=(3,))
+    with pytest.raises(ValueError, match="prior_components must be a whole number of at least 1"):
+        ModelConfig(prior="mixture", prior_components=0)

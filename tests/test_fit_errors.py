@@ -1,7 +1,7 @@
 """Bad input to scripts/fit.py: one line naming the problem and the fix, exit
 code 2, no traceback, and every file that was there left as it was.
 
-The cases run fit.py's `main` in this process through `probvae.cli.run`, the
+The cases run fit.py's `main` in this process through `probvae.cli.common.run`, the
 code path the script takes (the subprocess tests in test_fit_script.py cover
 the script itself), so many cases stay cheap.
 """
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from probvae import cli
+from probvae.cli import common
 from probvae.config import RunConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,7 +31,7 @@ TINY = ["--max-train-examples", "12", "--batch-size", "4", "--epochs", "1", "--a
 def run_cli(argv):
     """fit.py's exit code for `argv` (0 if main returned)."""
     try:
-        cli.run(lambda: fit_script.main(argv), argv)
+        common.run(lambda: fit_script.main(argv), argv)
     except SystemExit as exit:
         return exit.code
     return 0

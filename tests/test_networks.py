@@ -4,6 +4,8 @@ import tensorflow as tf
 
 from conftest import tiny_model_config
 from probvae import networks
+from probvae.networks.conv import decoder_start_shape, encoder_conv_layers
+from probvae.networks.dense import GatedDense
 from probvae._keras import keras
 
 
@@ -16,7 +18,7 @@ def test_default_conv_architecture_is_unchanged():
     # encoder: 3x3 convs 1->4 (40) and 4->6 (222); dense 2*2*6=24 -> 5 (125).
     # decoder: dense 2->5 (15), 5->24 (144); transposed 6->6 (330), 6->4 (220); conv 4->1 (37).
     config = tiny_model_config()
-    assert config.encoder_conv_layers == ((4, 3, 2), (6, 3, 2))
+    assert encoder_conv_layers(config) == ((4, 3, 2), (6, 3, 2))
     encoder, decoder = networks.encoder(config), networks.decoder(config, 1)
     assert parameter_count(encoder) == 40 + 222 + 125
     assert parameter_count(decoder) == 15 + 144 + 330 + 220 + 37
@@ -34,7 +36,7 @@ def test_layer_specs_batch_norm_and_no_dense_layer():
     assert [layer.kernel_size for layer in encoder.layers if isinstance(layer, keras.layers.Conv2D)] == [(5, 5), (3, 3)]
     assert encoder.output_shape == (None, 4 * 4 * 5)  # 7 -> 7 (stride 1) -> 4 (stride 2, same padding)
     # One stride-2 decoder stage: start ceil(7/2) = 4 with the encoder's 5 filters, 8x8 out, cropped to 7x7.
-    assert networks.decoder_start_shape(config) == (4, 4, 5)
+    assert decoder_start_shape(config) == (4, 4, 5)
     assert decoder.output_shape == (None, 7, 7, 4)
     assert "Dense" == type(decoder.layers[0]).__name__ and decoder.layers[0].units == 4 * 4 * 5
 
@@ -51,11 +53,11 @@ def test_the_crop_keeps_the_centre():
 
 def test_bad_image_shapes_are_refused():
     with pytest.raises(ValueError, match="height, width, channels"):
-        networks.check_image_shape("conv", (8, 8))
+        networks.check_image_shape((8, 8))
 
 
 def test_gated_dense_layer_against_numpy():
-    layer = networks.GatedDense(5)
+    layer = GatedDense(5)
     x = np.random.default_rng(0).normal(size=(3, 7)).astype(np.float32)
     y = layer(x).numpy()
     kernel, bias = (w.numpy().astype(np.float64) for w in layer.dense.weights)
@@ -69,9 +71,17 @@ def test_gated_networks_mirror_their_hidden_layers():
     config = tiny_model_config(arch="gated", hidden_units=(7, 4))
     encoder, decoder = networks.encoder(config), networks.decoder(config, 2)
     assert [type(layer).__name__ for layer in encoder.layers] == ["Flatten", "GatedDense", "GatedDense"]
-    assert [layer.units for layer in decoder.layers if isinstance(layer, networks.GatedDense)] == [4, 7]
+    assert [layer.units for layer in decoder.layers if isinstance(layer, GatedDense)] == [4, 7]
     # Each gated layer has twice the parameters of a dense layer of its width:
     # encoder 64 -> 7 -> 4: 2 * (64 * 7 + 7) + 2 * (7 * 4 + 4); decoder 2 -> 4 -> 7 -> 8x8x2.
     assert parameter_count(encoder) == 2 * (64 * 7 + 7) + 2 * (7 * 4 + 4)
     assert parameter_count(decoder) == 2 * (2 * 4 + 4) + 2 * (4 * 7 + 7) + (7 * 128 + 128)
     assert decoder(np.zeros((3, 2), np.float32)).shape == (3, 8, 8, 2)
+
+
+def test_encoder_and_decoder_families_are_chosen_separately():
+    config = tiny_model_config(arch="conv", decoder_arch="gated", hidden_units=(7, 4))
+    encoder, decoder = networks.encoder(config), networks.decoder(config, 1)
+    assert any(isinstance(layer, keras.layers.Conv2D) for layer in encoder.layers)
+    assert [layer.units for layer in decoder.layers if isinstance(layer, GatedDense)] == [4, 7]
+    assert decoder(np.zeros((3, 2), np.float32)).shape == (3, 8, 8, 1)

@@ -67,15 +67,15 @@ def child(spec_json: str) -> None:
     """Do one task of `measure_peaks` and print {"start": MiB, "peak": MiB} as JSON."""
     import tensorflow as tf
 
-    from probvae import data
-    from probvae.training import precision
-    from probvae.benchmarks import bench
-    from probvae.benchmarks import measure
+    from probvae import data, evaluation
     from probvae._keras import keras
+    from probvae.benchmarks import measure
+    from probvae.benchmarks.bench import BenchConfig, probvae_trainer
     from probvae.model import VAE
+    from probvae.training import precision
 
     spec = json.loads(spec_json)
-    bench = bench.BenchConfig(**{
+    bench = BenchConfig(**{
         k: tuple(tuple(i) if isinstance(i, list) else i for i in v) if isinstance(v, list) else v
         for k, v in spec.items() if k not in ("arch", "task")
     })
@@ -87,12 +87,12 @@ def child(spec_json: str) -> None:
         images, _ = data.make_shapes(bench.steps(spec["arch"]) * bench.batch_size, seed=bench.seed,
                                      size=bench.image_size)
         start = measure.peak_memory_mb()
-        bench.probvae_trainer(model, bench, images, jit_compile).run()
+        probvae_trainer(model, bench, images, jit_compile).run()
     else:
         images, _ = data.make_shapes(bench.memory_images, seed=bench.seed + 1, size=bench.image_size)
         batches = data.evaluation_batches(images, bench.iwae_images, binarize=True, seed=bench.seed)
         start = measure.peak_memory_mb()
-        results = [bench.log_likelihood(model, x, bench.num_samples, bench.seed, sample_chunk=bench.sample_chunk)
+        results = [evaluation.log_likelihood(model, x, bench.num_samples, bench.seed, sample_chunk=bench.sample_chunk)
                    for x in batches]
         assert np.all(np.isfinite(tf.concat(results, 0).numpy()))
     rows = bench.iwae_images * bench.sample_chunk

@@ -1,7 +1,9 @@
 """The distributions probvae models are made of, for models and analysis scripts.
 
 - `priors`: p(z): `standard_normal(d)`, and `prior_layer(name, d)` for the
-  learned ones (diagonal Gaussian, mixture of Gaussians, VampPrior).
+  learned ones (diagonal Gaussian, mixture of Gaussians, VampPrior); the
+  names are `probvae.registry.PRIORS`'s, as the posteriors' and likelihoods'
+  are `POSTERIORS`'s and `LIKELIHOODS`'s.
 - `posteriors`: the q(z|x) layers (`tfp.layers.MultivariateNormalTriL` with a
   `KLDivergenceRegularizer`, or a diagonal variant).
 - `likelihoods`: p(x|z) over whole images (Bernoulli, Normal, continuous Bernoulli).
@@ -22,7 +24,6 @@ from probvae.distributions.analysis import (
     unwrap,
 )
 from probvae.distributions.likelihoods import (
-    LIKELIHOODS,
     BernoulliHead,
     ContinuousBernoulliHead,
     LikelihoodHead,
@@ -41,7 +42,6 @@ from probvae.distributions.posteriors import (
     sample_posterior,
 )
 from probvae.distributions.priors import (
-    PRIORS,
     DiagonalGaussianPrior,
     MixturePrior,
     Prior,
@@ -53,8 +53,6 @@ from probvae.distributions.priors import (
 )
 
 __all__ = [
-    "LIKELIHOODS",
-    "PRIORS",
     "BernoulliHead",
     "ContinuousBernoulliHead",
     "DiagonalGaussianPrior",

@@ -22,9 +22,10 @@ nats.
   that plain VAEs use lacks log C). Its mean is not lambda:
   lambda / (2 lambda - 1) + 1 / (2 artanh(1 - 2 lambda)).
 
-The likelihood decides the preprocessing: `head.binarize` is True only for
-the Bernoulli; training and evaluation read it, and the model config records
-it (`ModelConfig.binarize`).
+The likelihood decides the preprocessing: its registry entry's `binarize`
+trait (`probvae.registry.LIKELIHOODS`) is True only for the Bernoulli; the
+head's `binarize` repeats it for the model, training and evaluation, and the
+model config records it (`ModelConfig.binarize`).
 
 References:
   Loaiza-Ganem & Cunningham (2019), The continuous Bernoulli: fixing a
@@ -36,12 +37,13 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from probvae._keras import keras
+from probvae.config import ModelConfig
 from probvae.errors import UserError
+from probvae.registry import LIKELIHOODS
 
 tfd = tfp.distributions
 
 __all__ = [
-    "LIKELIHOODS",
     "NORMAL_SCALE_FLOOR",
     "bernoulli",
     "continuous_bernoulli",
@@ -93,11 +95,13 @@ class LikelihoodHead(keras.layers.Layer):
         """How many channels of parameters the decoder must output per pixel."""
         return self.image_shape[-1]
 
+    @classmethod
+    def for_model(cls, config) -> "LikelihoodHead":
+        """The head a `ModelConfig` asks for (images of `config.image_shape`)."""
+        return cls(config.image_shape, name="likelihood")
+
     def distribution(self, params) -> tfd.Distribution:
         raise NotImplementedError
-
-    def call(self, params):
-        return self.distribution(params).mean()
 
 
 class BernoulliHead(LikelihoodHead):
@@ -143,6 +147,10 @@ class NormalHead(LikelihoodHead):
             dtype="float32",
         )
 
+    @classmethod
+    def for_model(cls, config):
+        return cls(config.image_shape, scale=config.normal_scale, name="likelihood")
+
     @property
     def scale(self):
         """The likelihood standard deviation, softplus(raw) + 1e-3."""
@@ -152,19 +160,12 @@ class NormalHead(LikelihoodHead):
         return normal(params, self.scale)
 
 
-LIKELIHOODS = {
-    "bernoulli": BernoulliHead,
-    "normal": NormalHead,
-    "continuous_bernoulli": ContinuousBernoulliHead,
-}
-
-
 def make_likelihood_head(name, image_shape, normal_scale="shared") -> LikelihoodHead:
-    """The likelihood head called `name` for images of `image_shape`."""
-    if name not in LIKELIHOODS:
-        raise UserError(
-            f"unknown likelihood {name!r}; choose one of: {', '.join(LIKELIHOODS)}"
-        )
-    if name == "normal":
-        return NormalHead(image_shape, scale=normal_scale, name="likelihood")
-    return LIKELIHOODS[name](image_shape, name="likelihood")
+    """The likelihood head registered as `name` (`probvae.registry.LIKELIHOODS`)
+    for images of `image_shape`.
+
+    Raises:
+      UserError: for an unknown name, listing the known ones.
+    """
+    config = ModelConfig(likelihood=name, image_shape=tuple(image_shape), normal_scale=normal_scale)
+    return LIKELIHOODS[name].load().for_model(config)

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 from probvae.distributions.analysis import unwrap
-from probvae.errors import UserError
+from probvae.registry import POSTERIORS
 
 tfd = tfp.distributions
 tfpl = tfp.layers
@@ -88,12 +88,9 @@ class MultivariateNormalDiag(_RegularizeOnce, tfpl.DistributionLambda):
         return 2 * event_size
 
 
-_LAYERS = {"full": MultivariateNormalTriL, "diag": MultivariateNormalDiag}
-
-
 def posterior_params_size(latent_dim: int, covariance: str = "full") -> int:
     """How many encoder outputs the posterior layer takes."""
-    return _LAYERS[covariance].params_size(latent_dim)
+    return POSTERIORS[covariance].load().params_size(latent_dim)
 
 
 def posterior_distribution(params, latent_dim: int, covariance: str = "full") -> tfd.Distribution:
@@ -102,7 +99,7 @@ def posterior_distribution(params, latent_dim: int, covariance: str = "full") ->
     The same distribution the posterior layer returns, batch [n], event [d];
     used where a posterior must not regularize, e.g. the VampPrior's components.
     """
-    return _LAYERS[covariance].new(params, latent_dim)
+    return POSTERIORS[covariance].load().new(params, latent_dim)
 
 
 def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_exact_kl=True,
@@ -112,7 +109,8 @@ def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_ex
     Args:
       latent_dim: d, the event size of q.
       prior: a `tfd.Distribution` with event shape [d], or a callable returning one.
-      covariance: "full" (MultivariateNormalTriL) or "diag".
+      covariance: a registered posterior (`probvae.registry.POSTERIORS`):
+        "full" (MultivariateNormalTriL) or "diag".
       kl_weight: scalar (or non-trainable `tf.Variable`) multiplying the KL
         loss; None means 1.
       use_exact_kl: analytic KL; pass False for priors without a closed form.
@@ -125,11 +123,9 @@ def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_ex
       A Keras layer mapping params [n, params_size] to a float32 distribution
       with batch shape [n] and event shape [d].
     """
-    if covariance not in _LAYERS:
-        raise UserError(f"unknown posterior {covariance!r}; choose one of: {', '.join(_LAYERS)}")
     kwargs = {} if test_points_fn is None else {"test_points_fn": test_points_fn}
     regularizer = tfpl.KLDivergenceRegularizer(prior, use_exact_kl=use_exact_kl, weight=kl_weight, **kwargs)
-    return _LAYERS[covariance](
+    return POSTERIORS[covariance].load()(
         latent_dim,
         convert_to_tensor_fn=tfd.Distribution.mean,
         activity_regularizer=regularizer,

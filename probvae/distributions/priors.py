@@ -44,13 +44,14 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from probvae._keras import keras
+from probvae.config import ModelConfig
 from probvae.distributions.mixtures import gaussian_mixture
 from probvae.errors import UserError
+from probvae.registry import PRIORS
 
 tfd = tfp.distributions
 
 __all__ = [
-    "PRIORS",
     "PRIOR_SCALE_FLOOR",
     "Prior",
     "StandardNormalPrior",
@@ -97,12 +98,14 @@ class Prior(keras.layers.Layer):
         super().__init__(dtype="float32", **kwargs)
         self.latent_dim = int(latent_dim)
 
+    @classmethod
+    def for_model(cls, config, encode: Optional[Callable] = None) -> "Prior":
+        """The prior a `ModelConfig` asks for; `encode` is the model's
+        images -> q(z|x) without KL loss (the VampPrior's components)."""
+        return cls(config.latent_dim)
+
     def distribution(self) -> tfd.Distribution:
         raise NotImplementedError
-
-    def call(self, inputs=None):
-        """A sample-free stand-in so the layer is callable: the prior's mean [d]."""
-        return self.distribution().mean()
 
 
 class StandardNormalPrior(Prior):
@@ -150,6 +153,10 @@ class MixturePrior(Prior):
             initializer=keras.initializers.Constant(_RAW_UNIT_SCALE),
         )
 
+    @classmethod
+    def for_model(cls, config, encode=None):
+        return cls(config.latent_dim, components=config.prior_components)
+
     def distribution(self):
         components = tfd.MultivariateNormalDiag(loc=self.locs, scale_diag=_scale(self.raw_scales))
         return gaussian_mixture(self.logits, components, name="mixture_prior")
@@ -179,6 +186,12 @@ class VampPrior(Prior):
             initializer=keras.initializers.RandomNormal(stddev=0.1),
         )
 
+    @classmethod
+    def for_model(cls, config, encode=None):
+        if config.image_shape is None or encode is None:
+            raise UserError("the vamp prior needs the image shape and the encoder; build it through VAE")
+        return cls(config.latent_dim, config.image_shape, encode, components=config.prior_components)
+
     @property
     def pseudo_inputs(self):
         """u = sigmoid(raw): images [K, h, w, c] in (0, 1)."""
@@ -189,42 +202,28 @@ class VampPrior(Prior):
         return gaussian_mixture(tf.zeros([self.components], tf.float32), components, name="vamp_prior")
 
 
-PRIORS = {
-    "standard_normal": StandardNormalPrior,
-    "diag_gaussian": DiagonalGaussianPrior,
-    "mixture": MixturePrior,
-    "vamp": VampPrior,
-}
-
-
 def prior_layer(name: str, latent_dim: int, components: int = 10, image_shape=None,
                 encode: Optional[Callable] = None) -> Prior:
-    """The `Prior` layer called `name`; `vamp` also needs `image_shape` and `encode`.
+    """The `Prior` layer registered as `name` (`probvae.registry.PRIORS`);
+    `vamp` also needs `image_shape` and `encode`.
 
     Raises:
       UserError: for an unknown name, listing the known ones.
     """
-    if name not in PRIORS:
-        raise UserError(f"unknown prior {name!r}; choose one of: {', '.join(PRIORS)}")
-    if name == "mixture":
-        return MixturePrior(latent_dim, components=components)
-    if name == "vamp":
-        if image_shape is None or encode is None:
-            raise UserError("the vamp prior needs the image shape and the encoder; build it through VAE")
-        return VampPrior(latent_dim, image_shape, encode, components=components)
-    return PRIORS[name](latent_dim)
+    config = ModelConfig(latent_dim=latent_dim, prior=name, prior_components=components, image_shape=image_shape)
+    return PRIORS[name].load().for_model(config, encode=encode)
 
 
 def make_prior(name: str, latent_dim: int) -> tfd.Distribution:
-    """The fixed prior called `name` as a distribution (learned priors need `prior_layer`).
+    """The prior registered as `name` as a distribution, if it has no variables
+    (learned priors need `prior_layer` inside a model).
 
     Raises:
       UserError: for an unknown name, listing the known ones, or a learned prior.
     """
-    if name not in PRIORS:
-        raise UserError(f"unknown prior {name!r}; choose one of: {', '.join(PRIORS)}")
-    if name != "standard_normal":
+    layer = prior_layer(name, latent_dim)
+    if layer.weights:
         raise UserError(
             f"the {name} prior is learned; build it with prior_layer() inside a model so its variables train"
         )
-    return standard_normal(latent_dim)
+    return layer.distribution()

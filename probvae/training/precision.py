@@ -33,6 +33,7 @@ from typing import Optional
 import tensorflow as tf
 
 from probvae._keras import keras
+from probvae.registry import NETWORKS
 
 __all__ = [
     "MIXED_POLICY",
@@ -55,14 +56,15 @@ def use_jit_compile(arch: str, jit_compile: Optional[bool] = None, gpu: Optional
     """Whether to compile the training step with XLA.
 
     Args:
-      arch: the model architecture, "mlp", "gated" or "conv".
+      arch: a registered network (`probvae.registry.NETWORKS`).
       jit_compile: an explicit choice (returned as is), or None for the default:
-        True for the dense families ("mlp", "gated"); for "conv" True only on a GPU.
+        True where the network's `xla_on_cpu` trait says XLA wins on a CPU
+        (the dense families), else only on a GPU.
       gpu: whether a GPU computes; None asks TensorFlow.
     """
     if jit_compile is not None:
         return bool(jit_compile)
-    if arch in ("mlp", "gated"):
+    if NETWORKS[arch].trait("xla_on_cpu", False):
         return True
     return _has_gpu() if gpu is None else bool(gpu)
 

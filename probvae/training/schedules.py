@@ -17,41 +17,40 @@ Example:
 """
 
 from probvae._keras import keras
-from probvae.errors import UserError
 
-__all__ = ["OPTIMIZERS", "learning_rate_schedule", "make_optimizer", "kl_weight", "set_kl_weight"]
+from probvae.registry import OPTIMIZERS, SCHEDULES
 
-# The tf-keras class of each name in probvae.config.OPTIMIZERS.
-OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
+__all__ = ["constant", "cosine", "learning_rate_schedule", "make_optimizer", "kl_weight", "set_kl_weight"]
 
 
-def learning_rate_schedule(train_config, steps_per_epoch: int):
-    """The step size of a `TrainConfig`: a float, or a schedule of the optimizer's step.
+def constant(train_config, steps_per_epoch: int):
+    """The step size `learning_rate` throughout."""
+    return train_config.learning_rate
 
-    "cosine" (Loshchilov & Hutter 2017, without restarts) over all
-    epochs * steps_per_epoch steps n:
+
+def cosine(train_config, steps_per_epoch: int):
+    """A half cosine (Loshchilov & Hutter 2017, without restarts) over all
+    N = epochs * steps_per_epoch steps n:
 
         lr(n) = lr * (f + (1 - f) * (1 + cos(pi * min(n, N) / N)) / 2),   f = lr_final
 
-    It is a function of the optimizer's iteration count, which checkpoints
-    carry, so a resumed run continues on the same curve.
+    A function of the optimizer's iteration count, which checkpoints carry,
+    so a resumed run continues on the same curve.
     """
-    if train_config.lr_schedule == "constant":
-        return train_config.learning_rate
-    if train_config.lr_schedule == "cosine":
-        total = max(1, train_config.epochs * int(steps_per_epoch))
-        return keras.optimizers.schedules.CosineDecay(
-            train_config.learning_rate, decay_steps=total, alpha=train_config.lr_final)
-    raise UserError(f"unknown lr_schedule {train_config.lr_schedule!r}; choose constant or cosine")
+    total = max(1, train_config.epochs * int(steps_per_epoch))
+    return keras.optimizers.schedules.CosineDecay(
+        train_config.learning_rate, decay_steps=total, alpha=train_config.lr_final)
+
+
+def learning_rate_schedule(train_config, steps_per_epoch: int):
+    """The step size of a `TrainConfig`: a float, or a schedule of the
+    optimizer's step, from the schedule registered as `lr_schedule`."""
+    return SCHEDULES[train_config.lr_schedule].load()(train_config, steps_per_epoch)
 
 
 def make_optimizer(train_config, steps_per_epoch: int = 1):
-    """The tf-keras optimizer a `TrainConfig` names, with its step size schedule."""
-    if train_config.optimizer not in OPTIMIZERS:
-        raise UserError(
-            f"unknown optimizer {train_config.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"
-        )
-    return OPTIMIZERS[train_config.optimizer](
+    """The tf-keras optimizer registered as `train_config.optimizer`, with its step size schedule."""
+    return OPTIMIZERS[train_config.optimizer].load()(
         learning_rate=learning_rate_schedule(train_config, steps_per_epoch))
 
 

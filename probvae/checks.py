@@ -1,0 +1,67 @@
+"""Checks of user-supplied values: each raises a `UserError` naming the value,
+what it must be and what it got. Config fields, registered components and the
+Python API share them, so every "must be a whole number of at least 1" reads
+the same wherever it comes from.
+"""
+
+import math
+from typing import Any, Sequence
+
+from probvae.errors import UserError
+
+__all__ = [
+    "require",
+    "choice",
+    "positive_int",
+    "non_negative",
+    "finite_number",
+    "fraction",
+    "flag",
+    "positive_ints",
+]
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise a UserError with `message` unless `condition`."""
+    if not condition:
+        raise UserError(message)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    require(value in choices, f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+
+
+def positive_int(name: str, value: Any) -> None:
+    require(_is_int(value) and value >= 1, f"{name} must be a whole number of at least 1 (got {value!r})")
+
+
+def non_negative(name: str, value: Any, whole: bool = False) -> None:
+    number = _is_int(value) if whole else (_is_int(value) or isinstance(value, float))
+    require(number and value >= 0,
+            f"{name} must be a {'whole ' if whole else ''}number of at least 0 (got {value!r})")
+
+
+def finite_number(name: str, value: Any) -> None:
+    require((_is_int(value) or isinstance(value, float)) and math.isfinite(value),
+            f"{name} must be a finite number (got {value!r})")
+
+
+def fraction(name: str, value: Any) -> None:
+    """A number in [0, 1]."""
+    finite_number(name, value)
+    require(0 <= value <= 1, f"{name} must be in 0..1 (got {value!r})")
+
+
+def flag(name: str, value: Any) -> None:
+    require(isinstance(value, bool), f"{name} must be true or false (got {value!r})")
+
+
+def positive_ints(name: str, value: Any) -> None:
+    """A tuple of whole numbers of at least 1 (layer widths)."""
+    require(isinstance(value, tuple), f"{name} must be a list of whole numbers (got {value!r})")
+    for item in value:
+        positive_int(name, item)

@@ -1,0 +1,133 @@
+"""What every command-line entry point shares: one way of reporting errors
+(one line on stderr, exit code 2, the traceback only with --debug), an
+argument parser whose mistakes are reported the same way, and the flags of
+registered components (`probvae.registry`)."""
+
+import argparse
+import os
+import platform
+import sys
+import traceback
+from typing import Callable, Sequence, Tuple
+
+from probvae.errors import TrainingInterrupted, UserError
+
+__all__ = ["ArgumentParser", "USAGE_ERROR", "add_registry_arguments", "image_shape_argument", "prefer_onednn",
+           "prepare_process", "run"]
+
+USAGE_ERROR = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` whose errors are `UserError`s: one line
+    naming the argument and pointing at --help, instead of a usage block."""
+
+    def error(self, message):
+        raise UserError(f"{message}; see {self.prog} --help")
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def prepare_process() -> None:
+    """What a command does before TensorFlow is imported: TensorFlow's C++
+    log level (warnings and above, unless the user chose) and oneDNN kernels."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prefer_onednn()
+
+
+def prefer_onednn() -> None:
+    """Ask TensorFlow for its oneDNN CPU kernels on x86-64 unless the user chose
+    (TF_ENABLE_ONEDNN_OPTS). Call it before TensorFlow is imported.
+
+    TensorFlow turns them on by default only on some Intel CPUs; on the AMD
+    CPU of docs/performance.md they train the conv model 1.35x faster per CPU
+    second, with the same results from run to run.
+    """
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+def run(main: Callable[[], object], argv: Sequence[str] = None) -> None:
+    """Run `main`, turning user errors into one line on stderr and exit code 2.
+
+    An interrupted training run exits with 128 + the signal number after
+    printing how to resume it; a second Ctrl-C (KeyboardInterrupt) exits 130.
+    """
+    argv = sys.argv if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        main()
+    except TrainingInterrupted as error:
+        if debug:
+            traceback.print_exc()
+        print(f"interrupted: {_one_line(error)}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except UserError as error:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        sys.exit(USAGE_ERROR)
+
+
+def image_shape_argument(text: str) -> tuple:
+    """argparse type for "H,W,C" (e.g. 64,64,3) -> (64, 64, 3)."""
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3:
+        raise argparse.ArgumentTypeError(f"expected height,width,channels such as 64,64,3, got {text!r}")
+    return shape
+
+
+
+def _typed(parse: Callable, name: str) -> Callable:
+    """An argparse type from a field's parser: a ValueError becomes an argparse error."""
+    def convert(text):
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = name
+    return convert
+
+
+def add_registry_arguments(group, registries: dict) -> Tuple[str, ...]:
+    """Add a choice flag per registry (--prior, ...) and a flag per field its
+    entries declare (--prior-components, ...) to `group`; return the config
+    field names they set. Choices, summaries and defaults come from the registry."""
+    names = []
+    for option, registry in registries.items():
+        names.append(option)
+        group.add_argument(f"--{option.replace('_', '-')}", choices=registry.names(),
+                           help=registry.describe())
+    seen = set()
+    for registry in registries.values():
+        for entry in registry.entries():
+            for field in entry.fields:
+                if field.name in seen:
+                    continue
+                seen.add(field.name)
+                names.append(field.name)
+                flag = f"--{field.name.replace('_', '-')}"
+                defaults = {e.name: f.default for r in registries.values() for e in r.entries()
+                            for f in e.fields if f.name == field.name}
+                shown = lambda value: ",".join(map(str, value)) if isinstance(value, tuple) else str(value)  # noqa: E731
+                if len(set(map(shown, defaults.values()))) == 1:
+                    text = f"{field.help} ({', '.join(defaults)}; default {shown(field.default) or 'none'})"
+                else:
+                    text = f"{field.help} (default " + "; ".join(
+                        f"{name}: {shown(value)}" for name, value in defaults.items()) + ")"
+                if isinstance(field.default, bool):
+                    group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+                elif field.parse is not None:
+                    group.add_argument(flag, type=_typed(field.parse, field.name), help=text)
+    return tuple(names)

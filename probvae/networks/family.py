@@ -1,0 +1,27 @@
+"""What a network family is: an encoder and a decoder builder."""
+
+from typing import Callable, NamedTuple, Sequence
+
+from probvae.errors import UserError
+
+__all__ = ["Family", "check_image_shape"]
+
+
+class Family(NamedTuple):
+    """A registered network (`probvae.registry.NETWORKS`): plain tf-keras bodies, no distributions.
+
+    encoder(config) maps images [n, h, w, c] to features [n, f] (the model
+    puts a dense layer and the posterior layer on top); decoder(config, k)
+    maps latents [n, d] to per-pixel likelihood parameters [n, h, w, k], its
+    last layers computing in float32 so that distributions stay float32
+    under a mixed-precision policy.
+    """
+
+    encoder: Callable
+    decoder: Callable
+
+
+def check_image_shape(image_shape: Sequence[int]) -> None:
+    """Raise a UserError if `image_shape` is not [height, width, channels] of positive sizes."""
+    if len(image_shape) != 3 or any(int(s) < 1 for s in image_shape):
+        raise UserError(f"images must be [height, width, channels], got shape {tuple(image_shape)}")

@@ -1,0 +1,290 @@
+"""One registry per kind of component: network, posterior, prior, likelihood,
+optimizer and step-size schedule.
+
+An entry owns everything about its component: its name (what a config and a
+flag say), a one-line summary (what `--help` prints), the config fields it
+reads with their defaults, checks and command-line parsers, any traits the
+rest of the package asks about (a likelihood's `binarize`), and its builder.
+`probvae.config` validates a config by asking the registries, the command
+line builds its choices and flags from them, and the model and the training
+loop build what the entries name. There is no other list of names.
+
+Built-in builders are named as "module:attribute" and imported when first
+built, so a config can be read and checked before TensorFlow is loaded; a
+user's own entry passes the object itself:
+
+    from probvae.registry import PRIORS, Field
+    from probvae import checks
+
+    PRIORS.register("laplace", LaplacePrior, summary="factorised Laplace(0, b)",
+                    fields=[Field("laplace_scale", 1.0, checks.finite_number, "b of every dimension", float)])
+
+after which `ModelConfig(prior="laplace", laplace_scale=0.5)` is a valid
+config and `VAE` builds it (docs/extending.md walks through it). A run that
+uses a user's component loads (`probvae.load_run`) in a process that has
+imported the module registering it.
+
+What a builder must be, per kind:
+
+    network     an object with encoder(config) -> keras layer [n, h, w, c] -> [n, f]
+                and decoder(config, channels) -> keras layer [n, d] -> [n, h, w, channels]
+    posterior   a posterior layer class with static params_size(d) and new(params, d)
+                (see probvae.distributions.posteriors)
+    prior       a probvae.distributions.Prior subclass; built as cls.from_config(config, encode=...)
+    likelihood  a probvae.distributions.LikelihoodHead subclass; built as cls.from_config(config)
+    optimizer   a tf-keras optimizer class, called with learning_rate=
+    schedule    a function (train_config, steps_per_epoch) -> a step size or a keras schedule
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
+
+from probvae import checks
+from probvae.errors import UserError
+
+__all__ = [
+    "Field",
+    "Entry",
+    "Registry",
+    "NETWORKS",
+    "POSTERIORS",
+    "PRIORS",
+    "LIKELIHOODS",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "MODEL_REGISTRIES",
+    "TRAIN_REGISTRIES",
+    "int_list",
+    "conv_layer_list",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """A config field a component reads.
+
+    Attributes:
+      name: the field's name in its config section (and, with `_` as `-`, its flag).
+      default: its value when the config does not set it.
+      check: (name, value) -> None, raising a UserError for a bad value.
+      help: one line for `--help`.
+      parse: text -> value for the command line; None: no flag.
+    """
+
+    name: str
+    default: Any
+    check: Callable[[str, Any], None]
+    help: str = ""
+    parse: Optional[Callable[[str], Any]] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One registered component."""
+
+    name: str
+    builder: Union[str, Any]
+    summary: str = ""
+    fields: Tuple[Field, ...] = ()
+    traits: Tuple[Tuple[str, Any], ...] = ()
+
+    def load(self):
+        """The builder object (imported on first use for "module:attribute" names)."""
+        if not isinstance(self.builder, str):
+            return self.builder
+        module, _, attribute = self.builder.partition(":")
+        value = importlib.import_module(module)
+        for part in attribute.split("."):
+            value = getattr(value, part)
+        return value
+
+    def trait(self, name: str, default: Any = None) -> Any:
+        return dict(self.traits).get(name, default)
+
+
+class Registry:
+    """The components of one kind, by name.
+
+    Args:
+      kind: what the components are ("prior"), for messages.
+      option: the config field that names one ("prior"), in section `section`.
+    """
+
+    def __init__(self, kind: str, section: str, option: str):
+        self.kind, self.section, self.option = kind, section, option
+        self._entries: Dict[str, Entry] = {}
+
+    def register(self, name: str, builder: Union[str, Any], *, summary: str = "",
+                 fields: Iterable[Field] = (), replace: bool = False, **traits) -> Entry:
+        """Add a component; returns its entry.
+
+        A field another entry of any registry declares too must have the same
+        check (a field means one thing). Raises a UserError for a name taken
+        (unless `replace`) or not a plain identifier.
+        """
+        checks.require(isinstance(name, str) and name.replace("_", "").replace("-", "").isalnum(),
+                       f"a {self.kind} name must be letters, digits, _ or - (got {name!r})")
+        checks.require(replace or name not in self._entries,
+                       f"a {self.kind} called {name!r} is registered already; pass replace=True to replace it")
+        entry = Entry(name, builder, summary, tuple(fields), tuple(sorted(traits.items())))
+        for field in entry.fields:
+            known = find_field(field.name)
+            checks.require(known is None or known.check is field.check,
+                           f"field {field.name!r} is declared already with another check")
+        self._entries[name] = entry
+        return entry
+
+    def __getitem__(self, name: str) -> Entry:
+        if name not in self._entries:
+            raise UserError(f"unknown {self.option} {name!r}; choose one of: {', '.join(self._entries)}")
+        return self._entries[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def names(self) -> Tuple[str, ...]:
+        return tuple(self._entries)
+
+    def entries(self) -> Tuple[Entry, ...]:
+        return tuple(self._entries.values())
+
+    def describe(self) -> str:
+        """"name: summary; ..." for --help."""
+        return "; ".join(f"{e.name}: {e.summary}" if e.summary else e.name for e in self._entries.values())
+
+
+# --- command-line parsers of field values -------------------------------------------------------
+
+def int_list(text: str) -> tuple:
+    """"300,300" -> (300, 300)."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"expected whole numbers separated by commas such as 300,300, got {text!r}") from None
+
+
+def conv_layer_list(text: str) -> tuple:
+    """"32:3:2,64:3:2" -> ((32, 3, 2), (64, 3, 2)): [filters, kernel, stride] triples; "" -> ()."""
+    try:
+        layers = tuple(tuple(int(v) for v in part.split(":")) for part in text.split(",") if part)
+    except ValueError:
+        layers = ((),)
+    if any(len(layer) != 3 for layer in layers):
+        raise ValueError(f"expected filters:kernel:stride triples separated by commas such as 32:3:2,64:3:2, "
+                         f"got {text!r}")
+    return layers
+
+
+def _activation(name: str, value: Any) -> None:
+    checks.require(isinstance(value, str) and value != "",
+                   f"{name} must be the name of a tf-keras activation such as elu or relu (got {value!r})")
+
+
+def _conv_layers(name: str, value: Any) -> None:
+    checks.require(isinstance(value, tuple) and all(isinstance(s, tuple) and len(s) == 3 for s in value),
+                   f"{name} must be a list of [filters, kernel, stride] triples (got {value!r})")
+    for filters, kernel, stride in value:
+        checks.positive_int(f"{name} filters", filters)
+        checks.positive_int(f"{name} kernel", kernel)
+        checks.positive_int(f"{name} stride", stride)
+
+
+def _conv_filters(name: str, value: Any) -> None:
+    checks.positive_ints(name, value)
+    checks.require(len(value) >= 1, f"{name} needs one entry or more")
+
+
+def _dense_units(name: str, value: Any) -> None:
+    checks.non_negative(name, value, whole=True)
+
+
+def _normal_scale(name: str, value: Any) -> None:
+    checks.choice(name, value, ("shared", "channel", "pixel"))
+
+
+# --- the registries and the built-in components -------------------------------------------------
+
+NETWORKS = Registry("network", "model", "arch")
+POSTERIORS = Registry("posterior", "model", "posterior")
+PRIORS = Registry("prior", "model", "prior")
+LIKELIHOODS = Registry("likelihood", "model", "likelihood")
+OPTIMIZERS = Registry("optimizer", "train", "optimizer")
+SCHEDULES = Registry("learning-rate schedule", "train", "lr_schedule")
+
+# Config field -> the registry whose entry it names, per section.
+MODEL_REGISTRIES = {"arch": NETWORKS, "posterior": POSTERIORS, "prior": PRIORS, "likelihood": LIKELIHOODS}
+TRAIN_REGISTRIES = {"optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES}
+_ALL = (NETWORKS, POSTERIORS, PRIORS, LIKELIHOODS, OPTIMIZERS, SCHEDULES)
+
+
+def find_field(name: str) -> Optional[Field]:
+    """The field called `name` that some registered component declares, or None."""
+    for registry in _ALL:
+        for entry in registry.entries():
+            for field in entry.fields:
+                if field.name == name:
+                    return field
+    return None
+
+
+def _hidden_units(default):
+    return Field("hidden_units", default, checks.positive_ints,
+                 "widths of the hidden layers, e.g. 300,300 (the decoder mirrors them)", int_list)
+
+
+_ACTIVATION = Field("activation", "elu", _activation, "activation of every hidden layer (a tf-keras name)", str)
+
+NETWORKS.register(
+    "mlp", "probvae.networks.dense:MLP", summary="dense layers", fields=[_hidden_units((512, 256)), _ACTIVATION],
+    xla_on_cpu=True)
+NETWORKS.register(
+    "gated", "probvae.networks.dense:GATED", summary="gated dense layers h = (W x + b) * sigmoid(V x + c)",
+    fields=[_hidden_units((300, 300))], xla_on_cpu=True)
+NETWORKS.register(
+    "conv", "probvae.networks.conv:CONV", summary="strided convolutions, transposed-convolution decoder",
+    fields=[
+        Field("conv_filters", (32, 64), _conv_filters,
+              "filters of each 3x3 stride-2 convolution (when --conv-layers is empty)", int_list),
+        Field("conv_layers", (), _conv_layers,
+              "encoder convolutions as filters:kernel:stride triples, e.g. 32:3:2,64:3:2", conv_layer_list),
+        Field("decoder_conv_layers", (), _conv_layers,
+              "decoder transposed convolutions as triples (default: the encoder's, reversed)", conv_layer_list),
+        Field("batch_norm", False, checks.flag, "batch normalisation after every convolution", None),
+        Field("dense_units", 256, _dense_units, "width of the dense layer beside the latent (0: none)", int),
+        _ACTIVATION,
+    ])
+
+POSTERIORS.register("full", "probvae.distributions.posteriors:MultivariateNormalTriL",
+                    summary="MultivariateNormalTriL, full covariance")
+POSTERIORS.register("diag", "probvae.distributions.posteriors:MultivariateNormalDiag",
+                    summary="diagonal covariance")
+
+_COMPONENTS = Field("prior_components", 10, checks.positive_int, "mixture components or VampPrior pseudo-inputs", int)
+PRIORS.register("standard_normal", "probvae.distributions.priors:StandardNormalPrior", summary="N(0, I), fixed")
+PRIORS.register("diag_gaussian", "probvae.distributions.priors:DiagonalGaussianPrior",
+                summary="N(loc, diag(scale^2)), learned")
+PRIORS.register("mixture", "probvae.distributions.priors:MixturePrior", summary="learned mixture of Gaussians",
+                fields=[_COMPONENTS])
+PRIORS.register("vamp", "probvae.distributions.priors:VampPrior",
+                summary="VampPrior: mixture of the posteriors of learned pseudo-inputs", fields=[_COMPONENTS])
+
+LIKELIHOODS.register("bernoulli", "probvae.distributions.likelihoods:BernoulliHead",
+                     summary="binarized pixels", binarize=True)
+LIKELIHOODS.register("normal", "probvae.distributions.likelihoods:NormalHead", summary="grey levels, Normal",
+                     binarize=False,
+                     fields=[Field("normal_scale", "shared", _normal_scale,
+                                   "Normal scale: one shared value, one per channel or per pixel", str)])
+LIKELIHOODS.register("continuous_bernoulli", "probvae.distributions.likelihoods:ContinuousBernoulliHead",
+                     summary="grey levels, continuous Bernoulli", binarize=False)
+
+OPTIMIZERS.register("adam", "tf_keras.optimizers:Adam", summary="Adam")
+OPTIMIZERS.register("rmsprop", "tf_keras.optimizers:RMSprop", summary="RMSprop")
+
+SCHEDULES.register("constant", "probvae.training.schedules:constant", summary="the step size stays")
+SCHEDULES.register("cosine", "probvae.training.schedules:cosine",
+                   summary="half cosine from --learning-rate to --lr-final x it over the run",
+                   fields=[Field("lr_final", 0.05, checks.fraction,
+                                 "final step size as a fraction of --learning-rate", float)])
