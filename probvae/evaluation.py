@@ -56,6 +56,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import weakref
 from typing import Callable, Dict, NamedTuple, Optional
 
 import numpy as np
@@ -69,13 +70,10 @@ from probvae.errors import UserError
 
 __all__ = [
     "ACTIVE_UNIT_THRESHOLD",
-    "CHUNK_ROWS",
     "DEFAULT_IWAE_SAMPLES",
     "SPLITS",
     "BatchStatistics",
-    "ImportanceEstimate",
     "mean_and_stderr",
-    "sample_seed",
     "importance_sampling",
     "log_likelihood",
     "per_example",
@@ -90,8 +88,6 @@ __all__ = [
 # A latent dimension is active when Var_x(E_q[z_i|x]) exceeds this (Burda et al., 2015);
 # the same rule `inspection.latent_marginals` uses to call a dimension collapsed.
 ACTIVE_UNIT_THRESHOLD = inspection.COLLAPSE_THRESHOLD
-# Decoder rows (samples x examples) per chunk when no sample chunk is given.
-CHUNK_ROWS = 1024
 # K of scripts/evaluate.py unless --iwae-samples says otherwise.
 DEFAULT_IWAE_SAMPLES = 1000
 SPLITS = ("test", "validation", "train")
@@ -108,13 +104,6 @@ class BatchStatistics(NamedTuple):
     posterior_mean: tf.Tensor  # [n, d], E_q[z|x]
 
 
-class ImportanceEstimate(NamedTuple):
-    """The K-sample importance-weighted estimate of log p(x) and its ESS, [n] each."""
-
-    log_likelihood: tf.Tensor  # [n], nats
-    effective_sample_size: tf.Tensor  # [n], between 1 and K
-
-
 def mean_and_stderr(values) -> tuple:
     """(mean, standard error of the mean) of a 1-D array, as floats."""
     values = np.asarray(values, np.float64)
@@ -123,114 +112,68 @@ def mean_and_stderr(values) -> tuple:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
 
 
-def sample_seed(seed, k):
-    """The stateless seed [2] of posterior sample k drawn under `seed` [2]."""
-    return tf.random.experimental.stateless_fold_in(seed, k)
-
-
-def _as_seed(seed) -> tf.Tensor:
-    """An int s -> [s, 0]; a pair -> itself; as an int32 tensor of shape [2]."""
-    seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
-    if seed.shape.rank == 0:
-        seed = tf.stack([seed, 0])
-    if seed.shape != (2,):
-        raise UserError(f"a seed is an integer or a pair of integers (got shape {seed.shape})")
-    return seed
-
-
-def _whole_number(name: str, value, flag: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise UserError(f"{name} must be a whole number of at least 1 (got {value!r}); fix {flag}")
-    return int(value)
-
-
-def _log_add_exp(a, b):
-    """log(exp a + exp b) elementwise, exact when either is -inf."""
-    return tf.reduce_logsumexp(tf.stack([a, b]), axis=0)
-
-
 def _batch_statistics(model, x, seed) -> BatchStatistics:
-    posterior = model.posterior(x)
-    z = posterior.sample(seed=sample_seed(seed, 0))  # the ELBO's sample, also the per-dimension KL's
-    parts = objectives.elbo_parts(x, posterior, model.prior, model.likelihood, z=z)
+    # The ELBO's sample is sample 0 of the importance samples; the per-dimension KL uses it too.
+    parts, posterior, prior, z = model.elbo_terms(x, objectives.sample_seed(seed, 0))
     return BatchStatistics(
         *parts,
-        kl_per_dimension=distributions.kl_per_dimension(posterior, model.prior, z),
+        kl_per_dimension=distributions.kl_per_dimension(posterior, prior, z),
         total_correlation=distributions.total_correlation(posterior),
         posterior_mean=posterior.mean(),
     )
 
 
-def _importance_sampling(model, x, seed, num_samples, sample_chunk) -> ImportanceEstimate:
-    posterior = model.posterior(x)
-    batch = tf.shape(x)[0]
-    chunk = tf.where(sample_chunk > 0, sample_chunk, tf.maximum(1, CHUNK_ROWS // tf.maximum(batch, 1)))
-
-    def draw(k):
-        return posterior.sample(seed=sample_seed(seed, k))  # [n, d]
-
-    def body(start, log_sum, log_sum_squares):
-        stop = tf.minimum(start + chunk, num_samples)
-        z = tf.map_fn(draw, tf.range(start, stop), fn_output_signature=tf.float32)  # [S, n, d]
-        log_weights = objectives.importance_log_weights(x, z, posterior, model.prior, model.likelihood)
-        log_weights = tf.cast(log_weights, tf.float64)  # [S, n]
-        log_sum = _log_add_exp(log_sum, tf.reduce_logsumexp(log_weights, axis=0))
-        log_sum_squares = _log_add_exp(log_sum_squares, tf.reduce_logsumexp(2.0 * log_weights, axis=0))
-        return stop, log_sum, log_sum_squares
-
-    empty = tf.fill([batch], tf.constant(-np.inf, tf.float64))  # log 0
-    # One chunk at a time: parallel iterations would hold several chunks in memory.
-    _, log_sum, log_sum_squares = tf.while_loop(
-        lambda start, *_: start < num_samples, body, (tf.constant(0), empty, empty), parallel_iterations=1
-    )
-    estimate = log_sum - tf.math.log(tf.cast(num_samples, tf.float64))  # [n]
-    effective_sample_size = tf.exp(2.0 * log_sum - log_sum_squares)  # [n]
-    return ImportanceEstimate(tf.cast(estimate, tf.float32), tf.cast(effective_sample_size, tf.float32))
-
-
 class _Compiled:
-    """The model's compiled evaluation functions, traced once each."""
+    """A model's compiled evaluation functions, traced once each (kept per
+    model in `_COMPILED`, which holds the model weakly)."""
 
     def __init__(self, model):
         image = tf.TensorSpec([None] + list(model.image_shape), tf.float32)
         seed = tf.TensorSpec([2], tf.int32)
-        count = tf.TensorSpec([], tf.int32)
+        reference = weakref.ref(model)
         self.statistics = tf.function(
-            lambda x, seed: _batch_statistics(model, x, seed), input_signature=[image, seed]
+            lambda x, seed: _batch_statistics(reference(), x, seed), input_signature=[image, seed]
         )
-        self.importance_sampling = tf.function(
-            lambda x, seed, num_samples, sample_chunk: _importance_sampling(model, x, seed, num_samples, sample_chunk),
-            input_signature=[image, seed, count, count],
-        )
-        self.model, self._distributed = model, {}
+        self._model, self._distributed = reference, {}
 
     def distributed(self, strategy, with_importance_sampling: bool) -> Callable:
         """Both functions of one batch per replica of `strategy`, gathered in
         replica order (see `probvae.replicas.gathered`); built once per strategy."""
         key = (id(strategy), with_importance_sampling)
         if key not in self._distributed:
-            model = self.model
+            reference = self._model
 
             def statistics(x, index, seed, num_samples, sample_chunk):
+                model = reference()
                 batch_seed = tf.stack([seed, tf.cast(index, tf.int32)])
-                results = _batch_statistics(model, x, batch_seed)._asdict()
+                terms = model.elbo_terms(x, objectives.sample_seed(batch_seed, 0))
+                results = BatchStatistics(
+                    *terms.parts,
+                    kl_per_dimension=distributions.kl_per_dimension(terms.posterior, terms.prior, terms.z),
+                    total_correlation=distributions.total_correlation(terms.posterior),
+                    posterior_mean=terms.posterior.mean(),
+                )._asdict()
                 if with_importance_sampling:
-                    results.update(_importance_sampling(model, x, batch_seed, num_samples, sample_chunk)._asdict())
+                    results.update(objectives.importance_sampling(
+                        x, terms.posterior, terms.prior, model.likelihood, batch_seed, num_samples,
+                        sample_chunk)._asdict())
                 return results
 
             self._distributed[key] = replicas.gathered(strategy, statistics)
         return self._distributed[key]
 
 
+_COMPILED = weakref.WeakKeyDictionary()
+
+
 def _compiled(model) -> _Compiled:
-    compiled = getattr(model, "_probvae_evaluation", None)
-    if compiled is None:
-        compiled = _Compiled(model)
-        model._probvae_evaluation = compiled
-    return compiled
+    if model not in _COMPILED:
+        _COMPILED[model] = _Compiled(model)
+    return _COMPILED[model]
 
 
-def importance_sampling(model, x, num_samples: int, seed, sample_chunk: Optional[int] = None) -> ImportanceEstimate:
+def importance_sampling(model, x, num_samples: int, seed,
+                        sample_chunk: Optional[int] = None) -> objectives.ImportanceEstimate:
     """The K-sample importance-weighted log p(x) and the effective sample size.
 
     Args:
@@ -247,11 +190,9 @@ def importance_sampling(model, x, num_samples: int, seed, sample_chunk: Optional
     Returns:
       `ImportanceEstimate` of [n] tensors.
     """
-    num_samples = _whole_number("the number of importance samples", num_samples, "--iwae-samples")
-    sample_chunk = 0 if sample_chunk is None else _whole_number("sample_chunk", sample_chunk, "sample_chunk")
-    return _compiled(model).importance_sampling(
-        tf.convert_to_tensor(x, tf.float32), _as_seed(seed), tf.constant(num_samples), tf.constant(sample_chunk)
-    )
+    num_samples = objectives.whole_number("num_samples", num_samples)
+    sample_chunk = 0 if sample_chunk is None else objectives.whole_number("sample_chunk", sample_chunk)
+    return model.importance_sampling(x, tf.constant(num_samples), objectives.as_seed(seed), tf.constant(sample_chunk))
 
 
 def log_likelihood(model, x, num_samples: int, seed, sample_chunk: Optional[int] = None) -> tf.Tensor:
@@ -273,7 +214,7 @@ def per_example(model, batches: tf.data.Dataset, seed: int, iwae_samples: int = 
     over its replicas with the numbers of one device)."""
     compiled = _compiled(model)
     if strategy is not None and strategy.num_replicas_in_sync > 1:
-        sample_chunk = 0 if sample_chunk is None else _whole_number("sample_chunk", sample_chunk, "sample_chunk")
+        sample_chunk = 0 if sample_chunk is None else objectives.whole_number("sample_chunk", sample_chunk)
         run = compiled.distributed(strategy, bool(iwae_samples))
         return replicas.map_batches(strategy, run, batches, tf.constant(seed, tf.int32),
                                       tf.constant(int(iwae_samples)), tf.constant(sample_chunk), on_round=on_batch)
@@ -362,8 +303,8 @@ def evaluate(model, images: np.ndarray, *, iwae_samples: int = DEFAULT_IWAE_SAMP
       likelihood, binarization, binarization_seed, seed, batch_size,
       checkpoint, seconds. docs/evaluation.md explains each.
     """
-    iwae_samples = _whole_number("iwae_samples", iwae_samples, "--iwae-samples")
-    batch_size = _whole_number("batch_size", batch_size, "--batch-size")
+    iwae_samples = objectives.whole_number("iwae_samples", iwae_samples)
+    batch_size = objectives.whole_number("batch_size", batch_size)
     started = time.time()
     batches = data_lib.evaluation_batches(images, batch_size, binarize=model.likelihood_head.binarize,
                                           seed=binarization_seed)
@@ -423,7 +364,7 @@ def evaluate_run(run_dir: str, split: str = "test", iwae_samples: int = DEFAULT_
     """
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
-    _whole_number("iwae_samples", iwae_samples, "--iwae-samples")
+    objectives.whole_number("iwae_samples", iwae_samples)
     model = runs.load_run(run_dir, checkpoint)
     config = model.run_config
     d = config.data
@@ -431,7 +372,7 @@ def evaluate_run(run_dir: str, split: str = "test", iwae_samples: int = DEFAULT_
                                      image_shape=config.model.image_shape)
     images, _ = splits.split(split)
     if max_examples is not None:
-        images = images[:_whole_number("max_examples", max_examples, "--max-examples")]
+        images = images[:objectives.whole_number("max_examples", max_examples)]
     result = {"split": split, "dataset": splits.name, "run_dir": os.path.abspath(run_dir)}
     result.update(evaluate(
         model, images, iwae_samples=iwae_samples,

@@ -37,6 +37,7 @@ Example:
 """
 
 import threading
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -52,10 +53,19 @@ from probvae.registry import LIKELIHOODS, PRIORS
 
 tfd = tfp.distributions
 
-__all__ = ["VAE"]
+__all__ = ["VAE", "ElboTerms"]
 
 # Seed of the Monte Carlo KL sample when `posterior(x)` is called without one.
 _DEFAULT_KL_SEED = (0, 0)
+
+
+class ElboTerms(NamedTuple):
+    """A one-sample ELBO and what it was computed from."""
+
+    parts: objectives.ElboParts  # elbo, reconstruction, kl: [n] each, nats
+    posterior: tfd.Distribution  # q(z|x): batch [n], event [d]
+    prior: tfd.Distribution  # p(z): event [d]
+    z: tf.Tensor  # [n, d], the sample of the reconstruction (and of a Monte Carlo KL)
 
 
 class VAE(keras.Model):
@@ -96,6 +106,10 @@ class VAE(keras.Model):
         )
         self.likelihood_head = LIKELIHOODS[config.likelihood].load().for_model(config)
         self.decoder = networks.decoder(config, self.likelihood_head.decoder_channels)
+        image = tf.TensorSpec([None] + list(self.image_shape), tf.float32)
+        count = tf.TensorSpec([], tf.int32)
+        self._importance_sampling = tf.function(
+            self._importance_sampling_graph, input_signature=[image, tf.TensorSpec([2], tf.int32), count, count])
         # Create every variable now, so checkpoints restore into a complete model.
         self(tf.zeros((1,) + self.image_shape))
 
@@ -163,12 +177,24 @@ class VAE(keras.Model):
         """p(x|z) for latents z [n, d]: batch [n], event [h, w, c]."""
         return self.likelihood_head.distribution(self.decoder(z, training=training))
 
-    def _elbo(self, x, seed, training, rows=None):
+    def elbo_terms(self, x, seed=None, training=False, rows=None) -> "ElboTerms":
+        """The one-sample ELBO of model-ready images x [n, h, w, c] with what it
+        was computed from: q(z|x), p(z) and z ~ q [n, d], drawn with `seed`
+        (`sample_posterior`; a random seed if None).
+
+        The KL is the tensor the posterior layer's regularizer computed in
+        this call (analytic, or log q(z|x) - log p(z) at the same z as the
+        reconstruction), and p(z) the prior it built, so neither is computed
+        twice (a VampPrior encodes its pseudo-inputs once).
+        """
+        if seed is None:
+            seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
         posterior = self.posterior(x, training=training, seed=seed, rows=rows)
-        prior = self.prior
+        kl, prior = self.posterior_layer.activity_regularizer.last()  # [n], p(z)
         z = sample_posterior(posterior, seed, rows)  # [n, d]
-        parts = objectives.elbo_parts(x, posterior, prior, lambda z: self.likelihood(z, training=training), z=z)
-        return parts, posterior, prior
+        parts = objectives.elbo_parts(x, posterior, prior, lambda z: self.likelihood(z, training=training), z=z,
+                                      kl=kl)
+        return ElboTerms(parts, posterior, prior, z)
 
     def elbo(self, x, seed=None, training=False) -> objectives.ElboParts:
         """One-sample ELBO per example, [n] each, in nats (KL weight 1, no free bits).
@@ -176,7 +202,17 @@ class VAE(keras.Model):
         Without an analytic KL, the KL part is log q(z|x) - log p(z) at the
         same z as the reconstruction, so the ELBO estimate stays unbiased.
         """
-        return self._elbo(self.prepare_inputs(x), seed, training)[0]
+        return self.elbo_terms(self.prepare_inputs(x), seed, training).parts
+
+    def importance_sampling(self, x, num_samples, seed, sample_chunk=0) -> objectives.ImportanceEstimate:
+        """`objectives.importance_sampling` of model-ready images x [n, h, w, c]
+        (int32 scalars num_samples and sample_chunk, seed [2]), compiled once."""
+        return self._importance_sampling(tf.convert_to_tensor(x, tf.float32), seed, num_samples, sample_chunk)
+
+    def _importance_sampling_graph(self, x, seed, num_samples, sample_chunk):
+        posterior = self.posterior(x)
+        return objectives.importance_sampling(x, posterior, self.prior, self.likelihood, seed, num_samples,
+                                              sample_chunk)
 
     def log_likelihood(self, x, num_samples: int = 1000, seed=(0, 0)) -> tf.Tensor:
         """Importance-weighted estimate of log p(x) per example, [n], nats.
@@ -185,10 +221,9 @@ class VAE(keras.Model):
         (Burda et al., 2015): the estimator `evaluate.py` uses, computed in
         chunks of samples so memory does not grow with K.
         """
-        from probvae import evaluation
-
-        return evaluation.log_likelihood(self, self.prepare_inputs(x), num_samples,
-                                         tf.constant(seed, tf.int32))
+        num_samples = objectives.whole_number("num_samples", num_samples)
+        return self.importance_sampling(self.prepare_inputs(x), tf.constant(num_samples),
+                                        objectives.as_seed(seed), tf.constant(0)).log_likelihood
 
     def training_loss(self, x, seed=None, rows=None):
         """(loss, ElboParts): loss = -mean log p(x|z) + kl_weight * KL term (scalar, nats).
@@ -202,7 +237,7 @@ class VAE(keras.Model):
         -sum log p(x|z) / total + (n / total) * KL term, with the free-bits
         means taken over the global batch; summed over the shares it is the loss above.
         """
-        parts, posterior, prior = self._elbo(x, seed, training=True, rows=rows)
+        parts, posterior, prior, _ = self.elbo_terms(x, seed, training=True, rows=rows)
         share = 1.0 if rows is None else tf.cast(tf.shape(x)[0], tf.float32) / tf.cast(rows[1], tf.float32)
         if self.free_bits > 0:
             batch_mean = tf.reduce_mean if rows is None else replicas.global_mean

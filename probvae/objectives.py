@@ -34,21 +34,32 @@ References:
 
 from typing import Callable, NamedTuple
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+
+from probvae import checks
+from probvae.distributions.analysis import kl_per_dimension
+from probvae.distributions.posteriors import kl_divergence
 from probvae.errors import UserError
 
 tfd = tfp.distributions
 
 __all__ = [
     "ElboParts",
-    "kl_divergence",
     "free_bits_kl",
     "elbo_parts",
     "importance_log_weights",
-    "iwae_log_weights",
-    "iwae_bound",
+    "CHUNK_ROWS",
+    "ImportanceEstimate",
+    "sample_seed",
+    "as_seed",
+    "whole_number",
+    "importance_sampling",
 ]
+
+# Decoder rows (samples x examples) per chunk when no sample chunk is given.
+CHUNK_ROWS = 1024
 
 
 class ElboParts(NamedTuple):
@@ -59,21 +70,8 @@ class ElboParts(NamedTuple):
     kl: tf.Tensor
 
 
-def kl_divergence(posterior, prior, z=None):
-    """KL(posterior || prior) per example [n]: analytic where TFP has it, else
-    the one-sample estimate log q(z) - log p(z) at the given `z` [n, d]."""
-    try:
-        return tfd.kl_divergence(posterior, prior)
-    except NotImplementedError:
-        if z is None:
-            raise UserError("this prior has no analytic KL; pass samples z to estimate it")
-        return posterior.log_prob(z) - prior.log_prob(z)
-
-
 def _marginal_kls(posterior, prior):
     """KL(q(z_j|x) || p(z_j)) [n, d] for a prior with Normal marginals, else None."""
-    from probvae.distributions.analysis import kl_per_dimension
-
     try:
         return kl_per_dimension(posterior, prior)
     except UserError:
@@ -108,7 +106,7 @@ def free_bits_kl(posterior, prior, kl, free_bits, batch_mean=tf.reduce_mean):
     )
 
 
-def elbo_parts(x, posterior, prior, likelihood: Callable, seed=None, z=None) -> ElboParts:
+def elbo_parts(x, posterior, prior, likelihood: Callable, seed=None, z=None, kl=None) -> ElboParts:
     """One-sample ELBO of images x [n, h, w, c].
 
     Args:
@@ -118,11 +116,15 @@ def elbo_parts(x, posterior, prior, likelihood: Callable, seed=None, z=None) -> 
       likelihood: function z [n, d] -> p(x|z) with batch [n], event [h, w, c].
       seed: a stateless seed (shape [2] int tensor) or None.
       z: the posterior sample [n, d] to use; None draws z ~ q with `seed`.
+      kl: the per-example KL(q || p) [n] if already computed (the posterior
+        layer's regularizer computes it: `KLDivergenceRegularizer.last()`);
+        None computes it (`distributions.kl_divergence`, at z without a closed form).
     """
     if z is None:
         z = posterior.sample(seed=seed)  # [n, d]
     reconstruction = likelihood(z).log_prob(x)  # [n]
-    kl = kl_divergence(posterior, prior, z)  # [n]
+    if kl is None:
+        kl = kl_divergence(posterior, prior, z)  # [n]
     return ElboParts(reconstruction - kl, reconstruction, kl)
 
 
@@ -152,13 +154,83 @@ def importance_log_weights(x, z, posterior, prior, likelihood: Callable):
     return log_px_z + prior.log_prob(z) - posterior.log_prob(z)  # [num_samples, n]
 
 
-def iwae_log_weights(x, posterior, prior, likelihood: Callable, num_samples, seed=None):
-    """Log importance weights log w_k [num_samples, n] with q(z|x) as proposal."""
-    z = posterior.sample(num_samples, seed=seed)  # [K, n, d]
-    return importance_log_weights(x, z, posterior, prior, likelihood)
+class ImportanceEstimate(NamedTuple):
+    """The K-sample importance-weighted estimate of log p(x) and its ESS, [n] each."""
+
+    log_likelihood: tf.Tensor  # [n], nats
+    effective_sample_size: tf.Tensor  # [n], between 1 and K
 
 
-def iwae_bound(log_weights, axis=0):
-    """log mean_k exp(log w_k): the K-sample importance-weighted bound."""
-    return tfp.math.reduce_logmeanexp(log_weights, axis=axis)
+def sample_seed(seed, k):
+    """The stateless seed [2] of posterior sample k drawn under `seed` [2]."""
+    return tf.random.experimental.stateless_fold_in(seed, k)
 
+
+def as_seed(seed) -> tf.Tensor:
+    """An int s -> [s, 0]; a pair -> itself; as an int32 tensor of shape [2]."""
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
+    if seed.shape.rank == 0:
+        seed = tf.stack([seed, 0])
+    if seed.shape != (2,):
+        raise UserError(f"a seed is an integer or a pair of integers (got shape {seed.shape})")
+    return seed
+
+
+def whole_number(name: str, value) -> int:
+    """`value` as an int, if it is a whole number of at least 1 (NumPy integers too)."""
+    if isinstance(value, np.integer):
+        value = int(value)
+    checks.positive_int(name, value)
+    return value
+
+
+def _log_add_exp(a, b):
+    """log(exp a + exp b) elementwise, exact when either is -inf."""
+    return tf.reduce_logsumexp(tf.stack([a, b]), axis=0)
+
+
+def importance_sampling(x, posterior, prior, likelihood: Callable, seed, num_samples,
+                        sample_chunk=0) -> ImportanceEstimate:
+    """The K-sample importance-weighted estimate of log p(x) and its ESS, [n] each.
+
+        LL = log (1/K) sum_k w_k,   ESS = (sum_k w_k)^2 / sum_k w_k^2,
+        log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x),  z_k ~ q(z|x)
+
+    Sample k is drawn by the posterior's own sampler from `sample_seed(seed, k)`.
+    The samples are taken S = sample_chunk at a time (0: max(1, CHUNK_ROWS // n)),
+    S * n decoder rows per chunk, with a running logsumexp of log w and of
+    2 log w carrying the sums from chunk to chunk, so memory does not grow
+    with K; the result does not depend on S.
+
+    Args:
+      x: model-ready images [n, h, w, c].
+      posterior: q(z|x), batch [n], event [d].
+      prior: p(z), event [d].
+      likelihood: z [m, d] -> p(x|z), batch [m], event [h, w, c].
+      seed: stateless seed, int32 [2].
+      num_samples: K, an int32 scalar >= 1.
+      sample_chunk: S, an int32 scalar (0: from CHUNK_ROWS).
+    """
+    batch = tf.shape(x)[0]
+    chunk = tf.where(sample_chunk > 0, sample_chunk, tf.maximum(1, CHUNK_ROWS // tf.maximum(batch, 1)))
+
+    def draw(k):
+        return posterior.sample(seed=sample_seed(seed, k))  # [n, d]
+
+    def body(start, log_sum, log_sum_squares):
+        stop = tf.minimum(start + chunk, num_samples)
+        z = tf.map_fn(draw, tf.range(start, stop), fn_output_signature=tf.float32)  # [S, n, d]
+        log_weights = importance_log_weights(x, z, posterior, prior, likelihood)
+        log_weights = tf.cast(log_weights, tf.float64)  # [S, n]
+        log_sum = _log_add_exp(log_sum, tf.reduce_logsumexp(log_weights, axis=0))
+        log_sum_squares = _log_add_exp(log_sum_squares, tf.reduce_logsumexp(2.0 * log_weights, axis=0))
+        return stop, log_sum, log_sum_squares
+
+    empty = tf.fill([batch], tf.constant(-np.inf, tf.float64))  # log 0
+    # One chunk at a time: parallel iterations would hold several chunks in memory.
+    _, log_sum, log_sum_squares = tf.while_loop(
+        lambda start, *_: start < num_samples, body, (tf.constant(0), empty, empty), parallel_iterations=1
+    )
+    estimate = log_sum - tf.math.log(tf.cast(num_samples, tf.float64))  # [n]
+    effective_sample_size = tf.exp(2.0 * log_sum - log_sum_squares)  # [n]
+    return ImportanceEstimate(tf.cast(estimate, tf.float32), tf.cast(effective_sample_size, tf.float32))

@@ -31,7 +31,7 @@ def test_the_recipe_under_mixed_precision_keeps_its_distributions_float32():
     recipe = keras_recipe(config, learning_rate=1e-3, mixed_precision=True)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
     assert isinstance(recipe.optimizer, keras.mixed_precision.LossScaleOptimizer)
-    assert recipe.layers[1].compute_dtype == "float16" and recipe.layers[-1].compute_dtype == "float32"
+    assert recipe.layers[0].compute_dtype == "float16" and recipe.layers[-1].compute_dtype == "float32"
     images = (np.random.default_rng(0).uniform(size=(6,) + config.image_shape) * 255).astype(np.uint8)
     batches = data.training_batches(images, 3, binarize=True, seed=0, epoch=1).map(lambda x: (x, x))
     loss = recipe.fit(batches, epochs=1, verbose=0).history["loss"][0]

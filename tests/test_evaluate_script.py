@@ -91,5 +91,8 @@ def test_user_errors_are_one_line(tmp_path, run_dir):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: run directory {tmp_path / 'nowhere'} does not exist; pass the folder fit.py printed")
-    with pytest.raises(ValueError, match="--iwae-samples"):
+    with pytest.raises(ValueError, match="iwae_samples must be a whole number of at least 1"):
         evaluation.evaluate_run(str(run_dir), iwae_samples=0)
+    result = run(EVALUATE, str(run_dir), "--iwae-samples", "0")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        "error: --iwae-samples must be at least 1 (got 0)")

@@ -42,6 +42,7 @@ def keras_recipe(config: ModelConfig, learning_rate: float, mixed_precision: boo
     with precision.mixed_precision_policy(mixed_precision):
         prior = tfd.Independent(tfd.Normal(loc=tf.zeros(d), scale=1.0), reinterpreted_batch_ndims=1)
         model = keras.Sequential([
+            layers.InputLayer(input_shape=(height, width, channels)),
             networks.encoder(config),
             layers.Dense(tfpl.MultivariateNormalTriL.params_size(d), dtype=dtype),
             tfpl.MultivariateNormalTriL(d, activity_regularizer=tfpl.KLDivergenceRegularizer(prior, weight=1.0),

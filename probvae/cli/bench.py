@@ -32,15 +32,12 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """`bench.py` / `probvae bench`: measure and print the table."""
     args = parse_args(argv)
-    from probvae.errors import UserError
-
+    common.require_positive(args, "batch_size", "repeats", "memory_images")  # before TensorFlow loads
     changes = {"archs": tuple(dict.fromkeys(args.arch)) if args.arch else None, "batch_size": args.batch_size,
                "repeats": args.repeats, "mixed_precision": args.mixed_precision,
                "memory_images": args.memory_images}
-    for name in ("batch_size", "repeats", "memory_images"):
-        if changes[name] is not None and changes[name] < 1:  # checked before TensorFlow loads
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {changes[name]})")
     from probvae import runs
     from probvae.benchmarks.bench import QUICK, BenchConfig, format_table, run
 

@@ -13,7 +13,7 @@ from typing import Callable, Sequence, Tuple
 from probvae.errors import TrainingInterrupted, UserError
 
 __all__ = ["ArgumentParser", "USAGE_ERROR", "add_registry_arguments", "image_shape_argument", "prefer_onednn",
-           "prepare_process", "run"]
+           "prepare_process", "require_positive", "run"]
 
 USAGE_ERROR = 2
 
@@ -74,6 +74,14 @@ def run(main: Callable[[], object], argv: Sequence[str] = None) -> None:
             traceback.print_exc()
         print(f"error: {_one_line(error)}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
+
+
+def require_positive(args: argparse.Namespace, *names: str) -> None:
+    """Raise a UserError naming the flag if one of `names` was given below 1."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
 
 
 def image_shape_argument(text: str) -> tuple:

@@ -37,7 +37,9 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """`evaluate.py` / `probvae evaluate`: evaluate a run and write its JSON."""
     args = parse_args(argv)
+    common.require_positive(args, "iwae_samples", "batch_size", "max_examples")
     from probvae import evaluation
 
     result = evaluation.evaluate_run(

@@ -7,7 +7,6 @@
 import argparse
 
 from probvae.cli import common
-from probvae.errors import UserError
 
 __all__ = ["parse_args", "main"]
 
@@ -37,10 +36,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    for name in ("n", "max_examples", "grid_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+    common.require_positive(args, "n", "max_examples", "grid_size")
     from probvae import runs
 
     runs.load_config(args.run_dir)  # a wrong folder fails here, before TensorFlow loads

@@ -34,8 +34,10 @@ from probvae.distributions.likelihoods import (
     normal,
 )
 from probvae.distributions.posteriors import (
+    KLDivergenceRegularizer,
     MultivariateNormalDiag,
     MultivariateNormalTriL,
+    kl_divergence,
     posterior_distribution,
     posterior_layer,
     posterior_params_size,
@@ -56,6 +58,7 @@ __all__ = [
     "BernoulliHead",
     "ContinuousBernoulliHead",
     "DiagonalGaussianPrior",
+    "KLDivergenceRegularizer",
     "LikelihoodHead",
     "MixturePrior",
     "MultivariateNormalDiag",
@@ -67,6 +70,7 @@ __all__ = [
     "aggregate_posterior",
     "bernoulli",
     "continuous_bernoulli",
+    "kl_divergence",
     "kl_per_dimension",
     "prior_marginals",
     "make_likelihood_head",

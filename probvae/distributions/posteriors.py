@@ -28,10 +28,14 @@ activity regularizer to each, so the stock layer adds the KL twice
 distribution once.
 """
 
+import threading
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+
 from probvae.distributions.analysis import unwrap
+from probvae.errors import UserError
 from probvae.registry import POSTERIORS
 
 tfd = tfp.distributions
@@ -39,6 +43,8 @@ tfpl = tfp.layers
 
 __all__ = [
     "SCALE_FLOOR",
+    "KLDivergenceRegularizer",
+    "kl_divergence",
     "MultivariateNormalDiag",
     "MultivariateNormalTriL",
     "posterior_distribution",
@@ -49,6 +55,53 @@ __all__ = [
 
 # Smallest posterior standard deviation (the same floor tfpl.MultivariateNormalTriL uses).
 SCALE_FLOOR = 1e-5
+
+
+def kl_divergence(posterior, prior, z=None) -> tf.Tensor:
+    """KL(posterior || prior) per example [n], nats: analytic where TFP has
+    it, else the one-sample estimate log q(z) - log p(z) at the given `z` [n, d].
+
+    The one KL of probvae: the posterior layer's regularizer computes it once
+    per call, and the ELBO, the loss and evaluation use that tensor.
+    """
+    try:
+        return tfd.kl_divergence(posterior, prior)
+    except NotImplementedError:
+        if z is None:
+            raise UserError("this prior has no analytic KL; pass samples z to estimate it")
+        return posterior.log_prob(z) - prior.log_prob(z)
+
+
+class KLDivergenceRegularizer(tfpl.KLDivergenceRegularizer):
+    """`tfp.layers.KLDivergenceRegularizer` that keeps what it computed.
+
+    Called on q(z|x) it builds the prior once (calling `distribution_b` if
+    it is a callable: a learned prior, e.g. the VampPrior, which encodes its
+    pseudo-inputs), computes the per-example KL [n] with `kl_divergence`
+    (analytic, or at `test_points_fn(q)` without a closed form) and returns
+    weight * sum_n KL_n, which tf-keras divides by n. `last()` returns that
+    per-example KL and that prior, for the ELBO of the same call (per thread:
+    tf.distribute builds each replica's step in a thread of its own).
+    """
+
+    def __init__(self, distribution_b, use_exact_kl=False, test_points_fn=None, weight=None, **kwargs):
+        super().__init__(distribution_b, use_exact_kl=use_exact_kl,
+                         test_points_fn=test_points_fn or tf.convert_to_tensor, weight=weight, **kwargs)
+        self._last = threading.local()
+
+    def __call__(self, distribution_a):
+        distribution_a = getattr(distribution_a, "_tfp_distribution", distribution_a)
+        prior = self.distribution_b() if callable(self.distribution_b) else self.distribution_b
+        z = None if self.use_exact_kl else self.test_points_fn(distribution_a)
+        kl = tfd.kl_divergence(distribution_a, prior) if self.use_exact_kl else kl_divergence(
+            distribution_a, prior, z)  # [n]
+        self._last.kl, self._last.prior = kl, prior
+        weighted = kl if self.weight is None else tf.cast(self.weight, kl.dtype) * kl
+        return tf.reduce_sum(weighted, name="batch_total_kl_divergence")
+
+    def last(self):
+        """(per-example KL [n], prior) of this thread's latest call."""
+        return self._last.kl, self._last.prior
 
 
 class _RegularizeOnce:
@@ -124,7 +177,7 @@ def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_ex
       with batch shape [n] and event shape [d].
     """
     kwargs = {} if test_points_fn is None else {"test_points_fn": test_points_fn}
-    regularizer = tfpl.KLDivergenceRegularizer(prior, use_exact_kl=use_exact_kl, weight=kl_weight, **kwargs)
+    regularizer = KLDivergenceRegularizer(prior, use_exact_kl=use_exact_kl, weight=kl_weight, **kwargs)
     return POSTERIORS[covariance].load()(
         latent_dim,
         convert_to_tensor_fn=tfd.Distribution.mean,
