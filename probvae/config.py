@@ -77,7 +77,7 @@ class _Section:
         own = {f.name: f for f in dataclasses.fields(self) if f.name != "options"}
         options = dict(values.pop("options", ()))
         for name in [n for n in values if n not in own]:
-            options[name] = values.pop(name)
+            options[name] = _tuples(values.pop(name))  # lists (JSON, users) as the tuples fields hold
         for name, field in own.items():
             if name in values:
                 value = values[name]

@@ -63,13 +63,13 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import data as data_lib
-from probvae import distributions, objectives, runs
-from probvae import replicas
-from probvae.analysis import inspection
+from probvae import distributions, objectives, replicas, runs
 from probvae.errors import UserError
 
 __all__ = [
     "ACTIVE_UNIT_THRESHOLD",
+    "unit_activity",
+    "active_units",
     "DEFAULT_IWAE_SAMPLES",
     "SPLITS",
     "BatchStatistics",
@@ -86,8 +86,8 @@ __all__ = [
 ]
 
 # A latent dimension is active when Var_x(E_q[z_i|x]) exceeds this (Burda et al., 2015);
-# the same rule `inspection.latent_marginals` uses to call a dimension collapsed.
-ACTIVE_UNIT_THRESHOLD = inspection.COLLAPSE_THRESHOLD
+# `analysis.inspection.latent_marginals` calls the others collapsed.
+ACTIVE_UNIT_THRESHOLD = 0.01
 # K of scripts/evaluate.py unless --iwae-samples says otherwise.
 DEFAULT_IWAE_SAMPLES = 1000
 SPLITS = ("test", "validation", "train")
@@ -102,6 +102,16 @@ class BatchStatistics(NamedTuple):
     kl_per_dimension: tf.Tensor  # [n, d], KL(q(z_i|x) || p(z_i))
     total_correlation: tf.Tensor  # [n], kl - sum_i kl_per_dimension
     posterior_mean: tf.Tensor  # [n, d], E_q[z|x]
+
+
+def unit_activity(posterior_means) -> np.ndarray:
+    """A_i = Var_x(E_q[z_i|x]) [d], float64, from posterior means [n, d]."""
+    return np.var(np.asarray(posterior_means, np.float64), axis=0)
+
+
+def active_units(activity, threshold: float = ACTIVE_UNIT_THRESHOLD) -> np.ndarray:
+    """Which dimensions are active, [d] bool: A_i > threshold (Burda et al., 2015, section 5.2)."""
+    return np.asarray(activity) > threshold
 
 
 def mean_and_stderr(values) -> tuple:
@@ -318,7 +328,7 @@ def evaluate(model, images: np.ndarray, *, iwae_samples: int = DEFAULT_IWAE_SAMP
               "units": "nats per example"}
     result.update(_summary(values, ("elbo", "reconstruction", "kl", "log_likelihood")))
     relative_variance = np.maximum(1.0 / values["effective_sample_size"].astype(np.float64) - 1.0 / iwae_samples, 0.0)
-    posterior_mean_variance = np.var(values["posterior_mean"].astype(np.float64), axis=0)
+    posterior_mean_variance = unit_activity(values["posterior_mean"])
     result.update(
         log_likelihood_mc_stderr=float(np.sqrt(relative_variance.sum()) / n),
         effective_sample_size=float(values["effective_sample_size"].mean()),
@@ -327,7 +337,7 @@ def evaluate(model, images: np.ndarray, *, iwae_samples: int = DEFAULT_IWAE_SAMP
         bits_per_dim_stderr=result["log_likelihood_stderr"] * nats_to_bits_per_dim,
         elbo_bits_per_dim=-result["elbo"] * nats_to_bits_per_dim,
         elbo_bits_per_dim_stderr=result["elbo_stderr"] * nats_to_bits_per_dim,
-        active_units=int(np.sum(posterior_mean_variance > ACTIVE_UNIT_THRESHOLD)),
+        active_units=int(np.sum(active_units(posterior_mean_variance))),
         active_unit_threshold=ACTIVE_UNIT_THRESHOLD,
         latent_dim=int(posterior_mean_variance.size),
         posterior_mean_variance=posterior_mean_variance.tolist(),
@@ -365,11 +375,9 @@ def evaluate_run(run_dir: str, split: str = "test", iwae_samples: int = DEFAULT_
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     objectives.whole_number("iwae_samples", iwae_samples)
-    model = runs.load_run(run_dir, checkpoint)
-    config = model.run_config
+    model, config, checkpoint = runs.open_run(run_dir, checkpoint)
     d = config.data
-    splits = data_lib.load_dataset(d.dataset, d.data_dir, d.validation_fraction, d.split_seed, d.max_train_examples,
-                                     image_shape=config.model.image_shape)
+    splits = data_lib.load_config_dataset(config)
     images, _ = splits.split(split)
     if max_examples is not None:
         images = images[:objectives.whole_number("max_examples", max_examples)]
@@ -378,7 +386,7 @@ def evaluate_run(run_dir: str, split: str = "test", iwae_samples: int = DEFAULT_
         model, images, iwae_samples=iwae_samples,
         batch_size=config.train.eval_batch_size if batch_size is None else batch_size,
         seed=seed, binarization_seed=d.split_seed if binarization_seed is None else binarization_seed,
-        sample_chunk=sample_chunk, checkpoint=os.path.basename(model.checkpoint_path), log=log,
+        sample_chunk=sample_chunk, checkpoint=os.path.basename(checkpoint), log=log,
     ))
     runs.write_json(evaluation_path(run_dir, split), result)
     return result

@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from probvae.config import RunConfig
 from probvae.errors import UserError
@@ -46,12 +46,10 @@ __all__ = [
     "run_checkpoint",
     "load_config",
     "latest_checkpoint",
+    "LoadedRun",
+    "open_run",
     "load_run",
 ]
-
-# The process umask (reading it means setting it, so read it once).
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -116,6 +114,13 @@ def prepare_run_dir(path: str, overwrite: bool = False) -> str:
     return path
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
 def write_json(path: str, value: Any) -> str:
     """Write `value` as indented JSON to `path` atomically (temp file + rename)."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -127,7 +132,7 @@ def write_json(path: str, value: Any) -> str:
                 stream.write("\n")
                 stream.flush()
                 os.fsync(stream.fileno())
-            os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
+            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
             os.replace(temporary, path)
         except BaseException:
             if os.path.exists(temporary):
@@ -227,9 +232,7 @@ def prepare_run(config: RunConfig, run_dir: str, splits=None, overwrite: bool = 
     else:
         check_run_dir(run_dir, overwrite)
     if splits is None:
-        d = config.data
-        splits = data_lib.load_dataset(d.dataset, d.data_dir, d.validation_fraction, d.split_seed,
-                                       d.max_train_examples, image_shape=config.model.image_shape)
+        splits = data_lib.load_config_dataset(config)
     log(f"data: {splits.name} from {splits.source}: {len(splits.x_train)} train, "
         f"{len(splits.x_validation)} validation, {len(splits.x_test)} test images of shape {splits.image_shape}")
     if config.model.image_shape not in (None, splits.image_shape):
@@ -269,8 +272,16 @@ def run_checkpoint(run_dir: str, which: str = "model") -> str:
     return found
 
 
-def load_run(run_dir: str, checkpoint: Optional[str] = None):
-    """The trained `VAE` of a run, rebuilt from config.json and a checkpoint.
+class LoadedRun(NamedTuple):
+    """What `open_run` restores."""
+
+    model: Any  # the VAE with the checkpoint's weights
+    config: RunConfig  # config.json
+    checkpoint: str  # the checkpoint prefix its weights come from
+
+
+def open_run(run_dir: str, checkpoint: Optional[str] = None) -> "LoadedRun":
+    """A run's trained `VAE`, its config and the checkpoint it was restored from.
 
     Works in a fresh process: nothing of the training code needs to have run.
 
@@ -280,6 +291,9 @@ def load_run(run_dir: str, checkpoint: Optional[str] = None):
         inside RUN_DIR/checkpoints), "latest" or "best"; default: the run's
         model, i.e. the best epoch's weights (best-<step>) when the run keeps
         them, else the latest checkpoint.
+
+    Returns:
+      `LoadedRun(model, config, checkpoint)`.
 
     Raises:
       UserError: no such run, no checkpoint, an unreadable checkpoint or a
@@ -310,6 +324,10 @@ def load_run(run_dir: str, checkpoint: Optional[str] = None):
         raise UserError(
             f"cannot restore checkpoint {checkpoint} ({first_line}); it is corrupt or from another model"
         ) from None
-    model.checkpoint_path = checkpoint
-    model.run_config = config
-    return model
+    return LoadedRun(model, config, checkpoint)
+
+
+def load_run(run_dir: str, checkpoint: Optional[str] = None):
+    """The trained `VAE` of a run (`open_run(...).model`): config.json and
+    the run's best-epoch checkpoint (or `checkpoint`), in any process."""
+    return open_run(run_dir, checkpoint).model

@@ -59,9 +59,9 @@ def raw_images():
 
 
 def test_a_fresh_process_sees_the_same_distributions(trained_run, raw_images, tmp_path):
-    vae = runs.load_run(trained_run)
+    vae, _, checkpoint = runs.open_run(trained_run)
     # The restored weights are exactly the ones in the checkpoint file.
-    reader = tf.train.load_checkpoint(vae.checkpoint_path)
+    reader = tf.train.load_checkpoint(checkpoint)
     saved = {name: reader.get_tensor(name) for name, _ in reader.get_variable_to_shape_map().items()
              if name.startswith("model/") and name.endswith(".ATTRIBUTES/VARIABLE_VALUE")}
     for variable in vae.trainable_variables:

@@ -3,12 +3,9 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-import tensorflow as tf
 
 from conftest import tiny_model_config
-from probvae.benchmarks import bench
 from probvae.benchmarks import memory
 from probvae.model import VAE
 
@@ -20,17 +17,6 @@ def test_the_memory_working_set_counts_the_decoder_outputs():
     model = VAE(tiny_model_config(arch="mlp"))
     # Decoder outputs per row: dense 7, dense 64, reshape 64; likelihood 64 log-densities.
     assert memory.working_set_mb(model, rows=2**20 // 4) == pytest.approx(7 + 64 + 64 + 64)
-
-
-def test_the_benchmark_times_the_iwae_estimator_evaluate_py_uses():
-    from probvae import evaluation
-
-    expected = evaluation.log_likelihood
-    assert bench.log_likelihood is expected
-    model = VAE(tiny_model_config())
-    x = tf.cast(tf.random.stateless_uniform([2, 8, 8, 1], seed=[1, 1]) < 0.5, tf.float32)
-    values = bench.log_likelihood(model, x, 6, 0, sample_chunk=4).numpy()
-    assert values.shape == (2,) and np.all(values < 0)
 
 
 @pytest.mark.slow

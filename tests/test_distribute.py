@@ -41,9 +41,10 @@ def _train(config, splits, run_dir, strategy, weights=None):
     """The trainer after STEPS steps, and the losses and weights along the way."""
     from probvae import data
     from probvae import replicas
-    from probvae.training import Trainer
+    from probvae.training import Trainer, seed_process
 
     config = config.replace(model={"image_shape": splits.image_shape})
+    seed_process(config.train)
     trainer = Trainer(config, splits, run_dir, log=lambda _: None, strategy=strategy)
     initial = [v.numpy() for v in trainer.model.weights]
     if weights is not None:
@@ -129,13 +130,14 @@ def _faults(work_dir, splits, mirrored):
     from probvae import replicas
     from probvae.training import distribute
     from probvae.errors import NonFiniteError
-    from probvae.training import Trainer
+    from probvae.training import Trainer, seed_process
 
     report = {}
     for skip in (False, True):
         config = _config().replace(model={"image_shape": splits.image_shape}, train={"skip_nonfinite": skip})
         runs = {}
         for name, strategy in (("one", distribute.make_strategy("one-device")), ("two", mirrored)):
+            seed_process(config.train)
             trainer = Trainer(config, splits, os.path.join(work_dir, f"faults-{skip}-{name}"), log=lambda _: None,
                               strategy=strategy)
             if runs:

@@ -66,10 +66,12 @@ def test_resume_config_keeps_the_saved_config_and_names_contradictions(tmp_path)
 
 
 def test_load_run_restores_the_trained_weights(tiny_run):
-    model = runs.load_run(tiny_run)
+    model, config, checkpoint = runs.open_run(tiny_run)
     # Checkpoints are named after the global step: 60 examples in batches of 20.
     # The run's model is its best epoch's, here the only one, also saved as ckpt-3.
-    assert model.checkpoint_path.endswith("best-3")
+    assert checkpoint.endswith("best-3") and config == runs.load_config(tiny_run)
+    # load_run gives the same model and hangs nothing on it.
+    assert not {"checkpoint_path", "run_config"} & set(vars(runs.load_run(tiny_run)))
     again = runs.load_run(tiny_run, checkpoint="ckpt-3")
     for a, b in zip(model.trainable_variables, again.trainable_variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())

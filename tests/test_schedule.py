@@ -98,12 +98,12 @@ def test_early_stopping_keeps_and_evaluates_the_best_epoch(tmp_path, monkeypatch
                                                                             "best-6.index"]
     assert metrics["test"]["checkpoint"] == "best-6"
     # The run's model is epoch 2's weights, not the last epoch's.
-    loaded = runs.load_run(run_dir)
-    assert loaded.checkpoint_path.endswith("best-6")
+    loaded, _, checkpoint = runs.open_run(run_dir)
+    assert checkpoint.endswith("best-6")
     for saved, expected in zip((v.numpy() for v in loaded.variables), weights[1]):
         np.testing.assert_array_equal(saved, expected)
     assert any(not np.array_equal(a, b) for a, b in zip(weights[1], weights[3]))
-    assert runs.load_run(run_dir, "latest").checkpoint_path.endswith("ckpt-12")
+    assert runs.open_run(run_dir, "latest").checkpoint.endswith("ckpt-12")
     # The test figures are those of the best weights.
     with open(os.path.join(run_dir, runs.METRICS_FILE)) as f:
         assert json.load(f)["test"]["checkpoint"] == "best-6"
@@ -121,6 +121,6 @@ def test_without_keep_best_the_last_weights_are_evaluated(tmp_path, monkeypatch,
     assert metrics["best"]["epoch"] == 2 and metrics["best"]["checkpoint"] is None
     assert metrics["test"]["checkpoint"] == "ckpt-9" and metrics["stopped_early"] is None
     assert not [n for n in os.listdir(os.path.join(run_dir, runs.CHECKPOINT_DIR)) if n.startswith("best")]
-    assert runs.load_run(run_dir).checkpoint_path.endswith("ckpt-9")
+    assert runs.open_run(run_dir).checkpoint.endswith("ckpt-9")
     with pytest.raises(ValueError, match="no best-epoch checkpoint"):
         runs.load_run(run_dir, "best")

@@ -12,7 +12,7 @@ from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from probvae.errors import NonFiniteError, TrainingInterrupted
 from probvae.model import VAE
 from probvae.objectives import ElboParts
-from probvae.training import NonFiniteFaults, StepTotals, Trainer, fit, make_train_step
+from probvae.training import NonFiniteFaults, StepTotals, Trainer, fit, make_train_step, seed_process
 
 FASHION_AVAILABLE = os.path.isdir(data.SYSTEM_IDX_DIRS["fashion_mnist"])
 
@@ -177,6 +177,7 @@ def test_a_nan_batch_stops_training_and_keeps_the_last_good_checkpoint(tmp_path,
     config, splits = runs.prepare_run(config, run_dir, splits=shapes_splits, log=lambda _: None)
     runs.prepare_run_dir(run_dir)
     runs.save_config(run_dir, config)
+    seed_process(config.train)
     trainer = Trainer(config, splits, run_dir, log=lambda _: None)
     with pytest.raises(NonFiniteError) as raised:
         trainer.train()
@@ -187,8 +188,8 @@ def test_a_nan_batch_stops_training_and_keeps_the_last_good_checkpoint(tmp_path,
     names = sorted(os.listdir(os.path.join(run_dir, runs.CHECKPOINT_DIR)))
     assert [n for n in names if n.endswith(".index")] == ["ckpt-2.index", "ckpt-4.index"]
     assert not os.path.exists(os.path.join(run_dir, runs.METRICS_FILE))
-    restored = runs.load_run(run_dir)
-    assert restored.checkpoint_path.endswith("ckpt-4")
+    restored, _, checkpoint = runs.open_run(run_dir)
+    assert checkpoint.endswith("ckpt-4")
     # No update after the bad batch: the weights in memory are those of ckpt-4, all finite.
     for saved, live in zip(_weights(restored), _weights(trainer.model)):
         np.testing.assert_array_equal(saved, live)

@@ -49,9 +49,9 @@ import tensorflow as tf
 
 from probvae.distributions import kl_per_dimension
 from probvae.errors import UserError
+from probvae.evaluation import ACTIVE_UNIT_THRESHOLD, active_units, unit_activity
 
 __all__ = [
-    "COLLAPSE_THRESHOLD",
     "normal_cdf",
     "ks_statistic",
     "correlation_from_scale",
@@ -66,10 +66,6 @@ __all__ = [
     "interpolate",
     "training_curves",
 ]
-
-# Posterior-mean variance below which a latent dimension counts as collapsed.
-COLLAPSE_THRESHOLD = 0.01
-
 
 def normal_cdf(x) -> np.ndarray:
     """Phi(x) = 0.5 erfc(-x / sqrt 2), float64 (accurate in both tails)."""
@@ -120,7 +116,7 @@ class LatentMarginals:
     posterior_std: np.ndarray  # mean_n of the posterior standard deviation
     kl: np.ndarray  # mean_n marginal KL, nats
     collapsed: np.ndarray  # bool
-    threshold: float = COLLAPSE_THRESHOLD
+    threshold: float = ACTIVE_UNIT_THRESHOLD
 
     def to_dict(self) -> dict:
         """The JSON written to latent_marginals.json (no per-sample arrays)."""
@@ -147,7 +143,7 @@ class LatentMarginals:
 
 
 def latent_marginals(model, x, seed: int = 0, batch_size: int = 1000,
-                     threshold: float = COLLAPSE_THRESHOLD) -> LatentMarginals:
+                     threshold: float = ACTIVE_UNIT_THRESHOLD) -> LatentMarginals:
     """Aggregate-posterior statistics over prepared inputs x [N, h, w, c]
     (`model.prepare_inputs`), encoded `batch_size` at a time."""
     if len(x) < 2:
@@ -161,11 +157,11 @@ def latent_marginals(model, x, seed: int = 0, batch_size: int = 1000,
         parts["kl"].append(kl_per_dimension(posterior, model.prior, parts["z"][-1]))
     loc, z, stddev, kl = (np.concatenate([t.numpy() for t in parts[k]]).astype(np.float64)  # [N, d] each
                           for k in ("loc", "z", "stddev", "kl"))
-    activity = loc.var(axis=0)
+    activity = unit_activity(loc)
     return LatentMarginals(
         samples=z, loc=loc, ks=ks_statistic(z), mean=z.mean(axis=0), std=z.std(axis=0),
         activity=activity, posterior_std=stddev.mean(axis=0), kl=kl.mean(axis=0),
-        collapsed=activity < threshold, threshold=threshold,
+        collapsed=~active_units(activity, threshold), threshold=threshold,
     )
 
 

@@ -270,9 +270,9 @@ def inspect_run(run_dir: str, split: str = "test", out_dir: Optional[str] = None
     config = runs.load_config(run_dir)
     if dims is not None:
         inspection.choose_dims(np.ones(config.model.latent_dim), dims)
-    model = runs.load_run(run_dir, checkpoint=checkpoint)
+    model, config, checkpoint = runs.open_run(run_dir, checkpoint=checkpoint)
     d = config.data
-    splits = data_lib.load_dataset(d.dataset, d.data_dir, d.validation_fraction, d.split_seed, d.max_train_examples)
+    splits = data_lib.load_config_dataset(config)
     images, labels = splits.split(split)
     if max_examples is not None:
         images, labels = images[:max_examples], None if labels is None else labels[:max_examples]
@@ -288,7 +288,7 @@ def inspect_run(run_dir: str, split: str = "test", out_dir: Optional[str] = None
 
     marginals = inspection.latent_marginals(model, inputs.x, seed=seed)
     json_values = marginals.to_dict()
-    json_values.update({"split": split, "checkpoint": os.path.basename(model.checkpoint_path)})
+    json_values.update({"split": split, "checkpoint": os.path.basename(checkpoint)})
     entries = _marginal_entries(inputs, marginals) + _example_entries(inputs, chosen)
     if model.latent_dim >= 2:
         plane = inspection.choose_dims(marginals.activity, dims)
@@ -301,7 +301,7 @@ def inspect_run(run_dir: str, split: str = "test", out_dir: Optional[str] = None
 
     summary = [f"Run {os.path.abspath(run_dir)}: {config.model.arch} encoder, latent {model.latent_dim}, "
                f"{config.model.posterior} posterior, {config.model.likelihood} likelihood, checkpoint "
-               f"{os.path.basename(model.checkpoint_path)}; {len(images)} {split} images of {splits.name}.",
+               f"{os.path.basename(checkpoint)}; {len(images)} {split} images of {splits.name}.",
                f"Collapsed dimensions: {json_values['collapsed_dims'] or 'none'}. "
                "Numbers per dimension: latent_marginals.json."]
     if "test" in metrics:

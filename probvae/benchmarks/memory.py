@@ -70,7 +70,7 @@ def child(spec_json: str) -> None:
     from probvae import data, evaluation
     from probvae._keras import keras
     from probvae.benchmarks import measure
-    from probvae.benchmarks.bench import BenchConfig, probvae_trainer
+    from probvae.benchmarks.contenders import BenchConfig, probvae_trainer
     from probvae.model import VAE
     from probvae.training import precision
 

@@ -39,7 +39,8 @@ def main(argv=None):
                "repeats": args.repeats, "mixed_precision": args.mixed_precision,
                "memory_images": args.memory_images}
     from probvae import runs
-    from probvae.benchmarks.bench import QUICK, BenchConfig, format_table, run
+    from probvae.benchmarks.bench import format_table, run
+    from probvae.benchmarks.contenders import QUICK, BenchConfig
 
     base = QUICK if args.quick else BenchConfig()
     bench = dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})

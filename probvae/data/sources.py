@@ -47,6 +47,7 @@ __all__ = [
     "Splits",
     "ImageStream",
     "load_dataset",
+    "load_config_dataset",
     "read_idx",
     "make_shapes",
     "to_uint8_images",
@@ -332,3 +333,13 @@ def load_dataset(name: str, data_dir: Optional[str] = None, validation_fraction:
         x_test=x_test,
         y_test=None if y_test is None else np.asarray(y_test).astype(np.int64),
     )
+
+
+def load_config_dataset(config) -> Splits:
+    """The splits a `RunConfig` trains and is evaluated on: its data section's
+    dataset, split and size, with images resized to its model's `image_shape`
+    where the source resizes (folders, celeb_a). The one way from a run's
+    config to its data, for training, evaluation and inspection alike."""
+    d = config.data
+    return load_dataset(d.dataset, d.data_dir, d.validation_fraction, d.split_seed, d.max_train_examples,
+                        image_shape=config.model.image_shape)

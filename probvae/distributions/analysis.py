@@ -73,16 +73,21 @@ def _has_normal_marginals(prior) -> bool:
 
 
 def prior_marginals(prior):
-    """The univariate marginals p(z_i) of a prior, batch [d]: Normals, or for a
-    mixture of Gaussians (mixture, VampPrior) the mixtures of the components'
-    i-th Normal marginals with the same weights.
+    """The univariate marginals p(z_i) of a prior, batch [d]: Normals; the
+    factors of a factorised prior (`tfd.Independent` over d univariate
+    distributions, e.g. Laplace); or for a mixture of Gaussians (mixture,
+    VampPrior) the mixtures of the components' i-th Normal marginals with the
+    same weights.
 
     Raises:
-      UserError: a prior whose marginals are neither.
+      UserError: a prior whose marginals are none of these.
     """
     prior = unwrap(prior)
     if _has_normal_marginals(prior):
         return tfd.Normal(loc=prior.mean(), scale=prior.stddev())
+    if (isinstance(prior, tfd.Independent) and tf.get_static_value(prior.reinterpreted_batch_ndims) == 1
+            and prior.distribution.event_shape.rank == 0):
+        return prior.distribution
     if isinstance(prior, tfd.MixtureSameFamily):
         components = prior.components_distribution  # batch [K], event [d]
         if _has_normal_marginals(components):
@@ -101,21 +106,24 @@ def prior_marginals(prior):
 def kl_per_dimension(posterior, prior, z=None) -> tf.Tensor:
     """KL(q(z_i|x) || p(z_i)) per example and dimension, [n, d], nats.
 
-    Closed form for a prior with Normal marginals. A mixture prior's marginals
-    are 1-D mixtures with no closed-form KL: pass samples z [n, d] from q(z|x)
-    and get the one-sample estimate log q(z_i|x) - log p(z_i) at them (the
-    same kind of estimate as the ELBO's KL for such priors; unbiased, so its
-    mean over many examples is the average KL).
+    Closed form where TFP has the KL of a Normal to the prior's marginal
+    (Normal marginals). Other marginals (a mixture prior's 1-D mixtures, a
+    Laplace prior's factors) have none: pass samples z [n, d] from q(z|x) and
+    get the one-sample estimate log q(z_i|x) - log p(z_i) at them (the same
+    kind of estimate as the ELBO's KL for such priors; unbiased, so its mean
+    over many examples is the average KL).
 
     Raises:
-      UserError: a mixture prior without `z`, or marginals of another kind.
+      UserError: no closed form and no `z`, or marginals of another kind.
     """
     marginal = prior_marginals(prior)
-    if isinstance(marginal, tfd.Normal):
+    try:
         return tfd.kl_divergence(marginals(posterior), marginal)
+    except NotImplementedError:
+        pass
     if z is None:
-        raise UserError("a mixture prior has no closed-form per-dimension KL; pass samples z of the posterior "
-                        "to estimate it")
+        raise UserError(f"a prior with {type(marginal).__name__} marginals has no closed-form per-dimension KL; "
+                        "pass samples z of the posterior to estimate it")
     return marginals(posterior).log_prob(z) - marginal.log_prob(z)
 
 

@@ -10,7 +10,7 @@ tf.distribute.
 - `distribute`: strategies, clusters and workers.
 """
 
-from probvae.training.loop import Trainer, fit
+from probvae.training.loop import Trainer, fit, seed_process
 from probvae.training.step import NonFiniteFaults, StepTotals, make_train_step
 
-__all__ = ["NonFiniteFaults", "StepTotals", "Trainer", "fit", "make_train_step"]
+__all__ = ["NonFiniteFaults", "StepTotals", "Trainer", "fit", "make_train_step", "seed_process"]

@@ -38,7 +38,21 @@ from probvae.training import distribute, precision, schedules
 from probvae.training.checkpoints import RunState, StopSignals
 from probvae.training.step import FAULT_CHECK_EVERY, NonFiniteFaults, StepTotals, make_train_step
 
-__all__ = ["Trainer", "fit"]
+__all__ = ["Trainer", "fit", "seed_process"]
+
+
+def seed_process(train_config) -> None:
+    """Process-wide set-up of a training run: seed Python's, NumPy's and
+    TensorFlow's global generators from `train_config.seed` (the weights'
+    initialisation draws from them) and, with `deterministic`, turn on
+    TensorFlow's op determinism for the rest of the process.
+
+    `fit` calls it before it builds the model; code that builds a `Trainer`
+    itself calls it first to get the same weights.
+    """
+    if train_config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(train_config.seed)
 
 
 class _Progress:
@@ -68,7 +82,8 @@ class _Progress:
 class Trainer:
     """One run's model, optimizer and checkpointed state, and its epoch loop.
 
-    `Trainer(config, splits, run_dir).train()` runs the epochs not done yet;
+    `Trainer(config, splits, run_dir).train()` runs the epochs not done yet
+    (after `seed_process(config.train)`, which it leaves to its caller);
     call `restore()` first to continue from the newest checkpoint. With a
     tf.distribute `strategy`, everything is made under its scope. The run's
     files go to `write_dir` (default `run_dir`): a worker that is not the
@@ -84,9 +99,6 @@ class Trainer:
         self.strategy = strategy or tf.distribute.get_strategy()
         train = config.train
         replicas.check_batch_size(train.batch_size, self.strategy)
-        if train.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        keras.utils.set_random_seed(train.seed)
         with self.strategy.scope():
             with precision.mixed_precision_policy(train.mixed_precision):
                 self.model = VAE(config.model, kl_weight=train.beta, free_bits=train.free_bits)
@@ -339,6 +351,7 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
         if not resume:
             runs.prepare_run_dir(write_dir, overwrite=overwrite)
             runs.save_config(write_dir, config)
+        seed_process(config.train)
         trainer = Trainer(config, splits, run_dir, log=log, on_epoch_end=on_epoch_end, strategy=strategy,
                           write_dir=write_dir)
         if resume:

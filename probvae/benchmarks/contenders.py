@@ -1,0 +1,142 @@
+"""What the benchmark runs: its settings (`BenchConfig`, `QUICK`) and the
+two contenders, each an object whose `run()` trains one timed epoch:
+
+- `probvae_trainer`: probvae's compiled step (`make_train_step`) over one
+  epoch of tf.data batches, metrics read once at the end;
+- `fit_trainer`: the plain tf-keras recipe (`probvae.benchmarks.baseline`)
+  trained with `model.fit` on the same batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from probvae import data
+from probvae._keras import keras
+from probvae.benchmarks.baseline import keras_recipe
+from probvae.config import ModelConfig
+from probvae.model import VAE
+from probvae.training import StepTotals, make_train_step, precision
+
+__all__ = ["BenchConfig", "QUICK", "Trainer", "probvae_trainer", "fit_trainer"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    # Architectures to measure, each with ModelConfig defaults (the fashion default is "conv").
+    archs: Tuple[str, ...] = ("mlp", "conv")
+    # Training batch size of every contender.
+    batch_size: int = 128
+    # Evaluation batch size (ELBO).
+    eval_batch_size: int = 1000
+    # Timed rounds after the warm-up; figures are medians over them.
+    repeats: int = 7
+    # Training steps per timed run (one epoch), per architecture: enough that
+    # fit's fixed cost per call (about 0.1 s) is a few per cent, as in a real epoch.
+    train_steps: Tuple[Tuple[str, int], ...] = (("mlp", 100), ("conv", 25))
+    # Held-out images per ELBO run.
+    eval_images: int = 4000
+    # IWAE: samples K per image, images per call, samples per chunk.
+    num_samples: int = 1000
+    iwae_images: int = 8
+    sample_chunk: int = 125
+    # Memory: K values compared, and images evaluated, each in its own process.
+    memory_samples: Tuple[int, ...] = (500, 5000)
+    memory_images: int = 200
+    # Size of the square matmul that stands for the machine's attainable GFLOP/s.
+    matmul_size: int = 2048
+    # float16 compute with loss scaling (GPU); None: on when a GPU is present.
+    mixed_precision: Optional[bool] = None
+    learning_rate: float = 1e-3
+    seed: int = 0
+    # Image side (square, one channel); ModelConfig fields changed from the defaults.
+    image_size: int = 28
+    model: Tuple[Tuple[str, object], ...] = ()
+
+    def steps(self, arch: str) -> int:
+        return dict(self.train_steps)[arch]
+
+    def model_config(self, arch: str) -> ModelConfig:
+        shape = (self.image_size, self.image_size, 1)
+        return ModelConfig(arch=arch, image_shape=shape, **dict(self.model))
+
+    @property
+    def use_mixed_precision(self) -> bool:
+        if self.mixed_precision is None:
+            return bool(tf.config.list_logical_devices("GPU"))
+        return self.mixed_precision
+
+
+# A smoke configuration: tiny images and networks, a few steps.
+QUICK = BenchConfig(
+    batch_size=16, eval_batch_size=32, repeats=1, train_steps=(("mlp", 3), ("conv", 3)), eval_images=64, num_samples=20,
+    iwae_images=2, sample_chunk=5, memory_samples=(5, 20), memory_images=4, matmul_size=256, image_size=8,
+    model=(("latent_dim", 2), ("conv_filters", (4, 6)), ("dense_units", 8), ("hidden_units", (16,))),
+)
+
+
+@dataclasses.dataclass
+class Trainer:
+    """A training contender: `run` trains one epoch and returns its images."""
+
+    run: Callable[[], int]
+    first_step_seconds: float
+    tracing_counts: list  # traces of the compiled step after each epoch
+    step: Optional[Callable] = None  # probvae's compiled step
+
+
+def _epochs(bench: BenchConfig, images: np.ndarray):
+    """Datasets of successive epochs (1, 2, ...) of dynamically binarized batches."""
+    for epoch in itertools.count():
+        yield data.training_batches(images, bench.batch_size, binarize=True, seed=bench.seed, epoch=epoch)
+
+
+def probvae_trainer(model: VAE, bench: BenchConfig, images: np.ndarray, jit_compile: bool) -> Trainer:
+    """probvae's loop, as `fit` runs it, on `model`."""
+    optimizer = keras.optimizers.Adam(bench.learning_rate)
+    if bench.use_mixed_precision:
+        optimizer = precision.loss_scaled(optimizer)
+    totals, step = StepTotals(), tf.Variable(0, dtype=tf.int64, trainable=False)
+    epochs = _epochs(bench, images)
+    started = time.perf_counter()
+    train_step = make_train_step(model, optimizer, totals, step, bench.seed,
+                                 (bench.batch_size,) + model.image_shape, jit_compile=jit_compile)
+    train_step(next(iter(next(epochs))))
+    totals.means()
+    trainer = Trainer(None, time.perf_counter() - started, [], train_step)
+
+    def run():
+        totals.reset()
+        count = 0
+        for x in next(epochs):
+            train_step(x)
+            count += 1
+        totals.means()  # the one host read of an epoch
+        trainer.tracing_counts.append(train_step.experimental_get_tracing_count())
+        return count * bench.batch_size
+
+    trainer.run = run
+    return trainer
+
+
+def fit_trainer(config: ModelConfig, bench: BenchConfig, images: np.ndarray) -> Trainer:
+    """The plain recipe trained with `model.fit` on the same batches."""
+    model = keras_recipe(config, bench.learning_rate, bench.use_mixed_precision)
+    epochs = (dataset.map(lambda x: (x, x)) for dataset in _epochs(bench, images))
+    started = time.perf_counter()
+    model.fit(next(epochs).take(1), verbose=0)
+    trainer = Trainer(None, time.perf_counter() - started, [])
+
+    def run():
+        model.fit(next(epochs), epochs=1, verbose=0)
+        trainer.tracing_counts.append(model.train_function.experimental_get_tracing_count())
+        return (len(images) // bench.batch_size) * bench.batch_size
+
+    trainer.run = run
+    return trainer
