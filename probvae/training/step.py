@@ -116,6 +116,85 @@ class NonFiniteFaults(tf.Module):
         return "the " + names[0] if names else "nothing"
 
 
+def _loss_and_gradients(model, optimizer, step, seed, variables, unconnected) -> Callable:
+    """(x, rows) -> (loss, `StepTotals.batch_sums` of the ELBO parts, unscaled gradients);
+    the posterior sample of step s uses the stateless seed (seed, s)."""
+    base_seed = tf.constant(seed, tf.int32)
+
+    def loss_and_gradients(x, rows=None):
+        with tf.GradientTape() as tape:
+            loss, parts = model.training_loss(x, seed=tf.stack([base_seed, tf.cast(step, tf.int32)]), rows=rows)
+            scaled_loss = precision.scale_loss(optimizer, loss)
+        gradients = tape.gradient(scaled_loss, variables, unconnected_gradients=unconnected)
+        return loss, StepTotals.batch_sums(parts), precision.unscale_gradients(optimizer, gradients)
+
+    return loss_and_gradients
+
+
+def _on_one_device(loss_and_gradients, optimizer, variables) -> Callable:
+    """x -> (loss, sums, gradients, apply_gradients) on one device."""
+    def gradients_of(x):
+        loss, sums, gradients = loss_and_gradients(x)
+        return loss, sums, gradients, lambda: optimizer.apply_gradients(zip(gradients, variables))
+
+    return gradients_of
+
+
+def _over_replicas(strategy, loss_and_gradients, optimizer, variables) -> Callable:
+    """x (distributed) -> (loss, sums, gradients, apply_gradients), each
+    replica's share summed over all replicas (so every replica holds the same
+    values, and the first replica's are returned)."""
+    def replica_step(x):
+        loss, sums, gradients = loss_and_gradients(x, replicas.replica_rows(tf.shape(x)[0]))
+        context = tf.distribute.get_replica_context()
+        loss, gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, (loss, gradients))
+        sums = context.all_reduce(tf.distribute.ReduceOp.SUM, list(sums))  # float64: a separate reduction
+        return loss, ElboParts(*sums), gradients
+
+    def gradients_of(x):
+        per_replica = strategy.run(replica_step, args=(x,))
+        loss, sums, gradients = tf.nest.map_structure(
+            lambda value: strategy.experimental_local_results(value)[0], per_replica)
+
+        def apply_gradients():
+            strategy.extended.call_for_each_replica(
+                lambda replica_gradients: optimizer.apply_gradients(
+                    zip(replica_gradients, variables), skip_gradients_aggregation=True),
+                args=(per_replica[2],))
+
+        return loss, sums, gradients, apply_gradients
+
+    return gradients_of
+
+
+def _guarded_update(optimizer, totals, faults, step, batch_size, skip_nonfinite) -> Callable:
+    """(loss, sums, gradients, apply_gradients) -> None: apply the update and
+    add the metrics if every checked term is finite (and, unless
+    `skip_nonfinite`, no fault came before); else record the fault and count
+    the batch as skipped. Either way the step counter moves on."""
+    def update(loss, sums, gradients, apply_gradients):
+        checked = [] if precision.is_loss_scaled(optimizer) else gradients
+        terms = NonFiniteFaults.check(loss, sums, checked)
+        good = tf.equal(terms, 0)
+        if not skip_nonfinite:
+            good = tf.logical_and(good, tf.equal(faults.terms, 0))
+
+        def apply():
+            apply_gradients()
+            totals.add(loss, sums, batch_size)
+            return tf.constant(0)
+
+        def skip():
+            faults.record(terms, step)
+            totals.skipped.assign_add(1)
+            return tf.constant(0)
+
+        tf.cond(good, apply, skip)
+        step.assign_add(1)
+
+    return update
+
+
 def make_train_step(model, optimizer, totals: StepTotals, step: tf.Variable, seed: int,
                     batch_shape, eager: bool = False, faults: Optional[NonFiniteFaults] = None,
                     skip_nonfinite: bool = False, jit_compile: bool = False, strategy=None) -> Callable:
@@ -143,7 +222,6 @@ def make_train_step(model, optimizer, totals: StepTotals, step: tf.Variable, see
     """
     strategy = strategy or tf.distribute.get_strategy()
     replicated = strategy.num_replicas_in_sync > 1
-    base_seed = tf.constant(seed, tf.int32)
     faults = NonFiniteFaults() if faults is None else faults
     # Create the optimizer's slots now: variables made inside the first trace
     # would make tf.function trace a second time.
@@ -153,62 +231,18 @@ def make_train_step(model, optimizer, totals: StepTotals, step: tf.Variable, see
     # Gradients of variables the loss does not reach: None on one device (the
     # optimizer leaves them out), zeros under replicas (all-reduce needs tensors).
     unconnected = tf.UnconnectedGradients.ZERO if replicated else tf.UnconnectedGradients.NONE
-
-    def loss_and_gradients(x, rows=None):
-        """(loss, `StepTotals.batch_sums` of the ELBO parts, unscaled gradients) of x."""
-        with tf.GradientTape() as tape:
-            loss, parts = model.training_loss(x, seed=tf.stack([base_seed, tf.cast(step, tf.int32)]), rows=rows)
-            scaled_loss = precision.scale_loss(optimizer, loss)
-        gradients = tape.gradient(scaled_loss, variables, unconnected_gradients=unconnected)
-        return loss, StepTotals.batch_sums(parts), precision.unscale_gradients(optimizer, gradients)
-
-    if replicated and jit_compile and not eager and model.free_bits == 0:
-        loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True)
-
-    def replica_step(x):
-        """One replica's share of the step, summed over all replicas."""
-        loss, sums, gradients = loss_and_gradients(x, replicas.replica_rows(tf.shape(x)[0]))
-        context = tf.distribute.get_replica_context()
-        loss, gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, (loss, gradients))
-        sums = context.all_reduce(tf.distribute.ReduceOp.SUM, list(sums))  # float64: a separate reduction
-        return loss, ElboParts(*sums), gradients
+    loss_and_gradients = _loss_and_gradients(model, optimizer, step, seed, variables, unconnected)
+    if replicated:
+        if jit_compile and not eager and model.free_bits == 0:
+            loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True)
+        gradients_of = _over_replicas(strategy, loss_and_gradients, optimizer, variables)
+    else:
+        gradients_of = _on_one_device(loss_and_gradients, optimizer, variables)
+    update = _guarded_update(optimizer, totals, faults, step, batch_shape[0], skip_nonfinite)
 
     def train_step(x):
-        if replicated:
-            per_replica = strategy.run(replica_step, args=(x,))
-            # Summed over replicas, so every replica holds the same values: use the first.
-            loss, sums, gradients = tf.nest.map_structure(
-                lambda value: strategy.experimental_local_results(value)[0], per_replica)
-
-            def apply_gradients():
-                strategy.extended.call_for_each_replica(
-                    lambda replica_gradients: optimizer.apply_gradients(
-                        zip(replica_gradients, variables), skip_gradients_aggregation=True),
-                    args=(per_replica[2],))
-        else:
-            loss, sums, gradients = loss_and_gradients(x)
-
-            def apply_gradients():
-                optimizer.apply_gradients(zip(gradients, variables))
-
-        checked = [] if precision.is_loss_scaled(optimizer) else gradients
-        terms = NonFiniteFaults.check(loss, sums, checked)
-        good = tf.equal(terms, 0)
-        if not skip_nonfinite:
-            good = tf.logical_and(good, tf.equal(faults.terms, 0))
-
-        def apply():
-            apply_gradients()
-            totals.add(loss, sums, batch_shape[0])
-            return tf.constant(0)
-
-        def skip():
-            faults.record(terms, step)
-            totals.skipped.assign_add(1)
-            return tf.constant(0)
-
-        tf.cond(good, apply, skip)
-        step.assign_add(1)
+        loss, sums, gradients, apply_gradients = gradients_of(x)
+        update(loss, sums, gradients, apply_gradients)
         return loss
 
     if eager:
