@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from typing import Callable, Optional
 
@@ -35,6 +34,7 @@ from probvae.config import RunConfig
 from probvae.errors import NonFiniteError, TrainingInterrupted, UserError
 from probvae.model import VAE
 from probvae.training import distribute, precision, schedules
+from probvae.training.callbacks import Progress, Summaries
 from probvae.training.checkpoints import RunState, StopSignals
 from probvae.training.step import FAULT_CHECK_EVERY, NonFiniteFaults, StepTotals, make_train_step
 
@@ -53,30 +53,6 @@ def seed_process(train_config) -> None:
     if train_config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(train_config.seed)
-
-
-class _Progress:
-    """One line per epoch; on a terminal, a line updated in place during it."""
-
-    def __init__(self, stream=None, every_seconds: float = 1.0):
-        self.stream = sys.stderr if stream is None else stream  # the stream of now, not of import time
-        self.interactive = self.stream.isatty()
-        self.every = every_seconds
-        self.last = 0.0
-
-    def update(self, epoch, epochs, done, steps, started, totals: StepTotals):
-        now = time.time()
-        if not self.interactive or now - self.last < self.every:
-            return
-        self.last = now
-        loss = totals.means()["loss"]
-        self.stream.write(f"\repoch {epoch}/{epochs}  step {done}/{steps}  loss {loss:9.3f}  "
-                          f"{done / max(now - started, 1e-9):6.1f} steps/s")
-        self.stream.flush()
-
-    def end_epoch(self, message):
-        self.stream.write(("\r" if self.interactive else "") + message + "\n")
-        self.stream.flush()
 
 
 class Trainer:
@@ -117,7 +93,7 @@ class Trainer:
         # What the checkpoints carry besides tensors (see probvae.training.checkpoints).
         self.history = {"epochs": [], "epoch_seconds": 0.0, "resumes": [], "train_examples": len(splits.x_train),
                         "best": None, "stopped_early": None}
-        self._writers = {}
+        self.summaries = Summaries(os.path.join(self.write_dir, runs.LOG_DIR), lambda: self.state.latest)
         self.metrics = {
             "run_dir": os.path.abspath(run_dir),
             "dataset": splits.name,
@@ -190,7 +166,7 @@ class Trainer:
         batches = replicas.distribute_batches(self.strategy, lambda: data_lib.training_batches(
             self.splits.x_train, train.batch_size, seed=train.seed, epoch=epoch,
             binarize=self.model.likelihood_head.binarize, start_step=position), train.batch_size)
-        progress = _Progress()
+        progress = Progress()
         for x in batches:
             self.train_step(x)
             step, position = step + 1, position + 1
@@ -211,8 +187,8 @@ class Trainer:
         self.state.epoch.assign(epoch)
         self._track_best(epoch, validation["elbo"])
         self._save(None)
-        self._summaries("train", train_metrics, epoch)
-        self._summaries("validation", validation, epoch)
+        self.summaries.write("train", train_metrics, epoch)
+        self.summaries.write("validation", validation, epoch)
         runs.write_json(os.path.join(self.write_dir, runs.METRICS_FILE), self.metrics)
         if self.on_epoch_end is not None:
             self.on_epoch_end(epoch, self.model, self.splits, self.write_dir)
@@ -296,24 +272,8 @@ class Trainer:
             raise NonFiniteError(f"training stopped at step {step} (epoch {epoch}): "
                                  f"{NonFiniteFaults.describe(terms)} became non-finite (NaN or inf); {self._fix()}")
 
-    def _summaries(self, split: str, values: dict, epoch: int) -> None:
-        """TensorBoard scalars of one split (the writer is made on first use)."""
-        path = os.path.join(self.write_dir, runs.LOG_DIR, split)
-        try:
-            if split not in self._writers:
-                self._writers[split] = tf.summary.create_file_writer(path)
-            with self._writers[split].as_default(step=epoch):
-                for name, value in values.items():
-                    if isinstance(value, (int, float)) and not isinstance(value, bool):
-                        tf.summary.scalar(name, value)
-        except (tf.errors.OpError, OSError) as error:
-            raise UserError(f"cannot write TensorBoard summaries to {path} ({type(error).__name__}); free disk "
-                            f"space or fix permissions, then continue with --resume (checkpoint {self.state.latest} "
-                            "is saved)") from None
-
     def close(self) -> None:
-        for writer in self._writers.values():
-            writer.flush()
+        self.summaries.close()
 
 
 def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = None,
