@@ -48,6 +48,10 @@ _DIAG_2D = dict(latent_dim=2, posterior="diag", likelihood="bernoulli")
 _FASHION_CONV = dict(arch="conv", conv_layers=((32, 3, 2), (64, 3, 2), (64, 3, 1)), dense_units=128,
                      activation="relu", posterior="diag", likelihood="bernoulli")
 
+# Tomczak & Welling (2018), VampPrior, and Norouzi et al. (2020), Exemplar VAE: their code's networks and schedule.
+_PUBLISHED_VAE = dict(arch="gated", hidden_units=(300, 300), latent_dim=40, posterior="diag", likelihood="bernoulli")
+_PUBLISHED_TRAINING = dict(epochs=2000, batch_size=100, learning_rate=5e-4, kl_warmup_epochs=100, patience=50)
+
 PRESETS: Dict[str, Preset] = {p.name: p for p in [
     _preset(
         "mnist-dense-2d",
@@ -105,6 +109,21 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
         dict(dataset="fashion_mnist"),
         dict(arch="mlp", prior="vamp", prior_components=100, posterior="diag"),
         dict(epochs=30, lr_schedule="cosine"),
+    ),
+    _preset(
+        "fashion-vae",
+        "the VampPrior paper's one-layer VAE on Fashion-MNIST: gated dense 300-300, 40-D diagonal posterior, "
+        "standard prior, batch 100, Adam 5e-4, KL warm-up over 100 epochs, up to 2000 epochs, early stopping after 50",
+        dict(dataset="fashion_mnist"),
+        dict(_PUBLISHED_VAE),
+        dict(_PUBLISHED_TRAINING),
+    ),
+    _preset(
+        "fashion-vamp",
+        "fashion-vae with a VampPrior of 500 pseudo-inputs (the VampPrior paper's set-up)",
+        dict(dataset="fashion_mnist"),
+        dict(_PUBLISHED_VAE, prior="vamp", prior_components=500),
+        dict(_PUBLISHED_TRAINING),
     ),
     _preset(
         "celeba-faces",

@@ -45,6 +45,12 @@ def test_presets_say_what_the_write_ups_say():
     assert presets.get("fashion-conv").model.latent_dim == 5 and presets.get("fashion-conv-2d").model.latent_dim == 2
     faces = presets.get("celeba-faces").model
     assert faces.image_shape == (128, 128, 3) and faces.latent_dim == 200 and faces.likelihood == "normal"
+    vae, vamp = presets.get("fashion-vae"), presets.get("fashion-vamp")
+    assert vae.model.arch == "gated" and vae.model.hidden_units == (300, 300) and vae.model.latent_dim == 40
+    assert (vae.train.batch_size, vae.train.learning_rate, vae.train.kl_warmup_epochs) == (100, 5e-4, 100)
+    assert (vae.train.epochs, vae.train.patience, vae.train.lr_schedule) == (2000, 50, "constant")
+    assert vamp.model.prior == "vamp" and vamp.model.prior_components == 500
+    assert vamp.model.replace(prior="standard_normal", prior_components=10) == vae.model.replace(prior_components=10)
     for name in presets.PRESETS:
         if name.endswith("-2d"):
             assert presets.get(name).model.latent_dim == 2

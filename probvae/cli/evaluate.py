@@ -47,5 +47,35 @@ def main(argv=None):
         seed=args.seed, checkpoint=args.checkpoint, binarization_seed=args.binarization_seed,
         max_examples=args.max_examples, log=lambda line: print(line, file=sys.stderr, flush=True),
     )
-    print(evaluation.format_report(result))
+    print(format_report(result))
     print(f"written to {evaluation.evaluation_path(args.run_dir, args.split)}")
+
+
+def format_report(result: dict) -> str:
+    """A plain-text table of an `evaluate` result."""
+    k = result["iwae_samples"]
+    rows = [
+        ("ELBO", result["elbo"], result["elbo_stderr"], "nats"),
+        ("  reconstruction", result["reconstruction"], result["reconstruction_stderr"], "nats"),
+        ("  KL", result["kl"], result["kl_stderr"], "nats"),
+        (f"log p(x), K={k}", result["log_likelihood"], result["log_likelihood_stderr"], "nats"),
+        ("bits/dim from log p(x)", result["bits_per_dim"], result["bits_per_dim_stderr"], "bits"),
+        ("bits/dim from ELBO", result["elbo_bits_per_dim"], result["elbo_bits_per_dim_stderr"], "bits"),
+    ]
+    where = f"{result.get('dataset', '')} {result.get('split', '')}".strip() or "held-out data"
+    lines = [
+        f"{where}: {result['n_examples']} images, checkpoint {result['checkpoint']}, seed {result['seed']}, "
+        f"binarization {result['binarization']}",
+        f"{'':24s} {'mean':>12s} {'std. error':>11s}",
+    ]
+    lines += [f"{name:24s} {mean:12.4f} {stderr:11.4f}  {unit}" for name, mean, stderr, unit in rows]
+    kl = " ".join(f"{value:.2f}" for value in result["kl_per_dimension"])
+    lines += [
+        f"Monte Carlo error of log p(x): {result['log_likelihood_mc_stderr']:.4f} nats; "
+        f"mean effective sample size {result['effective_sample_size']:.1f} of {k}",
+        f"active units: {result['active_units']} of {result['latent_dim']} "
+        f"(Var_x E_q[z_i|x] > {result['active_unit_threshold']})",
+        f"KL per dimension (nats): {kl}; total correlation {result['kl_total_correlation']:.2f}",
+        f"({result['seconds']:.1f} s)",
+    ]
+    return "\n".join(lines)
