@@ -211,8 +211,8 @@ class VAE(keras.Model):
 
     def _importance_sampling_graph(self, x, seed, num_samples, sample_chunk):
         posterior = self.posterior(x)
-        return objectives.importance_sampling(x, posterior, self.prior, self.likelihood, seed, num_samples,
-                                              sample_chunk)
+        _, prior = self.posterior_layer.activity_regularizer.last()  # built once, by the call above
+        return objectives.importance_sampling(x, posterior, prior, self.likelihood, seed, num_samples, sample_chunk)
 
     def log_likelihood(self, x, num_samples: int = 1000, seed=(0, 0)) -> tf.Tensor:
         """Importance-weighted estimate of log p(x) per example, [n], nats.

@@ -39,7 +39,8 @@ class BenchConfig:
     repeats: int = 7
     # Training steps per timed run (one epoch), per architecture: enough that
     # fit's fixed cost per call (about 0.1 s) is a few per cent, as in a real epoch.
-    train_steps: Tuple[Tuple[str, int], ...] = (("mlp", 100), ("conv", 25))
+    # A network not listed gets the largest count.
+    train_steps: Tuple[Tuple[str, int], ...] = (("mlp", 100), ("gated", 100), ("conv", 25))
     # Held-out images per ELBO run.
     eval_images: int = 4000
     # IWAE: samples K per image, images per call, samples per chunk.
@@ -60,7 +61,8 @@ class BenchConfig:
     model: Tuple[Tuple[str, object], ...] = ()
 
     def steps(self, arch: str) -> int:
-        return dict(self.train_steps)[arch]
+        steps = dict(self.train_steps)
+        return steps.get(arch, max(steps.values()))
 
     def model_config(self, arch: str) -> ModelConfig:
         shape = (self.image_size, self.image_size, 1)
@@ -75,7 +77,7 @@ class BenchConfig:
 
 # A smoke configuration: tiny images and networks, a few steps.
 QUICK = BenchConfig(
-    batch_size=16, eval_batch_size=32, repeats=1, train_steps=(("mlp", 3), ("conv", 3)), eval_images=64, num_samples=20,
+    batch_size=16, eval_batch_size=32, repeats=1, train_steps=(("mlp", 3), ("gated", 3), ("conv", 3)), eval_images=64, num_samples=20,
     iwae_images=2, sample_chunk=5, memory_samples=(5, 20), memory_images=4, matmul_size=256, image_size=8,
     model=(("latent_dim", 2), ("conv_filters", (4, 6)), ("dense_units", 8), ("hidden_units", (16,))),
 )

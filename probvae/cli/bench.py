@@ -11,14 +11,15 @@ import dataclasses
 import os
 
 from probvae.cli import common
+from probvae.registry import NETWORKS
 
 __all__ = ["parse_args", "main"]
 
 
 def parse_args(argv=None):
     parser = common.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", choices=["mlp", "conv"], action="append",
-                        help="architecture to measure (repeatable; default: both)")
+    parser.add_argument("--arch", choices=NETWORKS.names(), action="append",
+                        help="network to measure (repeatable; default: mlp and conv)")
     parser.add_argument("--batch-size", type=int, help="training batch size (default 128)")
     parser.add_argument("--repeats", type=int, help="timed rounds per figure (default 7)")
     parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
