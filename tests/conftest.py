@@ -57,3 +57,96 @@ def reparameterized_sample(posterior, seed, offset=0, total=None) -> np.ndarray:
     eps = tf.random.stateless_normal([d, n if total is None else total], seed=seed).numpy().T[offset: offset + n]
     scale = np.linalg.cholesky(posterior.covariance().numpy().astype(np.float64))  # [n, d, d]
     return loc + np.einsum("nij,nj->ni", scale, eps.astype(np.float64))
+
+
+# --- NumPy references: the densities and estimators written out by hand ------
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+# Floor of the Normal likelihood's standard deviation: scale = softplus(raw) + 1e-3.
+NORMAL_SCALE_FLOOR_BY_HAND = 1e-3
+
+
+def mvn_log_density(z, loc, covariance) -> np.ndarray:
+    """log N(z; loc, covariance) over the last axis, float64: z [..., n, d],
+    loc [n, d], covariance [n, d, d] (broadcast over leading axes of z)."""
+    z, loc, covariance = (np.asarray(a, np.float64) for a in (z, loc, covariance))
+    cholesky = np.linalg.cholesky(covariance)  # [n, d, d]
+    solved = np.linalg.solve(cholesky, (z - loc)[..., None])[..., 0]  # L^-1 (z - loc)
+    log_det = np.sum(np.log(np.diagonal(cholesky, axis1=-2, axis2=-1)), -1)
+    return -0.5 * np.sum(solved**2, -1) - log_det - 0.5 * loc.shape[-1] * LOG_2PI
+
+
+def standard_normal_log_density(z) -> np.ndarray:
+    """log N(z; 0, I) over the last axis, float64."""
+    z = np.asarray(z, np.float64)
+    return -0.5 * np.sum(z**2, -1) - 0.5 * z.shape[-1] * LOG_2PI
+
+
+def gaussian_kl_to_standard_normal(loc, covariance) -> np.ndarray:
+    """KL(N(loc, cov) || N(0, I)) = 0.5 (tr cov + |loc|^2 - d - log det cov), per row, float64."""
+    loc, covariance = np.asarray(loc, np.float64), np.asarray(covariance, np.float64)
+    _, log_det = np.linalg.slogdet(covariance)
+    return 0.5 * (np.trace(covariance, axis1=-2, axis2=-1) + np.sum(loc**2, -1) - loc.shape[-1] - log_det)
+
+
+def continuous_bernoulli_log_density_from_logits(x, logits) -> np.ndarray:
+    """Per pixel log CB(x; sigmoid(l)) = log C + x l - softplus(l), float64.
+
+    With lambda = sigmoid(l): 1 - 2 lambda = -tanh(l / 2) and artanh(1 - 2 lambda) = -l / 2,
+    so C = 2 artanh(1 - 2 lambda) / (1 - 2 lambda) = l / tanh(l / 2) (-> 2 + l^2 / 6 near 0),
+    and log lambda^x (1 - lambda)^(1 - x) = x l - softplus(l).
+    """
+    x, logits = np.asarray(x, np.float64), np.asarray(logits, np.float64)
+    small = np.abs(logits) < 1e-4
+    safe = np.where(small, 1.0, logits)
+    constant = np.where(small, 2.0 + logits**2 / 6.0, safe / np.tanh(safe / 2.0))
+    return np.log(constant) + x * logits - np.logaddexp(0.0, logits)
+
+
+def pixel_log_likelihood(model, z, x) -> np.ndarray:
+    """log p(x|z) per row [m], float64, from the decoder's outputs at z [m, d]
+    and the likelihood's density written out by hand; x [m, h, w, c]."""
+    params = model.decoder(tf.constant(np.asarray(z), tf.float32)).numpy().astype(np.float64)
+    x = np.asarray(x, np.float64)
+    kind = model.config.likelihood
+    if kind == "bernoulli":  # x l - softplus(l)
+        per_pixel = x * params - np.logaddexp(0.0, params)
+    elif kind == "normal":
+        import scipy.stats
+
+        raw = model.likelihood_head.raw_scale.numpy().astype(np.float64)
+        scale = np.logaddexp(0.0, raw) + NORMAL_SCALE_FLOOR_BY_HAND
+        per_pixel = scipy.stats.norm.logpdf(x, loc=params, scale=scale)
+    elif kind == "continuous_bernoulli":
+        per_pixel = continuous_bernoulli_log_density_from_logits(x, params)
+    else:
+        raise AssertionError(f"no reference for the {kind} likelihood")
+    return per_pixel.reshape(len(params), -1).sum(-1)
+
+
+def iwae_reference(model, x, num_samples, seed, log_prior=standard_normal_log_density):
+    """The K-sample importance-weighted log p(x) in NumPy, as evaluation documents it:
+    sample k is z_k = loc + chol(cov) eps_k drawn with seed fold_in(seed, k), and
+
+        log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x),  LL = logsumexp_k log w_k - log K.
+
+    Args:
+      x: model-ready images [n, h, w, c] (binarized for a Bernoulli model).
+      seed: the stateless seed pair of the batch.
+      log_prior: z [n, d] -> log p(z) [n], float64.
+
+    Returns:
+      (LL [n], log weights [K, n]), float64.
+    """
+    import scipy.special
+
+    x = np.asarray(x, np.float32)
+    q = model.posterior(tf.constant(x))
+    loc, covariance = q.mean().numpy(), q.covariance().numpy()
+    log_weights = []
+    for k in range(num_samples):
+        sample_seed = tf.random.experimental.stateless_fold_in(tf.constant(seed, tf.int32), k)
+        z = reparameterized_sample(q, sample_seed)  # [n, d]
+        log_weights.append(pixel_log_likelihood(model, z, x) + log_prior(z) - mvn_log_density(z, loc, covariance))
+    log_weights = np.stack(log_weights)  # [K, n]
+    return scipy.special.logsumexp(log_weights, axis=0) - np.log(num_samples), log_weights

@@ -3,10 +3,15 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
-from conftest import tiny_model_config
-from probvae.benchmarks import memory
+from conftest import iwae_reference, tiny_model_config
+from probvae import data, evaluation
+from probvae._keras import keras
+from probvae.benchmarks import bench as benchmark
+from probvae.benchmarks import contenders, memory
 from probvae.model import VAE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -17,6 +22,40 @@ def test_the_memory_working_set_counts_the_decoder_outputs():
     model = VAE(tiny_model_config(arch="mlp"))
     # Decoder outputs per row: dense 7, dense 64, reshape 64; likelihood 64 log-densities.
     assert memory.working_set_mb(model, rows=2**20 // 4) == pytest.approx(7 + 64 + 64 + 64)
+
+
+def test_the_benchmark_times_the_iwae_estimator_evaluate_py_uses(monkeypatch):
+    """The IWAE contender the benchmark times computes, on its images, the
+    log p(x) evaluate.py reports for them, and that is the importance-weighted
+    bound written out in NumPy."""
+    bench = contenders.QUICK  # K = 20 samples, 2 images, chunks of 5
+    keras.utils.set_random_seed(0)
+    model = VAE(bench.model_config("mlp"))
+    held_out, _ = data.make_shapes(6, seed=5, size=bench.image_size)
+    timed = []
+    original = evaluation.log_likelihood
+
+    def recording(*args, **kwargs):
+        values = original(*args, **kwargs)
+        timed.append(values.numpy())
+        return values
+
+    monkeypatch.setattr(evaluation, "log_likelihood", recording)
+    units = benchmark._eval_contenders(model, bench, held_out)["iwae"]()
+    assert units == bench.iwae_images * bench.num_samples == 40
+    (values,) = timed
+    assert values.shape == (bench.iwae_images,)
+    # What evaluate.py computes for those images: one batch, seed (seed, 0),
+    # the fixed binarization from the evaluation's binarization seed.
+    images = held_out[: bench.iwae_images]
+    reported = evaluation.evaluate(model, images, iwae_samples=bench.num_samples, batch_size=len(images),
+                                   seed=bench.seed, binarization_seed=bench.seed)
+    assert float(values.astype(np.float64).mean()) == pytest.approx(reported["log_likelihood"], rel=1e-6)
+    # The estimator by hand: the images binarized as x_bin = [u < x / 255], u ~ U(0, 1) from (seed, 0x5EED).
+    uniform = tf.random.stateless_uniform(images.shape, seed=[bench.seed, 0x5EED]).numpy()
+    x = (uniform < images / 255.0).astype(np.float32)
+    expected, _ = iwae_reference(model, x, bench.num_samples, seed=[bench.seed, 0])
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.slow

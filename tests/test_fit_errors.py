@@ -14,7 +14,7 @@ import tempfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from probvae.cli import common
@@ -219,34 +219,137 @@ VALUES = {
     "--normal-scale": (["shared", "channel", "pixel"], ["none"]),
 }
 FLAGS = ["--skip-nonfinite", "--eager", "--overwrite"]
+# What fit.py appends to train a few steps at most, with a step size that cannot diverge.
+TRAIN_TAIL = ["--dataset", "shapes", "--epochs", "1", "--learning-rate", "1e-3"]
 
 
 @st.composite
 def command_lines(draw):
-    """Options in random combinations; each value valid four times in five."""
+    """Options in random combinations; each value valid four times in five.
+    --dataset is always given (the default, fashion_mnist, depends on the machine)."""
     argv = []
     for option, (valid, invalid) in VALUES.items():
-        if draw(st.booleans()):
+        if option == "--dataset" or draw(st.booleans()):
             values = invalid if draw(st.integers(0, 4)) == 0 else valid
             argv += [option, draw(st.sampled_from(values))]
     argv += [flag for flag in FLAGS if draw(st.booleans())]
     # Most command lines only check; the others train a few steps at most.
-    if draw(st.integers(0, 3)) > 0:
+    if draw(st.integers(0, 3)) < 3:
         argv.append("--dry-run")
     else:
-        argv += ["--dataset", "shapes", "--epochs", "1", "--max-train-examples", draw(st.sampled_from(["6", "12"])),
-                 "--batch-size", draw(st.sampled_from(["3", "4"]))]
+        argv += TRAIN_TAIL + ["--max-train-examples", draw(st.sampled_from(["6", "12"])),
+                              "--batch-size", draw(st.sampled_from(["3", "4"]))]
     return argv
+
+
+INT_OPTIONS = {"--epochs", "--latent-dim", "--batch-size", "--seed", "--max-train-examples", "--checkpoint-every"}
+CHOICES = {"--arch": ("mlp", "gated", "conv"), "--posterior": ("full", "diag"),
+           "--likelihood": ("bernoulli", "normal", "continuous_bernoulli"),
+           "--normal-scale": ("shared", "channel", "pixel")}
+SHAPES_TRAIN_IMAGES = 2500  # the built-in shapes data: 2500 training and 500 test images
+
+
+def _is_int(text):
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def expected_problems(argv):
+    """The problems fit.py must report for `argv`, each as a regex its one error
+    line may match; empty if the command line is good (exit 0).
+
+    argparse converts and checks the choices of every occurrence of an option,
+    in order, and stops at the first bad one; the last occurrence of each option
+    is its value; the config checks those values; the data checks come last."""
+    pairs = [(argv[i], argv[i + 1]) for i in range(len(argv) - 1) if argv[i] in VALUES]
+    for option, value in pairs:
+        if option in INT_OPTIONS and not _is_int(value):
+            return [rf"argument {option}: invalid int value: '{re.escape(value)}'"]
+        if option in CHOICES and value not in CHOICES[option]:
+            return [rf"argument {option}: invalid choice: '{re.escape(value)}'"]
+    final = dict(pairs)
+    number = lambda option, default: float(final.get(option, default))  # noqa: E731
+    problems = []
+    dataset = final["--dataset"]
+    if dataset in ("imagenet", "npz:", ""):
+        problems.append(rf"unknown dataset '{dataset}'; choose one of")
+    for option, field in (("--epochs", "epochs"), ("--latent-dim", "latent_dim"), ("--batch-size", "batch_size"),
+                          ("--max-train-examples", "max_train_examples")):
+        if number(option, 1) < 1:
+            problems.append(rf"{field} must be a whole number of at least 1 \(got {final[option]}\)")
+    learning_rate = number("--learning-rate", 1e-3)
+    if not np.isfinite(learning_rate):
+        problems.append(r"learning_rate must be a finite number")
+    elif learning_rate <= 0:
+        problems.append(r"learning_rate must be positive")
+    beta = number("--beta", 1.0)
+    if not np.isfinite(beta):
+        problems.append(r"beta must be a finite number")
+    elif beta < 0:
+        problems.append(r"beta must be 0 or more")
+    if not 0 <= number("--seed", 0) < 2**30:
+        problems.append(r"seed must be a whole number in 0\.\.1073741823")
+    fraction = number("--validation-fraction", 0.1)
+    if not np.isfinite(fraction):
+        problems.append(r"validation_fraction must be a finite number")
+    elif not 0 < fraction < 1:
+        problems.append(r"validation_fraction must lie strictly between 0 and 1")
+    if number("--checkpoint-every", 500) < 0:
+        problems.append(r"checkpoint_every_steps must be a whole number, 0 or more")
+    if problems:
+        return problems
+    if dataset == "npz:/nonexistent.npz":
+        return [r"npz file /nonexistent.npz does not exist"]
+    train_images = SHAPES_TRAIN_IMAGES - max(1, int(round(fraction * SHAPES_TRAIN_IMAGES)))
+    if "--max-train-examples" in final:
+        train_images = min(train_images, int(final["--max-train-examples"]))
+    batch_size = int(final.get("--batch-size", 128))
+    if batch_size > train_images:
+        return [rf"batch size {batch_size} is larger than the {train_images} training examples; lower --batch-size"]
+    return []
+
+
+def test_expected_problems_reads_command_lines_as_argparse_and_the_config_do():
+    dry = ["--dataset", "shapes", "--dry-run"]
+    assert expected_problems(dry) == []
+    assert expected_problems(["--dataset", "npz:", "--epochs", "x", "--dry-run"]) == [
+        "argument --epochs: invalid int value: 'x'"]
+    # The last value counts, once every value has parsed.
+    assert expected_problems(["--dataset", "imagenet", "--learning-rate", "nan"] + TRAIN_TAIL) == []
+    assert len(expected_problems(["--dataset", "", "--beta", "-1", "--seed", "-1", "--dry-run"])) == 3
+    assert expected_problems(["--dataset", "shapes", "--validation-fraction", "0.99", "--batch-size", "40",
+                              "--dry-run"]) == [
+        "batch size 40 is larger than the 25 training examples; lower --batch-size"]
 
 
 @settings(max_examples=15, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(argv=command_lines())
-def test_any_command_line_runs_or_exits_2_with_one_line(argv, capsys):
+@example(argv=["--dataset", "shapes", "--dry-run"])
+@example(argv=["--dataset", "npz:/nonexistent.npz", "--batch-size", "100000", "--dry-run"])
+@example(argv=["--dataset", "shapes", "--learning-rate", "nan", "--checkpoint-every", "1"] + TRAIN_TAIL
+         + ["--max-train-examples", "6", "--batch-size", "3"])
+def test_any_command_line_runs_or_exits_2_naming_its_problem(argv, capsys):
+    problems = expected_problems(argv)
     with tempfile.TemporaryDirectory() as root:
-        code = run_cli(argv + ["--run-dir", os.path.join(root, "run")])
-    err = capsys.readouterr().err
-    assert code in (0, 2), (argv, err)
-    if code == 2:
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and len(lines[0]) > 20, (argv, err)
+        run_dir = os.path.join(root, "run")
+        code = run_cli(argv + ["--run-dir", run_dir])
+        captured = capsys.readouterr()
+        if problems:
+            lines = captured.err.strip().splitlines()
+            assert code == 2, (argv, problems, captured.err)
+            assert len(lines) == 1 and lines[0].startswith("error: "), (argv, captured.err)
+            assert any(re.search(problem, lines[0]) for problem in problems), (argv, problems, lines[0])
+            assert not os.path.exists(run_dir)
+        elif "--dry-run" in argv:
+            assert code == 0, (argv, captured.err)
+            assert "dry run: the flags, data and run directory are fine" in captured.out
+            assert not os.path.exists(run_dir)
+        else:
+            assert code == 0, (argv, captured.err)
+            with open(os.path.join(run_dir, "metrics.json")) as stream:
+                metrics = json.load(stream)
+            assert [e["epoch"] for e in metrics["epochs"]] == [1] and np.isfinite(metrics["test"]["elbo"])

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from probvae import runs
+from probvae._keras import keras
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT = os.path.join(ROOT, "scripts", "fit.py")
@@ -89,3 +90,90 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
         k: v for k, v in reference["test"].items() if k not in timing}
     for a, b in zip(runs.load_run(broken_dir).variables, runs.load_run(whole_dir).variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+# Tiny runs of the models with more state than weights: 60 examples in batches
+# of 10, 6 steps per epoch, 2 epochs, a checkpoint every 3 steps.
+_TINY = ["--dataset", "shapes", "--epochs", "2", "--max-train-examples", "60", "--batch-size", "10",
+         "--checkpoint-every", "3", "--test-iwae-samples", "3", "--deterministic"]
+MODEL_KINDS = {
+    "vamp": ["--arch", "mlp", "--hidden-units", "8", "--latent-dim", "2", "--prior", "vamp",
+             "--prior-components", "3", "--seed", "6"],
+    "mixture": ["--arch", "mlp", "--hidden-units", "8", "--latent-dim", "3", "--prior", "mixture",
+                "--prior-components", "4", "--seed", "7"],
+    # Stride-2 convolutions of 8 and 16 filters, each followed by batch normalisation.
+    "conv-batch-norm": ["--preset", "mnist-conv-2d", "--seed", "8"],
+}
+
+
+def checkpoint_tensors(prefix):
+    """Every tensor of a checkpoint but the host state (JSON with wall-clock times) and
+    tf.train.Checkpoint's save_counter (made by its first save() in a process, so a
+    best-<step> written before that in a resumed process lacks it; checkpoints are
+    numbered by step, not by it)."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(prefix)
+    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+            if key.endswith("VARIABLE_VALUE") and not key.startswith(("host_state", "save_counter"))}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(MODEL_KINDS))
+def test_a_killed_run_of_a_learned_prior_or_batch_norm_resumes_to_the_uninterrupted_state(kind, tmp_path):
+    import tensorflow as tf
+
+    args = [*_TINY, *MODEL_KINDS[kind]]
+    whole_dir, broken_dir = str(tmp_path / "whole"), str(tmp_path / "broken")
+    whole = fit(*args, "--run-dir", whole_dir)
+    first = fit(*args, "--run-dir", broken_dir)
+    killed_at = signal_after_checkpoint(first, broken_dir, signal.SIGKILL, after_step=-1)
+    first.communicate(timeout=60)
+    assert first.returncode == -signal.SIGKILL and 3 <= killed_at < 12
+    resumed = fit("--resume", broken_dir)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert f"resuming from {broken_dir}/checkpoints/ckpt-" in out
+    _, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err
+
+    mine, reference = metrics_of(broken_dir), metrics_of(whole_dir)
+    assert [e["epoch"] for e in mine["epochs"]] == [1, 2] and len(mine["resumes"]) == 1
+    assert killed_at <= mine["resumes"][0]["step"] <= killed_at + 3  # the newest checkpoint when killed
+    for a, b in zip(mine["epochs"], reference["epochs"]):
+        assert a["train"] == b["train"] and a["validation"] == b["validation"]
+    assert {k: v for k, v in mine["test"].items() if k != "seconds"} == {
+        k: v for k, v in reference["test"].items() if k != "seconds"}
+    # Final and best checkpoints: every tensor (weights, prior variables, batch-norm
+    # statistics, Adam's moments, step) bit for bit those of the run never interrupted.
+    folder = os.path.join(broken_dir, runs.CHECKPOINT_DIR)
+    for name in ("ckpt-12", mine["best"]["checkpoint"]):
+        resumed_tensors = checkpoint_tensors(os.path.join(folder, name))
+        reference_tensors = checkpoint_tensors(os.path.join(whole_dir, runs.CHECKPOINT_DIR, name))
+        assert sorted(resumed_tensors) == sorted(reference_tensors)
+        for key, value in reference_tensors.items():
+            np.testing.assert_array_equal(resumed_tensors[key], value, err_msg=f"{name}: {key}")
+    prior_keys = [key for key in resumed_tensors if key.startswith("model/prior_layer/")]
+    assert bool(prior_keys) == (kind != "conv-batch-norm")
+
+    # load_run rebuilds the model with the checkpoint's values, batch-norm moving statistics included.
+    model, _, checkpoint = runs.open_run(broken_dir)
+    stored = checkpoint_tensors(checkpoint)
+    written = checkpoint_tensors(tf.train.Checkpoint(model=model).write(str(tmp_path / "loaded" / "model")))
+    model_keys = sorted(key for key in stored if key.startswith("model/"))
+    assert sorted(written) == model_keys
+    for key in model_keys:
+        np.testing.assert_array_equal(written[key], stored[key], err_msg=key)
+    moving = [key for key in model_keys if "moving_mean" in key or "moving_variance" in key]
+    if kind == "conv-batch-norm":
+        # Two batch normalisations in the encoder, two in the decoder, mean and variance each.
+        assert len(moving) == 8
+        layers = [layer for part in (model.encoder, model.decoder) for layer in part.layers
+                  if isinstance(layer, keras.layers.BatchNormalization)]
+        assert len(layers) == 4
+        # Trained away from their initial values (mean 0, variance 1).
+        for layer in layers:
+            assert np.abs(layer.moving_mean.numpy()).max() > 1e-3
+            assert np.abs(layer.moving_variance.numpy() - 1).max() > 1e-3
+    else:
+        assert moving == []

@@ -156,12 +156,37 @@ def test_interpolation_runs_between_the_two_posterior_means(binary_images):
     assert decoded.shape == (4,) + IMAGE_SHAPE
 
 
-def test_prior_samples_decode_draws_from_the_prior():
-    model = VAE(tiny_model_config())
-    z, means, draws = inspection.prior_samples(model, 6, seed=2)
-    assert z.shape == (6, LATENT_DIM) and means.shape == draws.shape == (6,) + IMAGE_SHAPE
-    np.testing.assert_allclose(means, model.likelihood(z).mean().numpy(), rtol=1e-6)
+@pytest.mark.parametrize("prior", ["standard_normal", "diag_gaussian"])
+def test_prior_samples_draw_z_from_the_prior_and_pixels_from_the_decoded_bernoulli(prior):
+    model = VAE(tiny_model_config(prior=prior))
+    loc, scale = np.zeros(LATENT_DIM), np.ones(LATENT_DIM)
+    if prior == "diag_gaussian":  # a learned prior away from N(0, I): scale = softplus(raw) + 1e-5
+        loc, scale = np.array([0.5, -1.0]), np.array([2.0, 0.3])
+        model.prior_layer.loc.assign(loc)
+        model.prior_layer.raw_scale.assign(np.log(np.expm1(scale - 1e-5)))
+    n = 4000
+    z, means, draws = inspection.prior_samples(model, n, seed=2)
+    assert z.shape == (n, LATENT_DIM) and means.shape == draws.shape == (n,) + IMAGE_SHAPE
+    # z ~ N(loc, diag(scale^2)): standardised, each coordinate is N(0, 1) and they are uncorrelated.
+    u = (z.astype(np.float64) - loc) / scale
+    np.testing.assert_array_less(np.abs(u.mean(axis=0)), 4 / np.sqrt(n))  # 4 standard errors
+    np.testing.assert_array_less(np.abs(u.var(axis=0, ddof=1) - 1), 4 * np.sqrt(2 / (n - 1)))  # 4 sd of s^2
+    assert abs(np.corrcoef(u.T)[0, 1]) < 4 / np.sqrt(n)
+    # Kolmogorov-Smirnov 1% critical value for n = 4000: 1.63 / sqrt(4000) = 0.026.
+    assert np.all(inspection.ks_statistic(u) < 1.63 / np.sqrt(n))
+    # The means are sigmoid of the decoder's logits at those z.
+    logits = model.decoder(tf.constant(z)).numpy().astype(np.float64)
+    np.testing.assert_allclose(means, 1 / (1 + np.exp(-logits)), rtol=1e-5, atol=1e-7)
+    # The draws are binary, x ~ Bernoulli(mean): per pixel, the count of ones over the
+    # 4000 draws is within 5 standard deviations sqrt(sum_n p (1 - p)) of sum_n p.
     assert set(np.unique(draws)) <= {0.0, 1.0}
+    p = means.astype(np.float64)
+    excess = (draws - p).sum(axis=0) / np.sqrt((p * (1 - p)).sum(axis=0))  # [8, 8, 1]
+    assert np.abs(excess).max() < 5, np.abs(excess).max()
+    assert abs(excess.mean()) * np.sqrt(excess.size) < 4  # and no bias over all 64 pixels together
+    again = inspection.prior_samples(model, n, seed=2)
+    np.testing.assert_array_equal(again[0], z)
+    np.testing.assert_array_equal(again[2], draws)
 
 
 def test_choose_dims_takes_the_two_most_active_or_checks_the_given_ones():

@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+import tensorflow as tf
+from tensorflow.python.framework import ops
 
 from conftest import tiny_model_config
 from probvae.benchmarks import measure
@@ -60,7 +62,57 @@ def test_peak_memory_is_at_least_the_current_resident_size():
     assert measure.peak_memory_mb() >= resident - 1
 
 
-def test_matmul_contender_counts_two_n_cubed():
-    assert measure.matmul_contender(16)() == 2 * 16**3
+# Ops that multiply and add; the others (bias, activations, batch norm) are not in the formulas.
+MULTIPLY_ADD_OPS = ("MatMul", "Conv2D", "Conv2DBackpropInput")
+
+
+def graph_flops(fn, *specs) -> dict:
+    """FLOPs per op type of the graph `fn` traces for fully defined `specs`, as
+    TensorFlow's own op statistics (its profiler's registry) count them."""
+    function = fn if hasattr(fn, "get_concrete_function") else tf.function(fn)
+    graph = function.get_concrete_function(*specs).graph
+    counts = {}
+    for op in graph.get_operations():
+        try:
+            value = ops.get_stats_for_node_def(graph, op.node_def, "flops").value
+        except ValueError:  # no statistics registered for this op type
+            continue
+        counts[op.type] = counts.get(op.type, 0) + int(value or 0)
+    return counts
+
+
+def multiply_add_flops(counts) -> int:
+    return sum(counts.get(name, 0) for name in MULTIPLY_ADD_OPS)
+
+
+@pytest.mark.parametrize("changes", [
+    dict(arch="mlp", hidden_units=(7, 3)),
+    dict(arch="gated", hidden_units=(5,), latent_dim=3),
+    # Odd sizes, a stride-1 5x5 stage, two channels, batch norm, a cropped decoder.
+    dict(arch="conv", conv_layers=((4, 3, 2), (6, 5, 1)), batch_norm=True, dense_units=5, image_shape=(7, 6, 2)),
+    dict(arch="conv", conv_filters=(3, 5), dense_units=0, posterior="diag"),
+], ids=["mlp", "gated", "conv-batch-norm", "conv-no-dense"])
+def test_forward_flops_equal_tensorflows_count_of_the_traced_graph(changes):
+    model = VAE(tiny_model_config(**changes))
+    flops = measure.forward_flops(model)
+    # One example through the encoder and the posterior's parameter layer, one latent through the decoder.
+    encoder = graph_flops(lambda x: model.posterior_params(model.encoder(x)), tf.TensorSpec((1,) + model.image_shape))
+    decoder = graph_flops(lambda z: model.decoder(z), tf.TensorSpec((1, model.latent_dim)))
+    assert multiply_add_flops(encoder) > 0 and multiply_add_flops(decoder) > 0
+    assert flops == {"encoder": multiply_add_flops(encoder), "decoder": multiply_add_flops(decoder)}
+    if changes["arch"] != "conv":
+        # Dense layers only: 2 * inputs * units of every kernel (a gated kernel is [in, 2 units]).
+        kernels = [w for part in (model.encoder, model.posterior_params) for w in part.weights if w.shape.rank == 2]
+        assert flops["encoder"] == sum(2 * w.shape[0] * w.shape[1] for w in kernels)
+
+
+def test_matmul_contender_counts_the_flops_of_the_matmul_it_runs():
+    run = measure.matmul_contender(16)
+    product = next(cell.cell_contents for cell in run.__closure__
+                   if hasattr(cell.cell_contents, "get_concrete_function"))
+    counted = graph_flops(product, tf.TensorSpec((16, 16)), tf.TensorSpec((16, 16)))
+    assert counted["MatMul"] == 2 * 16**3  # 16^2 outputs, each 16 multiply-adds
+    assert run() == multiply_add_flops(counted)
     tiny = VAE(tiny_model_config(arch="mlp"))
+    # Decoder of the tiny MLP: dense 2 -> 7, dense 7 -> 64 (8 x 8 x 1 logits).
     assert measure.forward_flops(tiny)["decoder"] == 2 * (2 * 7 + 7 * 64)

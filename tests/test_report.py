@@ -79,3 +79,23 @@ def test_write_index_links_every_picture(tmp_path):
     assert "src='../elsewhere/one.png'" in text and "src='two.png'" in text
     assert "Inside &lt;run&gt;" in text and "a &amp; b" in text and "x &lt; y" in text
     assert text.count("<img") == 2
+
+
+def test_inspect_run_reads_a_folder_run_at_the_runs_image_shape(tmp_path):
+    # 40 9x7 files (4 held out for test); the run's model takes them resized and cropped to 4x4.
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(40):
+        tf.io.write_file(str(folder / f"{i}.png"), tf.io.encode_png(np.full((9, 7, 1), 6 * i, np.uint8)))
+    config = RunConfig(data=DataConfig(dataset=f"folder:{folder}"),
+                       model=ModelConfig(arch="mlp", latent_dim=2, hidden_units=(5,), image_shape=(4, 4, 1)))
+    run_dir = tmp_path / "run"
+    runs.prepare_run_dir(str(run_dir))
+    runs.save_config(str(run_dir), config)
+    checkpoint = tf.train.Checkpoint(model=VAE(config.model))
+    tf.train.CheckpointManager(checkpoint, str(run_dir / runs.CHECKPOINT_DIR), max_to_keep=1).save()
+    # The data as evaluate.py loads it for this run: 4x4 images.
+    evaluated = data.load_dataset(config.data.dataset, image_shape=config.model.image_shape)
+    assert evaluated.image_shape == (4, 4, 1)
+    paths = report.inspect_run(str(run_dir), out_dir=str(tmp_path / "plots"), grid_size=3, log=lambda _: None)
+    assert any(path.endswith("index.html") for path in paths)

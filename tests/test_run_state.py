@@ -1,11 +1,17 @@
+import glob
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from probvae.training.checkpoints import RunState, StopSignals
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _state(directory, value=0.0, max_to_keep=3):
@@ -38,28 +44,97 @@ def test_a_run_without_checkpoints_restores_nothing(tmp_path):
 
 
 def test_a_failed_save_names_the_path_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from tensorflow.python.checkpoint import functional_saver
+
     state, weights = _state(tmp_path, 1.0)
     state.step.assign(4)
     state.save({"epochs": []})
+    written = []
 
-    def disk_full(checkpoint_number=None, **_):
-        # What a save cut short leaves: a temporary folder and part of the files.
-        os.makedirs(tmp_path / f"ckpt-{checkpoint_number}_temp")
-        (tmp_path / f"ckpt-{checkpoint_number}.index").write_bytes(b"\0")
+    def disk_full_when_merging(checkpoint_prefixes, destination_prefix, **_):
+        # TensorFlow has written the shard (data and index) to <prefix>_temp/;
+        # the disk fills up as it is merged into <prefix>.index and .data-*.
+        for prefix in np.ravel(tf.convert_to_tensor(checkpoint_prefixes).numpy()):
+            written.extend(sorted(os.listdir(os.path.dirname(prefix.decode()))))
         raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
 
-    monkeypatch.setattr(state.manager, "save", disk_full)
+    monkeypatch.setattr(functional_saver.gen_io_ops, "merge_v2_checkpoints", disk_full_when_merging)
     state.step.assign(6)
     weights.assign([9.0, 9.0])
     with pytest.raises(ValueError) as raised:
         state.save({"epochs": []})
+    assert written == ["part-00000-of-00001.data-00000-of-00001", "part-00000-of-00001.index"]
     message = str(raised.value)
     assert f"cannot write checkpoint {tmp_path}/ckpt-6 (No space left on device)" in message
     assert "free disk space" in message and f"last good checkpoint {tmp_path}/ckpt-4 is kept" in message
+    # The partial files are gone; the state file still names ckpt-4.
     assert sorted(os.listdir(tmp_path)) == ["checkpoint", "ckpt-4.data-00000-of-00001", "ckpt-4.index"]
+    monkeypatch.undo()
     fresh, fresh_weights = _state(tmp_path)
     fresh.restore(log=lambda _: None)
     np.testing.assert_array_equal(fresh_weights.numpy(), [1.0, 2.0])
+    assert int(fresh.step.numpy()) == 4
+
+
+# Saves a checkpoint with weights 1 at step 1, then starts saving weights 2 at step 2.
+SAVER = """
+import sys
+import tensorflow as tf
+from probvae.training.checkpoints import RunState
+directory, size = sys.argv[1], int(sys.argv[2])
+weights = {f"w{i}": tf.Variable(tf.zeros([size]), name=f"w{i}") for i in range(4)}
+state = RunState(directory, **weights)
+for step in (1, 2):
+    state.step.assign(step)
+    for variable in weights.values():
+        variable.assign(tf.fill([size], float(step)))
+    print(f"saving {step}", flush=True)
+    state.save({"epochs": [], "step": step})
+    print(f"saved {step}", flush=True)
+"""
+
+
+def test_a_save_killed_mid_write_leaves_the_last_good_checkpoint(tmp_path):
+    """A real TensorFlow save of 4 x 32 MiB is SIGKILLed while it writes its
+    data file; the next RunState restores the checkpoint before it."""
+    size = 8 * 2**20  # float32 values per variable
+    directory = tmp_path / "checkpoints"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    saver = subprocess.Popen([sys.executable, "-c", SAVER, str(directory), str(size)], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        assert [saver.stdout.readline().strip() for _ in range(3)] == ["saving 1", "saved 1", "saving 2"]
+        deadline = time.time() + 60
+        # The shard being written: <prefix>_temp/part-00000-of-00001.data-00000-of-00001[.tempstate...].
+        pattern = str(directory / "ckpt-2_temp" / "*.data-*")
+        while not any(os.path.getsize(path) > 0 for path in glob.glob(pattern)):
+            assert saver.poll() is None and time.time() < deadline, "the second save finished or never began"
+            time.sleep(0.001)
+        saver.kill()
+    finally:
+        saver.kill()
+        saver.wait()
+    assert saver.returncode == -signal.SIGKILL
+    # Cut short: part of the data on disk, nothing merged, the state file names ckpt-1.
+    partial = glob.glob(pattern)
+    assert partial and 0 < sum(os.path.getsize(p) for p in partial) < 4 * 4 * size
+    assert not glob.glob(str(directory / "ckpt-2.*"))
+    assert 'model_checkpoint_path: "ckpt-1"' in (directory / "checkpoint").read_text()
+
+    weights = {f"w{i}": tf.Variable(tf.zeros([size]), name=f"w{i}") for i in range(4)}
+    state = RunState(str(directory), **weights)
+    assert state.restore(log=lambda _: None) == {"epochs": [], "step": 1}
+    assert int(state.step.numpy()) == 1
+    assert all(np.all(variable.numpy() == 1.0) for variable in weights.values())
+    assert sorted(os.listdir(directory)) == ["checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index"]
+    # The run goes on: step 2 saved again, now whole.
+    state.step.assign(2)
+    for variable in weights.values():
+        variable.assign(tf.fill([size], 2.0))
+    assert state.save({"epochs": [], "step": 2}).endswith("ckpt-2")
+    again = {f"w{i}": tf.Variable(tf.zeros([size]), name=f"w{i}") for i in range(4)}
+    assert RunState(str(directory), **again).restore(log=lambda _: None) == {"epochs": [], "step": 2}
+    assert all(np.all(variable.numpy() == 2.0) for variable in again.values())
 
 
 def _saved(directory, steps):

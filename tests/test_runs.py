@@ -4,9 +4,12 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from probvae import runs
+from probvae._keras import keras
 from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from probvae.model import VAE
 from probvae.training import fit
 
 
@@ -65,17 +68,40 @@ def test_resume_config_keeps_the_saved_config_and_names_contradictions(tmp_path)
         runs.resume_config(str(tmp_path / "nowhere"))
 
 
-def test_load_run_restores_the_trained_weights(tiny_run):
+def _model_tensors(prefix):
+    """{key: value} of the model's variables in a checkpoint, read by TensorFlow's checkpoint reader."""
+    reader = tf.train.load_checkpoint(prefix)
+    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+            if key.startswith("model/") and key.endswith("/.ATTRIBUTES/VARIABLE_VALUE")}
+
+
+def test_load_run_restores_the_trained_weights(tiny_run, tmp_path):
     model, config, checkpoint = runs.open_run(tiny_run)
     # Checkpoints are named after the global step: 60 examples in batches of 20.
     # The run's model is its best epoch's, here the only one, also saved as ckpt-3.
     assert checkpoint.endswith("best-3") and config == runs.load_config(tiny_run)
     # load_run gives the same model and hangs nothing on it.
     assert not {"checkpoint_path", "run_config"} & set(vars(runs.load_run(tiny_run)))
-    again = runs.load_run(tiny_run, checkpoint="ckpt-3")
-    for a, b in zip(model.trainable_variables, again.trainable_variables):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-    assert any(np.abs(v.numpy()).sum() > 0 for v in model.likelihood_head.trainable_variables + model.trainable_variables)
+    stored = _model_tensors(checkpoint)
+    # Weights 784x9 + 9, 9x5 + 5 (posterior: 2 + 3), 2x9 + 9, 9x784 + 784, and the KL weight.
+    assert len(stored) == 9 == len(model.variables)
+    # Every variable of the loaded model holds the tensor stored under its key: written
+    # out again, the loaded model's checkpoint has the run's keys and values.
+    restored = _model_tensors(tf.train.Checkpoint(model=model).write(str(tmp_path / "restored")))
+    assert sorted(restored) == sorted(stored)
+    for key, value in stored.items():
+        np.testing.assert_array_equal(restored[key], value, err_msg=key)
+    again = _model_tensors(tf.train.Checkpoint(model=runs.load_run(tiny_run, checkpoint="ckpt-3")).write(
+        str(tmp_path / "latest")))
+    for key, value in stored.items():
+        np.testing.assert_array_equal(again[key], value, err_msg=key)
+    # They are the trained weights: a model initialised as the run's was (seed 0) holds
+    # other values in every trainable variable; only the KL weight (1) is the same.
+    keras.utils.set_random_seed(0)
+    fresh = _model_tensors(tf.train.Checkpoint(model=VAE(model.config)).write(str(tmp_path / "fresh")))
+    same = sorted(key for key, value in stored.items() if np.array_equal(fresh[key], value))
+    assert same == ["model/kl_weight/.ATTRIBUTES/VARIABLE_VALUE"]
+    assert float(stored[same[0]]) == 1.0
 
 
 def test_load_run_errors_name_the_file(tiny_run, tmp_path):

@@ -238,6 +238,21 @@ def _training_entries(inputs: _Inputs, run_dir: str, metrics: dict) -> list:
     return entries
 
 
+def _summary(run_dir, config, checkpoint, metrics, json_values, data) -> list:
+    """The lines at the top of index.html."""
+    model = config.model
+    summary = [f"Run {os.path.abspath(run_dir)}: {model.arch} encoder, latent {model.latent_dim}, "
+               f"{model.posterior} posterior, {model.likelihood} likelihood, checkpoint "
+               f"{os.path.basename(checkpoint)}; {data}.",
+               f"Collapsed dimensions: {json_values['collapsed_dims'] or 'none'}. "
+               "Numbers per dimension: latent_marginals.json."]
+    if "test" in metrics:
+        test = metrics["test"]
+        summary.insert(1, f"Test ELBO {test['elbo']:.2f} +- {test['elbo_stderr']:.2f} nats "
+                          f"(reconstruction {test['reconstruction']:.2f}, KL {test['kl']:.2f}).")
+    return summary
+
+
 def inspect_run(run_dir: str, split: str = "test", out_dir: Optional[str] = None, num_shown: int = 4,
                 indices: Optional[Sequence[int]] = None, max_examples: Optional[int] = None,
                 dims: Optional[Sequence[int]] = None, grid_size: int = 20, grid_range: Optional[float] = None,
@@ -267,9 +282,8 @@ def inspect_run(run_dir: str, split: str = "test", out_dir: Optional[str] = None
       UserError: no such run or split, or indices or dims out of range
         (checked before anything is drawn).
     """
-    config = runs.load_config(run_dir)
     if dims is not None:
-        inspection.choose_dims(np.ones(config.model.latent_dim), dims)
+        inspection.choose_dims(np.ones(runs.load_config(run_dir).model.latent_dim), dims)
     model, config, checkpoint = runs.open_run(run_dir, checkpoint=checkpoint)
     d = config.data
     splits = data_lib.load_config_dataset(config)
@@ -299,15 +313,8 @@ def inspect_run(run_dir: str, split: str = "test", out_dir: Optional[str] = None
     metrics = runs.read_json(metrics_path) if os.path.exists(metrics_path) else {}
     entries += _training_entries(inputs, run_dir, metrics)
 
-    summary = [f"Run {os.path.abspath(run_dir)}: {config.model.arch} encoder, latent {model.latent_dim}, "
-               f"{config.model.posterior} posterior, {config.model.likelihood} likelihood, checkpoint "
-               f"{os.path.basename(checkpoint)}; {len(images)} {split} images of {splits.name}.",
-               f"Collapsed dimensions: {json_values['collapsed_dims'] or 'none'}. "
-               "Numbers per dimension: latent_marginals.json."]
-    if "test" in metrics:
-        test = metrics["test"]
-        summary.insert(1, f"Test ELBO {test['elbo']:.2f} +- {test['elbo_stderr']:.2f} nats "
-                          f"(reconstruction {test['reconstruction']:.2f}, KL {test['kl']:.2f}).")
+    summary = _summary(run_dir, config, checkpoint, metrics, json_values, f"{len(images)} {split} images of "
+                       f"{splits.name}")
     written = [path for _, path, _ in entries]
     written.append(runs.write_json(inputs.out("latent_marginals.json"), json_values))
     written.append(write_index(out_dir, f"Inside {os.path.basename(os.path.abspath(run_dir))}", summary, entries))

@@ -104,7 +104,8 @@ def best_of(first: Rates, second: Rates) -> Rates:
 
 def layer_flops(layer) -> int:
     """Forward FLOPs per example of a dense or convolution layer, or of the
-    layers of a model summed (0 for layers without multiply-adds)."""
+    layers inside a model or a composite layer (e.g. `GatedDense`) summed (0
+    for layers without multiply-adds)."""
     if isinstance(layer, keras.Model):
         return sum(layer_flops(inner) for inner in layer.layers)
     if isinstance(layer, keras.layers.Dense):
@@ -115,7 +116,7 @@ def layer_flops(layer) -> int:
     if isinstance(layer, keras.layers.Conv2D):
         _, height, width, _ = layer.output_shape
         return 2 * height * width * int(np.prod(layer.kernel.shape))
-    return 0
+    return sum(layer_flops(inner) for inner in layer._flatten_layers(include_self=False, recursive=False))
 
 
 def forward_flops(model) -> Dict[str, int]:
