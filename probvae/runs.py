@@ -19,8 +19,10 @@ never leaves a truncated file behind.
 from __future__ import annotations
 
 import datetime
+import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from typing import Any, Callable, NamedTuple, Optional
@@ -29,6 +31,8 @@ from probvae.config import RunConfig
 from probvae.errors import UserError
 
 __all__ = [
+    "CHECKPOINT_PREFIX",
+    "BEST_PREFIX",
     "CONFIG_FILE",
     "METRICS_FILE",
     "CHECKPOINT_DIR",
@@ -45,12 +49,17 @@ __all__ = [
     "save_config",
     "run_checkpoint",
     "load_config",
+    "complete_checkpoints",
+    "best_checkpoint",
     "latest_checkpoint",
     "LoadedRun",
     "open_run",
     "load_run",
 ]
 
+CHECKPOINT_PREFIX = "ckpt"
+# The weights of the epoch with the best validation ELBO: RUN_DIR/checkpoints/best-<step>.
+BEST_PREFIX = "best"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -246,6 +255,26 @@ def prepare_run(config: RunConfig, run_dir: str, splits=None, overwrite: bool = 
     return config, splits
 
 
+def _step_of(prefix: str, name: str = CHECKPOINT_PREFIX) -> int:
+    match = re.search(rf"{name}-(\d+)$", prefix)
+    return int(match.group(1)) if match else -1
+
+
+def complete_checkpoints(directory: str, name: str) -> list:
+    """Prefixes of the complete checkpoints `name`-<step> in `directory`
+    (index and data files both there), oldest first."""
+    prefixes = [path[: -len(".index")] for path in glob.glob(
+        os.path.join(glob.escape(directory), f"{name}-*.index"))]
+    complete = [p for p in prefixes if _step_of(p, name) >= 0 and glob.glob(glob.escape(p) + ".data-*")]
+    return sorted(complete, key=lambda p: _step_of(p, name))
+
+
+def best_checkpoint(directory: str) -> Optional[str]:
+    """Prefix of the best-epoch checkpoint in `directory` (RUN_DIR/checkpoints), or None."""
+    found = complete_checkpoints(directory, BEST_PREFIX)
+    return found[-1] if found else None
+
+
 def latest_checkpoint(run_dir: str) -> Optional[str]:
     """Prefix of the newest checkpoint in `run_dir`, or None."""
     import tensorflow as tf
@@ -260,8 +289,6 @@ def run_checkpoint(run_dir: str, which: str = "model") -> str:
     Raises:
       UserError: the run has no such checkpoint.
     """
-    from probvae.training.checkpoints import best_checkpoint
-
     folder = os.path.join(run_dir, CHECKPOINT_DIR)
     found = best_checkpoint(folder) if which in ("best", "model") else None
     if found is None and which != "best":

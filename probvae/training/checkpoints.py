@@ -33,7 +33,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 import shutil
 import signal
 import threading
@@ -42,38 +41,15 @@ from typing import Optional
 import tensorflow as tf
 
 from probvae.errors import UserError
+from probvae.runs import BEST_PREFIX, CHECKPOINT_PREFIX, complete_checkpoints
 
-__all__ = ["BEST_PREFIX", "CHECKPOINT_PREFIX", "RunState", "StopSignals", "best_checkpoint"]
-
-CHECKPOINT_PREFIX = "ckpt"
-# The weights of the epoch with the best validation ELBO: RUN_DIR/checkpoints/best-<step>.
-BEST_PREFIX = "best"
-
+__all__ = ["RunState", "StopSignals"]
 
 def _reason(error: BaseException) -> str:
     """The first line of an error's message, short enough for a one-line report."""
     text = getattr(error, "message", None) or getattr(error, "strerror", None) or str(error)
     lines = str(text).strip().splitlines()
     return lines[0][:200] if lines else type(error).__name__
-
-
-def _step_of(prefix: str, name: str = CHECKPOINT_PREFIX) -> int:
-    match = re.search(rf"{name}-(\d+)$", prefix)
-    return int(match.group(1)) if match else -1
-
-
-def _complete(directory: str, name: str) -> list:
-    """Prefixes of the complete checkpoints `name`-<step> in `directory`, oldest first."""
-    prefixes = [path[: -len(".index")] for path in glob.glob(
-        os.path.join(glob.escape(directory), f"{name}-*.index"))]
-    complete = [p for p in prefixes if _step_of(p, name) >= 0 and glob.glob(glob.escape(p) + ".data-*")]
-    return sorted(complete, key=lambda p: _step_of(p, name))
-
-
-def best_checkpoint(directory: str) -> Optional[str]:
-    """Prefix of the best-epoch checkpoint in `directory` (RUN_DIR/checkpoints), or None."""
-    found = _complete(directory, BEST_PREFIX)
-    return found[-1] if found else None
 
 
 class RunState:
@@ -133,7 +109,7 @@ class RunState:
         Raises:
           UserError: as `save`; the earlier best checkpoint is kept.
         """
-        earlier = _complete(self.directory, BEST_PREFIX)
+        earlier = complete_checkpoints(self.directory, BEST_PREFIX)
         prefix = os.path.join(self.directory, f"{BEST_PREFIX}-{int(self.step.numpy())}")
         try:
             written = self.checkpoint.write(prefix)
@@ -162,7 +138,7 @@ class RunState:
     @staticmethod
     def _newest_on_disk(directory: str) -> Optional[str]:
         """The highest-numbered complete checkpoint in the folder, by file name."""
-        complete = _complete(directory, CHECKPOINT_PREFIX)
+        complete = complete_checkpoints(directory, CHECKPOINT_PREFIX)
         return complete[-1] if complete else None
 
     def _checkpoint_to_restore(self, directory: str, log) -> Optional[str]:
