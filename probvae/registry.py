@@ -33,7 +33,10 @@ What a builder must be, per kind:
     prior       a probvae.distributions.Prior subclass; built as cls.from_config(config, encode=...)
     likelihood  a probvae.distributions.LikelihoodHead subclass; built as cls.from_config(config)
     optimizer   a tf-keras optimizer class, called with learning_rate=
-    schedule    a function (train_config, steps_per_epoch) -> a step size or a keras schedule
+    schedule    a function (train_config, steps_per_epoch) -> a step size or a keras schedule;
+                a schedule that follows the validation ELBO also names, as its trait
+                `after_validation`, a function (train_config, history, epoch, step_size) ->
+                the step size of the next epoch (see probvae.training.schedules.reduce_on_plateau)
 """
 
 from __future__ import annotations
@@ -93,16 +96,26 @@ class Entry:
 
     def load(self):
         """The builder object (imported on first use for "module:attribute" names)."""
-        if not isinstance(self.builder, str):
-            return self.builder
-        module, _, attribute = self.builder.partition(":")
-        value = importlib.import_module(module)
-        for part in attribute.split("."):
-            value = getattr(value, part)
-        return value
+        return _resolve(self.builder)
 
     def trait(self, name: str, default: Any = None) -> Any:
         return dict(self.traits).get(name, default)
+
+    def load_trait(self, name: str) -> Any:
+        """A trait that names an object ("module:attribute", or the object), resolved; None if absent."""
+        value = self.trait(name)
+        return None if value is None else _resolve(value)
+
+
+def _resolve(reference):
+    """The object a "module:attribute" string names (imported now), or `reference` itself."""
+    if not isinstance(reference, str):
+        return reference
+    module, _, attribute = reference.partition(":")
+    value = importlib.import_module(module)
+    for part in attribute.split("."):
+        value = getattr(value, part)
+    return value
 
 
 class Registry:
@@ -201,6 +214,11 @@ def _dense_units(name: str, value: Any) -> None:
     checks.non_negative(name, value, whole=True)
 
 
+def _open_fraction(name: str, value: Any) -> None:
+    checks.finite_number(name, value)
+    checks.require(0 < value < 1, f"{name} must lie strictly between 0 and 1 (got {value!r})")
+
+
 def _normal_scale(name: str, value: Any) -> None:
     checks.choice(name, value, ("shared", "channel", "pixel"))
 
@@ -284,6 +302,18 @@ OPTIMIZERS.register("adam", "tf_keras.optimizers:Adam", summary="Adam")
 OPTIMIZERS.register("rmsprop", "tf_keras.optimizers:RMSprop", summary="RMSprop")
 
 SCHEDULES.register("constant", "probvae.training.schedules:constant", summary="the step size stays")
+SCHEDULES.register(
+    "plateau", "probvae.training.schedules:constant",
+    summary="the step size falls by --lr-plateau-factor after --lr-plateau-patience epochs without a better "
+            "validation ELBO, down to --lr-plateau-min x --learning-rate",
+    fields=[
+        Field("lr_plateau_factor", 0.5, _open_fraction, "factor of each reduction on a plateau", float),
+        Field("lr_plateau_patience", 10, checks.positive_int,
+              "epochs without a better validation ELBO before the step size falls", int),
+        Field("lr_plateau_min", 0.01, checks.fraction, "smallest step size, as a fraction of --learning-rate",
+              float),
+    ],
+    after_validation="probvae.training.schedules:reduce_on_plateau")
 SCHEDULES.register("cosine", "probvae.training.schedules:cosine",
                    summary="half cosine from --learning-rate to --lr-final x it over the run",
                    fields=[Field("lr_final", 0.05, checks.fraction,

@@ -39,7 +39,7 @@ def test_the_optimizer_steps_along_the_schedule():
 
 
 def test_schedule_fields_are_checked_and_old_configs_keep_their_behaviour():
-    with pytest.raises(ValueError, match="constant, cosine"):
+    with pytest.raises(ValueError, match="constant, plateau, cosine"):
         TrainConfig(lr_schedule="step")
     with pytest.raises(ValueError, match="lr_final must be in 0..1"):
         TrainConfig(lr_final=1.5)
@@ -124,3 +124,50 @@ def test_without_keep_best_the_last_weights_are_evaluated(tmp_path, monkeypatch,
     assert runs.open_run(run_dir).checkpoint.endswith("ckpt-9")
     with pytest.raises(ValueError, match="no best-epoch checkpoint"):
         runs.load_run(run_dir, "best")
+
+
+def test_the_plateau_step_size_against_a_scripted_history():
+    train = TrainConfig(lr_schedule="plateau", learning_rate=0.08, lr_plateau_factor=0.25, lr_plateau_patience=2,
+                        lr_plateau_min=0.05)
+    history = {"best": {"epoch": 3}}
+    # Epochs 4 and 5 without a better ELBO than epoch 3: 2 epochs, so after epoch 5 the step size falls.
+    assert schedules.reduce_on_plateau(train, history, 4, 0.08) == 0.08
+    assert schedules.reduce_on_plateau(train, history, 5, 0.08) == pytest.approx(0.02)
+    # Counted again from the reduction: not after epoch 6, after epoch 7, then held at the floor 0.05 * 0.08.
+    history["lr_reduced_at"] = 5
+    assert schedules.reduce_on_plateau(train, history, 6, 0.02) == 0.02
+    assert schedules.reduce_on_plateau(train, history, 7, 0.02) == pytest.approx(0.005)
+    history["lr_reduced_at"] = 7
+    assert schedules.reduce_on_plateau(train, history, 9, 0.005) == pytest.approx(0.004)
+    history["lr_reduced_at"] = 9
+    assert schedules.reduce_on_plateau(train, history, 11, 0.004) == pytest.approx(0.004)
+    # A better epoch restarts the count.
+    assert schedules.reduce_on_plateau(train, {"best": {"epoch": 10}, "lr_reduced_at": 9}, 11, 0.004) == 0.004
+    with pytest.raises(ValueError, match="lr_plateau_factor must lie strictly between 0 and 1"):
+        TrainConfig(lr_schedule="plateau", lr_plateau_factor=1.0)
+
+
+def test_a_run_lowers_its_step_size_on_a_validation_plateau_and_resumes_the_same(tmp_path, monkeypatch,
+                                                                                 shapes_splits):
+    elbos = [-50.0, -40.0, -45.0, -41.0, -39.0, -42.0, -43.0]
+    config = _config(epochs=7, lr_schedule="plateau", learning_rate=0.01, lr_plateau_factor=0.5,
+                     lr_plateau_patience=2)
+    _scripted_validation(monkeypatch, elbos, [])
+    whole, lines = str(tmp_path / "whole"), []
+    metrics = fit(config, whole, splits=shapes_splits, log=lines.append)
+    # Best at 2; 3 and 4 not better: halved after epoch 4. 5 is best; 6 and 7 not: halved after 7.
+    assert [e["learning_rate"] for e in metrics["epochs"]] == pytest.approx([0.01] * 4 + [0.005] * 3, rel=1e-6)
+    assert sum("step size 0.01 -> 0.005 after epoch 4" in line for line in lines) == 1
+    assert sum("step size 0.005 -> 0.0025 after epoch 7" in line for line in lines) == 1
+    # Killed in epoch 6 (its validation raises) and resumed from epoch 5's checkpoint, the
+    # run reduces at the same epochs and ends with the same numbers.
+    monkeypatch.undo()
+    _scripted_validation(monkeypatch, elbos[:5] + [None], [])
+    broken = str(tmp_path / "broken")
+    with pytest.raises(TypeError):  # the scripted ELBO None fails the best-epoch comparison
+        fit(config, broken, splits=shapes_splits, log=lambda _: None)
+    monkeypatch.undo()
+    _scripted_validation(monkeypatch, elbos[5:], [])
+    again = fit(config, broken, splits=shapes_splits, log=lambda _: None, resume=True)
+    assert [e["learning_rate"] for e in again["epochs"]] == [e["learning_rate"] for e in metrics["epochs"]]
+    assert again["test"]["elbo"] == metrics["test"]["elbo"]

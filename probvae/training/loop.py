@@ -33,6 +33,7 @@ from probvae._keras import keras
 from probvae.config import RunConfig
 from probvae.errors import NonFiniteError, TrainingInterrupted, UserError
 from probvae.model import VAE
+from probvae.registry import SCHEDULES
 from probvae.training import distribute, precision, schedules
 from probvae.training.callbacks import Progress, Summaries
 from probvae.training.checkpoints import RunState, StopSignals
@@ -186,6 +187,7 @@ class Trainer:
                                        "validation": validation})
         self.state.epoch.assign(epoch)
         self._track_best(epoch, validation["elbo"])
+        self._follow_validation(epoch)
         self._save(None)
         self.summaries.write("train", train_metrics, epoch)
         self.summaries.write("validation", validation, epoch)
@@ -233,6 +235,22 @@ class Trainer:
             self.history["stopped_early"] = epoch
             self.log(f"early stopping after epoch {epoch}: no better validation ELBO than epoch "
                      f"{best['epoch']} ({best['validation_elbo']:.2f}) for {train.patience} epochs")
+
+    def _follow_validation(self, epoch: int) -> None:
+        """Let a schedule that follows the validation ELBO (the entry's
+        `after_validation` trait) set the next epoch's step size; record it."""
+        train = self.config.train
+        follow = SCHEDULES[train.lr_schedule].load_trait("after_validation")
+        if follow is None:
+            return
+        current = float(self.optimizer.learning_rate.numpy())
+        step_size = follow(train, self.history, epoch, current)
+        self.history["epochs"][-1]["learning_rate"] = current
+        if step_size != current:
+            self.optimizer.learning_rate.assign(step_size)
+            self.history["lr_reduced_at"] = epoch
+            self.log(f"step size {current:.3g} -> {step_size:.3g} after epoch {epoch}: no better validation ELBO "
+                     f"for {epoch - (self.history['best'] or {}).get('epoch', epoch)} epochs")
 
     def use_best(self) -> str:
         """Load the best epoch's weights into the model if the run keeps them;

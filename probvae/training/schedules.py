@@ -20,7 +20,8 @@ from probvae._keras import keras
 
 from probvae.registry import OPTIMIZERS, SCHEDULES
 
-__all__ = ["constant", "cosine", "learning_rate_schedule", "make_optimizer", "kl_weight", "set_kl_weight"]
+__all__ = ["constant", "cosine", "reduce_on_plateau", "learning_rate_schedule", "make_optimizer", "kl_weight",
+           "set_kl_weight"]
 
 
 def constant(train_config, steps_per_epoch: int):
@@ -40,6 +41,25 @@ def cosine(train_config, steps_per_epoch: int):
     total = max(1, train_config.epochs * int(steps_per_epoch))
     return keras.optimizers.schedules.CosineDecay(
         train_config.learning_rate, decay_steps=total, alpha=train_config.lr_final)
+
+
+def reduce_on_plateau(train_config, history: dict, epoch: int, step_size: float) -> float:
+    """The step size of the epoch after `epoch` under the "plateau" schedule.
+
+    With r = lr_plateau_factor, P = lr_plateau_patience and the floor
+    f = lr_plateau_min * learning_rate: when P epochs have passed since both
+    the best validation ELBO (history["best"]["epoch"]) and the last
+    reduction (history["lr_reduced_at"], 0 if none), the step size becomes
+    max(r * step_size, f); otherwise it stays. A pure function of the
+    run's history, which checkpoints carry, so a resumed run reduces at the
+    same epochs.
+    """
+    best = history.get("best") or {"epoch": epoch}
+    since = max(best["epoch"], history.get("lr_reduced_at") or 0)
+    floor = train_config.lr_plateau_min * train_config.learning_rate
+    if epoch - since >= train_config.lr_plateau_patience and step_size > floor:
+        return max(train_config.lr_plateau_factor * step_size, floor)
+    return step_size
 
 
 def learning_rate_schedule(train_config, steps_per_epoch: int):
