@@ -1,5 +1,7 @@
-"""What the training loop reports as it goes: the progress line of an epoch
-and the TensorBoard summaries of each epoch."""
+"""What the training loop does around its epochs: the progress line, the
+TensorBoard summaries, the best epoch and early stopping, and a step size
+that follows the validation ELBO. Each works on the run's `history` (the
+JSON the checkpoints carry), so a resumed run continues them exactly."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ from typing import Callable, Optional
 import tensorflow as tf
 
 from probvae.errors import UserError
+from probvae.registry import SCHEDULES
 from probvae.training.step import StepTotals
 
-__all__ = ["Progress", "Summaries"]
+__all__ = ["Progress", "Summaries", "track_best", "follow_validation"]
 
 
 class Progress:
@@ -71,3 +74,39 @@ class Summaries:
     def close(self) -> None:
         for writer in self._writers.values():
             writer.flush()
+
+
+def track_best(train_config, history: dict, epoch: int, validation_elbo: float,
+               save_best: Callable[[], str], log: Callable[[str], None]) -> None:
+    """Record `epoch` in history["best"] if its validation ELBO is the best so
+    far (with the checkpoint `save_best()` writes when the config keeps the
+    best weights), else set history["stopped_early"] once `patience` epochs
+    have passed without a better one (never at the last epoch)."""
+    best = history["best"]
+    if best is None or validation_elbo > best["validation_elbo"]:
+        best = {"epoch": epoch, "validation_elbo": validation_elbo, "checkpoint": None}
+        if train_config.keep_best:
+            best["checkpoint"] = save_best()
+        history["best"] = best
+    elif (train_config.patience and epoch - best["epoch"] >= train_config.patience
+          and epoch < train_config.epochs):
+        history["stopped_early"] = epoch
+        log(f"early stopping after epoch {epoch}: no better validation ELBO than epoch "
+            f"{best['epoch']} ({best['validation_elbo']:.2f}) for {train_config.patience} epochs")
+
+
+def follow_validation(train_config, history: dict, epoch: int, optimizer, log: Callable[[str], None]) -> None:
+    """Let a schedule that follows the validation ELBO (its registry entry's
+    `after_validation` trait) set the next epoch's step size on `optimizer`;
+    record the epoch's step size and the epoch of the last change in `history`."""
+    follow = SCHEDULES[train_config.lr_schedule].load_trait("after_validation")
+    if follow is None:
+        return
+    current = float(optimizer.learning_rate.numpy())
+    step_size = follow(train_config, history, epoch, current)
+    history["epochs"][-1]["learning_rate"] = current
+    if step_size != current:
+        optimizer.learning_rate.assign(step_size)
+        history["lr_reduced_at"] = epoch
+        log(f"step size {current:.3g} -> {step_size:.3g} after epoch {epoch}: no better validation ELBO "
+            f"for {epoch - (history['best'] or {}).get('epoch', epoch)} epochs")

@@ -33,9 +33,8 @@ from probvae._keras import keras
 from probvae.config import RunConfig
 from probvae.errors import NonFiniteError, TrainingInterrupted, UserError
 from probvae.model import VAE
-from probvae.registry import SCHEDULES
 from probvae.training import distribute, precision, schedules
-from probvae.training.callbacks import Progress, Summaries
+from probvae.training.callbacks import Progress, Summaries, follow_validation, track_best
 from probvae.training.checkpoints import RunState, StopSignals
 from probvae.training.step import FAULT_CHECK_EVERY, NonFiniteFaults, StepTotals, make_train_step
 
@@ -186,8 +185,8 @@ class Trainer:
         self.history["epochs"].append({"epoch": epoch, "seconds": seconds, "train": train_metrics,
                                        "validation": validation})
         self.state.epoch.assign(epoch)
-        self._track_best(epoch, validation["elbo"])
-        self._follow_validation(epoch)
+        track_best(train, self.history, epoch, validation["elbo"], self._save_best, self.log)
+        follow_validation(train, self.history, epoch, self.optimizer, self.log)
         self._save(None)
         self.summaries.write("train", train_metrics, epoch)
         self.summaries.write("validation", validation, epoch)
@@ -221,36 +220,10 @@ class Trainer:
         self.history["epoch_seconds"] = 0.0 if started is None else time.time() - started
         return self.state.save(self.history)
 
-    def _track_best(self, epoch: int, validation_elbo: float) -> None:
-        """Record the epoch if its validation ELBO is the best so far (saving its
-        weights as best-<step> when the config keeps them), and decide early stopping."""
-        train, best = self.config.train, self.history["best"]
-        if best is None or validation_elbo > best["validation_elbo"]:
-            best = {"epoch": epoch, "validation_elbo": validation_elbo, "checkpoint": None}
-            if train.keep_best:
-                self._check_faults()
-                best["checkpoint"] = os.path.basename(self.state.save_best())
-            self.history["best"] = best
-        elif train.patience and epoch - best["epoch"] >= train.patience and epoch < train.epochs:
-            self.history["stopped_early"] = epoch
-            self.log(f"early stopping after epoch {epoch}: no better validation ELBO than epoch "
-                     f"{best['epoch']} ({best['validation_elbo']:.2f}) for {train.patience} epochs")
-
-    def _follow_validation(self, epoch: int) -> None:
-        """Let a schedule that follows the validation ELBO (the entry's
-        `after_validation` trait) set the next epoch's step size; record it."""
-        train = self.config.train
-        follow = SCHEDULES[train.lr_schedule].load_trait("after_validation")
-        if follow is None:
-            return
-        current = float(self.optimizer.learning_rate.numpy())
-        step_size = follow(train, self.history, epoch, current)
-        self.history["epochs"][-1]["learning_rate"] = current
-        if step_size != current:
-            self.optimizer.learning_rate.assign(step_size)
-            self.history["lr_reduced_at"] = epoch
-            self.log(f"step size {current:.3g} -> {step_size:.3g} after epoch {epoch}: no better validation ELBO "
-                     f"for {epoch - (self.history['best'] or {}).get('epoch', epoch)} epochs")
+    def _save_best(self) -> str:
+        """Write the current weights as the best epoch's checkpoint; return its name."""
+        self._check_faults()
+        return os.path.basename(self.state.save_best())
 
     def use_best(self) -> str:
         """Load the best epoch's weights into the model if the run keeps them;
