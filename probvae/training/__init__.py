@@ -3,7 +3,9 @@ tf.distribute.
 
 - `step`: `make_train_step`, a compiled step with its on-device metrics and
   non-finite checks;
-- `loop`: `Trainer` (epochs, best epoch, early stopping, summaries) and `fit`;
+- `loop`: `Trainer` (epochs, checkpoint cadence, resume, interrupts) and `fit`;
+- `callbacks`: progress, summaries, best epoch, early stopping, a step size
+  that follows the validation ELBO;
 - `checkpoints`: the run state on disk and the stop signals;
 - `schedules`: optimizer, step-size schedule and KL weight;
 - `precision`: XLA and mixed precision;
