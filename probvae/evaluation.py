@@ -121,15 +121,23 @@ def mean_and_stderr(values) -> tuple:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
 
 
-def _batch_statistics(model, x, seed) -> BatchStatistics:
-    # The ELBO's sample is sample 0 of the importance samples; the per-dimension KL uses it too.
-    parts, posterior, prior, z = model.elbo_terms(x, objectives.sample_seed(seed, 0))
+def _elbo_terms(model, x, seed):
+    """The model's ELBO terms of batch x: its sample is sample 0 of the importance samples."""
+    return model.elbo_terms(x, objectives.sample_seed(seed, 0))
+
+
+def _statistics(terms) -> BatchStatistics:
+    """`BatchStatistics` of a batch's `ElboTerms` (the per-dimension KL at the ELBO's z)."""
     return BatchStatistics(
-        *parts,
-        kl_per_dimension=distributions.kl_per_dimension(posterior, prior, z),
-        total_correlation=distributions.total_correlation(posterior),
-        posterior_mean=posterior.mean(),
+        *terms.parts,
+        kl_per_dimension=distributions.kl_per_dimension(terms.posterior, terms.prior, terms.z),
+        total_correlation=distributions.total_correlation(terms.posterior),
+        posterior_mean=terms.posterior.mean(),
     )
+
+
+def _batch_statistics(model, x, seed) -> BatchStatistics:
+    return _statistics(_elbo_terms(model, x, seed))
 
 
 class _Compiled:
@@ -155,13 +163,8 @@ class _Compiled:
             def statistics(x, index, seed, num_samples, sample_chunk):
                 model = reference()
                 batch_seed = tf.stack([seed, tf.cast(index, tf.int32)])
-                terms = model.elbo_terms(x, objectives.sample_seed(batch_seed, 0))
-                results = BatchStatistics(
-                    *terms.parts,
-                    kl_per_dimension=distributions.kl_per_dimension(terms.posterior, terms.prior, terms.z),
-                    total_correlation=distributions.total_correlation(terms.posterior),
-                    posterior_mean=terms.posterior.mean(),
-                )._asdict()
+                terms = _elbo_terms(model, x, batch_seed)
+                results = _statistics(terms)._asdict()
                 if with_importance_sampling:
                     results.update(objectives.importance_sampling(
                         x, terms.posterior, terms.prior, model.likelihood, batch_seed, num_samples,
