@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, ClassVar, Dict, List, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Tuple, Union
 
 from probvae import checks
 from probvae.checks import require as _require
@@ -38,6 +38,8 @@ DATASETS = ("fashion_mnist", "mnist", "kmnist", "cifar10", "shapes", "celeb_a")
 DATASET_PREFIXES = ("npz:", "folder:")
 # How training is spread over devices and hosts (see probvae.training.distribute).
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
+# Training objectives: the ELBO, or the importance-weighted bound (probvae.objectives).
+OBJECTIVES = ("elbo", "iwae")
 
 
 def _tuples(value):
@@ -186,8 +188,15 @@ class ModelConfig(_Section):
     # default MLP reaches a better held-out log-likelihood than the conv
     # network in a third of the CPU time (docs/results.md).
     arch: str = "mlp"
-    # Dimension d of the latent z.
-    latent_dim: int = 32
+    # Dimension d of the latent z; with latent_layers > 1, one size per level
+    # from the bottom (z_1, next to x) up (e.g. (40, 40)), or one size for all.
+    latent_dim: Union[int, Tuple[int, ...]] = 32
+    # Stochastic levels L: 1, or a hierarchy p(z_L) p(z_(L-1) | z_L) ...
+    # p(x | z_1, ..., z_L) (probvae.hierarchy; the VampPrior paper's HVAE for L = 2).
+    latent_layers: int = 1
+    # Width of the hidden layers of each lower level's networks, those of
+    # q(z_l | x, z_(l+1)) and p(z_l | z_(l+1)) (latent_layers > 1 only).
+    level_units: int = 300
     # q(z|x) (probvae.registry.POSTERIORS): "full" (MultivariateNormalTriL) or "diag".
     posterior: str = "full"
     # p(z) (probvae.registry.PRIORS): "standard_normal" (fixed), "diag_gaussian"
@@ -210,7 +219,17 @@ class ModelConfig(_Section):
         for option, registry in self.REGISTRIES.items():
             if not (option == "decoder_arch" and self.decoder_arch is None):
                 registry[getattr(self, option)]  # raises for an unknown name
-        checks.positive_int("latent_dim", self.latent_dim)
+        checks.positive_int("latent_layers", self.latent_layers)
+        checks.positive_int("level_units", self.level_units)
+        if isinstance(self.latent_dim, tuple) and len(self.latent_dim) == 1:
+            object.__setattr__(self, "latent_dim", self.latent_dim[0])
+        if isinstance(self.latent_dim, tuple):
+            checks.positive_ints("latent_dim", self.latent_dim)
+            _require(len(self.latent_dim) == self.latent_layers,
+                     f"latent_dim gives {len(self.latent_dim)} sizes for {self.latent_layers} latent layer(s); "
+                     "give one size per layer or a single size for all")
+        else:
+            checks.positive_int("latent_dim", self.latent_dim)
         if self.image_shape is not None:
             _require(
                 isinstance(self.image_shape, tuple) and len(self.image_shape) == 3,
@@ -218,6 +237,18 @@ class ModelConfig(_Section):
             )
             for size in self.image_shape:
                 checks.positive_int("image_shape", size)
+
+    @property
+    def latent_dims(self) -> Tuple[int, ...]:
+        """The size of each latent level, bottom (z_1) first: [d_1, ..., d_L]."""
+        if isinstance(self.latent_dim, tuple):
+            return self.latent_dim
+        return (self.latent_dim,) * self.latent_layers
+
+    def one_level(self, latent_dim: int) -> "ModelConfig":
+        """This config with one latent level of `latent_dim`: what the prior of
+        a hierarchy's top level and its decoder (on all levels' z) are built from."""
+        return self.replace(latent_dim=int(latent_dim), latent_layers=1)
 
     @property
     def binarize(self) -> bool:
@@ -269,6 +300,12 @@ class TrainConfig(_Section):
     # Free bits: nats per latent dimension of KL that cost nothing in the
     # training loss (0: none). See probvae.objectives.free_bits_kl.
     free_bits: float = 0.0
+    # The training objective: "elbo", or "iwae", the importance-weighted bound
+    # with train_samples samples per example (Burda et al., 2015; see
+    # probvae.objectives.iwae_loss). The reported ELBO is the true ELBO either way.
+    objective: str = "elbo"
+    # K of the "iwae" objective (1 for "elbo").
+    train_samples: int = 1
     # Evaluate the test set (and load_run) with the weights of the epoch with
     # the best validation ELBO (RUN_DIR/checkpoints/best-<step>) rather than the last.
     keep_best: bool = True
@@ -333,6 +370,12 @@ class TrainConfig(_Section):
             checks.flag(name, getattr(self, name))
         checks.non_negative("kl_warmup_epochs", self.kl_warmup_epochs, whole=True)
         checks.non_negative("free_bits", self.free_bits)
+        checks.choice("objective", self.objective, OBJECTIVES)
+        checks.positive_int("train_samples", self.train_samples)
+        _require(self.objective == "iwae" or self.train_samples == 1,
+                 f"train_samples={self.train_samples} needs the iwae objective (--objective iwae)")
+        _require(self.objective == "elbo" or self.free_bits == 0,
+                 "free bits shape the ELBO's KL term; use them with --objective elbo")
         _require(self.jit_compile in (None, True, False),
                  f"jit_compile must be true, false or null (got {self.jit_compile!r})")
 

@@ -63,7 +63,7 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import data as data_lib
-from probvae import distributions, objectives, replicas, runs
+from probvae import objectives, replicas, runs
 from probvae.errors import UserError
 
 __all__ = [
@@ -126,18 +126,19 @@ def _elbo_terms(model, x, seed):
     return model.elbo_terms(x, objectives.sample_seed(seed, 0))
 
 
-def _statistics(terms) -> BatchStatistics:
+def _statistics(model, terms) -> BatchStatistics:
     """`BatchStatistics` of a batch's `ElboTerms` (the per-dimension KL at the ELBO's z)."""
+    latent = model.latent_statistics(terms)
     return BatchStatistics(
         *terms.parts,
-        kl_per_dimension=distributions.kl_per_dimension(terms.posterior, terms.prior, terms.z),
-        total_correlation=distributions.total_correlation(terms.posterior),
-        posterior_mean=terms.posterior.mean(),
+        kl_per_dimension=latent.kl_per_dimension,
+        total_correlation=latent.total_correlation,
+        posterior_mean=latent.location,
     )
 
 
 def _batch_statistics(model, x, seed) -> BatchStatistics:
-    return _statistics(_elbo_terms(model, x, seed))
+    return _statistics(model, _elbo_terms(model, x, seed))
 
 
 class _Compiled:
@@ -164,7 +165,7 @@ class _Compiled:
                 model = reference()
                 batch_seed = tf.stack([seed, tf.cast(index, tf.int32)])
                 terms = _elbo_terms(model, x, batch_seed)
-                results = _statistics(terms)._asdict()
+                results = _statistics(model, terms)._asdict()
                 if with_importance_sampling:
                     results.update(objectives.importance_sampling(
                         x, terms.posterior, terms.prior, model.likelihood, batch_seed, num_samples,

@@ -44,28 +44,56 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from probvae import data as data_lib
-from probvae import networks, objectives, replicas
+from probvae import hierarchy, networks, objectives, replicas
 from probvae._keras import keras
 from probvae.config import ModelConfig
-from probvae.distributions import posterior_distribution, posterior_layer, posterior_params_size, sample_posterior
+from probvae.distributions import (kl_divergence, kl_per_dimension, posterior_distribution, posterior_layer,
+                                   posterior_params_size, sample_posterior, total_correlation)
 from probvae.errors import UserError
 from probvae.registry import LIKELIHOODS, PRIORS
 
 tfd = tfp.distributions
 
-__all__ = ["VAE", "ElboTerms"]
+__all__ = ["VAE", "ElboTerms", "LatentStatistics"]
 
 # Seed of the Monte Carlo KL sample when `posterior(x)` is called without one.
 _DEFAULT_KL_SEED = (0, 0)
 
 
-class ElboTerms(NamedTuple):
-    """A one-sample ELBO and what it was computed from."""
-
+class _ElboTerms(NamedTuple):
     parts: objectives.ElboParts  # elbo, reconstruction, kl: [n] each, nats
     posterior: tfd.Distribution  # q(z|x): batch [n], event [d]
     prior: tfd.Distribution  # p(z): event [d]
     z: tf.Tensor  # [n, d], the sample of the reconstruction (and of a Monte Carlo KL)
+
+
+class ElboTerms(_ElboTerms):
+    """A one-sample ELBO and what it was computed from: (parts, posterior, prior, z).
+
+    `levels` holds a hierarchy's `hierarchy.LevelTerms`, bottom level first
+    (() for one level), `features` the encoder's output [n, f] and `top`
+    q(z_L|x) (q(z|x) for one level); they are attributes, so the terms still
+    unpack as four.
+    """
+
+    def __new__(cls, parts, posterior, prior, z, levels=(), features=None, top=None):
+        terms = super().__new__(cls, parts, posterior, prior, z)
+        terms.levels, terms.features, terms.top = tuple(levels), features, top
+        return terms
+
+
+class LatentStatistics(NamedTuple):
+    """Per-example posterior statistics over z's D dimensions (`VAE.latent_statistics`).
+
+    In a hierarchy a lower level's stddev and KL are those of q(z_l | x, z_(l+1))
+    given the sampled z_(l+1), and its location the conditional mean at the
+    location of the level above.
+    """
+
+    location: tf.Tensor  # [n, D]: the posterior mean (see `VAE.location`)
+    stddev: tf.Tensor  # [n, D]
+    kl_per_dimension: tf.Tensor  # [n, D], nats; sums (with total_correlation) to the KL
+    total_correlation: tf.Tensor  # [n], nats
 
 
 class VAE(keras.Model):
@@ -77,35 +105,47 @@ class VAE(keras.Model):
         the `kl_weight` variable can be changed later (warm-up).
       free_bits: nats per latent dimension the training loss's KL term leaves
         free (`objectives.free_bits_kl`); 0 for none.
+      train_samples: K >= 1 trains on the importance-weighted bound of K
+        samples (`objectives.iwae_bound`); 0 trains on the ELBO.
     """
 
-    def __init__(self, config: ModelConfig, kl_weight: float = 1.0, free_bits: float = 0.0, **kwargs):
+    def __init__(self, config: ModelConfig, kl_weight: float = 1.0, free_bits: float = 0.0,
+                 train_samples: int = 0, **kwargs):
         super().__init__(name="vae", **kwargs)
         if config.image_shape is None:
             raise UserError("ModelConfig.image_shape is not set; it comes from the data")
         self.config = config
         self.image_shape = tuple(config.image_shape)
         self.free_bits = float(free_bits)
-        d = config.latent_dim
+        # K > 0: train on the importance-weighted bound of K samples (`training_loss`).
+        self.train_samples = int(train_samples)
+        self.latent_dims = tuple(config.latent_dims)  # [d_1, ..., d_L], bottom level first
+        top = self.latent_dims[-1]
+        hierarchical = len(self.latent_dims) > 1
         # Weight of the KL loss the posterior layer adds (beta, warm-up).
         self.kl_weight = tf.Variable(float(kl_weight), trainable=False, dtype=tf.float32, name="kl_weight")
         self.encoder = networks.encoder(config)
         self.posterior_params = keras.layers.Dense(
-            posterior_params_size(d, config.posterior), dtype="float32", name="posterior_params"
+            posterior_params_size(top, config.posterior), dtype="float32", name="posterior_params"
         )
         # The prior's variables (if any) live in this layer, so they train and checkpoint.
-        self.prior_layer = PRIORS[config.prior].load().for_model(config, encode=self._encode_without_kl)
+        # In a hierarchy it is the prior of the top level, p(z_L).
+        self.prior_layer = PRIORS[config.prior].load().for_model(
+            config.one_level(top) if hierarchical else config, encode=self._encode_without_kl)
         # The seed and rows of the current call's posterior sample: the KL
         # regularizer draws z ~ q with those the ELBO uses, so both see one z.
         # Per thread: tf.distribute builds each replica's step in its own thread.
         self._sampling = threading.local()
         analytic = self.prior_layer.analytic_kl
         self.posterior_layer = posterior_layer(
-            d, lambda: self.prior, covariance=config.posterior, kl_weight=self.kl_weight,
+            top, self.prior_layer.distribution, covariance=config.posterior, kl_weight=self.kl_weight,
             use_exact_kl=analytic, test_points_fn=None if analytic else self._kl_test_points,
         )
+        # The lower levels of a hierarchy, bottom (z_1) first (probvae.hierarchy).
+        self.levels = [hierarchy.Level(config, d, index + 1) for index, d in enumerate(self.latent_dims[:-1])]
         self.likelihood_head = LIKELIHOODS[config.likelihood].load().for_model(config)
-        self.decoder = networks.decoder(config, self.likelihood_head.decoder_channels)
+        self.decoder = networks.decoder(config.one_level(self.latent_dim) if hierarchical else config,
+                                        self.likelihood_head.decoder_channels)
         image = tf.TensorSpec([None] + list(self.image_shape), tf.float32)
         count = tf.TensorSpec([], tf.int32)
         self._importance_sampling = tf.function(
@@ -115,12 +155,25 @@ class VAE(keras.Model):
 
     @property
     def prior(self) -> tfd.Distribution:
-        """p(z) from the current prior variables: batch shape [], event shape [latent_dim]."""
-        return self.prior_layer.distribution()
+        """p(z) from the current prior variables: batch shape [], event shape [latent_dim]
+        (in a hierarchy the joint p(z_L) p(z_(L-1) | z_L) ... over z = [z_1, ..., z_L])."""
+        return self._joint_prior(self.prior_layer.distribution())
 
     @property
     def latent_dim(self) -> int:
-        return self.config.latent_dim
+        """D, the size of z: d, or d_1 + ... + d_L in a hierarchy."""
+        return sum(self.latent_dims)
+
+    def _joint_prior(self, top: tfd.Distribution) -> tfd.Distribution:
+        if not self.levels:
+            return top
+        return hierarchy.chain(top, [level.prior for level in self.levels], self.latent_dims, "prior")
+
+    def _joint_posterior(self, features, top: tfd.Distribution) -> tfd.Distribution:
+        if not self.levels:
+            return top
+        return hierarchy.chain(top, [lambda z_above, level=level: level.posterior(features, z_above)
+                                     for level in self.levels], self.latent_dims, "posterior")
 
     def prepare_inputs(self, x, binarization_seed: int = 0) -> tf.Tensor:
         """Images as the model computes on them: float32 [n, h, w, c] in [0, 1].
@@ -152,7 +205,7 @@ class VAE(keras.Model):
         change its moving statistics.
         """
         params = self.posterior_params(self.encoder(x, training=False))
-        return posterior_distribution(params, self.latent_dim, self.config.posterior)
+        return posterior_distribution(params, self.latent_dims[-1], self.config.posterior)
 
     def _kl_test_points(self, posterior):
         seed = getattr(self._sampling, "seed", None)
@@ -160,16 +213,22 @@ class VAE(keras.Model):
         return sample_posterior(posterior, seed, getattr(self._sampling, "rows", None))
 
     def posterior(self, x, training=False, seed=None, rows=None) -> tfd.Distribution:
-        """q(z|x) for images x (see `prepare_inputs`): batch [n], event [d].
+        """q(z|x) for images x (see `prepare_inputs`): batch [n], event [d]
+        (in a hierarchy the joint q(z_L|x) q(z_(L-1)|x, z_L) ... over z = [z_1, ..., z_L]).
 
-        Side effect: the posterior layer's `losses` hold kl_weight * mean KL;
-        for priors without an analytic KL, a one-sample estimate at
-        z = sample_posterior(q, seed, rows) (seed default (0, 0)).
+        Side effect: the posterior layer's `losses` hold kl_weight * mean KL
+        (of the top level); for priors without an analytic KL, a one-sample
+        estimate at z = sample_posterior(q, seed, rows) (seed default (0, 0)).
         """
+        features, top = self._encode(self.prepare_inputs(x), training, seed, rows)
+        return self._joint_posterior(features, top)
+
+    def _encode(self, x, training=False, seed=None, rows=None):
+        """(encoder features [n, f], q(z_L|x) from the posterior layer)."""
         self._sampling.seed, self._sampling.rows = seed, rows
         try:
-            features = self.encoder(self.prepare_inputs(x), training=training)
-            return self.posterior_layer(self.posterior_params(features))
+            features = self.encoder(x, training=training)
+            return features, self.posterior_layer(self.posterior_params(features))
         finally:
             self._sampling.seed = self._sampling.rows = None
 
@@ -189,12 +248,32 @@ class VAE(keras.Model):
         """
         if seed is None:
             seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
-        posterior = self.posterior(x, training=training, seed=seed, rows=rows)
-        kl, prior = self.posterior_layer.activity_regularizer.last()  # [n], p(z)
-        z = sample_posterior(posterior, seed, rows)  # [n, d]
-        parts = objectives.elbo_parts(x, posterior, prior, lambda z: self.likelihood(z, training=training), z=z,
-                                      kl=kl)
-        return ElboTerms(parts, posterior, prior, z)
+        likelihood = lambda z: self.likelihood(z, training=training)  # noqa: E731
+        features, top = self._encode(x, training, seed, rows)
+        if not self.levels:
+            kl, prior = self.posterior_layer.activity_regularizer.last()  # [n], p(z)
+            z = sample_posterior(top, seed, rows)  # [n, d]
+            parts = objectives.elbo_parts(x, top, prior, likelihood, z=z, kl=kl)
+            return ElboTerms(parts, top, prior, z, features=features, top=top)
+        kl, prior = self.posterior_layer.activity_regularizer.last()  # [n], p(z_L)
+        z = location = None
+        levels = []
+        for index in range(len(self.latent_dims) - 1, -1, -1):  # top level first
+            if index == len(self.latent_dims) - 1:
+                level_posterior, level_prior, level_kl = top, prior, kl
+                location = top.mean()
+            else:
+                level = self.levels[index]
+                level_posterior, level_prior = level.posterior(features, z), level.prior(z)
+                level_kl = kl_divergence(level_posterior, level_prior)  # [n], analytic given z_(l+1)
+                location = level.posterior(features, location).mean()
+            level_seed = seed if index == len(self.latent_dims) - 1 else objectives.sample_seed(seed, index + 1)
+            z = sample_posterior(level_posterior, level_seed, rows)
+            levels.insert(0, hierarchy.LevelTerms(level_posterior, level_prior, z, level_kl, location))
+        z = tf.concat([level.z for level in levels], axis=-1)  # [n, D]
+        parts = objectives.elbo_parts(x, None, None, likelihood, z=z, kl=tf.add_n([level.kl for level in levels]))
+        return ElboTerms(parts, self._joint_posterior(features, top), self._joint_prior(prior), z, tuple(levels),
+                         features=features, top=top)
 
     def elbo(self, x, seed=None, training=False) -> objectives.ElboParts:
         """One-sample ELBO per example, [n] each, in nats (KL weight 1, no free bits).
@@ -212,7 +291,8 @@ class VAE(keras.Model):
     def _importance_sampling_graph(self, x, seed, num_samples, sample_chunk):
         posterior = self.posterior(x)
         _, prior = self.posterior_layer.activity_regularizer.last()  # built once, by the call above
-        return objectives.importance_sampling(x, posterior, prior, self.likelihood, seed, num_samples, sample_chunk)
+        return objectives.importance_sampling(x, posterior, self._joint_prior(prior), self.likelihood, seed,
+                                              num_samples, sample_chunk)
 
     def log_likelihood(self, x, num_samples: int = 1000, seed=(0, 0)) -> tf.Tensor:
         """Importance-weighted estimate of log p(x) per example, [n], nats.
@@ -237,7 +317,10 @@ class VAE(keras.Model):
         -sum log p(x|z) / total + (n / total) * KL term, with the free-bits
         means taken over the global batch; summed over the shares it is the loss above.
         """
-        parts, posterior, prior, _ = self.elbo_terms(x, seed, training=True, rows=rows)
+        if self.train_samples:
+            return self._iwae_training_loss(x, seed, rows)
+        terms = self.elbo_terms(x, seed, training=True, rows=rows)
+        parts, posterior, prior, levels = terms.parts, terms.posterior, terms.prior, terms.levels
         share = 1.0 if rows is None else tf.cast(tf.shape(x)[0], tf.float32) / tf.cast(rows[1], tf.float32)
         if self.free_bits > 0:
             batch_mean = tf.reduce_mean if rows is None else replicas.global_mean
@@ -245,11 +328,69 @@ class VAE(keras.Model):
                                                                batch_mean=batch_mean)
         else:
             kl_loss = tf.add_n(self.posterior_layer.losses)
+            if levels:  # the lower levels' KLs, weighted as the regularizer weights the top's
+                kl_loss += self.kl_weight * tf.reduce_mean(tf.add_n([level.kl for level in levels[:-1]]))
         if rows is None:
             return -tf.reduce_mean(parts.reconstruction) + kl_loss, parts
         return -tf.reduce_sum(parts.reconstruction) / tf.cast(rows[1], tf.float32) + share * kl_loss, parts
 
+    def location(self, x, training=False) -> tf.Tensor:
+        """The posterior's location [n, D] for images x (see `prepare_inputs`): the
+        mean of q(z|x); in a hierarchy each level's conditional mean at the
+        location of the level above (the mean itself has no closed form)."""
+        terms = self.elbo_terms(self.prepare_inputs(x), seed=tf.constant(_DEFAULT_KL_SEED), training=training)
+        return self.latent_statistics(terms).location
+
+    def latent_statistics(self, terms: "ElboTerms") -> "LatentStatistics":
+        """Per-dimension statistics of the posterior behind an `elbo_terms` result."""
+        if not terms.levels:
+            return LatentStatistics(
+                location=terms.posterior.mean(), stddev=terms.posterior.stddev(),
+                kl_per_dimension=kl_per_dimension(terms.posterior, terms.prior, terms.z),
+                total_correlation=total_correlation(terms.posterior))
+        levels = terms.levels
+        return LatentStatistics(
+            location=tf.concat([level.location for level in levels], axis=-1),
+            stddev=tf.concat([level.posterior.stddev() for level in levels], axis=-1),
+            kl_per_dimension=tf.concat([kl_per_dimension(level.posterior, level.prior, level.z) for level in levels],
+                                       axis=-1),
+            total_correlation=tf.add_n([total_correlation(level.posterior) for level in levels]))
+
+    def _iwae_training_loss(self, x, seed, rows):
+        """(loss, ElboParts) of the importance-weighted objective: loss = -mean_n L_K(x_n)
+        with the KL weight inside each weight (`objectives.iwae_bound`); the parts
+        are the true ELBO's, at sample 0 (the ELBO's own z, so no extra decoder pass)."""
+        if seed is None:
+            seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+        terms = self.elbo_terms(x, seed, training=True, rows=rows)
+        features = terms.features
+        samples = [terms.z] + [self._joint_sample(features, terms.top, objectives.sample_seed(seed, k), rows)
+                               for k in range(1, self.train_samples)]
+        z = tf.stack(samples)  # [K, n, D]
+        more = tf.reshape(z[1:], [-1, self.latent_dim])  # [(K - 1) n, D]
+        tiled = tf.tile(x, [self.train_samples - 1, 1, 1, 1])
+        log_px = tf.concat([terms.parts.reconstruction[tf.newaxis],
+                            tf.reshape(self.likelihood(more, training=True).log_prob(tiled),
+                                       [self.train_samples - 1, tf.shape(x)[0]])], axis=0)  # [K, n]
+        log_weights = log_px + terms.prior.log_prob(z) - terms.posterior.log_prob(z)  # [K, n]
+        bound = objectives.iwae_bound(log_weights, self.kl_weight, log_px)  # [n]
+        if rows is None:
+            return -tf.reduce_mean(bound), terms.parts
+        return -tf.reduce_sum(bound) / tf.cast(rows[1], tf.float32), terms.parts
+
+    def _joint_sample(self, features, top, seed, rows=None):
+        """z = [z_1, ..., z_L] [n, D] drawn from the top level down, as `elbo_terms` draws it."""
+        z = sample_posterior(top, seed, rows)
+        levels = [z]
+        for index in range(len(self.levels) - 1, -1, -1):
+            z = sample_posterior(self.levels[index].posterior(features, z), objectives.sample_seed(seed, index + 1),
+                                 rows)
+            levels.insert(0, z)
+        return tf.concat(levels, axis=-1) if self.levels else z
+
     def call(self, x, training=False):
-        """Mean of p(x|z) at the posterior mean: a deterministic reconstruction [n, h, w, c]."""
-        posterior = self.posterior(x, training=training)
-        return self.likelihood(posterior.mean(), training=training).mean()
+        """Mean of p(x|z) at the posterior's location: a deterministic reconstruction [n, h, w, c]."""
+        if not self.levels:
+            posterior = self.posterior(x, training=training)
+            return self.likelihood(posterior.mean(), training=training).mean()
+        return self.likelihood(self.location(x, training=training), training=training).mean()

@@ -56,6 +56,7 @@ __all__ = [
     "as_seed",
     "whole_number",
     "importance_sampling",
+    "iwae_bound",
 ]
 
 # Decoder rows (samples x examples) per chunk when no sample chunk is given.
@@ -98,7 +99,7 @@ def free_bits_kl(posterior, prior, kl, free_bits, batch_mean=tf.reduce_mean):
     free_bits = tf.cast(free_bits, tf.float32)
     marginal = _marginal_kls(posterior, prior)
     if marginal is None:
-        latent_dim = tf.cast(tf.shape(posterior.mean())[-1], tf.float32)
+        latent_dim = tf.cast(posterior.event_shape_tensor()[-1], tf.float32)
         return tf.maximum(latent_dim * free_bits, batch_mean(kl, axis=0))
     total_correlation = kl - tf.reduce_sum(marginal, axis=-1)  # [n], >= 0 up to rounding
     return tf.reduce_sum(tf.maximum(free_bits, batch_mean(marginal, axis=0))) + batch_mean(
@@ -234,3 +235,21 @@ def importance_sampling(x, posterior, prior, likelihood: Callable, seed, num_sam
     estimate = log_sum - tf.math.log(tf.cast(num_samples, tf.float64))  # [n]
     effective_sample_size = tf.exp(2.0 * log_sum - log_sum_squares)  # [n]
     return ImportanceEstimate(tf.cast(estimate, tf.float32), tf.cast(effective_sample_size, tf.float32))
+
+
+def iwae_bound(log_weights, kl_weight=1.0, log_likelihoods=None):
+    """The importance-weighted bound of K samples per example, [n], nats:
+
+        L_K = log (1/K) sum_k exp(log w_k)
+
+    Args:
+      log_weights: log w [K, n] = log p(x|z_k) + log p(z_k) - log q(z_k|x).
+      kl_weight: beta of a KL warm-up: with `log_likelihoods` log p(x|z_k)
+        [K, n] given, each weight becomes log p(x|z_k) + beta (log w_k - log
+        p(x|z_k)), so beta = 1 is the bound and beta = 0 the mean-free
+        reconstruction term (the usual annealing of the IWAE objective).
+    """
+    if log_likelihoods is not None:
+        log_weights = log_likelihoods + kl_weight * (log_weights - log_likelihoods)
+    count = tf.cast(tf.shape(log_weights)[0], log_weights.dtype)
+    return tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(count)

@@ -126,6 +126,15 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
         dict(_PUBLISHED_TRAINING),
     ),
     _preset(
+        "fashion-hvae",
+        "two-level hierarchical VAE p(z2) p(z1|z2) p(x|z1,z2), 40 + 40 latents, gated 300-unit networks, VampPrior "
+        "of 500 pseudo-inputs on z2 (the VampPrior paper's HVAE)",
+        dict(dataset="fashion_mnist"),
+        dict(_PUBLISHED_VAE, latent_dim=(40, 40), latent_layers=2, level_units=300, prior="vamp",
+             prior_components=500),
+        dict(_PUBLISHED_TRAINING),
+    ),
+    _preset(
         "celeba-faces",
         "128x128 RGB faces (TFDS celeb_a or --dataset folder:PATH): four stride-2 convs 32, 64, 64, 64 with batch "
         "norm, mirrored decoder, 200-D latent, Normal likelihood",

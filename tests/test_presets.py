@@ -51,6 +51,9 @@ def test_presets_say_what_the_write_ups_say():
     assert (vae.train.epochs, vae.train.patience, vae.train.lr_schedule) == (2000, 50, "constant")
     assert vamp.model.prior == "vamp" and vamp.model.prior_components == 500
     assert vamp.model.replace(prior="standard_normal", prior_components=10) == vae.model.replace(prior_components=10)
+    hvae = presets.get("fashion-hvae")
+    assert hvae.model.latent_dims == (40, 40) and hvae.model.latent_layers == 2 and hvae.model.level_units == 300
+    assert hvae.model.replace(latent_dim=40, latent_layers=1) == vamp.model and hvae.train == vamp.train
     for name in presets.PRESETS:
         if name.endswith("-2d"):
             assert presets.get(name).model.latent_dim == 2

@@ -47,13 +47,13 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from probvae.distributions import kl_per_dimension
 from probvae.errors import UserError
 from probvae.evaluation import ACTIVE_UNIT_THRESHOLD, active_units, unit_activity
 
 __all__ = [
     "normal_cdf",
     "ks_statistic",
+    "two_sample_ks",
     "correlation_from_scale",
     "LatentMarginals",
     "latent_marginals",
@@ -94,6 +94,25 @@ def ks_statistic(samples) -> np.ndarray:
     return np.maximum(above, below)
 
 
+def two_sample_ks(samples, reference) -> np.ndarray:
+    """Two-sample Kolmogorov-Smirnov statistic of each column: sup_t |F_a(t) - F_b(t)|.
+
+    Args:
+      samples: [N, d] draws; reference: [M, d] draws (e.g. from the prior).
+
+    Returns:
+      [d] statistics in [0, 1].
+    """
+    samples, reference = np.asarray(samples, np.float64), np.asarray(reference, np.float64)
+    statistics = []
+    for a, b in zip(samples.T, reference.T):
+        a, b = np.sort(a), np.sort(b)
+        points = np.concatenate([a, b])
+        gap = np.searchsorted(a, points, side="right") / len(a) - np.searchsorted(b, points, side="right") / len(b)
+        statistics.append(np.max(np.abs(gap)))
+    return np.array(statistics)
+
+
 def correlation_from_scale(scale_tril):
     """(stddev [..., d], correlation [..., d, d]) of N(m, L L^T) from L [..., d, d]."""
     scale_tril = np.asarray(scale_tril, np.float64)
@@ -116,6 +135,8 @@ class LatentMarginals:
     posterior_std: np.ndarray  # mean_n of the posterior standard deviation
     kl: np.ndarray  # mean_n marginal KL, nats
     collapsed: np.ndarray  # bool
+    prior_ks: np.ndarray  # two-sample KS of the samples against as many draws of the prior p(z)
+    level: np.ndarray  # [d] the latent level of each dimension (1 = next to x; all 1 without a hierarchy)
     threshold: float = ACTIVE_UNIT_THRESHOLD
 
     def to_dict(self) -> dict:
@@ -124,7 +145,9 @@ class LatentMarginals:
         for u in range(self.ks.shape[0]):
             dims.append({
                 "dim": u,
+                "level": int(self.level[u]),
                 "ks_statistic": float(self.ks[u]),
+                "ks_against_prior": float(self.prior_ks[u]),
                 "mean": float(self.mean[u]),
                 "std": float(self.std[u]),
                 "activity": float(self.activity[u]),
@@ -136,6 +159,8 @@ class LatentMarginals:
             "n_samples": int(self.samples.shape[0]),
             "reference": "N(0, 1)",
             "ks": "sup |F_N - Phi| of one z ~ q(z|x) per example",
+            "ks_against_prior": "sup |F_N - G_N| against N draws of the model's prior p(z) (its own marginals, "
+                                "learned priors and every level of a hierarchy included)",
             "collapse_rule": f"activity = Var_n E[z_u|x_n] < {self.threshold}",
             "collapsed_dims": [int(u) for u in np.flatnonzero(self.collapsed)],
             "dims": dims,
@@ -150,18 +175,23 @@ def latent_marginals(model, x, seed: int = 0, batch_size: int = 1000,
         raise UserError(f"latent statistics need at least 2 examples, got {len(x)}; use a larger split")
     parts = {"loc": [], "z": [], "stddev": [], "kl": []}
     for index, start in enumerate(range(0, len(x), batch_size)):
-        posterior = model.posterior(tf.constant(x[start : start + batch_size], tf.float32))
-        parts["loc"].append(posterior.mean())
-        parts["z"].append(posterior.sample(seed=tf.constant([seed, index], tf.int32)))
-        parts["stddev"].append(posterior.stddev())
-        parts["kl"].append(kl_per_dimension(posterior, model.prior, parts["z"][-1]))
+        terms = model.elbo_terms(tf.constant(x[start : start + batch_size], tf.float32),
+                                 tf.constant([seed, index], tf.int32))
+        latent = model.latent_statistics(terms)  # every level of a hierarchy, bottom first
+        parts["loc"].append(latent.location)
+        parts["z"].append(terms.z)
+        parts["stddev"].append(latent.stddev)
+        parts["kl"].append(latent.kl_per_dimension)
     loc, z, stddev, kl = (np.concatenate([t.numpy() for t in parts[k]]).astype(np.float64)  # [N, d] each
                           for k in ("loc", "z", "stddev", "kl"))
     activity = unit_activity(loc)
+    prior = model.prior.sample(len(z), seed=tf.constant([seed, -1], tf.int32)).numpy()  # [N, d]
+    levels = np.repeat(np.arange(1, len(model.latent_dims) + 1), model.latent_dims)
     return LatentMarginals(
         samples=z, loc=loc, ks=ks_statistic(z), mean=z.mean(axis=0), std=z.std(axis=0),
         activity=activity, posterior_std=stddev.mean(axis=0), kl=kl.mean(axis=0),
-        collapsed=~active_units(activity, threshold), threshold=threshold,
+        collapsed=~active_units(activity, threshold), prior_ks=two_sample_ks(z, prior), level=levels,
+        threshold=threshold,
     )
 
 
@@ -175,7 +205,7 @@ class PosteriorInspection:
     correlation: np.ndarray  # [n, d, d]
     z: np.ndarray  # [n, k, d] z ~ q(z|x)
     reconstructions: np.ndarray  # [n, k, h, w, c] mean of p(x|z) at each z
-    reconstruction_at_mean: np.ndarray  # [n, h, w, c] mean of p(x|z) at z = E[z|x]
+    reconstruction_at_mean: np.ndarray  # [n, h, w, c] mean of p(x|z) at z = E[z|x] (`VAE.location`)
 
 
 def inspect_posterior(model, x, num_samples: int = 5, seed: int = 0) -> PosteriorInspection:
@@ -183,17 +213,36 @@ def inspect_posterior(model, x, num_samples: int = 5, seed: int = 0) -> Posterio
     reconstructions of x [n, h, w, c]: raw images or prepared inputs, as
     `VAE.posterior` takes them (`inputs` holds what the model saw)."""
     x = model.prepare_inputs(x).numpy()
-    posterior = model.posterior(tf.constant(x))
-    stddev, correlation = correlation_from_scale(posterior.scale.to_dense().numpy())
+    terms = model.elbo_terms(tf.constant(x), tf.constant([seed, 0], tf.int32))
+    posterior, loc = terms.posterior, model.latent_statistics(terms).location
+    stddev, correlation = _correlations(terms)
     z = posterior.sample(num_samples, seed=tf.constant([seed, 0], tf.int32))  # [k, n, d]
     z = tf.transpose(z, [1, 0, 2]).numpy()  # [n, k, d]
     n, k, d = z.shape
     decoded = model.likelihood(tf.constant(z.reshape(n * k, d))).mean().numpy()
     return PosteriorInspection(
-        inputs=x, loc=posterior.mean().numpy(), stddev=stddev, correlation=correlation, z=z,
+        inputs=x, loc=loc.numpy(), stddev=stddev, correlation=correlation, z=z,
         reconstructions=decoded.reshape((n, k) + decoded.shape[1:]),
-        reconstruction_at_mean=model.likelihood(posterior.mean()).mean().numpy(),
+        reconstruction_at_mean=model.likelihood(loc).mean().numpy(),
     )
+
+
+def _correlations(terms):
+    """(stddev [n, D], correlation [n, D, D]) of q(z|x); in a hierarchy each
+    level's block given the sampled level above, NaN between levels (the
+    joint's correlations there have no closed form)."""
+    if not terms.levels:
+        return correlation_from_scale(terms.posterior.scale.to_dense().numpy())
+    blocks = [correlation_from_scale(level.posterior.scale.to_dense().numpy()) for level in terms.levels]
+    stddev = np.concatenate([block[0] for block in blocks], axis=-1)
+    n, total = stddev.shape
+    correlation = np.full((n, total, total), np.nan, stddev.dtype)
+    start = 0
+    for _, block in blocks:
+        size = block.shape[-1]
+        correlation[:, start:start + size, start:start + size] = block
+        start += size
+    return stddev, correlation
 
 
 def prior_samples(model, num_samples: int, seed: int = 0):
@@ -261,7 +310,7 @@ def interpolate(model, x_start, x_end, steps: int = 10):
     """
     if steps < 2:
         raise UserError(f"an interpolation needs at least 2 steps, got {steps}")
-    loc = model.posterior(tf.constant(np.stack([x_start, x_end]).astype(np.float32))).mean().numpy()
+    loc = model.location(tf.constant(np.stack([x_start, x_end]).astype(np.float32))).numpy()
     t = np.linspace(0.0, 1.0, steps)
     z = ((1.0 - t[:, None]) * loc[0] + t[:, None] * loc[1]).astype(np.float32)
     return t, z, model.likelihood(tf.constant(z)).mean().numpy()

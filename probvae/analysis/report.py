@@ -80,7 +80,7 @@ class LatentSnapshots:
         dims = inspection.choose_dims(np.zeros(model.latent_dim), self.dims)
         images, labels = splits.x_validation[: self.num_examples], splits.y_validation
         x = model.prepare_inputs(images, self.binarization_seed)
-        loc = model.posterior(x).mean().numpy()[:, list(dims)]
+        loc = model.location(x).numpy()[:, list(dims)]
         frame = plotting.plot_latent_scatter(
             loc, os.path.join(directory, f"epoch_{epoch:04d}.png"),
             labels=None if labels is None else labels[: len(images)],

@@ -95,6 +95,17 @@ def image_shape_argument(text: str) -> tuple:
     return shape
 
 
+def latent_sizes_argument(text: str):
+    """argparse type for "32" -> 32 or "40,40" -> (40, 40) (one size per latent level)."""
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"expected a whole number such as 32, or one per latent layer such as "
+                                         f"40,40, got {text!r}")
+    return sizes[0] if len(sizes) == 1 else sizes
+
 
 def _typed(parse: Callable, name: str) -> Callable:
     """An argparse type from a field's parser: a ValueError becomes an argparse error."""

@@ -13,7 +13,7 @@ import argparse
 import os
 
 from probvae.cli import common
-from probvae.config import STRATEGIES
+from probvae.config import OBJECTIVES, STRATEGIES
 from probvae.registry import MODEL_REGISTRIES, NETWORKS, TRAIN_REGISTRIES
 
 __all__ = ["parse_args", "main"]
@@ -30,7 +30,13 @@ def parse_args(argv=None):
     data.add_argument("--validation-fraction", type=float, help="share of train held out (default 0.1)")
     data.add_argument("--max-train-examples", type=int, help="train on the first N examples only")
     model = parser.add_argument_group("model")
-    model.add_argument("--latent-dim", type=int, help="dimension of z (default 32)")
+    model.add_argument("--latent-dim", type=common.latent_sizes_argument,
+                       help="dimension of z (default 32); with --latent-layers, one per level from the bottom, "
+                       "e.g. 40,40")
+    model.add_argument("--latent-layers", type=int,
+                       help="stochastic levels: 2 for the hierarchical VAE p(z2) p(z1|z2) p(x|z1,z2) (default 1)")
+    model.add_argument("--level-units", type=int,
+                       help="hidden width of the lower levels' networks q(z1|x,z2), p(z1|z2) (default 300)")
     model.add_argument("--image-shape", type=common.image_shape_argument,
                        help="H,W,C; folder and celeb_a images are resized and cropped to it")
     model.add_argument("--decoder-arch", choices=NETWORKS.names(), help="decoder family (default: the encoder's --arch)")
@@ -46,6 +52,9 @@ def parse_args(argv=None):
                        help="evaluate with the weights of the best validation epoch (default: yes)")
     train.add_argument("--beta", type=float, help="KL weight in the training loss (reported ELBO keeps 1)")
     train.add_argument("--kl-warmup-epochs", type=int, help="raise the KL weight linearly from 0 to beta")
+    train.add_argument("--objective", choices=OBJECTIVES,
+                       help="elbo (default) or iwae, the importance-weighted bound of --train-samples samples")
+    train.add_argument("--train-samples", type=int, help="importance samples K of the iwae objective (default 1)")
     train.add_argument("--free-bits", type=float, help="nats of KL per latent dimension left free in training")
     train.add_argument("--seed", type=int)
     train.add_argument("--deterministic", action="store_true", default=None,
@@ -75,9 +84,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.sections = {
         "data": ("dataset", "data_dir", "validation_fraction", "max_train_examples"),
-        "model": ("latent_dim", "image_shape", "decoder_arch") + model_fields,
+        "model": ("latent_dim", "latent_layers", "level_units", "image_shape", "decoder_arch") + model_fields,
         "train": ("epochs", "batch_size", "learning_rate", "patience", "keep_best", "beta", "kl_warmup_epochs",
-                  "free_bits", "seed", "deterministic", "skip_nonfinite", "checkpoint_every_steps", "eager",
+                  "free_bits", "objective", "train_samples", "seed", "deterministic", "skip_nonfinite", "checkpoint_every_steps", "eager",
                   "test_iwae_samples", "jit_compile", "mixed_precision", "strategy") + train_fields,
     }
     return args

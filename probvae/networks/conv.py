@@ -121,4 +121,4 @@ def decoder(config, output_channels: int) -> keras.Sequential:
     return keras.Sequential(body, name="decoder")
 
 
-CONV = Family(encoder, decoder)
+CONV = Family(encoder, decoder, lambda config, units: layers.Dense(units, activation=config.activation))

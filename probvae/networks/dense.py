@@ -67,7 +67,7 @@ def _dense_family(hidden_layer):
         ]
         return keras.Sequential(body, name="decoder")
 
-    return Family(encoder, decoder)
+    return Family(encoder, decoder, hidden_layer)
 
 
 MLP = _dense_family(lambda config, units: layers.Dense(units, activation=config.activation))

@@ -1,6 +1,6 @@
 """What a network family is: an encoder and a decoder builder."""
 
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 from probvae.errors import UserError
 
@@ -14,11 +14,15 @@ class Family(NamedTuple):
     puts a dense layer and the posterior layer on top); decoder(config, k)
     maps latents [n, d] to per-pixel likelihood parameters [n, h, w, k], its
     last layers computing in float32 so that distributions stay float32
-    under a mixed-precision policy.
+    under a mixed-precision policy. hidden(config, units), if given, is the
+    family's dense hidden layer [..., f] -> [..., units], which the lower
+    levels of a hierarchical latent use (`probvae.hierarchy`); without it they
+    use Dense(units, "elu").
     """
 
     encoder: Callable
     decoder: Callable
+    hidden: Optional[Callable] = None
 
 
 def check_image_shape(image_shape: Sequence[int]) -> None:

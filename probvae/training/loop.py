@@ -77,7 +77,8 @@ class Trainer:
         replicas.check_batch_size(train.batch_size, self.strategy)
         with self.strategy.scope():
             with precision.mixed_precision_policy(train.mixed_precision):
-                self.model = VAE(config.model, kl_weight=train.beta, free_bits=train.free_bits)
+                self.model = VAE(config.model, kl_weight=train.beta, free_bits=train.free_bits,
+                                 train_samples=train.train_samples if train.objective == "iwae" else 0)
             self.steps_per_epoch = len(splits.x_train) // train.batch_size
             self.optimizer = schedules.make_optimizer(train, self.steps_per_epoch)
             if train.mixed_precision:
