@@ -22,7 +22,7 @@ def test_each_preset_builds_runs_forward_and_takes_a_training_step(name):
         x = (x < 0.3).astype(np.float32)
     assert vae(x).shape == (BATCH,) + shape
     q = vae.posterior(x)
-    assert q.event_shape == (config.model.latent_dim,) and q.batch_shape == (BATCH,)
+    assert q.event_shape == (sum(config.model.latent_dims),) and q.batch_shape == (BATCH,)
     optimizer = schedules.make_optimizer(config.train)
     step = tf.Variable(0, dtype=tf.int64)
     train_step = make_train_step(vae, optimizer, StepTotals(), step, seed=0, batch_shape=(BATCH,) + shape,

@@ -18,8 +18,8 @@ def tiny_run(tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("runs") / "tiny")
     config = RunConfig(
         data=DataConfig(dataset="shapes", max_train_examples=60),
-        model=ModelConfig(arch="mlp", latent_dim=2, hidden_units=(9,)),
-        train=TrainConfig(epochs=1, batch_size=20),
+        model=ModelConfig(arch="mlp", latent_dim=2, hidden_units=(9,), posterior="full"),
+        train=TrainConfig(epochs=1, batch_size=20, kl_warmup_epochs=0),
     )
     fit(config, run_dir, log=lambda _: None)
     return run_dir

@@ -14,7 +14,7 @@ from probvae.training import Trainer, fit
 
 
 def test_cosine_step_size_follows_the_closed_form():
-    train = TrainConfig(epochs=4, learning_rate=0.02, lr_final=0.1)
+    train = TrainConfig(epochs=4, learning_rate=0.02, lr_schedule="cosine", lr_final=0.1)
     schedule = schedules.learning_rate_schedule(train, steps_per_epoch=25)
     total = 100
     for n in (0, 1, 37, 50, 99, 100, 250):
@@ -26,7 +26,8 @@ def test_cosine_step_size_follows_the_closed_form():
 def test_the_optimizer_steps_along_the_schedule():
     import tensorflow as tf
 
-    optimizer = schedules.make_optimizer(TrainConfig(epochs=2, learning_rate=0.01, lr_final=0.0), 5)
+    optimizer = schedules.make_optimizer(TrainConfig(epochs=2, learning_rate=0.01, lr_schedule="cosine",
+                                                     lr_final=0.0), 5)
     weight = tf.Variable(1.0)
     rates = []
     for _ in range(11):
@@ -42,17 +43,18 @@ def test_schedule_fields_are_checked_and_old_configs_keep_their_behaviour():
     with pytest.raises(ValueError, match="constant, plateau, cosine"):
         TrainConfig(lr_schedule="step")
     with pytest.raises(ValueError, match="lr_final must be in 0..1"):
-        TrainConfig(lr_final=1.5)
+        TrainConfig(lr_schedule="cosine", lr_final=1.5)
     with pytest.raises(ValueError, match="patience"):
         TrainConfig(patience=-1)
-    assert (TrainConfig().lr_schedule, TrainConfig().keep_best) == ("cosine", True)
+    assert (TrainConfig().lr_schedule, TrainConfig().keep_best, TrainConfig().kl_warmup_epochs) == ("plateau", True, 10)
     # A config.json written before these fields existed trained at a constant
-    # rate and evaluated its last weights: it loads that way.
+    # rate without warm-up and evaluated its last weights: it loads that way.
     values = RunConfig().to_dict()
-    for name in ("lr_schedule", "lr_final", "keep_best", "patience"):
+    for name in ("lr_schedule", "lr_plateau_factor", "lr_plateau_patience", "lr_plateau_min", "keep_best", "patience",
+                 "kl_warmup_epochs"):
         del values["train"][name]
     old = RunConfig.from_dict(values).train
-    assert (old.lr_schedule, old.keep_best, old.patience) == ("constant", False, 0)
+    assert (old.lr_schedule, old.keep_best, old.patience, old.kl_warmup_epochs) == ("constant", False, 0, 0)
 
 
 def _config(**train):

@@ -31,7 +31,7 @@ def parse_args(argv=None):
     data.add_argument("--max-train-examples", type=int, help="train on the first N examples only")
     model = parser.add_argument_group("model")
     model.add_argument("--latent-dim", type=common.latent_sizes_argument,
-                       help="dimension of z (default 32); with --latent-layers, one per level from the bottom, "
+                       help="dimension of z (default 40); with --latent-layers, one per level from the bottom, "
                        "e.g. 40,40")
     model.add_argument("--latent-layers", type=int,
                        help="stochastic levels: 2 for the hierarchical VAE p(z2) p(z1|z2) p(x|z1,z2) (default 1)")
