@@ -37,6 +37,7 @@ def tiny_model_config(**changes) -> ModelConfig:
         conv_filters=(4, 6),
         dense_units=5,
         hidden_units=(7,),
+        posterior="full",
     )
     values.update(changes)
     return ModelConfig(**values)

@@ -47,7 +47,7 @@ def trained_run(tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("analysis") / "run")
     config = RunConfig(
         data=DataConfig(dataset="shapes", max_train_examples=120),
-        model=ModelConfig(arch="mlp", latent_dim=3, hidden_units=(16,)),
+        model=ModelConfig(arch="mlp", latent_dim=3, hidden_units=(16,), posterior="full"),
         train=TrainConfig(epochs=1, batch_size=40),
     )
     fit(config, run_dir, log=lambda _: None)

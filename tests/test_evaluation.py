@@ -49,7 +49,7 @@ def exact_posterior(loadings):
 @pytest.fixture(scope="module")
 def ppca_model():
     """One PPCA VAE for the module (its compiled evaluation traces once); `ppca` sets its weights."""
-    return VAE(ModelConfig(arch="mlp", hidden_units=(), latent_dim=LATENT, likelihood="normal",
+    return VAE(ModelConfig(arch="mlp", hidden_units=(), latent_dim=LATENT, posterior="full", likelihood="normal",
                            normal_scale="shared", image_shape=PPCA_SHAPE))
 
 
