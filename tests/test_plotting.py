@@ -123,3 +123,16 @@ def test_assemble_gif(tmp_path, model, inputs):
         assert gif.format == "GIF" and gif.n_frames == 3
     with pytest.raises(ValueError, match="at least one frame"):
         plotting.assemble_gif([], str(tmp_path / "empty.gif"))
+
+
+def test_a_huge_first_epoch_does_not_flatten_the_curves():
+    epochs = 40
+    rising = -240.0 - 10.0 * np.exp(-np.arange(epochs) / 10.0)  # [40]: -250 rising towards -240
+    values = np.stack([rising, rising - 1.0])  # train, validation
+    values[:, 0] = -3e10  # the first epoch of a run whose KL weight starts at 0
+    low, high = plotting._settled_range(values, epochs)
+    # The axis spans epochs 4..39 of both curves, with a 5% margin.
+    assert low == pytest.approx(values[1, 4:].min() - 0.05 * (values[0, 4:].max() - values[1, 4:].min()))
+    assert high == pytest.approx(values[0, 4:].max() + 0.05 * (values[0, 4:].max() - values[1, 4:].min()))
+    assert plotting._settled_range(values[:, :10], 10) is None  # short runs keep the full range
+    assert plotting._settled_range(np.stack([rising, rising]), epochs) is None  # nothing to cut

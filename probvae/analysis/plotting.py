@@ -392,6 +392,21 @@ def plot_interpolation(start, end, decoded, t, path: str, names=("start", "end")
 
 
 @_styled
+def _settled_range(values, epochs: int):
+    """y-limits [lo, hi] of the last 90% of the epochs of `values` [curves,
+    epochs], or None when the first epochs do not dwarf them (under 20
+    epochs, or a full range under three times theirs)."""
+    values = np.asarray(values, np.float64).reshape(-1, epochs)
+    if epochs < 20:
+        return None
+    settled = values[:, epochs // 10:]
+    low, high = np.nanmin(settled), np.nanmax(settled)
+    if not np.isfinite(low) or np.nanmax(values) - np.nanmin(values) < 3 * (high - low):
+        return None
+    margin = 0.05 * (high - low) or 1.0
+    return low - margin, high + margin
+
+
 def plot_training_curves(curves: dict, path: str, test: Optional[dict] = None) -> str:
     """ELBO, reconstruction and KL per epoch for train and validation
     (`inspection.training_curves`), with the final test values as stars."""
@@ -405,6 +420,10 @@ def plot_training_curves(curves: dict, path: str, test: Optional[dict] = None) -
         if test is not None and name in test:
             ax.plot([epochs[-1]], [test[name]], marker="*", markersize=11, linestyle="none",
                     color="tab:red", label="test (final)")
+        limits = _settled_range(np.stack([curves["train"][name], curves["validation"][name]]), len(epochs))
+        if limits is not None:
+            ax.set_ylim(*limits)
+            label += "\n(axis fitted to the last 90% of epochs)"
         ax.set_title(label)
         ax.set_xlabel("epoch")
         ax.set_ylabel("nats per example")
