@@ -66,7 +66,6 @@ class LevelTerms(NamedTuple):
     prior: tfd.Distribution  # p(z_l | z_(l+1)) batch [n] (top: p(z_L), batch [])
     z: tf.Tensor  # [n, d_l], the sample
     kl: tf.Tensor  # [n], KL(posterior || prior) in nats (top: the regularizer's)
-    location: tf.Tensor  # [n, d_l]: mean of q(z_l | x, z_(l+1)) at the level above's location
 
 
 def chain(top: tfd.Distribution, conditionals: Sequence[Callable], latent_dims: Sequence[int],

@@ -256,20 +256,18 @@ class VAE(keras.Model):
             parts = objectives.elbo_parts(x, top, prior, likelihood, z=z, kl=kl)
             return ElboTerms(parts, top, prior, z, features=features, top=top)
         kl, prior = self.posterior_layer.activity_regularizer.last()  # [n], p(z_L)
-        z = location = None
+        z = None
         levels = []
         for index in range(len(self.latent_dims) - 1, -1, -1):  # top level first
             if index == len(self.latent_dims) - 1:
                 level_posterior, level_prior, level_kl = top, prior, kl
-                location = top.mean()
             else:
                 level = self.levels[index]
                 level_posterior, level_prior = level.posterior(features, z), level.prior(z)
                 level_kl = kl_divergence(level_posterior, level_prior)  # [n], analytic given z_(l+1)
-                location = level.posterior(features, location).mean()
             level_seed = seed if index == len(self.latent_dims) - 1 else objectives.sample_seed(seed, index + 1)
             z = sample_posterior(level_posterior, level_seed, rows)
-            levels.insert(0, hierarchy.LevelTerms(level_posterior, level_prior, z, level_kl, location))
+            levels.insert(0, hierarchy.LevelTerms(level_posterior, level_prior, z, level_kl))
         z = tf.concat([level.z for level in levels], axis=-1)  # [n, D]
         parts = objectives.elbo_parts(x, None, None, likelihood, z=z, kl=tf.add_n([level.kl for level in levels]))
         return ElboTerms(parts, self._joint_posterior(features, top), self._joint_prior(prior), z, tuple(levels),
@@ -348,9 +346,11 @@ class VAE(keras.Model):
                 location=terms.posterior.mean(), stddev=terms.posterior.stddev(),
                 kl_per_dimension=kl_per_dimension(terms.posterior, terms.prior, terms.z),
                 total_correlation=total_correlation(terms.posterior))
-        levels = terms.levels
+        levels, location = terms.levels, [terms.top.mean()]  # each level's mean at the location above
+        for index in range(len(self.levels) - 1, -1, -1):
+            location.insert(0, self.levels[index].posterior(terms.features, location[0]).mean())
         return LatentStatistics(
-            location=tf.concat([level.location for level in levels], axis=-1),
+            location=tf.concat(location, axis=-1),
             stddev=tf.concat([level.posterior.stddev() for level in levels], axis=-1),
             kl_per_dimension=tf.concat([kl_per_dimension(level.posterior, level.prior, level.z) for level in levels],
                                        axis=-1),

@@ -162,6 +162,10 @@ def test_the_exact_posterior_is_what_the_model_states(linear_model):
     given = np.concatenate([flat, top.z.numpy()], axis=1)
     np.testing.assert_allclose(bottom.posterior.mean(), given @ gain.T + offset, atol=1e-5)
     np.testing.assert_allclose(bottom.prior.mean(), top.z.numpy() @ A.T + A_OFFSET, atol=1e-5)
+    # The location: E[z2 | x], then E[z1 | x, z2] at z2 = E[z2 | x].
+    top_mean = top.posterior.mean().numpy()
+    location = np.concatenate([np.concatenate([flat, top_mean], axis=1) @ gain.T + offset, top_mean], axis=1)
+    np.testing.assert_allclose(model.location(tf.constant(x)), location, atol=1e-5)
     assert terms.z.shape == (5, D1 + D2)
     np.testing.assert_array_equal(terms.z[:, :D1], bottom.z)
     np.testing.assert_array_equal(terms.z[:, D1:], top.z)
