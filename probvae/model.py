@@ -256,18 +256,14 @@ class VAE(keras.Model):
             parts = objectives.elbo_parts(x, top, prior, likelihood, z=z, kl=kl)
             return ElboTerms(parts, top, prior, z, features=features, top=top)
         kl, prior = self.posterior_layer.activity_regularizer.last()  # [n], p(z_L)
-        z = None
+        drawn = self._sample_levels(features, top, seed, rows)  # [(q, z)], bottom first
         levels = []
-        for index in range(len(self.latent_dims) - 1, -1, -1):  # top level first
-            if index == len(self.latent_dims) - 1:
-                level_posterior, level_prior, level_kl = top, prior, kl
-            else:
-                level = self.levels[index]
-                level_posterior, level_prior = level.posterior(features, z), level.prior(z)
-                level_kl = kl_divergence(level_posterior, level_prior)  # [n], analytic given z_(l+1)
-            level_seed = seed if index == len(self.latent_dims) - 1 else objectives.sample_seed(seed, index + 1)
-            z = sample_posterior(level_posterior, level_seed, rows)
-            levels.insert(0, hierarchy.LevelTerms(level_posterior, level_prior, z, level_kl))
+        for index, (level_posterior, z) in enumerate(drawn[:-1]):
+            level_prior = self.levels[index].prior(drawn[index + 1][1])
+            # [n], analytic given the sampled level above
+            levels.append(hierarchy.LevelTerms(level_posterior, level_prior, z,
+                                               kl_divergence(level_posterior, level_prior)))
+        levels.append(hierarchy.LevelTerms(top, prior, drawn[-1][1], kl))
         z = tf.concat([level.z for level in levels], axis=-1)  # [n, D]
         parts = objectives.elbo_parts(x, None, None, likelihood, z=z, kl=tf.add_n([level.kl for level in levels]))
         return ElboTerms(parts, self._joint_posterior(features, top), self._joint_prior(prior), z, tuple(levels),
@@ -379,14 +375,19 @@ class VAE(keras.Model):
         return -tf.reduce_sum(bound) / tf.cast(rows[1], tf.float32), terms.parts
 
     def _joint_sample(self, features, top, seed, rows=None):
-        """z = [z_1, ..., z_L] [n, D] drawn from the top level down, as `elbo_terms` draws it."""
-        z = sample_posterior(top, seed, rows)
-        levels = [z]
+        """z = [z_1, ..., z_L] [n, D] drawn as `elbo_terms` draws it."""
+        return tf.concat([z for _, z in self._sample_levels(features, top, seed, rows)], axis=-1)
+
+    def _sample_levels(self, features, top, seed, rows=None):
+        """[(q(z_l | x, z_(l+1)), z_l)] for l = 1 .. L, drawn from the top level down:
+        z_L with `seed`, z_l with `sample_seed(seed, l)`."""
+        posterior, z = top, sample_posterior(top, seed, rows)
+        drawn = [(posterior, z)]
         for index in range(len(self.levels) - 1, -1, -1):
-            z = sample_posterior(self.levels[index].posterior(features, z), objectives.sample_seed(seed, index + 1),
-                                 rows)
-            levels.insert(0, z)
-        return tf.concat(levels, axis=-1) if self.levels else z
+            posterior = self.levels[index].posterior(features, z)
+            z = sample_posterior(posterior, objectives.sample_seed(seed, index + 1), rows)
+            drawn.insert(0, (posterior, z))
+        return drawn
 
     def call(self, x, training=False):
         """Mean of p(x|z) at the posterior's location: a deterministic reconstruction [n, h, w, c]."""
