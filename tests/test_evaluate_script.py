@@ -55,9 +55,9 @@ def test_evaluate_writes_every_field_and_repeats_exactly(run_dir):
     result = run(EVALUATE, str(run_dir), "--iwae-samples", "20", "--batch-size", "150", "--seed", "7")
     assert result.returncode == 0, result.stderr
     assert "log p(x), K=20" in result.stdout and "active units:" in result.stdout
-    assert str(run_dir / "eval_test.json") in result.stdout
+    assert str(run_dir / "eval_test_iwae20.json") in result.stdout
     assert "evaluated 300/500 images, K=20" in result.stderr  # progress after each batch of 150
-    first = json.loads((run_dir / "eval_test.json").read_text())
+    first = json.loads((run_dir / "eval_test_iwae20.json").read_text())
     assert FIELDS <= set(first), FIELDS - set(first)
     assert all(math.isfinite(n) for n in numbers(first))
     assert first["iwae_samples"] == 20 and first["seed"] == 7 and first["batch_size"] == 150
@@ -67,7 +67,7 @@ def test_evaluate_writes_every_field_and_repeats_exactly(run_dir):
     # The same evaluation again, in another process: the same numbers, bit for bit.
     result = run(EVALUATE, str(run_dir), "--iwae-samples", "20", "--batch-size", "150", "--seed", "7")
     assert result.returncode == 0, result.stderr
-    again = json.loads((run_dir / "eval_test.json").read_text())
+    again = json.loads((run_dir / "eval_test_iwae20.json").read_text())
     first.pop("seconds"), again.pop("seconds")
     assert first == again
     # In this process (TensorFlow set up by the test session, not by the
@@ -80,8 +80,9 @@ def test_evaluate_writes_every_field_and_repeats_exactly(run_dir):
 def test_evaluate_run_on_another_split(run_dir):
     result = evaluation.evaluate_run(str(run_dir), split="validation", iwae_samples=2, batch_size=100,
                                      binarization_seed=5, max_examples=120)
-    written = json.loads((run_dir / "eval_validation.json").read_text())
-    assert written == json.loads(json.dumps(result))
+    written = json.loads((run_dir / "eval_validation_iwae2_first120.json").read_text())
+    assert result["file"] == str(run_dir / "eval_validation_iwae2_first120.json")
+    assert dict(written, file=result["file"]) == json.loads(json.dumps(result))
     assert written["split"] == "validation" and written["n_examples"] == 120  # of 250: 10% of 2500 shapes
     assert written["binarization"] == "fixed, seed 5" and written["binarization_seed"] == 5
 
@@ -96,3 +97,28 @@ def test_user_errors_are_one_line(tmp_path, run_dir):
     result = run(EVALUATE, str(run_dir), "--iwae-samples", "0")
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
         "error: --iwae-samples must be at least 1 (got 0)")
+
+
+def test_ais_and_bdmc_from_the_command_line(run_dir):
+    result = run(EVALUATE, str(run_dir), "--estimator", "ais", "--ais-steps", "50", "--ais-chains", "4",
+                 "--bdmc", "20", "--max-examples", "100", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    path = run_dir / "eval_test_ais50x4_first100.json"
+    assert f"written to {path}" in result.stdout
+    assert "log p(x), AIS T=50, C=4" in result.stdout and "BDMC on 20 simulated images" in result.stdout
+    assert "AIS, T=50, C=4: 100/100 images" in result.stderr and "s left)" in result.stderr
+    written = json.loads(path.read_text())
+    assert written["estimator"] == "ais" and written["n_examples"] == 100 and "iwae_samples" not in written
+    assert {"num_steps": 50, "num_chains": 4, "num_leapfrog_steps": 10, "schedule": "sigmoid",
+            "initial": "posterior"}.items() <= written["ais"].items()
+    assert 0 < written["ais"]["acceptance"] <= 1 and written["ais_seconds"] > 0
+    assert all(math.isfinite(n) for n in numbers(written))
+    bdmc = written["bdmc"]
+    assert bdmc["examples"] == 20 and bdmc["gap"] == pytest.approx(bdmc["upper"] - bdmc["lower"])
+    assert bdmc["gap"] > -3 * bdmc["gap_stderr"]
+    # AIS is above the ELBO, and (50 steps) above the importance-weighted bound of 5 samples.
+    assert written["log_likelihood"] > written["elbo"]
+    iwae = evaluation.evaluate_run(str(run_dir), iwae_samples=5, max_examples=100, seed=3)
+    error = math.hypot(written["log_likelihood_mc_stderr"], iwae["log_likelihood_mc_stderr"])
+    assert written["log_likelihood"] > iwae["log_likelihood"] - 3 * error
+    assert os.path.exists(run_dir / "eval_test_iwae5_first100.json")  # beside the AIS result, not over it

@@ -99,3 +99,24 @@ def test_inspect_run_reads_a_folder_run_at_the_runs_image_shape(tmp_path):
     assert evaluated.image_shape == (4, 4, 1)
     paths = report.inspect_run(str(run_dir), out_dir=str(tmp_path / "plots"), grid_size=3, log=lambda _: None)
     assert any(path.endswith("index.html") for path in paths)
+
+
+def test_the_index_lists_every_evaluation_side_by_side(tmp_path):
+    base = {"split": "test", "n_examples": 1000, "elbo": -233.99, "log_likelihood_stderr": 0.75,
+            "log_likelihood_mc_stderr": 0.01}
+    runs.write_json(str(tmp_path / "eval_test_iwae5000.json"),
+                    dict(base, estimator="iwae", iwae_samples=5000, log_likelihood=-230.55))
+    runs.write_json(str(tmp_path / "eval_test_ais100x4.json"), dict(
+        base, estimator="ais", ais={"num_steps": 100, "num_chains": 4}, log_likelihood=-230.12,
+        bdmc={"gap": 0.42, "gap_stderr": 0.05, "examples": 50}))
+    runs.write_json(str(tmp_path / "eval_test.json"), dict(base, iwae_samples=100, log_likelihood=-230.97))  # older name
+    (tmp_path / "eval_notes.json").write_text('["not an evaluation"]')
+    lines = report.evaluation_lines(str(tmp_path))
+    assert lines == [
+        "Test split, 1000 images, K=100: log p(x) -230.97 +- 0.75 nats (Monte Carlo error 0.01); ELBO -233.99 "
+        "(eval_test.json).",
+        "Test split, 1000 images, AIS T=100, C=4: log p(x) -230.12 +- 0.75 nats (Monte Carlo error 0.01); "
+        "ELBO -233.99; BDMC gap 0.42 +- 0.05 nats on 50 images simulated from the model (eval_test_ais100x4.json).",
+        "Test split, 1000 images, K=5000: log p(x) -230.55 +- 0.75 nats (Monte Carlo error 0.01); ELBO -233.99 "
+        "(eval_test_iwae5000.json).",
+    ]

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import data as data_lib
-from probvae import runs
+from probvae import evaluation, runs
 from probvae.analysis import inspection
 from probvae.analysis import plotting
 from probvae.errors import UserError
@@ -250,7 +250,27 @@ def _summary(run_dir, config, checkpoint, metrics, json_values, data) -> list:
         test = metrics["test"]
         summary.insert(1, f"Test ELBO {test['elbo']:.2f} +- {test['elbo_stderr']:.2f} nats "
                           f"(reconstruction {test['reconstruction']:.2f}, KL {test['kl']:.2f}).")
-    return summary
+    return summary + evaluation_lines(run_dir)
+
+
+def evaluation_lines(run_dir: str) -> list:
+    """One line per evaluation written into the run (scripts/evaluate.py), so
+    ELBO, importance-weighted and AIS estimates of log p(x) stand side by side."""
+    lines = []
+    for result in evaluation.read_evaluations(run_dir):
+        try:
+            line = (f"{result['split'].capitalize()} split, {result['n_examples']} images, "
+                    f"{evaluation.estimator_label(result)}: log p(x) {result['log_likelihood']:.2f} +- "
+                    f"{result['log_likelihood_stderr']:.2f} nats (Monte Carlo error "
+                    f"{result['log_likelihood_mc_stderr']:.2f}); ELBO {result['elbo']:.2f}")
+        except (KeyError, TypeError, AttributeError):
+            continue  # not an evaluation result
+        if "bdmc" in result:
+            b = result["bdmc"]
+            line += (f"; BDMC gap {b['gap']:.2f} +- {b['gap_stderr']:.2f} nats on {b['examples']} images "
+                     "simulated from the model")
+        lines.append(f"{line} ({result['file']}).")
+    return lines
 
 
 def inspect_run(run_dir: str, split: str = "test", out_dir: Optional[str] = None, num_shown: int = 4,

@@ -1,11 +1,15 @@
-"""Evaluate a trained run on held-out data: ELBO, importance-weighted log p(x),
-bits/dim, active units and per-dimension KL, with standard errors.
+"""Evaluate a trained run on held-out data: ELBO, log p(x) (importance-weighted
+or by annealed importance sampling), bits/dim, active units and per-dimension
+KL, with standard errors.
 
     probvae evaluate RUN_DIR                      # test split, K = 1000
     probvae evaluate RUN_DIR --iwae-samples 5000  # the K of published tables
+    probvae evaluate RUN_DIR --estimator ais --ais-steps 1000 --ais-chains 16
+    probvae evaluate RUN_DIR --estimator ais --bdmc 100   # and certify AIS on simulated data
     probvae evaluate RUN_DIR --split validation --seed 1
 
-Prints a table and writes RUN_DIR/eval_<split>.json (see docs/evaluation.md).
+Prints a table and writes RUN_DIR/eval_<split>_<estimator>....json, e.g.
+eval_test_iwae5000.json or eval_test_ais1000x16.json (see docs/evaluation.md).
 """
 
 import argparse
@@ -16,6 +20,8 @@ from probvae.cli import common
 __all__ = ["parse_args", "main"]
 
 SPLITS = ("test", "validation", "train")  # probvae.evaluation.SPLITS, without importing TensorFlow
+ESTIMATORS = ("iwae", "ais")  # probvae.evaluation.ESTIMATORS
+AIS_INITIAL = ("posterior", "prior")  # probvae.evaluation.AIS_INITIAL
 
 
 def parse_args(argv=None):
@@ -24,6 +30,20 @@ def parse_args(argv=None):
     parser.add_argument("--split", choices=SPLITS, default="test", help="held-out split (default: test)")
     parser.add_argument("--iwae-samples", type=int, default=1000, metavar="K",
                         help="importance samples per image for log p(x) (default: 1000)")
+    parser.add_argument("--estimator", choices=ESTIMATORS, default="iwae",
+                        help="estimator of log p(x): importance sampling with q(z|x) (iwae) or annealed "
+                             "importance sampling with HMC (ais) (default: iwae)")
+    parser.add_argument("--ais-steps", type=int, default=1000, metavar="T",
+                        help="AIS: intermediate distributions from q(z|x) to p(z) p(x|z) (default: 1000)")
+    parser.add_argument("--ais-chains", type=int, default=16, metavar="C",
+                        help="AIS: independent chains per image (default: 16)")
+    parser.add_argument("--ais-leapfrog-steps", type=int, default=10, metavar="L",
+                        help="AIS: leapfrog steps per HMC transition (default: 10)")
+    parser.add_argument("--ais-initial", choices=AIS_INITIAL, default="posterior",
+                        help="AIS: start the chains at q(z|x) or at the prior p(z) (default: posterior)")
+    parser.add_argument("--bdmc", type=int, default=0, metavar="N",
+                        help="also run bidirectional Monte Carlo with the AIS settings on N images simulated "
+                             "from the model: lower and upper bounds on log p(x) and their gap (default: off)")
     parser.add_argument("--batch-size", type=int, metavar="B",
                         help="images per evaluation step (default: the run's eval_batch_size)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the posterior samples (default: 0)")
@@ -39,26 +59,34 @@ def parse_args(argv=None):
 def main(argv=None):
     """`evaluate.py` / `probvae evaluate`: evaluate a run and write its JSON."""
     args = parse_args(argv)
-    common.require_positive(args, "iwae_samples", "batch_size", "max_examples")
+    common.require_positive(args, "iwae_samples", "batch_size", "max_examples", "ais_steps", "ais_chains",
+                            "ais_leapfrog_steps")
+    if args.bdmc < 0:
+        raise common.UserError(f"--bdmc must be 0 (off) or a number of simulated images (got {args.bdmc})")
     from probvae import evaluation
 
+    ais = evaluation.AISSettings(num_steps=args.ais_steps, num_chains=args.ais_chains,
+                                 num_leapfrog_steps=args.ais_leapfrog_steps, initial=args.ais_initial)
     result = evaluation.evaluate_run(
         args.run_dir, split=args.split, iwae_samples=args.iwae_samples, batch_size=args.batch_size,
         seed=args.seed, checkpoint=args.checkpoint, binarization_seed=args.binarization_seed,
         max_examples=args.max_examples, log=lambda line: print(line, file=sys.stderr, flush=True),
+        estimator=args.estimator, ais=ais, bdmc_examples=args.bdmc,
     )
     print(format_report(result))
-    print(f"written to {evaluation.evaluation_path(args.run_dir, args.split)}")
+    print(f"written to {result['file']}")
 
 
 def format_report(result: dict) -> str:
     """A plain-text table of an `evaluate` result."""
-    k = result["iwae_samples"]
+    from probvae.evaluation import estimator_label
+
+    estimator = estimator_label(result)
     rows = [
         ("ELBO", result["elbo"], result["elbo_stderr"], "nats"),
         ("  reconstruction", result["reconstruction"], result["reconstruction_stderr"], "nats"),
         ("  KL", result["kl"], result["kl_stderr"], "nats"),
-        (f"log p(x), K={k}", result["log_likelihood"], result["log_likelihood_stderr"], "nats"),
+        (f"log p(x), {estimator}", result["log_likelihood"], result["log_likelihood_stderr"], "nats"),
         ("bits/dim from log p(x)", result["bits_per_dim"], result["bits_per_dim_stderr"], "bits"),
         ("bits/dim from ELBO", result["elbo_bits_per_dim"], result["elbo_bits_per_dim_stderr"], "bits"),
     ]
@@ -66,16 +94,25 @@ def format_report(result: dict) -> str:
     lines = [
         f"{where}: {result['n_examples']} images, checkpoint {result['checkpoint']}, seed {result['seed']}, "
         f"binarization {result['binarization']}",
-        f"{'':24s} {'mean':>12s} {'std. error':>11s}",
+        f"{'':30s} {'mean':>12s} {'std. error':>11s}",
     ]
-    lines += [f"{name:24s} {mean:12.4f} {stderr:11.4f}  {unit}" for name, mean, stderr, unit in rows]
+    lines += [f"{name:30s} {mean:12.4f} {stderr:11.4f}  {unit}" for name, mean, stderr, unit in rows]
     kl = " ".join(f"{value:.2f}" for value in result["kl_per_dimension"])
+    of = result["iwae_samples"] if result.get("estimator", "iwae") == "iwae" else f"{result['ais']['num_chains']} chains"
     lines += [
         f"Monte Carlo error of log p(x): {result['log_likelihood_mc_stderr']:.4f} nats; "
-        f"mean effective sample size {result['effective_sample_size']:.1f} of {k}",
+        f"mean effective sample size {result['effective_sample_size']:.1f} of {of}",
         f"active units: {result['active_units']} of {result['latent_dim']} "
         f"(Var_x E_q[z_i|x] > {result['active_unit_threshold']})",
         f"KL per dimension (nats): {kl}; total correlation {result['kl_total_correlation']:.2f}",
-        f"({result['seconds']:.1f} s)",
     ]
+    if "ais" in result:
+        lines.append(f"AIS: mean HMC acceptance {result['ais']['acceptance']:.2f}, "
+                     f"final step size {result['ais']['final_step_size']:.3f} ({result['ais_seconds']:.1f} s)")
+    if "bdmc" in result:
+        b = result["bdmc"]
+        lines.append(f"BDMC on {b['examples']} simulated images: lower {b['lower']:.4f}, upper {b['upper']:.4f}, "
+                     f"gap {b['gap']:.4f} ± {b['gap_stderr']:.4f} nats ({b['seconds']:.1f} s)")
+    lines.append(f"({result['seconds']:.1f} s)")
     return "\n".join(lines)
+
