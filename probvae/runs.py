@@ -14,6 +14,14 @@ contradict it (only the keys in `RESUME_MAY_CHANGE` may differ).
 
 JSON files are written to a temporary file and renamed into place, so a kill
 never leaves a truncated file behind.
+
+One writer per run: `RunLock` holds RUN_DIR/writer.lock (an exclusive
+`flock`, released by the kernel when the process ends, however it ends, and
+the holder's PID, host, command and start time) from before a run writes
+anything until it stops. A second writer gets a `UserError` naming the
+holder; a lock file left by a process that died is taken over with a
+message. Readers (`load_run`, evaluation, inspection) take no lock: every
+file they read is renamed into place whole.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import sys
 import tempfile
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -55,6 +65,8 @@ __all__ = [
     "LoadedRun",
     "open_run",
     "load_run",
+    "LOCK_FILE",
+    "RunLock",
 ]
 
 CHECKPOINT_PREFIX = "ckpt"
@@ -65,6 +77,7 @@ METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
 _RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_DIR, LOG_DIR)
+LOCK_FILE = "writer.lock"
 
 # Config keys a resumed run may change: how the run is carried out, not what
 # it computes from good batches.
@@ -105,10 +118,16 @@ def check_run_dir(path: str, overwrite: bool = False) -> None:
         )
 
 
-def prepare_run_dir(path: str, overwrite: bool = False) -> str:
+def prepare_run_dir(path: str, overwrite: bool = False, lock: Optional["RunLock"] = None) -> str:
     """Create `path` for a new run. A folder that holds a run is refused
-    unless `overwrite`, which removes that run's files (and only those)."""
+    unless `overwrite`, which removes that run's files (and only those).
+    With a `lock`, the folder is created, then locked, then checked and
+    cleared, so no other writer can be between the check and the clearing."""
     check_run_dir(path, overwrite)
+    if lock is not None:
+        _make_dirs(path)
+        lock.acquire()
+        check_run_dir(path, overwrite)
     if holds_run(path):
         for entry in _RUN_ENTRIES:
             target = os.path.join(path, entry)
@@ -116,11 +135,126 @@ def prepare_run_dir(path: str, overwrite: bool = False) -> str:
                 shutil.rmtree(target)
             elif os.path.exists(target):
                 os.remove(target)
+    _make_dirs(path)
+    return path
+
+
+def _make_dirs(path: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot create run directory {path}: {error.strerror}") from None
-    return path
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """The exclusive right to write one run directory (see the module docstring).
+
+    `acquire()` (or entering the context) takes RUN_DIR/writer.lock if the
+    directory exists, and is a no-op if it is held already; `release()` (or
+    leaving the context) gives it up and removes the file. A directory that
+    does not exist yet is locked when `prepare_run_dir` creates it.
+
+    Raises:
+      UserError: another live process holds the lock (the message names it).
+    """
+
+    def __init__(self, run_dir: str, log: Callable[[str], None] = print):
+        self.run_dir, self.log, self._fd = run_dir, log, None
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.run_dir, LOCK_FILE)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> "RunLock":
+        if os.path.isdir(self.run_dir):
+            self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    @staticmethod
+    def _holder(fd: int) -> dict:
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            holder = json.loads(os.read(fd, 65536).decode() or "{}")
+            return holder if isinstance(holder, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    @staticmethod
+    def describe(holder: dict) -> str:
+        """"PID 123 on host h (fit.py ..., since ...)" of a lock file's contents."""
+        if not holder:
+            return "another process"
+        text = f"PID {holder.get('pid')} on host {holder.get('host')}"
+        if holder.get("since"):
+            text += f", since {holder['since']}"
+        return text
+
+    def acquire(self) -> None:
+        if self.held:
+            return
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform: the PID in the file is the lock
+            fcntl = None
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:
+                raise UserError(f"cannot lock run directory {self.run_dir}: {error.strerror}; "
+                                "fix its permissions") from None
+            holder = self._holder(fd)
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                elif holder.get("host") == socket.gethostname() and _process_alive(int(holder.get("pid", -1))):
+                    raise BlockingIOError
+            except (BlockingIOError, PermissionError):
+                os.close(fd)
+                raise UserError(f"run directory {self.run_dir} is being written by {self.describe(holder)}; wait "
+                                f"for that run to end or stop it (it saves a checkpoint), then pass --resume "
+                                f"{self.run_dir}") from None
+            try:  # the file may have been released and removed between open and flock: lock the current one
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        if holder.get("pid") not in (None, os.getpid()):
+            self.log(f"taking over the lock of {self.describe(holder)}, which is no longer running")
+        mine = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
+                "since": datetime.datetime.now().isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(mine).encode())
+        os.fsync(fd)
+        self._fd = fd
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        fd, self._fd = self._fd, None
+        try:  # removed while still locked; a process that opened it meanwhile sees another inode and retries
+            os.remove(self.path)
+        except OSError:
+            pass
+        os.close(fd)  # closing the last descriptor releases the flock
 
 
 def _umask() -> int:

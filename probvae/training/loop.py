@@ -297,11 +297,11 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
     strategy = distribute.make_strategy(config.train.strategy) if strategy is None else strategy
     cluster = distribute.cluster_of(strategy)
     log = distribute.worker_log(log, cluster)
-    with distribute.worker_directory(run_dir, cluster) as write_dir:
+    with distribute.worker_directory(run_dir, cluster) as write_dir, runs.RunLock(write_dir, log) as lock:
         checked = run_dir if cluster.is_chief or resume else write_dir
         config, splits = runs.prepare_run(config, checked, splits=splits, overwrite=overwrite, resume=resume, log=log)
         if not resume:
-            runs.prepare_run_dir(write_dir, overwrite=overwrite)
+            runs.prepare_run_dir(write_dir, overwrite=overwrite, lock=lock)
             runs.save_config(write_dir, config)
         seed_process(config.train)
         trainer = Trainer(config, splits, run_dir, log=log, on_epoch_end=on_epoch_end, strategy=strategy,
