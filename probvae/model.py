@@ -22,11 +22,12 @@ holds rows offset .. offset + n - 1 of the global batch (`rows`), and its
 `training_loss` is its share of the global batch's loss (see
 `probvae.replicas`), so any split of a batch computes what one device would.
 
-Inputs: a `tf.Tensor` is taken as model-ready (float32 [n, h, w, c] in [0, 1],
-binarized for a Bernoulli likelihood). A NumPy array may be in the dataset's
-raw form (uint8 0..255 or float 0..1, with or without the channel axis): the
-model checks its shape and range and prepares it as evaluation does, binarizing
-it once with a fixed seed for a Bernoulli likelihood (`prepare_inputs`).
+Inputs: images in the dataset's raw form (uint8 0..255, as a NumPy array or
+a tensor, or a float NumPy array in [0, 1], with or without the channel axis)
+are checked and prepared as evaluation prepares them, binarized once with a
+fixed seed for a Bernoulli likelihood; a float `tf.Tensor` is taken as
+model-ready (float32 [n, h, w, c], binarized for a Bernoulli likelihood) and
+checked for shape, emptiness and finite values (`prepare_inputs`).
 
 Example:
 
@@ -175,25 +176,42 @@ class VAE(keras.Model):
         return hierarchy.chain(top, [lambda z_above, level=level: level.posterior(features, z_above)
                                      for level in self.levels], self.latent_dims, "posterior")
 
+    @tf.autograph.experimental.do_not_convert
     def prepare_inputs(self, x, binarization_seed: int = 0) -> tf.Tensor:
-        """Images as the model computes on them: float32 [n, h, w, c] in [0, 1].
+        """Images as the model computes on them: float32 [n, h, w, c].
 
-        Tensors pass through (after a shape check). NumPy arrays (uint8 0..255
-        or float 0..1, [n, h, w] or [n, h, w, c]) are scaled and, for a
-        Bernoulli likelihood, binarized once from `binarization_seed`.
+        One path for NumPy arrays and eager tensors: integer images (uint8
+        0..255, as the datasets store them, a `tf.Tensor` of them too) and
+        float NumPy arrays in [0, 1] are scaled to [0, 1] and, for a
+        Bernoulli likelihood, binarized once from `binarization_seed` (binary
+        images stay as they are). A float `tf.Tensor` is taken as model-ready
+        (binarized for a Bernoulli likelihood; a Normal likelihood's densities
+        hold on all reals) and only checked. Either may lack the channel axis.
+        Inside a `tf.function` a tensor is only cast (its values are unknown).
 
         Raises:
-          UserError: the shape does not fit the model or values are out of range.
+          UserError: no images, a shape that does not fit the model, NaN or
+            infinite values, values out of range, or an unknown dtype.
         """
-        if tf.is_tensor(x):
+        expected = ", ".join(map(str, self.image_shape))
+        if tf.is_tensor(x) and not hasattr(x, "numpy"):  # symbolic, inside a traced function
             shape = tuple(x.shape[1:])
             if len(shape) != 3 or any(s is not None and s != e for s, e in zip(shape, self.image_shape)):
-                raise UserError(f"inputs must be [n, {', '.join(map(str, self.image_shape))}] for this model, got {tuple(x.shape)}")
+                raise UserError(f"inputs must be [n, {expected}] for this model, got {tuple(x.shape)}")
             return tf.cast(x, tf.float32)
-        images = data_lib.to_unit_interval(x, "inputs")
-        if images.shape[1:] != self.image_shape:
-            expected = ", ".join(map(str, self.image_shape))
+        model_ready = tf.is_tensor(x) and x.dtype.is_floating
+        array = x.numpy() if tf.is_tensor(x) else np.asarray(x)
+        if self.image_shape[-1] == 1 and tuple(array.shape[1:]) == self.image_shape[:-1]:
+            array = array[..., np.newaxis]  # [n, h, w] of a one-channel model
+        if array.ndim != len(self.image_shape) + 1 or tuple(array.shape[1:]) != self.image_shape:
             raise UserError(f"inputs must be [n, {expected}] for this model, got shape {np.shape(x)}")
+        if array.shape[0] == 0:
+            raise UserError(f"inputs hold no images (shape {np.shape(x)}); pass at least one")
+        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+            raise UserError("inputs hold NaN or infinite values; pass finite images (uint8 0..255 or floats in [0, 1])")
+        if model_ready:
+            return tf.cast(x, tf.float32) if x.shape.rank == 4 else tf.constant(array, tf.float32)
+        images = data_lib.to_unit_interval(array, "inputs")
         if self.likelihood_head.binarize:
             return tf.constant(data_lib.binarize_fixed(images, binarization_seed))
         return tf.constant(images)

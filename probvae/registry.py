@@ -75,6 +75,7 @@ class Field:
       check: (name, value) -> None, raising a UserError for a bad value.
       help: one line for `--help`.
       parse: text -> value for the command line; None: no flag.
+      choices: the values the flag accepts, if it is a choice (argparse checks them).
     """
 
     name: str
@@ -82,6 +83,7 @@ class Field:
     check: Callable[[str, Any], None]
     help: str = ""
     parse: Optional[Callable[[str], Any]] = None
+    choices: Optional[Tuple[str, ...]] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,8 +221,11 @@ def _open_fraction(name: str, value: Any) -> None:
     checks.require(0 < value < 1, f"{name} must lie strictly between 0 and 1 (got {value!r})")
 
 
+NORMAL_SCALES = ("shared", "channel", "pixel")
+
+
 def _normal_scale(name: str, value: Any) -> None:
-    checks.choice(name, value, ("shared", "channel", "pixel"))
+    checks.choice(name, value, NORMAL_SCALES)
 
 
 # --- the registries and the built-in components -------------------------------------------------
@@ -294,7 +299,8 @@ LIKELIHOODS.register("bernoulli", "probvae.distributions.likelihoods:BernoulliHe
 LIKELIHOODS.register("normal", "probvae.distributions.likelihoods:NormalHead", summary="grey levels, Normal",
                      binarize=False,
                      fields=[Field("normal_scale", "shared", _normal_scale,
-                                   "Normal scale: one shared value, one per channel or per pixel", str)])
+                                   "Normal scale: one shared value, one per channel or per pixel", str,
+                                   choices=NORMAL_SCALES)])
 LIKELIHOODS.register("continuous_bernoulli", "probvae.distributions.likelihoods:ContinuousBernoulliHead",
                      summary="grey levels, continuous Bernoulli", binarize=False)
 

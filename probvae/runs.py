@@ -107,10 +107,38 @@ def holds_run(path: str) -> bool:
     return os.path.isdir(path) and any(os.path.exists(os.path.join(path, e)) for e in _RUN_ENTRIES)
 
 
+def _check_creatable(path: str) -> None:
+    """A UserError if the filesystem cannot hold `path` (name or path too long,
+    a file or an unwritable folder on the way); creates nothing."""
+    absolute = os.path.abspath(path)
+    existing = absolute
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"cannot create run directory {path}: {existing} is a file; choose another --run-dir")
+    try:
+        name_max, path_max = os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max, path_max = 255, 4096
+    # Room for the longest name the run writes inside: checkpoints/best-<step>.data-00000-of-00001.
+    inner = len("/checkpoints/best-1000000000.data-00000-of-00001.tempstate1234567890")
+    long_name = next((part for part in absolute.split(os.sep) if len(part.encode()) > name_max), None)
+    if long_name is not None:
+        raise UserError(f"cannot create run directory {path}: the name {long_name[:40]}... has "
+                        f"{len(long_name.encode())} bytes, more than the filesystem's {name_max}; choose a shorter --run-dir")
+    if len(absolute.encode()) + inner > path_max:
+        raise UserError(f"cannot create run directory {path}: its path has {len(absolute.encode())} bytes and the "
+                        f"run's files would pass the filesystem's limit of {path_max}; choose a shorter --run-dir")
+    if existing != absolute and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create run directory {path}: no permission to write in {existing}; choose "
+                        "another --run-dir or fix the permissions")
+
+
 def check_run_dir(path: str, overwrite: bool = False) -> None:
     """Raise a UserError if a new run cannot go to `path`; writes nothing."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"run directory {path} is a file; pass a folder path to --run-dir")
+    _check_creatable(path)
     if holds_run(path) and not overwrite:
         raise UserError(
             f"{path} already holds a run; pass --resume {path} to continue it, "
@@ -329,6 +357,11 @@ def resume_config(run_dir: str, requested: Optional[RunConfig] = None) -> RunCon
     if not os.path.isdir(run_dir):
         raise UserError(f"cannot resume: run directory {run_dir} does not exist; pass the folder fit.py printed")
     if not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
+        if holds_run(run_dir):  # checkpoints, metrics or logs without their config
+            raise UserError(
+                f"cannot resume: {run_dir} holds a run without its {CONFIG_FILE}, which says how to rebuild the "
+                f"model; restore that file, or start over with --run-dir {run_dir} --overwrite (deletes the run's "
+                "checkpoints, metrics and logs)")
         raise UserError(
             f"cannot resume: {run_dir} holds no {CONFIG_FILE}; start a new run there with --run-dir {run_dir}"
         )

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from probvae.cli import common
-from probvae.config import RunConfig
+from probvae.config import RunConfig, TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location("fit_script", os.path.join(ROOT, "scripts", "fit.py"))
@@ -111,6 +111,11 @@ def plain_folder(tmp):
     return ["--resume", str(tmp / "plain")]
 
 
+def run_without_config(tmp):
+    (saved_run(tmp) / "config.json").unlink()
+    return ["--resume", str(tmp / "run")]
+
+
 def config_text(text):
     def setup(tmp):
         (saved_run(tmp) / "config.json").write_text(text)
@@ -147,13 +152,29 @@ CASES = {
     "npz without test images": (lambda t: ["--dataset", npz(t / "m.npz", x_train=images(10))],
                                 r"lacks array\(s\) x_test; it needs x_train and x_test"),
     "npz that is not an npz": (garbage_npz, r"cannot read .*bad.npz as .npz .*save it with numpy.savez"),
+    "npz labels shorter than the images": (
+        lambda t: ["--dataset", npz(t / "l.npz", x_train=images(10), y_train=np.arange(7), x_test=images(3))],
+        r"y_train has shape \(7,\) but x_train holds 10 images; give one label per image"),
+    "npz labels that are strings": (
+        lambda t: ["--dataset", npz(t / "s.npz", x_train=images(10), x_test=images(3), y_test=np.array(["a"] * 3))],
+        r"y_test holds <U1 values; labels must be whole numbers \(class indices\) or left out"),
     "npz that does not exist": (lambda t: ["--dataset", f"npz:{t}/none.npz"], "npz file .*none.npz does not exist"),
     "run directory holding a run": (lambda t: ["--dataset", "shapes", "--run-dir", str(saved_run(t))],
                                     r"already holds a run; pass --resume .*run to continue it, --overwrite to replace it"),
     "run directory that is a file": (file_as_run_dir, "is a file; pass a folder path to --run-dir"),
+    "run directory name the filesystem cannot hold": (
+        lambda t: ["--dataset", "shapes", "--dry-run", "--run-dir", str(t / ("x" * 300))],
+        r"the name x{40}\.\.\. has 300 bytes, more than the filesystem's 255; choose a shorter --run-dir"),
+    "run directory path the filesystem cannot hold": (
+        lambda t: ["--dataset", "shapes", "--dry-run", "--run-dir", str(t.joinpath(*["y" * 200] * 25))],
+        r"its path has \d+ bytes and the run's files would pass the filesystem's limit of 4096"),
     "resume and overwrite": (lambda t: ["--resume", str(saved_run(t)), "--overwrite"], "contradict each other"),
     "resume a missing folder": (lambda t: ["--resume", str(t / "gone")], "gone does not exist; pass the folder fit.py"),
     "resume a folder without a run": (plain_folder, "holds no config.json; start a new run there"),
+    # Not "start a new run there", which would answer that it holds a run: name the way out and its cost.
+    "resume a run whose config.json is gone": (
+        run_without_config, r"holds a run without its config.json, .*restore that file, or start over with "
+                            r"--run-dir .*run --overwrite \(deletes the run's checkpoints, metrics and logs\)"),
     "resume with contradicting flags": (lambda t: ["--resume", str(saved_run(t)), "--epochs", "4", "--beta", "1"],
                                         r"different configuration: its config.json has train.epochs 1 \(asked 4\); "
                                         "drop the contradicting flags"),
@@ -306,7 +327,7 @@ def expected_problems(argv):
     train_images = SHAPES_TRAIN_IMAGES - max(1, int(round(fraction * SHAPES_TRAIN_IMAGES)))
     if "--max-train-examples" in final:
         train_images = min(train_images, int(final["--max-train-examples"]))
-    batch_size = int(final.get("--batch-size", 128))
+    batch_size = int(final.get("--batch-size", TrainConfig().batch_size))
     if batch_size > train_images:
         return [rf"batch size {batch_size} is larger than the {train_images} training examples; lower --batch-size"]
     return []
@@ -346,7 +367,7 @@ def test_any_command_line_runs_or_exits_2_naming_its_problem(argv, capsys):
             assert not os.path.exists(run_dir)
         elif "--dry-run" in argv:
             assert code == 0, (argv, captured.err)
-            assert "dry run: the flags, data and run directory are fine" in captured.out
+            assert f"dry run: the flags, data and run directory {os.path.abspath(run_dir)} are fine" in captured.out
             assert not os.path.exists(run_dir)
         else:
             assert code == 0, (argv, captured.err)

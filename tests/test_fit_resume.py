@@ -177,3 +177,29 @@ def test_a_killed_run_of_a_learned_prior_or_batch_norm_resumes_to_the_uninterrup
             assert np.abs(layer.moving_variance.numpy() - 1).max() > 1e-3
     else:
         assert moving == []
+
+
+@pytest.mark.slow
+def test_sigint_during_the_final_test_evaluation_says_what_is_saved_and_resume_finishes(tmp_path):
+    run_dir = str(tmp_path / "run")
+    process = fit(*RUN, "--test-iwae-samples", "3000", "--run-dir", run_dir,
+                  env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    for line in process.stdout:
+        if line.startswith("final test evaluation: 500 images, K=3000"):
+            break
+    else:
+        pytest.fail(f"no final test evaluation: {process.communicate()}")
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGINT, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted: SIGINT during the final test evaluation; training is complete and saved (newest checkpoint "
+        f"ckpt-60); evaluate with: evaluate.py {run_dir}, or rerun this evaluation with: fit.py --resume {run_dir}")
+    assert "test" not in metrics_of(run_dir)
+    resumed = subprocess.run([sys.executable, FIT, "--resume", run_dir], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stdout + resumed.stderr and "training is complete" in resumed.stdout + resumed.stderr
+    metrics = metrics_of(run_dir)
+    assert metrics["resumes"] == [{"checkpoint": "ckpt-60", "step": 60, "epoch": None}]  # no epoch 3 to name
+    assert metrics["test"]["iwae_samples"] == 3000 and [e["epoch"] for e in metrics["epochs"]] == [1, 2]

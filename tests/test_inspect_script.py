@@ -10,7 +10,8 @@ import scipy.stats
 from PIL import Image
 
 from probvae import data, runs
-from probvae.analysis import inspection
+from probvae.analysis import inspection, report
+from probvae.errors import UserError
 from test_plotting import picture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,3 +74,11 @@ def test_inspect_errors_are_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'nowhere' / 'config.json'} does not exist; is this a probvae run directory?"]
+
+
+def test_an_output_path_that_is_a_file_is_refused_before_any_work(shapes_run, tmp_path):
+    target = tmp_path / "taken.txt"
+    target.write_text("kept")
+    with pytest.raises(UserError, match=f"output folder {target} is a file; pass a folder path for the pictures"):
+        report.inspect_run(str(shapes_run), out_dir=str(target), log=lambda line: None)
+    assert target.read_text() == "kept"

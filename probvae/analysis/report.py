@@ -304,6 +304,9 @@ def inspect_run(run_dir: str, split: str = "test", out_dir: Optional[str] = None
     """
     if dims is not None:
         inspection.choose_dims(np.ones(runs.load_config(run_dir).model.latent_dim), dims)
+    out_dir = out_dir or os.path.join(run_dir, "plots")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UserError(f"output folder {out_dir} is a file; pass a folder path for the pictures")
     model, config, checkpoint = runs.open_run(run_dir, checkpoint=checkpoint)
     d = config.data
     splits = data_lib.load_config_dataset(config)
@@ -314,8 +317,10 @@ def inspect_run(run_dir: str, split: str = "test", out_dir: Optional[str] = None
     if interpolate is not None and len(interpolate) != 2:
         raise UserError(f"--interpolate takes two example indices, got {len(interpolate)}")
     pair = _check_indices(interpolate, len(images), "--interpolate") if interpolate else _pick_pair(labels, len(images))
-    out_dir = out_dir or os.path.join(run_dir, "plots")
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create output folder {out_dir}: {error.strerror}") from None
     inputs = _Inputs(model=model, images=images, x=model.prepare_inputs(images, d.split_seed).numpy(),
                      labels=labels, class_names=data_lib.CLASS_NAMES.get(splits.name), split=split, seed=seed,
                      out=lambda name: os.path.join(out_dir, name))

@@ -148,5 +148,5 @@ def add_registry_arguments(group, registries: dict) -> Tuple[str, ...]:
                 if isinstance(field.default, bool):
                     group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
                 elif field.parse is not None:
-                    group.add_argument(flag, type=_typed(field.parse, field.name), help=text)
+                    group.add_argument(flag, type=_typed(field.parse, field.name), choices=field.choices, help=text)
     return tuple(names)

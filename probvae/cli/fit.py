@@ -119,10 +119,10 @@ def main(argv=None):
 
     name = args.preset or config.data.dataset.replace(":", "-").replace("/", "_")
     run_dir = args.resume or args.run_dir or runs.new_run_dir("runs", prefix=f"{name}-")
-    print(f"run directory: {os.path.abspath(run_dir)}")
     if args.dry_run:
         config, _ = runs.prepare_run(config, run_dir, overwrite=args.overwrite, resume=bool(args.resume))
-        print(f"dry run: the flags, data and run directory are fine; nothing was written\n{config.to_json()}")
+        print(f"dry run: the flags, data and run directory {os.path.abspath(run_dir)} are fine; nothing was "
+              f"written\n{config.to_json()}")
         return
     on_epoch_end = None
     if args.snapshot_latents:

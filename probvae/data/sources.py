@@ -322,7 +322,9 @@ def load_dataset(name: str, data_dir: Optional[str] = None, validation_fraction:
     validation, train = order[:num_validation], order[num_validation:]
     if max_train_examples is not None:
         train = train[:max_train_examples]
-    labels = lambda y, index: None if y is None else np.asarray(y).astype(np.int64)[index]  # noqa: E731
+    y_train = _labels(y_train, len(x_train), f"{name} y_train", "x_train")
+    y_test = _labels(y_test, len(x_test), f"{name} y_test", "x_test")
+    labels = lambda y, index: None if y is None else y[index]  # noqa: E731
     return Splits(
         name=name,
         source=source,
@@ -331,8 +333,25 @@ def load_dataset(name: str, data_dir: Optional[str] = None, validation_fraction:
         x_validation=x_train[validation],
         y_validation=labels(y_train, validation),
         x_test=x_test,
-        y_test=None if y_test is None else np.asarray(y_test).astype(np.int64),
+        y_test=y_test,
     )
+
+
+def _labels(y, count: int, what: str, images: str) -> Optional[np.ndarray]:
+    """Labels as int64 [count], or None; a UserError for labels that do not fit their images."""
+    if y is None:
+        return None
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != count:
+        raise UserError(f"{what} has shape {y.shape} but {images} holds {count} images; give one label per image "
+                        f"(shape ({count},)) or leave the labels out")
+    if np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_):
+        return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        return y.astype(np.int64)
+    raise UserError(f"{what} holds {y.dtype} values; labels must be whole numbers (class indices) or left out")
 
 
 def load_config_dataset(config) -> Splits:

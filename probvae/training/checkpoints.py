@@ -40,10 +40,10 @@ from typing import Optional
 
 import tensorflow as tf
 
-from probvae.errors import UserError
+from probvae.errors import TrainingInterrupted, UserError
 from probvae.runs import BEST_PREFIX, CHECKPOINT_PREFIX, complete_checkpoints
 
-__all__ = ["RunState", "StopSignals"]
+__all__ = ["RunState", "StopSignals", "SignalsRaise"]
 
 def _reason(error: BaseException) -> str:
     """The first line of an error's message, short enough for a one-line report."""
@@ -203,6 +203,43 @@ class RunState:
         if not isinstance(host_state, dict) or "epochs" not in host_state:
             raise UserError(f"checkpoint {path} holds no training history; start again with --overwrite")
         return host_state
+
+
+class _Signalled(BaseException):
+    """Raised by `SignalsRaise`'s handler: a BaseException, so no `except
+    Exception` on the way (TensorFlow's tracing has some) swallows it."""
+
+
+class SignalsRaise:
+    """While active, SIGINT and SIGTERM stop the block at once with
+    `TrainingInterrupted("<SIGNAL> " + message, signal)`, for work with
+    nothing left to save, such as the final test evaluation of a run whose
+    checkpoints are written. Outside the main thread nothing is installed."""
+
+    def __init__(self, message: str):
+        self.message, self._previous, self.received = message, {}, None
+
+    def _handle(self, number, frame):
+        self.received = number
+        self._restore_handlers()
+        raise _Signalled()
+
+    def _restore_handlers(self):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for number in StopSignals.SIGNALS:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        self._restore_handlers()
+        if exc_type is not None and issubclass(exc_type, _Signalled):
+            raise TrainingInterrupted(f"{signal.Signals(self.received).name} {self.message}", self.received) from None
+        return False
 
 
 class StopSignals:

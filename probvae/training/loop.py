@@ -35,7 +35,7 @@ from probvae.errors import NonFiniteError, TrainingInterrupted, UserError
 from probvae.model import VAE
 from probvae.training import distribute, precision, schedules
 from probvae.training.callbacks import Progress, Summaries, follow_validation, track_best
-from probvae.training.checkpoints import RunState, StopSignals
+from probvae.training.checkpoints import RunState, SignalsRaise, StopSignals
 from probvae.training.step import FAULT_CHECK_EVERY, NonFiniteFaults, StepTotals, make_train_step
 
 __all__ = ["Trainer", "fit", "seed_process"]
@@ -130,11 +130,18 @@ class Trainer:
                             f"{self.steps_per_epoch} steps per epoch; start again with --overwrite")
         history.setdefault("best", None)
         history.setdefault("stopped_early", None)
-        history["resumes"].append({"checkpoint": os.path.basename(checkpoint), "step": step, "epoch": epoch + 1})
+        # The epoch it continues with, or None when training was complete (only the test evaluation was left).
+        done = epoch >= self.config.train.epochs or bool(history.get("stopped_early"))
+        history["resumes"].append({"checkpoint": os.path.basename(checkpoint), "step": step,
+                                   "epoch": None if done else epoch + 1})
         self.history = history
         self.metrics["epochs"] = history["epochs"]
-        self.log(f"resuming from {checkpoint}: epoch {epoch + 1}, step {position} of {self.steps_per_epoch} "
-                 f"({step} steps done)")
+        if done:
+            self.log(f"resuming from {checkpoint}: training is complete ({step} steps done); the final test "
+                     "evaluation follows")
+        else:
+            self.log(f"resuming from {checkpoint}: epoch {epoch + 1}, step {position} of {self.steps_per_epoch} "
+                     f"({step} steps done)")
 
     def train(self) -> dict:
         """Run the remaining epochs; return the metrics (also in metrics.json)."""
@@ -303,6 +310,8 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
         if not resume:
             runs.prepare_run_dir(write_dir, overwrite=overwrite, lock=lock)
             runs.save_config(write_dir, config)
+        if cluster.is_chief:
+            log(f"run directory: {os.path.abspath(run_dir)}")
         seed_process(config.train)
         trainer = Trainer(config, splits, run_dir, log=log, on_epoch_end=on_epoch_end, strategy=strategy,
                           write_dir=write_dir)
@@ -310,7 +319,11 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
             trainer.restore()
         try:
             metrics = trainer.train()
-            test = _test(trainer, config, splits, metrics, log)
+            saved = os.path.basename(trainer.state.latest or "none")
+            with SignalsRaise(f"during the final test evaluation; training is complete and saved (newest checkpoint "
+                              f"{saved}); evaluate with: evaluate.py {run_dir}, or rerun this evaluation with: "
+                              f"fit.py --resume {run_dir}"):
+                test = _test(trainer, config, splits, metrics, log)
         except tf.errors.UnavailableError as error:  # a collective operation lost a worker
             if cluster.num_tasks == 1:
                 raise
@@ -340,6 +353,7 @@ def _test(trainer: Trainer, config: RunConfig, splits: data_lib.Splits, metrics:
     if checkpoint.startswith("best") and best["epoch"] != metrics["epochs"][-1]["epoch"]:
         log(f"test evaluation with the weights of epoch {best['epoch']} (best validation ELBO "
             f"{best['validation_elbo']:.2f}): {checkpoint}")
+    log(f"final test evaluation: {len(splits.x_test)} images, K={train.test_iwae_samples}")
     return evaluation.evaluate(
         trainer.model, splits.x_test, iwae_samples=train.test_iwae_samples, batch_size=train.eval_batch_size,
         seed=train.seed + 10_000, binarization_seed=config.data.split_seed, checkpoint=checkpoint,
