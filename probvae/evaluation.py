@@ -86,6 +86,10 @@ __all__ = [
     "read_evaluations",
     "evaluate_run",
     "ESTIMATORS",
+    "MAX_DECODER_PASSES",
+    "decoder_passes",
+    "API_NAMES",
+    "check_cost",
     "AIS_INITIAL",
     "AISSettings",
     "AISEstimate",
@@ -98,6 +102,9 @@ __all__ = [
 # A latent dimension is active when Var_x(E_q[z_i|x]) exceeds this (Burda et al., 2015);
 # `analysis.inspection.latent_marginals` calls the others collapsed.
 ACTIVE_UNIT_THRESHOLD = 0.01
+# Decoder passes an evaluation may ask for unless forced: 2000 times a K = 5000
+# evaluation of 10,000 images (5e7 passes, minutes to an hour on a CPU).
+MAX_DECODER_PASSES = 10**11
 # K of scripts/evaluate.py unless --iwae-samples says otherwise.
 DEFAULT_IWAE_SAMPLES = 1000
 SPLITS = ("test", "validation", "train")
@@ -588,10 +595,40 @@ def evaluate_elbo(model, images: np.ndarray, *, seed: int, batch_size: int = 100
     return summary
 
 
+def decoder_passes(num_images: int, estimator: str = "iwae", iwae_samples: int = DEFAULT_IWAE_SAMPLES,
+                   ais: Optional[AISSettings] = None, bdmc_examples: int = 0) -> int:
+    """How many decoder passes (one image, one latent) an evaluation costs:
+    n K for importance sampling, n C T L forward and backward for AIS, and
+    twice that per simulated image for BDMC."""
+    ais = AISSettings() if ais is None else ais
+    annealing_cost = ais.num_chains * ais.num_steps * ais.num_leapfrog_steps * 3
+    passes = num_images * (iwae_samples if estimator == "iwae" else annealing_cost)
+    return passes + 2 * bdmc_examples * annealing_cost
+
+
+# How `check_cost` names what to change, in the API's words; the command line passes its flags.
+API_NAMES = {"iwae_samples": "iwae_samples", "ais": "num_steps x num_chains x num_leapfrog_steps",
+             "force": "force=True"}
+
+
+def check_cost(num_images: int, estimator: str = "iwae", iwae_samples: int = DEFAULT_IWAE_SAMPLES,
+               ais: Optional[AISSettings] = None, bdmc_examples: int = 0, names: Optional[dict] = None) -> None:
+    """A UserError if the evaluation would cost more than MAX_DECODER_PASSES
+    decoder passes, naming what to change with `names` (default `API_NAMES`)."""
+    names = API_NAMES if names is None else names
+    passes = decoder_passes(num_images, estimator, iwae_samples, ais, bdmc_examples)
+    if passes > MAX_DECODER_PASSES:
+        what = (f"{names['iwae_samples']} {iwae_samples}" if estimator == "iwae" and not bdmc_examples
+                else f"AIS settings ({names['ais']})")
+        raise UserError(f"{what} on {num_images} images means {passes:.2g} decoder passes, more than "
+                        f"{MAX_DECODER_PASSES:.0e} (K = 5000 on 10,000 images is 5e+07): days to years of "
+                        f"computing; ask for less, or pass {names['force']} to run it anyway")
+
+
 def evaluate(model, images: np.ndarray, *, estimator: str = "iwae", iwae_samples: int = DEFAULT_IWAE_SAMPLES,
              ais: Optional[AISSettings] = None, bdmc_examples: int = 0, batch_size: int = 1000, seed: int = 0,
              binarization_seed: int = 0, sample_chunk: Optional[int] = None, checkpoint: Optional[str] = None,
-             log: Optional[Callable[[str], None]] = None, strategy=None) -> dict:
+             log: Optional[Callable[[str], None]] = None, strategy=None, force: bool = False) -> dict:
     """Every held-out number of a model on uint8 images [n, h, w, c].
 
     Args:
@@ -608,6 +645,7 @@ def evaluate(model, images: np.ndarray, *, estimator: str = "iwae", iwae_samples
       strategy: a tf.distribute strategy the model was built under: the
         ELBO and IWAE batches are spread over its replicas, with the numbers
         of one device (AIS runs on one device).
+      force: run even if it costs more than MAX_DECODER_PASSES decoder passes.
 
     Returns:
       A JSON-ready dict, nats per example unless the name says bits:
@@ -626,6 +664,8 @@ def evaluate(model, images: np.ndarray, *, estimator: str = "iwae", iwae_samples
     batch_size = objectives.whole_number("batch_size", batch_size)
     bdmc_examples = 0 if not bdmc_examples else objectives.whole_number("bdmc_examples", bdmc_examples)
     ais = (AISSettings() if ais is None else ais).checked()
+    if not force:
+        check_cost(len(images), estimator, iwae_samples, ais, bdmc_examples)
     started = time.time()
     batches = data_lib.evaluation_batches(images, batch_size, binarize=model.likelihood_head.binarize,
                                           seed=binarization_seed)
@@ -732,7 +772,8 @@ def evaluate_run(run_dir: str, split: str = "test", iwae_samples: int = DEFAULT_
                  batch_size: Optional[int] = None, seed: int = 0, checkpoint: Optional[str] = None,
                  sample_chunk: Optional[int] = None, binarization_seed: Optional[int] = None,
                  max_examples: Optional[int] = None, log: Optional[Callable[[str], None]] = None,
-                 estimator: str = "iwae", ais: Optional[AISSettings] = None, bdmc_examples: int = 0) -> dict:
+                 estimator: str = "iwae", ais: Optional[AISSettings] = None, bdmc_examples: int = 0,
+                 force: bool = False, names: Optional[dict] = None) -> dict:
     """Evaluate a trained run on one split and write RUN_DIR/`evaluation_name(result)`.
 
     The model comes from `runs.load_run` (latest checkpoint unless named),
@@ -740,7 +781,8 @@ def evaluate_run(run_dir: str, split: str = "test", iwae_samples: int = DEFAULT_
     seed as training used, unless `binarization_seed` is given).
     `batch_size` defaults to the run's `eval_batch_size`; `max_examples`
     keeps the first N images of the split (for quick checks). `estimator`,
-    `ais` and `bdmc_examples` are `evaluate`'s.
+    `ais`, `bdmc_examples` and `force` are `evaluate`'s; the cost check runs
+    before the model loads and names what to change with `names` (`check_cost`).
 
     Returns:
       The dict of `evaluate`, plus split, dataset, run_dir, max_examples and
@@ -751,19 +793,22 @@ def evaluate_run(run_dir: str, split: str = "test", iwae_samples: int = DEFAULT_
     checks.choice("estimator", estimator, ESTIMATORS)
     objectives.whole_number("iwae_samples", iwae_samples)
     ais = (AISSettings() if ais is None else ais).checked()
-    model, config, checkpoint = runs.open_run(run_dir, checkpoint)
+    config = runs.load_config(run_dir)
     d = config.data
     splits = data_lib.load_config_dataset(config)
     images, _ = splits.split(split)
     if max_examples is not None:
         images = images[:objectives.whole_number("max_examples", max_examples)]
+    if not force:
+        check_cost(len(images), estimator, iwae_samples, ais, bdmc_examples, names)
+    model, config, checkpoint = runs.open_run(run_dir, checkpoint)
     result = {"split": split, "dataset": splits.name, "run_dir": os.path.abspath(run_dir),
               "max_examples": max_examples}
     result.update(evaluate(
         model, images, estimator=estimator, iwae_samples=iwae_samples, ais=ais, bdmc_examples=bdmc_examples,
         batch_size=config.train.eval_batch_size if batch_size is None else batch_size,
         seed=seed, binarization_seed=d.split_seed if binarization_seed is None else binarization_seed,
-        sample_chunk=sample_chunk, checkpoint=os.path.basename(checkpoint), log=log,
+        sample_chunk=sample_chunk, checkpoint=os.path.basename(checkpoint), log=log, force=True,
     ))
     path = evaluation_path(run_dir, result)
     runs.write_json(path, result)

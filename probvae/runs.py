@@ -416,6 +416,7 @@ def prepare_run(config: RunConfig, run_dir: str, splits=None, overwrite: bool = 
                         f"has {splits.image_shape}; give images of that shape, or another --image-shape for a new run")
     networks.check_image_shape(splits.image_shape)
     config = config.replace(model={"image_shape": splits.image_shape})
+    networks.check_memory(config.model, config.train.batch_size)
     if config.train.batch_size > len(splits.x_train):
         raise UserError(f"batch size {config.train.batch_size} is larger than the {len(splits.x_train)} "
                         "training examples; lower --batch-size")

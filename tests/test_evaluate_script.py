@@ -122,3 +122,14 @@ def test_ais_and_bdmc_from_the_command_line(run_dir):
     error = math.hypot(written["log_likelihood_mc_stderr"], iwae["log_likelihood_mc_stderr"])
     assert written["log_likelihood"] > iwae["log_likelihood"] - 3 * error
     assert os.path.exists(run_dir / "eval_test_iwae5_first100.json")  # beside the AIS result, not over it
+
+
+def test_an_evaluation_of_years_is_refused_before_the_model_loads(run_dir):
+    result = run(EVALUATE, str(run_dir), "--iwae-samples", "1000000000")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1:] == [
+        "error: --iwae-samples 1000000000 on 500 images means 5e+11 decoder passes, more than 1e+11 (K = 5000 on "
+        "10,000 images is 5e+07): days to years of computing; ask for less, or pass --force to run it anyway"]
+    with pytest.raises(ValueError, match=r"AIS settings \(num_steps x num_chains x num_leapfrog_steps\) on 500 "
+                                         r"images means 4.8e\+11 decoder passes.*pass force=True"):
+        evaluation.evaluate_run(str(run_dir), estimator="ais",
+                                ais=evaluation.AISSettings(num_steps=100_000, num_chains=320))

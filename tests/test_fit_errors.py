@@ -111,6 +111,15 @@ def plain_folder(tmp):
     return ["--resume", str(tmp / "plain")]
 
 
+def huge_folder_images(tmp):
+    from PIL import Image
+
+    (tmp / "pictures").mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)).save(tmp / "pictures" / f"{i}.png")
+    return ["--dataset", f"folder:{tmp / 'pictures'}", "--image-shape", "100000,100000,3", "--dry-run"]
+
+
 def run_without_config(tmp):
     (saved_run(tmp) / "config.json").unlink()
     return ["--resume", str(tmp / "run")]
@@ -162,6 +171,9 @@ CASES = {
     "run directory holding a run": (lambda t: ["--dataset", "shapes", "--run-dir", str(saved_run(t))],
                                     r"already holds a run; pass --resume .*run to continue it, --overwrite to replace it"),
     "run directory that is a file": (file_as_run_dir, "is a file; pass a folder path to --run-dir"),
+    "images too large for memory": (
+        huge_folder_images, r"images of shape 100000x100000x3 through the gated network need at least [\d.e+]+ GiB, "
+                            r"more than this machine's [\d.]+ GiB; lower --batch-size or --image-shape"),
     "run directory name the filesystem cannot hold": (
         lambda t: ["--dataset", "shapes", "--dry-run", "--run-dir", str(t / ("x" * 300))],
         r"the name x{40}\.\.\. has 300 bytes, more than the filesystem's 255; choose a shorter --run-dir"),

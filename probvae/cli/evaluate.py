@@ -22,6 +22,9 @@ __all__ = ["parse_args", "main"]
 SPLITS = ("test", "validation", "train")  # probvae.evaluation.SPLITS, without importing TensorFlow
 ESTIMATORS = ("iwae", "ais")  # probvae.evaluation.ESTIMATORS
 AIS_INITIAL = ("posterior", "prior")  # probvae.evaluation.AIS_INITIAL
+# probvae.evaluation.API_NAMES as flags.
+FLAG_NAMES = {"iwae_samples": "--iwae-samples", "ais": "--ais-steps x --ais-chains x --ais-leapfrog-steps",
+              "force": "--force"}
 
 
 def parse_args(argv=None):
@@ -52,6 +55,8 @@ def parse_args(argv=None):
                         help="seed of the fixed binarization of Bernoulli data (default: the run's split seed)")
     parser.add_argument("--checkpoint", help="checkpoint name or path, latest or best (default: the run's model: the best "
                         "validation epoch's weights if the run kept them, else the latest)")
+    parser.add_argument("--force", action="store_true",
+                        help="run an evaluation of more than 1e11 decoder passes (refused otherwise)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
 
@@ -71,7 +76,7 @@ def main(argv=None):
         args.run_dir, split=args.split, iwae_samples=args.iwae_samples, batch_size=args.batch_size,
         seed=args.seed, checkpoint=args.checkpoint, binarization_seed=args.binarization_seed,
         max_examples=args.max_examples, log=lambda line: print(line, file=sys.stderr, flush=True),
-        estimator=args.estimator, ais=ais, bdmc_examples=args.bdmc,
+        estimator=args.estimator, ais=ais, bdmc_examples=args.bdmc, force=args.force, names=FLAG_NAMES,
     )
     print(format_report(result))
     print(f"written to {result['file']}")

@@ -6,11 +6,16 @@
 - `conv`: "conv" (strided convolutions, transposed-convolution decoder).
 """
 
+import math
+import os
+
 from probvae._keras import keras
+from probvae.errors import UserError
 from probvae.networks.family import Family, check_image_shape
 from probvae.registry import NETWORKS
 
-__all__ = ["Family", "check_image_shape", "encoder", "decoder", "hidden_layer"]
+__all__ = ["Family", "check_image_shape", "encoder", "decoder", "hidden_layer", "memory_estimate", "machine_memory",
+           "check_memory"]
 
 
 def encoder(config):
@@ -31,3 +36,36 @@ def hidden_layer(config, units: int):
     if getattr(family, "hidden", None) is None:
         return keras.layers.Dense(units, activation="elu")
     return family.hidden(config, units)
+
+
+def memory_estimate(config, rows: int) -> int:
+    """Bytes a training step of `rows` images of `config.image_shape` needs at
+    the least: float32 weights with their gradients and Adam's two moments,
+    and one forward pass's activations (the backward pass needs more). A
+    floor, not a forecast: a config above the machine's memory cannot run."""
+    family = NETWORKS[config.arch].load()
+    if getattr(family, "size", None) is not None:
+        weights, activations = family.size(config)
+    else:
+        pixels = math.prod(config.image_shape)
+        weights, activations = 2 * 512 * pixels, 4 * pixels
+    return 4 * (4 * weights + rows * activations)
+
+
+def machine_memory() -> int:
+    """This machine's physical memory in bytes (0 if the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_memory(config, rows: int, flag: str = "--batch-size") -> None:
+    """A UserError naming the flags to change if `rows` images of the model's
+    shape cannot fit in this machine's memory (`memory_estimate`)."""
+    needed, available = memory_estimate(config, rows), machine_memory()
+    if available and needed > available:
+        shape = "x".join(map(str, config.image_shape))
+        raise UserError(f"{rows} images of shape {shape} through the {config.arch} network need at least "
+                        f"{needed / 2**30:.3g} GiB, more than this machine's {available / 2**30:.3g} GiB; lower "
+                        f"{flag} or --image-shape, or use a smaller network")

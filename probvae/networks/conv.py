@@ -121,4 +121,17 @@ def decoder(config, output_channels: int) -> keras.Sequential:
     return keras.Sequential(body, name="decoder")
 
 
-CONV = Family(encoder, decoder, lambda config, units: layers.Dense(units, activation=config.activation))
+def size(config):
+    """(parameters, activations per image), rough float counts (see `Family`)."""
+    height, width, channels = tuple(config.image_shape)
+    weights, activations, previous, scale = 0, 4 * height * width * channels, channels, 1
+    for filters, kernel, stride in encoder_conv_layers(config):
+        scale *= stride
+        weights += 2 * kernel * kernel * previous * filters  # and the mirrored decoder layer
+        activations += 2 * -(-height // scale) * -(-width // scale) * filters
+        previous = filters
+    flat = -(-height // scale) * -(-width // scale) * previous
+    return weights + 2 * flat * max(config.dense_units or 0, 2 * config.latent_dim), activations
+
+
+CONV = Family(encoder, decoder, lambda config, units: layers.Dense(units, activation=config.activation), size)

@@ -18,6 +18,8 @@ Example:
 
 import tensorflow as tf
 
+import math
+
 from probvae._keras import keras
 from probvae.networks.family import Family, check_image_shape
 
@@ -46,8 +48,9 @@ class GatedDense(layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
-def _dense_family(hidden_layer):
-    """A `Family` whose hidden layers are `hidden_layer(config, units)`."""
+def _dense_family(hidden_layer, width: int = 1):
+    """A `Family` whose hidden layers are `hidden_layer(config, units)`
+    (`width` weight matrices per layer, for the size estimate)."""
 
     def encoder(config) -> keras.Sequential:
         image_shape = tuple(config.image_shape)
@@ -67,8 +70,13 @@ def _dense_family(hidden_layer):
         ]
         return keras.Sequential(body, name="decoder")
 
-    return Family(encoder, decoder, hidden_layer)
+    def size(config):
+        pixels, hidden = math.prod(config.image_shape), tuple(config.hidden_units)
+        weights = width * pixels * (hidden[0] if hidden else config.latent_dim) * 2  # first and last layer
+        return weights, width * 2 * sum(hidden) + 4 * pixels
+
+    return Family(encoder, decoder, hidden_layer, size)
 
 
 MLP = _dense_family(lambda config, units: layers.Dense(units, activation=config.activation))
-GATED = _dense_family(lambda config, units: GatedDense(units))
+GATED = _dense_family(lambda config, units: GatedDense(units), width=2)  # two matrices per layer

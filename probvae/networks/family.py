@@ -17,12 +17,17 @@ class Family(NamedTuple):
     under a mixed-precision policy. hidden(config, units), if given, is the
     family's dense hidden layer [..., f] -> [..., units], which the lower
     levels of a hierarchical latent use (`probvae.hierarchy`); without it they
-    use Dense(units, "elu").
+    use Dense(units, "elu"). size(config) -> (parameters, activations per
+    image), rough float counts of encoder and decoder together, lets a run
+    refuse an image shape that cannot fit in memory before it builds
+    anything (`probvae.networks.check_memory`); without it a dense-like
+    estimate is used.
     """
 
     encoder: Callable
     decoder: Callable
     hidden: Optional[Callable] = None
+    size: Optional[Callable] = None
 
 
 def check_image_shape(image_shape: Sequence[int]) -> None:
