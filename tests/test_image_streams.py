@@ -114,3 +114,14 @@ def test_grey_and_rgb_decoding(tmp_path):
     assert red_as_grey.shape == (4, 4, 1) and np.all(np.abs(red_as_grey.astype(int) - 76) <= 1)
     with pytest.raises(ValueError, match="grey .* or RGB"):
         ImageFiles([str(tmp_path / "grey.png")], (4, 4, 2))
+
+
+def test_truncated_files_are_left_out_when_listing_so_the_decoder_never_complains(folder):
+    truncated_jpeg(str(folder / "cats" / "cut.jpg"))
+    whole = (folder / "dogs" / "0.png").read_bytes()
+    (folder / "dogs" / "cut.png").write_bytes(whole[: len(whole) - 20])  # the IEND chunk cut off
+    encoded = tf.io.encode_jpeg(tf.fill([16, 16, 3], tf.constant(90, tf.uint8))).numpy()
+    (folder / "cats" / "padded.jpg").write_bytes(encoded + b"\0" * 10)  # padding after the end marker is fine
+    readable, unreadable, _, _ = list_image_files(str(folder))
+    assert sorted(os.path.basename(p) for p in unreadable) == ["cut.jpg", "cut.png", "empty.jpg", "notes.png"]
+    assert str(folder / "cats" / "padded.jpg") in readable and len(readable) == 13

@@ -194,3 +194,22 @@ def test_stop_signals_turn_the_first_signal_into_a_flag():
         # A second signal gets the previous handler: Ctrl-C twice stops at once.
         assert signal.getsignal(signal.SIGINT) is previous
     assert signal.getsignal(signal.SIGINT) is previous and signal.getsignal(signal.SIGTERM) is not None
+
+
+def test_checkpoints_a_killed_run_left_unlisted_are_removed_at_the_next_save(tmp_path):
+    state, _ = _state(tmp_path, 1.0, max_to_keep=2)
+    for step in (2, 4):
+        state.step.assign(step)
+        state.save({"epochs": []})
+    # A run killed after writing ckpt-6 but before the state file named it, and
+    # one killed before pruning ckpt-1: both on disk, neither listed.
+    for name in ("ckpt-6", "ckpt-1"):
+        for suffix in (".index", ".data-00000-of-00001"):
+            (tmp_path / (name + suffix)).write_bytes(b"left behind")
+    resumed, _ = _state(tmp_path, max_to_keep=2)
+    resumed.restore(log=lambda _: None)
+    assert int(resumed.step.numpy()) == 4
+    resumed.step.assign(5)
+    resumed.save({"epochs": []})
+    assert _indexes(tmp_path) == ["ckpt-4.index", "ckpt-5.index"]
+    assert not glob.glob(str(tmp_path / "ckpt-6*")) and not glob.glob(str(tmp_path / "ckpt-1*"))

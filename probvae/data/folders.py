@@ -17,7 +17,7 @@ the target height x width with its aspect ratio kept (bilinear, antialiased),
 and its centre cropped to exactly that size (`resize_and_crop`).
 
 Unreadable files never stop a pass: files whose first bytes are not a JPEG or
-PNG signature (empty, truncated to nothing, other formats) are left out when
+PNG signature, or that lack its end marker (empty, truncated, other formats) are left out when
 the folder is listed, counted and named (`ImageFiles.unreadable`); files that
 look right but fail to decode (a corrupt body) are dropped inside the
 pipeline by `Dataset.ignore_errors`, and `stream.skipped` counts them in the
@@ -45,7 +45,8 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+# Bytes at the end of a file searched for the format's end marker (some writers pad after it).
+_TAIL_BYTES = 64
 # Shuffle buffer of streams that cannot be permuted by index (TFDS).
 _SHUFFLE_BUFFER = 10_000
 
@@ -211,12 +212,21 @@ class TfdsImages(ImageStream):
 
 
 def _looks_like_an_image(path: str) -> bool:
+    """A JPEG or PNG signature at the start and its end marker near the end
+    (a JPEG's EOI, a PNG's IEND chunk): truncated files fail here, before
+    the decoder, which would print its own complaint for each."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(8)
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - _TAIL_BYTES))
+            tail = handle.read(_TAIL_BYTES)
     except OSError:
         return False
-    return any(head.startswith(signature) for signature in _SIGNATURES)
+    if head.startswith(b"\xff\xd8\xff"):
+        return b"\xff\xd9" in tail
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return b"IEND" in tail
+    return False
 
 
 def list_image_files(root: str):
@@ -224,7 +234,8 @@ def list_image_files(root: str):
 
     Files are sorted by path relative to `root`. Labels come from top-level
     subfolders when every image lies in one (else None). A file is unreadable
-    when its first bytes are no JPEG or PNG signature.
+    when its first bytes are no JPEG or PNG signature or it lacks the format's
+    end marker (a truncated file).
 
     Raises:
       UserError: `root` is not a folder, or holds no readable image.

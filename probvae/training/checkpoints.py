@@ -93,7 +93,7 @@ class RunState:
         step = int(self.step.numpy())
         prefix = os.path.join(self.directory, f"{CHECKPOINT_PREFIX}-{step}")
         try:
-            return self.manager.save(checkpoint_number=step)
+            written = self.manager.save(checkpoint_number=step)
         except (tf.errors.OpError, OSError) as error:
             self._remove_partial(prefix)
             kept = f"the last good checkpoint {self.latest} is kept" if self.latest else "no checkpoint was kept"
@@ -101,6 +101,17 @@ class RunState:
                 f"cannot write checkpoint {prefix} ({_reason(error)}); free disk space or fix the "
                 f"permissions of {self.directory}, then continue with --resume; {kept}"
             ) from None
+        self._remove_orphans()
+        return written
+
+    def _remove_orphans(self) -> None:
+        """Delete step checkpoints the state file does not list: left by a run
+        killed between writing a checkpoint and updating the state file (or
+        before pruning), so that only the newest `max_to_keep` stay on disk."""
+        kept = set(self.manager.checkpoints)
+        for prefix in complete_checkpoints(self.directory, CHECKPOINT_PREFIX):
+            if prefix not in kept:
+                self._remove_partial(prefix)
 
     def save_best(self) -> str:
         """Write the current state as the best epoch's checkpoint (best-<step>)
