@@ -4,6 +4,9 @@ argument parser whose mistakes are reported the same way, and the flags of
 registered components (`probvae.registry`)."""
 
 import argparse
+import contextlib
+import importlib.abc
+import importlib.machinery
 import os
 import platform
 import sys
@@ -13,7 +16,7 @@ from typing import Callable, Sequence, Tuple
 from probvae.errors import TrainingInterrupted, UserError
 
 __all__ = ["ArgumentParser", "USAGE_ERROR", "add_registry_arguments", "image_shape_argument", "prefer_onednn",
-           "prepare_process", "require_positive", "run"]
+           "prepare_process", "QuietTensorFlow", "stderr_silenced", "require_positive", "run"]
 
 USAGE_ERROR = 2
 
@@ -30,11 +33,56 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def prepare_process() -> None:
+def prepare_process(argv: Sequence[str] = ()) -> None:
     """What a command does before TensorFlow is imported: TensorFlow's C++
-    log level (warnings and above, unless the user chose) and oneDNN kernels."""
+    log level (warnings and above, unless the user chose), oneDNN kernels,
+    and, unless `--verbose` or `--debug` is among `argv`, silence for the
+    lines TensorFlow's C++ libraries print while they load and look for
+    devices (absl's banner, oneDNN and CPU-feature notes, "failed call to
+    cuInit" on a machine without a GPU): see `QuietTensorFlow`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     prefer_onednn()
+    if not {"--verbose", "--debug"} & set(argv) and not any(isinstance(f, QuietTensorFlow) for f in sys.meta_path):
+        sys.meta_path.insert(0, QuietTensorFlow())
+
+
+@contextlib.contextmanager
+def stderr_silenced():
+    """Send file descriptor 2 (C++ and Python alike) to the null device inside the block."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+class QuietTensorFlow(importlib.abc.MetaPathFinder):
+    """An import hook: the first `import tensorflow` (wherever it happens)
+    runs with stderr silenced, and lists the devices before it returns, so
+    the start-up lines of TensorFlow's C++ libraries are never printed. The
+    hook removes itself after that one import."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        execute = spec.loader.exec_module
+
+        def exec_module(module):
+            with stderr_silenced():
+                execute(module)
+                module.config.list_physical_devices()  # where a CPU-only machine complains about CUDA
+
+        spec.loader.exec_module = exec_module
+        return spec
 
 
 def prefer_onednn() -> None:

@@ -80,7 +80,8 @@ def parse_args(argv=None):
     run.add_argument("--snapshot-latents", action="store_true",
                      help="draw the 2-D latent space after each epoch and animate it (RUN_DIR/latent_evolution/)")
     run.add_argument("--dry-run", action="store_true", help="check flags, data and run directory; train nothing")
-    run.add_argument("--debug", action="store_true", help="show tracebacks")
+    run.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages")
+    run.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's start-up messages")
     args = parser.parse_args(argv)
     args.sections = {
         "data": ("dataset", "data_dir", "validation_fraction", "max_train_examples"),

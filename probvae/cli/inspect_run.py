@@ -30,7 +30,8 @@ def parse_args(argv=None):
                         help="example indices to interpolate between")
     parser.add_argument("--checkpoint", help="checkpoint name or prefix (default: the latest)")
     parser.add_argument("--seed", type=int, default=0, help="seed of posterior and prior samples")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's start-up messages")
     return parser.parse_args(argv)
 
 

@@ -21,7 +21,7 @@ __all__ = ["COMMANDS", "main", "run_command"]
 # Command -> (module under probvae.cli, one line of help).
 COMMANDS = {
     "fit": ("fit", "train a VAE and write its run directory (or resume one)"),
-    "evaluate": ("evaluate", "held-out ELBO, importance-weighted log p(x), bits/dim of a run"),
+    "evaluate": ("evaluate", "held-out ELBO, log p(x) (importance-weighted or AIS, with BDMC), bits/dim of a run"),
     "inspect": ("inspect_run", "pictures of a trained run and an index.html"),
     "bench": ("bench", "speed and memory against the plain tf-keras recipe"),
 }
@@ -36,9 +36,9 @@ def _usage() -> str:
 
 def run_command(name: str, argv: Optional[Sequence[str]] = None) -> None:
     """Run command `name` with `argv` (default: sys.argv[1:]) as the scripts do."""
-    common.prepare_process()
-    module = importlib.import_module(f"probvae.cli.{COMMANDS[name][0]}")
     argv = list(sys.argv[1:] if argv is None else argv)
+    common.prepare_process(argv)
+    module = importlib.import_module(f"probvae.cli.{COMMANDS[name][0]}")
     common.run(lambda: module.main(argv), argv)
 
 
