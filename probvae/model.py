@@ -55,7 +55,7 @@ from probvae.registry import LIKELIHOODS, PRIORS
 
 tfd = tfp.distributions
 
-__all__ = ["VAE", "ElboTerms", "LatentStatistics"]
+__all__ = ["VAE", "ElboTerms", "LatentStatistics", "Samples", "Encoding", "encode"]
 
 # Seed of the Monte Carlo KL sample when `posterior(x)` is called without one.
 _DEFAULT_KL_SEED = (0, 0)
@@ -95,6 +95,21 @@ class LatentStatistics(NamedTuple):
     stddev: tf.Tensor  # [n, D]
     kl_per_dimension: tf.Tensor  # [n, D], nats; sums (with total_correlation) to the KL
     total_correlation: tf.Tensor  # [n], nats
+
+
+class Samples(NamedTuple):
+    """Draws of the generative model (`VAE.sample`)."""
+
+    z: tf.Tensor  # [n, D], z ~ p(z)
+    mean: tf.Tensor  # [n, h, w, c], the mean of p(x|z)
+    x: tf.Tensor  # [n, h, w, c], x ~ p(x|z)
+
+
+class Encoding(NamedTuple):
+    """Posterior parameters of a dataset as NumPy arrays (`encode`)."""
+
+    loc: np.ndarray  # [n, D]: the posterior's location (`VAE.location`)
+    scale: np.ndarray  # [n, D]: its standard deviation per dimension (in a hierarchy, given the level above)
 
 
 class VAE(keras.Model):
@@ -407,9 +422,44 @@ class VAE(keras.Model):
             drawn.insert(0, (posterior, z))
         return drawn
 
+    def decode(self, z) -> tf.Tensor:
+        """The mean of p(x|z) for latents z [n, D]: images [n, h, w, c]
+        (`likelihood(z)` is the distribution itself)."""
+        return self.likelihood(tf.convert_to_tensor(z, tf.float32)).mean()
+
+    def sample(self, num_samples: int, seed=0) -> "Samples":
+        """`Samples` (z, mean, x) of num_samples draws z ~ p(z), x ~ p(x|z), from
+        the stateless seed `seed` (an int or a pair): the same seed, the same draws."""
+        num_samples = objectives.whole_number("num_samples", num_samples)
+        latent_seed, image_seed = tf.unstack(tf.random.experimental.stateless_split(objectives.as_seed(seed), 2))
+        z = self.prior.sample(num_samples, seed=latent_seed)
+        likelihood = self.likelihood(z)
+        return Samples(z, likelihood.mean(), tf.cast(likelihood.sample(seed=image_seed), tf.float32))
+
     def call(self, x, training=False):
         """Mean of p(x|z) at the posterior's location: a deterministic reconstruction [n, h, w, c]."""
         if not self.levels:
             posterior = self.posterior(x, training=training)
             return self.likelihood(posterior.mean(), training=training).mean()
         return self.likelihood(self.location(x, training=training), training=training).mean()
+
+
+def encode(vae: VAE, images, batch_size: int = 1000, binarization_seed: int = 0) -> Encoding:
+    """The posterior parameters of every image, as arrays: `Encoding(loc, scale)`,
+    [n, D] each (float32), `batch_size` images at a time.
+
+    Args:
+      vae: the model.
+      images: images as `VAE.prepare_inputs` takes them (uint8 0..255, floats
+        in [0, 1], NumPy or tensors); Bernoulli models binarize them once from
+        `binarization_seed`, as held-out evaluation does.
+    """
+    batch_size = objectives.whole_number("batch_size", batch_size)
+    x = vae.prepare_inputs(images, binarization_seed)
+    locs, scales = [], []
+    for start in range(0, int(x.shape[0]), batch_size):
+        terms = vae.elbo_terms(x[start: start + batch_size], seed=tf.constant(_DEFAULT_KL_SEED))
+        latent = vae.latent_statistics(terms)
+        locs.append(latent.location.numpy())
+        scales.append(latent.stddev.numpy())
+    return Encoding(np.concatenate(locs), np.concatenate(scales))

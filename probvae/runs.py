@@ -331,6 +331,8 @@ def save_config(run_dir: str, config: RunConfig) -> str:
 
 def load_config(run_dir: str) -> RunConfig:
     """The RunConfig saved in `run_dir`, with the file named in any error."""
+    if not os.path.isdir(run_dir):
+        raise UserError(f"run directory {run_dir} does not exist; pass the folder fit.py printed")
     path = os.path.join(run_dir, CONFIG_FILE)
     values = read_json(path)
     try:

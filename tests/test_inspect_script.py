@@ -73,7 +73,7 @@ def test_inspect_errors_are_one_line(tmp_path):
     result = run(INSPECT, str(tmp_path / "nowhere"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'nowhere' / 'config.json'} does not exist; is this a probvae run directory?"]
+        f"error: run directory {tmp_path / 'nowhere'} does not exist; pass the folder fit.py printed"]
 
 
 def test_an_output_path_that_is_a_file_is_refused_before_any_work(shapes_run, tmp_path):

@@ -114,9 +114,11 @@ def test_folder_labels_follow_their_images(tmp_path):
                                        "keeps its label, so the labels after it shift by one")
 def test_folder_labels_follow_their_images_past_a_file_that_fails_to_decode(tmp_path):
     write_folder(tmp_path, FOLDER_LABELS)
-    # A PNG signature and header with a cut-off body: listed as an image, fails in the pipeline.
-    encoded = tf.io.encode_png(labelled_images([2], first_id=99)[0][..., None]).numpy()
-    (tmp_path / "c2" / "broken.png").write_bytes(encoded[: len(encoded) // 2])
+    # A whole PNG (signature to IEND) with damaged image data: listed as an image, fails in the pipeline.
+    encoded = bytearray(tf.io.encode_png(labelled_images([2], first_id=99)[0][..., None]).numpy())
+    middle = len(encoded) // 2
+    encoded[middle: middle + 8] = b"\xff" * 8
+    (tmp_path / "c2" / "broken.png").write_bytes(bytes(encoded))
     splits = data.load_dataset(f"folder:{tmp_path}", validation_fraction=0.2, split_seed=3,
                                image_shape=(HEIGHT, WIDTH, 1))
     for name in ("train", "validation", "test"):

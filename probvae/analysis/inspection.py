@@ -247,10 +247,8 @@ def _correlations(terms):
 
 def prior_samples(model, num_samples: int, seed: int = 0):
     """(z [n, d], mean of p(x|z) [n, h, w, c], x ~ p(x|z) [n, h, w, c]) for z ~ p(z)."""
-    z = model.prior.sample(num_samples, seed=tf.constant([seed, 1], tf.int32))
-    likelihood = model.likelihood(z)
-    sample = likelihood.sample(seed=tf.constant([seed, 2], tf.int32))
-    return z.numpy(), likelihood.mean().numpy(), sample.numpy()
+    samples = model.sample(num_samples, seed=seed)
+    return samples.z.numpy(), samples.mean.numpy(), samples.x.numpy()
 
 
 def choose_dims(activity, dims: Optional[Sequence[int]] = None):
