@@ -117,10 +117,13 @@ class Level(keras.layers.Layer):
             MultivariateNormalDiag.params_size(self.latent_dim), dtype="float32", name="prior_params")
 
     def posterior(self, features, z_above) -> tfd.Distribution:
-        """q(z_l | x, z_(l+1)) from encoder features [n, f] and z_(l+1) [..., n, d]: batch [..., n]."""
-        above = self.posterior_above(z_above)  # [..., n, units]
+        """q(z_l | x, z_(l+1)) from encoder features [n, f] and z_(l+1) [..., n, d]
+        (or any shape that broadcasts against [n], e.g. [m, 1, d]): batch [..., n]."""
+        above = self.posterior_above(z_above)  # [..., n or 1, units]
         features = tf.cast(features, above.dtype)
-        features = tf.broadcast_to(features, tf.concat([tf.shape(above)[:-1], tf.shape(features)[-1:]], 0))
+        batch = tf.broadcast_dynamic_shape(tf.shape(above)[:-1], tf.shape(features)[:-1])  # [..., n]
+        above = tf.broadcast_to(above, tf.concat([batch, tf.shape(above)[-1:]], 0))
+        features = tf.broadcast_to(features, tf.concat([batch, tf.shape(features)[-1:]], 0))
         params = self.posterior_params(self.posterior_joint(tf.concat([features, above], axis=-1)))
         return self._posterior.new(params, self.latent_dim)
 

@@ -54,3 +54,32 @@ def test_bad_inputs_raise_one_clear_error(model, make):
                 call(make(value))
             assert str(error.value).startswith(message), (str(error.value), message)
             assert "\n" not in str(error.value) and "--" not in str(error.value)
+
+
+def test_sample_decode_and_encode_state_the_model_s_distributions(model):
+    samples = model.sample(6, seed=3)
+    assert samples.z.shape == (6, model.latent_dim) and samples.x.shape == (6,) + IMAGE_SHAPE
+    np.testing.assert_array_equal(model.sample(6, seed=3).x, samples.x)  # same seed, same draws
+    # decode is the mean of p(x|z); the Bernoulli draws are binary.
+    np.testing.assert_allclose(model.decode(samples.z), tf.sigmoid(model.decoder(samples.z)), rtol=1e-6)
+    np.testing.assert_allclose(samples.mean, model.decode(samples.z), rtol=1e-6)
+    assert set(np.unique(samples.x.numpy())) <= {0.0, 1.0}
+    import probvae
+
+    images = grey_images(5)
+    encoding = probvae.encode(model, images, batch_size=2)  # three batches
+    q = model.posterior(images)
+    np.testing.assert_allclose(encoding.loc, q.mean(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(encoding.scale, q.stddev(), rtol=1e-5, atol=1e-6)
+    assert isinstance(encoding.loc, np.ndarray) and encoding.loc.shape == (5, model.latent_dim)
+
+
+def test_every_documented_module_is_reachable_from_probvae():
+    import subprocess
+    import sys
+
+    code = ("import probvae; probvae.runs.open_run; probvae.evaluation.ais_log_likelihood; probvae.config.RunConfig; "
+            "probvae.presets.PRESETS; probvae.analysis.report.inspect_run; probvae.analysis.plotting; probvae.encode; "
+            "print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -287,14 +287,15 @@ def plot_reconstructions(rows: dict, path: str, title: str = "Reconstructions") 
 
 
 @_styled
-def plot_prior_samples(means, path: str, samples=None, cols: int = 8) -> str:
-    """Decoded draws z ~ p(z): the means of p(x|z) and, if given, a draw x ~ p(x|z) of each."""
+def plot_prior_samples(means, path: str, samples=None, cols: int = 8, prior: str = "p(z)") -> str:
+    """Decoded draws z ~ p(z): the means of p(x|z) and, if given, a draw x ~ p(x|z)
+    of each; `prior` names the prior in the caption (e.g. "N(0, I)")."""
     panels = [("mean of p(x|z)", means)] + ([("a draw x ~ p(x|z)", samples)] if samples is not None else [])
     mosaics = [image_mosaic(_as_grid(images, cols)) for _, images in panels]
     figure, axes = _mosaic_figure(mosaics, target_pixels=450, left=30, bottom=50, top=80)
     for ax, (name, images) in zip(axes, panels):
         ax.set_title(name)
-        ax.set_xlabel(f"{len(images)} latents z ~ p(z) = N(0, I)")
+        ax.set_xlabel(f"{len(images)} latents z ~ {prior}")
     figure.suptitle("Samples from the model: decoded prior draws")
     return _save(figure, path, tight=False)
 

@@ -91,6 +91,17 @@ class LatentSnapshots:
         return plotting.assemble_gif(self.frames, os.path.join(directory, GIF_NAME), self.seconds_per_frame)
 
 
+def _prior_name(model) -> str:
+    """How captions name the model's prior: "N(0, I)" for the standard Normal of a
+    one-level model, else what it is (learned priors, hierarchies)."""
+    name = model.config.prior
+    if len(model.latent_dims) > 1:
+        return f"p(z), the hierarchy's prior ({name} on the top level)"
+    if name == "standard_normal":
+        return "N(0, I)"
+    return f"p(z), the learned {name.replace('_', ' ')} prior"
+
+
 def _pick_pair(labels, count: int):
     """Two example indices for an interpolation: 0 and the first with another label."""
     if labels is not None:
@@ -183,9 +194,10 @@ def _example_entries(inputs: _Inputs, chosen: Sequence[int]) -> list:
         "Held-out images" + (" (grey original, then the fixed binarization the model sees)" if binarize else "")
         + " over the mean of p(x|z) at the posterior mean z = E[z|x]."))
     _, prior_means, prior_draws = inspection.prior_samples(model, 64, seed=inputs.seed)
+    prior = _prior_name(model)
     entries.append(("Prior samples", plotting.plot_prior_samples(
-        prior_means, inputs.out("prior_samples.png"), samples=prior_draws if binarize else None),
-        "64 latents z ~ N(0, I) decoded: the mean of p(x|z)"
+        prior_means, inputs.out("prior_samples.png"), samples=prior_draws if binarize else None, prior=prior),
+        f"64 latents z ~ {prior} decoded: the mean of p(x|z)"
         + (" and one Bernoulli draw x ~ p(x|z) of each, which is what the model's samples really are."
            if binarize else ".")))
     return entries
