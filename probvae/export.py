@@ -1,0 +1,99 @@
+"""A trained run as a TensorFlow SavedModel that needs nothing of probvae.
+
+    probvae export RUN_DIR OUT          # or python scripts/export.py RUN_DIR OUT
+
+writes OUT, a SavedModel whose graphs hold the encoder, the decoder, the prior
+and the importance-weighted estimator as plain TensorFlow operations, with
+three signatures (D latent dimensions, images [h, w, c] as the model sees
+them: float32 in [0, 1], binarized for a Bernoulli likelihood):
+
+    encode(images [n, h, w, c])           -> loc [n, D], scale_tril [n, D, D]
+    decode(z [n, D])                      -> mean [n, h, w, c] and the likelihood's
+                                             parameters (logits; or loc and scale)
+    log_likelihood(images, num_samples)   -> [n], nats: the K-sample importance-weighted
+                                             estimate of log p(x), seed (0, 0)
+
+Any TensorFlow program loads it with `tf.saved_model.load(OUT)` (also from
+C++, Java or TF Serving); `probvae.export.export_run` is the library call.
+For a hierarchy, `loc` is the posterior's location (`VAE.location`) and
+`scale_tril` the diagonal of each level's standard deviation given the level
+above; for one level they are q(z|x)'s own.
+"""
+
+import os
+from typing import Optional
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from probvae import runs
+from probvae.errors import UserError
+
+tfd = tfp.distributions
+
+__all__ = ["LIKELIHOOD_PARAMETERS", "Exported", "export_model", "export_run"]
+
+# The parameters `decode` returns, where the likelihood has them.
+LIKELIHOOD_PARAMETERS = ("logits", "loc", "scale")
+
+
+def _parameters(likelihood: tfd.Distribution, batch) -> dict:
+    inner = likelihood.distribution if isinstance(likelihood, tfd.Independent) else likelihood
+    outputs = {"mean": likelihood.mean()}
+    for name in LIKELIHOOD_PARAMETERS:
+        value = inner.parameters.get(name)
+        if value is not None:
+            value = tf.convert_to_tensor(value, tf.float32)
+            outputs[name] = tf.broadcast_to(value, tf.shape(outputs["mean"]))
+    return outputs
+
+
+class Exported(tf.Module):
+    """The three signatures over a model's variables (see the module docstring)."""
+
+    def __init__(self, vae):
+        super().__init__(name="probvae_model")
+        self.model_variables = list(vae.variables)  # tracked, so the SavedModel holds them
+        image = tf.TensorSpec([None] + list(vae.image_shape), tf.float32, name="images")
+        latent = tf.TensorSpec([None, vae.latent_dim], tf.float32, name="z")
+        count = tf.TensorSpec([], tf.int32, name="num_samples")
+
+        @tf.function(input_signature=[image])
+        def encode(images):
+            terms = vae.elbo_terms(images, seed=tf.constant([0, 0]))
+            if not terms.levels:
+                return {"loc": terms.posterior.mean(), "scale_tril": terms.posterior.scale.to_dense()}
+            statistics = vae.latent_statistics(terms)
+            return {"loc": statistics.location, "scale_tril": tf.linalg.diag(statistics.stddev)}
+
+        @tf.function(input_signature=[latent])
+        def decode(z):
+            return _parameters(vae.likelihood(z), tf.shape(z)[0])
+
+        @tf.function(input_signature=[image, count])
+        def log_likelihood(images, num_samples):
+            return {"log_likelihood": vae.importance_sampling(images, num_samples, tf.constant([0, 0]),
+                                                               tf.constant(0)).log_likelihood}
+
+        self.encode, self.decode, self.log_likelihood = encode, decode, log_likelihood
+
+
+def export_model(vae, out_dir: str) -> str:
+    """Write `vae` as a SavedModel to `out_dir` (which must not exist yet); return its path."""
+    if os.path.exists(out_dir):
+        raise UserError(f"{out_dir} exists; give a new folder for the exported model")
+    module = Exported(vae)
+    signatures = {"encode": module.encode, "decode": module.decode, "log_likelihood": module.log_likelihood}
+    try:
+        tf.saved_model.save(module, out_dir, signatures=signatures)
+    except OSError as error:
+        raise UserError(f"cannot write {out_dir}: {error.strerror}") from None
+    return out_dir
+
+
+def export_run(run_dir: str, out_dir: str, checkpoint: Optional[str] = None) -> str:
+    """Export the model of a run (its best epoch's weights unless `checkpoint` names
+    others) as a SavedModel in `out_dir`; return the path."""
+    if os.path.exists(out_dir):
+        raise UserError(f"{out_dir} exists; give a new folder for the exported model")
+    return export_model(runs.load_run(run_dir, checkpoint), out_dir)
