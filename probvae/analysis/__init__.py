@@ -4,7 +4,7 @@ that puts them on a page (`report`)."""
 
 import importlib
 
-_SUBMODULES = ("inspection", "plotting", "report")
+_SUBMODULES = ("compare", "inspection", "plotting", "report")
 
 
 def __getattr__(name):

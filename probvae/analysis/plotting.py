@@ -31,6 +31,7 @@ __all__ = [
     "plot_posterior_inspection",
     "plot_reconstructions",
     "plot_prior_samples",
+    "plot_validation_curves",
     "plot_latent_scatter",
     "plot_manifold",
     "plot_interpolation",
@@ -453,3 +454,31 @@ def assemble_gif(frame_paths: Sequence[str], path: str, seconds_per_frame: float
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
     return path
+
+
+def plot_validation_curves(curves: dict, path: str) -> str:
+    """Validation ELBO per epoch of several runs ({name: [ELBO per epoch]}), one line each."""
+    figure = _figure(7.5, 4.5)
+    ax = figure.subplots(1, 1)
+    longest = max((len(values) for values in curves.values()), default=0)
+    settled = []
+    for name, values in curves.items():
+        if values:
+            ax.plot(np.arange(1, len(values) + 1), values, marker="o" if len(values) < 30 else None, markersize=3,
+                    label=name)
+            settled.append(np.asarray(values, np.float64))
+    if settled and longest > 1:
+        padded = np.full((len(settled), longest), np.nan)
+        for row, values in enumerate(settled):
+            padded[row, :len(values)] = values
+        limits = _settled_range(padded, longest)
+        if limits is not None:
+            ax.set_ylim(*limits)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation ELBO, nats per example")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+    ax.set_title("Validation ELBO per epoch")
+    figure.tight_layout()
+    return _save(figure, path)

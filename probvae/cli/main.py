@@ -4,6 +4,7 @@
     probvae evaluate RUN_DIR --iwae-samples 5000
     probvae inspect RUN_DIR
     probvae bench --quick
+    probvae compare RUN_DIR RUN_DIR ...
     probvae export RUN_DIR OUT
 
 `probvae COMMAND --help` shows a command's flags. Each command is the same
@@ -25,6 +26,7 @@ COMMANDS = {
     "evaluate": ("evaluate", "held-out ELBO, log p(x) (importance-weighted or AIS, with BDMC), bits/dim of a run"),
     "inspect": ("inspect_run", "pictures of a trained run and an index.html"),
     "bench": ("bench", "speed and memory against the plain tf-keras recipe"),
+    "compare": ("compare", "runs side by side: differing settings, test ELBO and log p(x), validation curves"),
     "export": ("export", "a run as a TensorFlow SavedModel (encode, decode, log_likelihood) that loads without probvae"),
 }
 
