@@ -773,16 +773,18 @@ def evaluate_run(run_dir: str, split: str = "test", iwae_samples: int = DEFAULT_
                  sample_chunk: Optional[int] = None, binarization_seed: Optional[int] = None,
                  max_examples: Optional[int] = None, log: Optional[Callable[[str], None]] = None,
                  estimator: str = "iwae", ais: Optional[AISSettings] = None, bdmc_examples: int = 0,
-                 force: bool = False, names: Optional[dict] = None) -> dict:
+                 force: bool = False, names: Optional[dict] = None, data_dir: Optional[str] = None) -> dict:
     """Evaluate a trained run on one split and write RUN_DIR/`evaluation_name(result)`.
 
-    The model comes from `runs.load_run` (latest checkpoint unless named),
+    The model comes from `runs.open_run` (the run's best epoch's weights if it
+    kept them, else the latest checkpoint; or the one `checkpoint` names),
     the data from the run's own `DataConfig` (same split and binarization
     seed as training used, unless `binarization_seed` is given).
     `batch_size` defaults to the run's `eval_batch_size`; `max_examples`
     keeps the first N images of the split (for quick checks). `estimator`,
     `ais`, `bdmc_examples` and `force` are `evaluate`'s; the cost check runs
     before the model loads and names what to change with `names` (`check_cost`).
+    `data_dir` reads the data from another folder than the run's own.
 
     Returns:
       The dict of `evaluate`, plus split, dataset, run_dir, max_examples and
@@ -794,6 +796,8 @@ def evaluate_run(run_dir: str, split: str = "test", iwae_samples: int = DEFAULT_
     objectives.whole_number("iwae_samples", iwae_samples)
     ais = (AISSettings() if ais is None else ais).checked()
     config = runs.load_config(run_dir)
+    if data_dir is not None:
+        config = config.replace(data={"data_dir": data_dir})
     d = config.data
     splits = data_lib.load_config_dataset(config)
     images, _ = splits.split(split)

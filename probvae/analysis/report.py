@@ -289,7 +289,7 @@ def inspect_run(run_dir: str, split: str = "test", out_dir: Optional[str] = None
                 indices: Optional[Sequence[int]] = None, max_examples: Optional[int] = None,
                 dims: Optional[Sequence[int]] = None, grid_size: int = 20, grid_range: Optional[float] = None,
                 interpolate: Optional[Sequence[int]] = None, seed: int = 0, checkpoint: Optional[str] = None,
-                log: Callable[[str], None] = print) -> list:
+                log: Callable[[str], None] = print, data_dir: Optional[str] = None) -> list:
     """Draw every picture of a trained run and write index.html and latent_marginals.json.
 
     Args:
@@ -304,7 +304,9 @@ def inspect_run(run_dir: str, split: str = "test", out_dir: Optional[str] = None
       grid_range: also decode a grid over [-grid_range, grid_range].
       interpolate: two example indices to interpolate between.
       seed: seed of every posterior and prior sample.
-      checkpoint: checkpoint name or prefix (default: the latest).
+      checkpoint: checkpoint name or path, "latest" or "best" (default: the
+        run's model, its best epoch's weights if it kept them).
+      data_dir: read the data from this folder instead of the run's own.
 
     Returns:
       The paths written (each also passed to `log`): pictures, then
@@ -320,6 +322,8 @@ def inspect_run(run_dir: str, split: str = "test", out_dir: Optional[str] = None
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UserError(f"output folder {out_dir} is a file; pass a folder path for the pictures")
     model, config, checkpoint = runs.open_run(run_dir, checkpoint=checkpoint)
+    if data_dir is not None:
+        config = config.replace(data={"data_dir": data_dir})
     d = config.data
     splits = data_lib.load_config_dataset(config)
     images, labels = splits.split(split)

@@ -16,17 +16,47 @@ from typing import Callable, Sequence, Tuple
 from probvae.errors import TrainingInterrupted, UserError
 
 __all__ = ["ArgumentParser", "USAGE_ERROR", "add_registry_arguments", "image_shape_argument", "prefer_onednn",
-           "prepare_process", "QuietTensorFlow", "stderr_silenced", "require_positive", "run"]
+           "prepare_process", "QuietTensorFlow", "stderr_silenced", "require_positive", "run", "show_config_defaults"]
 
 USAGE_ERROR = 2
 
 
 class ArgumentParser(argparse.ArgumentParser):
     """`argparse.ArgumentParser` whose errors are `UserError`s: one line
-    naming the argument and pointing at --help, instead of a usage block."""
+    naming the argument and pointing at --help, instead of a usage block;
+    every command has --version."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from probvae import __version__
+
+        self.add_argument("--version", action="version", version=f"probvae {__version__}")
 
     def error(self, message):
         raise UserError(f"{message}; see {self.prog} --help")
+
+
+def _shown(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
+
+
+def show_config_defaults(parser: argparse.ArgumentParser, sections: dict) -> None:
+    """Append "(default: V)" to the help of each flag that sets a config field
+    (`sections`: {"train": ("epochs", ...), ...}), V from a default `RunConfig`,
+    unless the help already states its default. The flags themselves default
+    to None, so that only the flags given override a preset or a resumed run."""
+    from probvae.config import RunConfig
+
+    config = RunConfig()
+    for action in parser._actions:
+        for section, names in sections.items():
+            if action.dest in names:
+                value = getattr(getattr(config, section), action.dest, None)
+                if value is not None and "default" not in (action.help or ""):
+                    action.help = f"{action.help} (default: {_shown(value)})" if action.help else \
+                        f"default: {_shown(value)}"
 
 
 def _one_line(error: BaseException) -> str:

@@ -53,6 +53,7 @@ def parse_args(argv=None):
     parser.add_argument("--max-examples", type=int, metavar="N", help="evaluate the first N images only")
     parser.add_argument("--binarization-seed", type=int,
                         help="seed of the fixed binarization of Bernoulli data (default: the run's split seed)")
+    parser.add_argument("--data-dir", help="read the data from this folder instead of the run's own --data-dir")
     parser.add_argument("--checkpoint", help="checkpoint name or path, latest or best (default: the run's model: the best "
                         "validation epoch's weights if the run kept them, else the latest)")
     parser.add_argument("--force", action="store_true",
@@ -78,6 +79,7 @@ def main(argv=None):
         seed=args.seed, checkpoint=args.checkpoint, binarization_seed=args.binarization_seed,
         max_examples=args.max_examples, log=lambda line: print(line, file=sys.stderr, flush=True),
         estimator=args.estimator, ais=ais, bdmc_examples=args.bdmc, force=args.force, names=FLAG_NAMES,
+        data_dir=args.data_dir,
     )
     print(format_report(result))
     print(f"written to {result['file']}")

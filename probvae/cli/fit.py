@@ -42,8 +42,8 @@ def parse_args(argv=None):
     model.add_argument("--decoder-arch", choices=NETWORKS.names(), help="decoder family (default: the encoder's --arch)")
     model_fields = common.add_registry_arguments(model, MODEL_REGISTRIES)
     train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
+    train.add_argument("--epochs", type=int, help="passes over the training images")
+    train.add_argument("--batch-size", type=int, help="images per step (the global batch under a --strategy)")
     train.add_argument("--learning-rate", type=float, help="initial step size (default 1e-3)")
     train_fields = common.add_registry_arguments(train, TRAIN_REGISTRIES)
     train.add_argument("--patience", type=int,
@@ -56,7 +56,7 @@ def parse_args(argv=None):
                        help="elbo (default) or iwae, the importance-weighted bound of --train-samples samples")
     train.add_argument("--train-samples", type=int, help="importance samples K of the iwae objective (default 1)")
     train.add_argument("--free-bits", type=float, help="nats of KL per latent dimension left free in training")
-    train.add_argument("--seed", type=int)
+    train.add_argument("--seed", type=int, help="seed of the initial weights, the data order and every sample")
     train.add_argument("--deterministic", action="store_true", default=None,
                        help="deterministic ops: with --seed, a CPU run repeats bit for bit")
     train.add_argument("--skip-nonfinite", action="store_true", default=None,
@@ -69,7 +69,7 @@ def parse_args(argv=None):
     train.add_argument("--eager", action="store_true", default=None, help="run the step eagerly, for debugging")
     train.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                        help="compile the step with XLA (default: the MLP always, conv on a GPU)")
-    train.add_argument("--mixed-precision", action="store_true", default=None,
+    train.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
                        help="float16 compute with loss scaling (for GPUs)")
     train.add_argument("--strategy", choices=STRATEGIES, help="tf.distribute strategy (default auto: multi-worker with "
                        "a TF_CONFIG cluster, mirrored with several GPUs, else one-device); --batch-size is global")
@@ -82,14 +82,16 @@ def parse_args(argv=None):
     run.add_argument("--dry-run", action="store_true", help="check flags, data and run directory; train nothing")
     run.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages")
     run.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's start-up messages")
-    args = parser.parse_args(argv)
-    args.sections = {
+    sections = {
         "data": ("dataset", "data_dir", "validation_fraction", "max_train_examples"),
         "model": ("latent_dim", "latent_layers", "level_units", "image_shape", "decoder_arch") + model_fields,
         "train": ("epochs", "batch_size", "learning_rate", "patience", "keep_best", "beta", "kl_warmup_epochs",
                   "free_bits", "objective", "train_samples", "seed", "deterministic", "skip_nonfinite", "checkpoint_every_steps", "eager",
                   "test_iwae_samples", "jit_compile", "mixed_precision", "strategy") + train_fields,
     }
+    common.show_config_defaults(parser, sections)
+    args = parser.parse_args(argv)
+    args.sections = sections
     return args
 
 

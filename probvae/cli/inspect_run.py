@@ -23,13 +23,16 @@ def parse_args(argv=None):
     parser.add_argument("--max-examples", type=int, help="use only the first N images of the split")
     parser.add_argument("--dims", type=int, nargs=2, metavar=("I", "J"),
                         help="latent dimensions of the 2-D plots (default: the two most active)")
-    parser.add_argument("--grid-size", type=int, default=20, help="points per axis of the decoded manifold")
+    parser.add_argument("--grid-size", type=int, default=20,
+                        help="points per axis of the decoded manifold (default 20)")
     parser.add_argument("--grid-range", type=float, metavar="R",
                         help="also decode a grid evenly spaced over [-R, R], e.g. 4")
     parser.add_argument("--interpolate", type=int, nargs=2, metavar=("A", "B"),
                         help="example indices to interpolate between")
-    parser.add_argument("--checkpoint", help="checkpoint name or prefix (default: the latest)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of posterior and prior samples")
+    parser.add_argument("--checkpoint", help="checkpoint name or path, latest or best (default: the run's model: the "
+                        "best validation epoch's weights if the run kept them, else the latest)")
+    parser.add_argument("--data-dir", help="read the data from this folder instead of the run's own --data-dir")
+    parser.add_argument("--seed", type=int, default=0, help="seed of posterior and prior samples (default 0)")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's start-up messages")
     return parser.parse_args(argv)
@@ -46,4 +49,4 @@ def main(argv=None):
     inspect_run(args.run_dir, split=args.split, out_dir=args.out, num_shown=args.n, indices=args.examples,
                 max_examples=args.max_examples, dims=args.dims, grid_size=args.grid_size,
                 grid_range=args.grid_range, interpolate=args.interpolate, seed=args.seed,
-                checkpoint=args.checkpoint)
+                checkpoint=args.checkpoint, data_dir=args.data_dir)
