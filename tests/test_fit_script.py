@@ -33,6 +33,9 @@ def test_fit_writes_a_complete_run_directory(tmp_path):
     result = run_fit(*SMALL, "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr
     assert str(run_dir) in result.stdout
+    # The whole record on stdout (fit.py > log keeps it), nothing on stderr: no bar off a terminal, no TensorFlow noise.
+    assert "epoch 1/1  train ELBO" in result.stdout and "final test evaluation" in result.stdout
+    assert result.stderr.strip() == "", result.stderr
     assert {"config.json", "metrics.json", "checkpoints", "logs"} <= set(os.listdir(run_dir))
     assert any(name.endswith(".index") for name in os.listdir(run_dir / "checkpoints"))
     assert os.listdir(run_dir / "logs" / "train") and os.listdir(run_dir / "logs" / "validation")

@@ -1,3 +1,4 @@
+import io
 import os
 import signal
 
@@ -269,3 +270,49 @@ def test_fit_with_xla_and_mixed_precision_writes_a_finite_float32_run(tmp_path):
     assert keras.mixed_precision.global_policy().name == "float32"
     for section in (metrics["epochs"][0]["train"], metrics["epochs"][0]["validation"], metrics["test"]):
         assert np.isfinite(section["elbo"]) and section["elbo"] < 0
+
+
+class _Terminal:
+    """A stream that says it is a terminal, recording what is written."""
+
+    def __init__(self):
+        self.text = ""
+
+    def isatty(self):
+        return True
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+
+def test_progress_draws_a_bar_with_etas_on_a_terminal_and_logs_each_epoch(monkeypatch):
+    from probvae.training import callbacks
+
+    clock = [1000.0]
+    monkeypatch.setattr(callbacks.time, "time", lambda: clock[0])
+
+    class Totals:
+        def means(self):
+            return {"loss": 245.5}
+
+    lines, terminal = [], _Terminal()
+    progress = callbacks.Progress(lines.append, epochs=10, stream=terminal, every_seconds=1.0)
+    clock[0] = 1030.0  # 30 of 60 steps in 30 s: 30 s left in the epoch, then 9 epochs of 60 s
+    progress.update(1, 30, 60, 1000.0, Totals())
+    assert terminal.text.startswith("\repoch 1/10 [============>")
+    assert "30/60  loss 245.50  1.0 steps/s  epoch ETA 30s  run ETA 9m30s" in terminal.text
+    progress.update(1, 31, 60, 1000.0, Totals())  # within a second: not redrawn
+    assert terminal.text.count("epoch 1/10") == 1
+    progress.end_epoch(1, 62.0, "epoch 1/10  train ELBO -250.00")
+    assert terminal.text.endswith("\r\x1b[K") and lines == ["epoch 1/10  train ELBO -250.00  (1m02s; about 9m18s left)"]
+    progress.end_epoch(10, 60.0, "epoch 10/10  done")
+    assert lines[-1] == "epoch 10/10  done  (1m00s)"
+    # Not a terminal: no bar at all, the same lines; with early stopping the time left is an upper bound.
+    plain, lines = io.StringIO(), []
+    quiet = callbacks.Progress(lines.append, epochs=4, early_stopping=True, stream=plain)
+    quiet.update(1, 30, 60, 1000.0, Totals())
+    quiet.end_epoch(1, 3600.0 * 1.5, "epoch 1/4")
+    assert plain.getvalue() == "" and lines == ["epoch 1/4  (1h30m; at most 4h30m left)"]

@@ -16,31 +16,79 @@ from probvae.errors import UserError
 from probvae.registry import SCHEDULES
 from probvae.training.step import StepTotals
 
-__all__ = ["Progress", "Summaries", "track_best", "follow_validation"]
+__all__ = ["duration", "Progress", "Summaries", "track_best", "follow_validation"]
+
+
+def duration(seconds: float) -> str:
+    """42s, 3m20s, 1h05m."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 class Progress:
-    """One line per epoch; on a terminal, a line updated in place during it."""
+    """The run's progress.
 
-    def __init__(self, stream=None, every_seconds: float = 1.0):
+    During an epoch, on a terminal only, a bar on `stream` (stderr) with the
+    steps done, the loss, steps per second and the time left of the epoch and
+    of the run, redrawn at most once a `every_seconds` and erased when the
+    epoch ends. After each epoch its line goes through `log` (stdout for the
+    commands: the run's record, so `fit.py > log` keeps it) with the epoch's
+    time and the run's: "about 1h05m left" (an upper bound when early
+    stopping may end the run sooner).
+
+    Args:
+      log: where the epoch lines go.
+      epochs: the run's epochs; early_stopping: whether patience may end it sooner.
+    """
+
+    BAR_WIDTH = 24
+
+    def __init__(self, log: Callable[[str], None], epochs: int, early_stopping: bool = False, stream=None,
+                 every_seconds: float = 1.0):
+        self.log, self.epochs, self.early_stopping = log, epochs, early_stopping
         self.stream = sys.stderr if stream is None else stream  # the stream of now, not of import time
         self.interactive = self.stream.isatty()
-        self.every = every_seconds
-        self.last = 0.0
+        self.every, self.last, self.shown = every_seconds, 0.0, False
+        self.epoch_seconds = []  # of the epochs finished in this process
 
-    def update(self, epoch, epochs, done, steps, started, totals: StepTotals):
+    def _run_left(self, epoch: int, epoch_total: float) -> float:
+        """Seconds left after epoch `epoch`'s end, from the mean epoch time (or this epoch's)."""
+        typical = sum(self.epoch_seconds) / len(self.epoch_seconds) if self.epoch_seconds else epoch_total
+        return (self.epochs - epoch) * typical
+
+    def update(self, epoch: int, done: int, steps: int, started: float, totals: StepTotals) -> None:
+        """Redraw the bar after `done` of `steps` steps of `epoch` (begun at `started`)."""
         now = time.time()
         if not self.interactive or now - self.last < self.every:
             return
         self.last = now
-        loss = totals.means()["loss"]
-        self.stream.write(f"\repoch {epoch}/{epochs}  step {done}/{steps}  loss {loss:9.3f}  "
-                          f"{done / max(now - started, 1e-9):6.1f} steps/s")
+        rate = done / max(now - started, 1e-9)
+        epoch_left = (steps - done) / max(rate, 1e-9)
+        run_left = epoch_left + self._run_left(epoch, now - started + epoch_left)
+        filled = int(self.BAR_WIDTH * done / max(steps, 1))
+        bar = "=" * filled + (">" if filled < self.BAR_WIDTH else "") + " " * (self.BAR_WIDTH - filled - 1)
+        self.stream.write(f"\repoch {epoch}/{self.epochs} [{bar[:self.BAR_WIDTH]}] {done}/{steps}  loss "
+                          f"{totals.means()['loss']:.2f}  {rate:.1f} steps/s  epoch ETA {duration(epoch_left)}  "
+                          f"run ETA {duration(run_left)}\x1b[K")
         self.stream.flush()
+        self.shown = True
 
-    def end_epoch(self, message):
-        self.stream.write(("\r" if self.interactive else "") + message + "\n")
-        self.stream.flush()
+    def end_epoch(self, epoch: int, seconds: float, message: str) -> None:
+        """Erase the bar and log the epoch's line with its time and the run's time left."""
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+        self.epoch_seconds.append(seconds)
+        left = self._run_left(epoch, seconds)
+        suffix = f"{duration(seconds)}"
+        if epoch < self.epochs:
+            suffix += f"; {'at most' if self.early_stopping else 'about'} {duration(left)} left"
+        self.log(f"{message}  ({suffix})")
 
 
 class Summaries:

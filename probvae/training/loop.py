@@ -72,6 +72,7 @@ class Trainer:
         self.config, self.splits, self.run_dir, self.log = config, splits, run_dir, log
         self.write_dir = write_dir or run_dir
         self.on_epoch_end = on_epoch_end
+        self.progress = None  # the run's Progress, made at the first epoch
         self.strategy = strategy or tf.distribute.get_strategy()
         train = config.train
         replicas.check_batch_size(train.batch_size, self.strategy)
@@ -174,7 +175,9 @@ class Trainer:
         batches = replicas.distribute_batches(self.strategy, lambda: data_lib.training_batches(
             self.splits.x_train, train.batch_size, seed=train.seed, epoch=epoch,
             binarize=self.model.likelihood_head.binarize, start_step=position), train.batch_size)
-        progress = Progress()
+        if self.progress is None:
+            self.progress = Progress(self.log, train.epochs, early_stopping=train.patience > 0)
+        progress = self.progress
         for x in batches:
             self.train_step(x)
             step, position = step + 1, position + 1
@@ -184,7 +187,7 @@ class Trainer:
                 self._check_faults()
             if train.checkpoint_every_steps and step % train.checkpoint_every_steps == 0 and position < steps:
                 self._save(started)
-            progress.update(epoch, train.epochs, position, steps, started, self.totals)
+            progress.update(epoch, position, steps, started, self.totals)
         self._check_faults()
         train_metrics = self.totals.means()
         train_metrics["skipped_nonfinite_batches"] = int(self.totals.skipped.numpy())
@@ -202,10 +205,10 @@ class Trainer:
         if self.on_epoch_end is not None:
             self.on_epoch_end(epoch, self.model, self.splits, self.write_dir)
         skipped = train_metrics["skipped_nonfinite_batches"]
-        progress.end_epoch(
+        progress.end_epoch(epoch, seconds, (
             f"epoch {epoch}/{train.epochs}  train ELBO {train_metrics['elbo']:.2f}  "
-            f"validation ELBO {validation['elbo']:.2f} ± {validation['elbo_stderr']:.2f} nats  ({seconds:.0f}s)"
-            + (f"  {skipped} non-finite batches skipped" if skipped else ""))
+            f"validation ELBO {validation['elbo']:.2f} ± {validation['elbo_stderr']:.2f} nats"
+            + (f"  {skipped} non-finite batches skipped" if skipped else "")))
         if self._stopping(stop):
             self._interrupt(stop, epoch, None)
 
