@@ -572,7 +572,7 @@ def _summary(values: Dict[str, np.ndarray], names) -> dict:
 
 
 def evaluate_elbo(model, images: np.ndarray, *, seed: int, batch_size: int = 1000,
-                  binarization_seed: int = 0, strategy=None) -> dict:
+                  binarization_seed: int = 0, strategy=None, with_latents: bool = False) -> dict:
     """Mean held-out ELBO and its parts, with standard errors, in nats.
 
     Args:
@@ -583,15 +583,20 @@ def evaluate_elbo(model, images: np.ndarray, *, seed: int, batch_size: int = 100
       batch_size: examples per evaluation step.
       binarization_seed: seed of the fixed binarization (Bernoulli models).
       strategy: a tf.distribute strategy the model was built under, or None.
+      with_latents: also `active_units` and `kl_per_dimension` (mean over
+        the images, [d]), as `evaluate` reports them.
     """
     batches = data_lib.evaluation_batches(images, batch_size, binarize=model.likelihood_head.binarize,
                                           seed=binarization_seed)
-    parts = elbo_per_example(model, batches, seed, strategy=strategy)
+    parts = per_example(model, batches, seed, strategy=strategy)
     summary = {"n_examples": int(len(parts["elbo"]))}
     if isinstance(images, data_lib.ImageStream):
         summary["skipped_images"] = images.skipped
     summary.update(_summary(parts, ("elbo", "reconstruction", "kl")))
     summary.update(_binarization(model, binarization_seed))
+    if with_latents:
+        summary["active_units"] = int(np.sum(active_units(unit_activity(parts["posterior_mean"]))))
+        summary["kl_per_dimension"] = parts["kl_per_dimension"].astype(np.float64).mean(axis=0).tolist()
     return summary
 
 

@@ -45,6 +45,25 @@ def test_fit_writes_a_complete_run_directory(tmp_path):
     assert len(metrics["epochs"]) == 1 and finite_numbers(metrics)
     assert {"elbo", "reconstruction", "kl", "elbo_stderr"} <= set(metrics["test"])
     assert metrics["test"]["elbo"] == pytest.approx(metrics["test"]["reconstruction"] - metrics["test"]["kl"], rel=1e-4)
+    assert metrics["epochs"][0]["validation"]["active_units"] in (0, 1, 2)
+    # TensorBoard shows the model: step size, KL weight, active units, per-dimension KL, pictures, HParams.
+    tags = {split: tensorboard_tags(run_dir / "logs" / split) for split in ("train", "validation", "hparams")}
+    assert {"learning_rate", "kl_weight", "elbo", "loss"} <= tags["train"]
+    assert {"elbo", "active_units", "kl_per_dimension", "reconstructions/input",
+            "reconstructions/mean of p(x|z) at E[z|x]", "prior samples/mean of p(x|z), z ~ p(z)"} <= tags["validation"]
+    assert not {"n_examples", "binarization_seed"} & tags["validation"]
+    assert {"_hparams_/session_start_info", "test/elbo", "test/log_likelihood"} <= tags["hparams"]
+
+
+def tensorboard_tags(directory):
+    """The tags of every summary in the event files of `directory`."""
+    import tensorflow as tf
+
+    tags = set()
+    for name in os.listdir(directory):
+        for event in tf.compat.v1.train.summary_iterator(str(directory / name)):
+            tags |= {value.tag for value in event.summary.value}
+    return tags
 
 
 def test_unknown_dataset_lists_valid_names_without_a_traceback(tmp_path):

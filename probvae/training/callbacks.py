@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Callable, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from probvae.errors import UserError
@@ -104,20 +105,56 @@ class Summaries:
         self.directory, self.latest_checkpoint = directory, latest_checkpoint
         self._writers = {}
 
-    def write(self, split: str, values: dict, epoch: int) -> None:
-        """The numeric `values` of one split at `epoch`."""
+    # Numbers of a result that describe the data, not the model: no curves for them.
+    NOT_METRICS = frozenset({"n_examples", "binarization_seed", "skipped_images"})
+
+    def _writing(self, split: str, epoch: int, write: Callable[[], None]) -> None:
         path = os.path.join(self.directory, split)
         try:
             if split not in self._writers:
                 self._writers[split] = tf.summary.create_file_writer(path)
             with self._writers[split].as_default(step=epoch):
-                for name, value in values.items():
-                    if isinstance(value, (int, float)) and not isinstance(value, bool):
-                        tf.summary.scalar(name, value)
+                write()
         except (tf.errors.OpError, OSError) as error:
             raise UserError(f"cannot write TensorBoard summaries to {path} ({type(error).__name__}); free disk "
                             f"space or fix permissions, then continue with --resume (checkpoint "
                             f"{self.latest_checkpoint()} is saved)") from None
+
+    def write(self, split: str, values: dict, epoch: int) -> None:
+        """The numeric `values` of one split at `epoch` as scalars; a list as a histogram."""
+        def write():
+            for name, value in values.items():
+                if name in self.NOT_METRICS or isinstance(value, bool):
+                    continue
+                if isinstance(value, (int, float)):
+                    tf.summary.scalar(name, value)
+                elif isinstance(value, (list, tuple, np.ndarray)) and len(value):
+                    tf.summary.histogram(name, np.asarray(value, np.float32))
+
+        self._writing(split, epoch, write)
+
+    def images(self, split: str, images: dict, epoch: int) -> None:
+        """{name: float images [k, h, w, c] in [0, 1]} of one split at `epoch`."""
+        def write():
+            for name, value in images.items():
+                tf.summary.image(name, tf.clip_by_value(tf.cast(value, tf.float32), 0.0, 1.0),
+                                 max_outputs=int(value.shape[0]))
+
+        self._writing(split, epoch, write)
+
+    def hparams(self, config, metrics: dict, epoch: int) -> None:
+        """The run's config as TensorBoard HParams and its final `metrics`
+        (e.g. test ELBO) as scalars beside them, for the HParams view."""
+        from tensorboard.plugins.hparams import api as hp
+
+        def write():
+            values = {key: (value if isinstance(value, (bool, int, float, str)) else str(value))
+                      for key, value in config.flat().items() if value is not None}
+            hp.hparams(values, trial_id=os.path.basename(os.path.dirname(os.path.abspath(self.directory))))
+            for name, value in metrics.items():
+                tf.summary.scalar(name, value)
+
+        self._writing("hparams", epoch, write)
 
     def close(self) -> None:
         for writer in self._writers.values():

@@ -55,6 +55,11 @@ def seed_process(train_config) -> None:
     keras.utils.set_random_seed(train_config.seed)
 
 
+# Pictures in TensorBoard: this many times a run, IMAGES_SHOWN reconstructions and twice as many prior draws.
+PICTURES_PER_RUN = 20
+IMAGES_SHOWN = 8
+
+
 class Trainer:
     """One run's model, optimizer and checkpointed state, and its epoch loop.
 
@@ -110,9 +115,19 @@ class Trainer:
         log(f"model: {model.arch}, latent {model.latent_dim}, {model.posterior} posterior, {model.likelihood} "
             f"likelihood, {self.metrics['parameters']:,} parameters, on {self.metrics['distribution']['summary']}")
 
-    def evaluate(self, images: np.ndarray, seed: int) -> dict:
+    def evaluate(self, images: np.ndarray, seed: int, with_latents: bool = False) -> dict:
         return evaluation.evaluate_elbo(self.model, images, seed=seed, batch_size=self.config.train.eval_batch_size,
-                                        binarization_seed=self.config.data.split_seed, strategy=self.strategy)
+                                        binarization_seed=self.config.data.split_seed, strategy=self.strategy,
+                                        with_latents=with_latents)
+
+    def _pictures(self, epoch: int) -> None:
+        """Reconstructions of the first validation images and decoded prior draws, to TensorBoard."""
+        images = self.splits.x_validation[:IMAGES_SHOWN]
+        x = self.model.prepare_inputs(images, self.config.data.split_seed)
+        self.summaries.images("validation", {
+            "reconstructions/input": x, "reconstructions/mean of p(x|z) at E[z|x]": self.model(x),
+            "prior samples/mean of p(x|z), z ~ p(z)": self.model.sample(2 * IMAGES_SHOWN, seed=epoch).mean,
+        }, epoch)
 
     def restore(self) -> None:
         """Continue from the newest checkpoint of `run_dir`, if there is one."""
@@ -191,7 +206,8 @@ class Trainer:
         self._check_faults()
         train_metrics = self.totals.means()
         train_metrics["skipped_nonfinite_batches"] = int(self.totals.skipped.numpy())
-        validation = self.evaluate(self.splits.x_validation, seed=train.seed + epoch)
+        validation = self.evaluate(self.splits.x_validation, seed=train.seed + epoch, with_latents=True)
+        kl_per_dimension = validation.pop("kl_per_dimension")  # to TensorBoard, not into every epoch's record
         seconds = time.time() - started
         self.history["epochs"].append({"epoch": epoch, "seconds": seconds, "train": train_metrics,
                                        "validation": validation})
@@ -199,8 +215,11 @@ class Trainer:
         track_best(train, self.history, epoch, validation["elbo"], self._save_best, self.log)
         follow_validation(train, self.history, epoch, self.optimizer, self.log)
         self._save(None)
-        self.summaries.write("train", train_metrics, epoch)
-        self.summaries.write("validation", validation, epoch)
+        self.summaries.write("train", dict(train_metrics, learning_rate=float(self.optimizer.learning_rate.numpy()),
+                                           kl_weight=float(self.model.kl_weight.numpy())), epoch)
+        self.summaries.write("validation", dict(validation, kl_per_dimension=kl_per_dimension), epoch)
+        if epoch % max(1, train.epochs // PICTURES_PER_RUN) == 0 or epoch == train.epochs:
+            self._pictures(epoch)
         runs.write_json(os.path.join(self.write_dir, runs.METRICS_FILE), self.metrics)
         if self.on_epoch_end is not None:
             self.on_epoch_end(epoch, self.model, self.splits, self.write_dir)
@@ -335,6 +354,9 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
                             f"checkpoint: {os.path.basename(trainer.state.latest or 'none')})") from None
         metrics["test"] = test
         metrics["train_seconds"] = sum(e["seconds"] for e in metrics["epochs"])
+        trainer.summaries.hparams(config, {f"test/{name}": test[name] for name in
+                                           ("elbo", "log_likelihood", "bits_per_dim") if name in test},
+                                  len(metrics["epochs"]))
         path = runs.write_json(os.path.join(write_dir, runs.METRICS_FILE), metrics)
         trainer.close()
     log(f"test ELBO {test['elbo']:.2f} ± {test['elbo_stderr']:.2f} nats "
