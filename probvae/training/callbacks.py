@@ -57,8 +57,11 @@ class Progress:
         self.epoch_seconds = []  # of the epochs finished in this process
 
     def _run_left(self, epoch: int, epoch_total: float) -> float:
-        """Seconds left after epoch `epoch`'s end, from the mean epoch time (or this epoch's)."""
-        typical = sum(self.epoch_seconds) / len(self.epoch_seconds) if self.epoch_seconds else epoch_total
+        """Seconds left after epoch `epoch`'s end, from the mean time of the last
+        five epochs (leaving out this process's first, which compiles the step,
+        once there are others), or this epoch's."""
+        recent = (self.epoch_seconds[1:] or self.epoch_seconds)[-5:]
+        typical = sum(recent) / len(recent) if recent else epoch_total
         return (self.epochs - epoch) * typical
 
     def update(self, epoch: int, done: int, steps: int, started: float, totals: StepTotals) -> None:
