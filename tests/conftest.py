@@ -151,3 +151,45 @@ def iwae_reference(model, x, num_samples, seed, log_prior=standard_normal_log_de
         log_weights.append(pixel_log_likelihood(model, z, x) + log_prior(z) - mvn_log_density(z, loc, covariance))
     log_weights = np.stack(log_weights)  # [K, n]
     return scipy.special.logsumexp(log_weights, axis=0) - np.log(num_samples), log_weights
+
+
+# Tiny trained runs of each model family, shared by the tests that need a
+# trained run of a kind (analysis, export): each is trained once per test
+# process, on first use.
+_FAMILY_MODELS = {
+    "diag_gaussian": ("shapes", dict(latent_dim=3, prior="diag_gaussian")),
+    "mixture-normal": ("shapes", dict(latent_dim=3, prior="mixture", likelihood="normal")),
+    "vamp-continuous_bernoulli": ("shapes", dict(latent_dim=3, prior="vamp", likelihood="continuous_bernoulli")),
+    "hierarchy-vamp": ("shapes", dict(latent_dim=(2, 3), latent_layers=2, level_units=6, prior="vamp",
+                                      posterior="diag")),
+    "folder-image-shape": ("folder", dict(latent_dim=2, image_shape=(8, 6, 1))),
+}
+
+
+@pytest.fixture(scope="session")
+def family_run(tmp_path_factory):
+    """name -> the run directory of a tiny trained run of that family (`_FAMILY_MODELS`)."""
+    from probvae.config import DataConfig, RunConfig, TrainConfig
+    from probvae.training import fit
+
+    root, made = tmp_path_factory.mktemp("families"), {}
+
+    def run(name):
+        if name not in made:
+            dataset, model = _FAMILY_MODELS[name]
+            if dataset == "folder":
+                folder = root / "pictures"
+                for label in ("a", "b"):
+                    (folder / label).mkdir(parents=True)
+                    for i in range(40):
+                        tf.io.write_file(str(folder / label / f"{i}.png"),
+                                         tf.io.encode_png(np.full((9, 7, 1), 3 * i + 100 * (label == "b"), np.uint8)))
+                dataset = f"folder:{folder}"
+            made[name] = str(root / name)
+            fit(RunConfig(data=DataConfig(dataset=dataset, max_train_examples=60, validation_fraction=0.25),
+                          model=ModelConfig(arch="mlp", hidden_units=(12,), **model),
+                          train=TrainConfig(epochs=1, batch_size=20, test_iwae_samples=2)), made[name],
+                log=lambda _: None)
+        return made[name]
+
+    return run
