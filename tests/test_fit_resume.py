@@ -99,8 +99,8 @@ _TINY = ["--dataset", "shapes", "--epochs", "2", "--max-train-examples", "60", "
 MODEL_KINDS = {
     "vamp": ["--arch", "mlp", "--hidden-units", "8", "--latent-dim", "2", "--prior", "vamp",
              "--prior-components", "3", "--seed", "6"],
-    "mixture": ["--arch", "mlp", "--hidden-units", "8", "--latent-dim", "3", "--prior", "mixture",
-                "--prior-components", "4", "--seed", "7"],
+    # A mixture prior's variables resume by the same mechanism as the VampPrior's (the prior layer's
+    # variables and their Adam moments in the checkpoint): the VampPrior run covers both.
     # Stride-2 convolutions of 8 and 16 filters, each followed by batch normalisation.
     "conv-batch-norm": ["--preset", "mnist-conv-2d", "--seed", "8"],
 }
@@ -182,14 +182,14 @@ def test_a_killed_run_of_a_learned_prior_or_batch_norm_resumes_to_the_uninterrup
 @pytest.mark.slow
 def test_sigint_during_the_final_test_evaluation_says_what_is_saved_and_resume_finishes(tmp_path):
     run_dir = str(tmp_path / "run")
-    process = fit(*RUN, "--test-iwae-samples", "3000", "--run-dir", run_dir,
+    process = fit(*RUN, "--test-iwae-samples", "1000", "--run-dir", run_dir,
                   env=dict(os.environ, PYTHONUNBUFFERED="1"))
     for line in process.stdout:
-        if line.startswith("final test evaluation: 500 images, K=3000"):
+        if line.startswith("final test evaluation: 500 images, K=1000"):
             break
     else:
         pytest.fail(f"no final test evaluation: {process.communicate()}")
-    time.sleep(0.5)
+    time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 128 + signal.SIGINT, stderr
@@ -202,4 +202,4 @@ def test_sigint_during_the_final_test_evaluation_says_what_is_saved_and_resume_f
     assert "resuming from" in resumed.stdout + resumed.stderr and "training is complete" in resumed.stdout + resumed.stderr
     metrics = metrics_of(run_dir)
     assert metrics["resumes"] == [{"checkpoint": "ckpt-60", "step": 60, "epoch": None}]  # no epoch 3 to name
-    assert metrics["test"]["iwae_samples"] == 3000 and [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert metrics["test"]["iwae_samples"] == 1000 and [e["epoch"] for e in metrics["epochs"]] == [1, 2]
