@@ -28,8 +28,6 @@ def parse_args(argv=None):
     parser.add_argument("--no-memory", action="store_true", help="skip the peak memory figures")
     parser.add_argument("--quick", action="store_true", help="tiny images, networks and runs: a smoke test")
     parser.add_argument("--json", metavar="OUT", help="also write every figure to this JSON file")
-    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's start-up messages")
     return parser.parse_args(argv)
 
 

@@ -24,13 +24,15 @@ USAGE_ERROR = 2
 class ArgumentParser(argparse.ArgumentParser):
     """`argparse.ArgumentParser` whose errors are `UserError`s: one line
     naming the argument and pointing at --help, instead of a usage block;
-    every command has --version."""
+    every command has --version, --verbose and --debug."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         from probvae import __version__
 
         self.add_argument("--version", action="version", version=f"probvae {__version__}")
+        self.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages")
+        self.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's start-up messages")
 
     def error(self, message):
         raise UserError(f"{message}; see {self.prog} --help")

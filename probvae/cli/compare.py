@@ -19,8 +19,6 @@ def parse_args(argv=None):
     parser.add_argument("--csv", metavar="FILE", help="also write the table as CSV to FILE")
     parser.add_argument("--plot", metavar="FILE", default="validation_curves.png",
                         help="where to draw the validation curves (default: validation_curves.png)")
-    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's start-up messages")
     return parser.parse_args(argv)
 
 

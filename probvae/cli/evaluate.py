@@ -58,8 +58,6 @@ def parse_args(argv=None):
                         "validation epoch's weights if the run kept them, else the latest)")
     parser.add_argument("--force", action="store_true",
                         help="run an evaluation of more than 1e11 decoder passes (refused otherwise)")
-    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's start-up messages")
     return parser.parse_args(argv)
 
 

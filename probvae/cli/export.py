@@ -21,8 +21,6 @@ def parse_args(argv=None):
     parser.add_argument("out", metavar="OUT", help="a new folder for the SavedModel")
     parser.add_argument("--checkpoint", help="checkpoint name or path, latest or best (default: the run's model: "
                         "the best validation epoch's weights if the run kept them, else the latest)")
-    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's start-up messages")
     return parser.parse_args(argv)
 
 

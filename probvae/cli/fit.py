@@ -80,8 +80,6 @@ def parse_args(argv=None):
     run.add_argument("--snapshot-latents", action="store_true",
                      help="draw the 2-D latent space after each epoch and animate it (RUN_DIR/latent_evolution/)")
     run.add_argument("--dry-run", action="store_true", help="check flags, data and run directory; train nothing")
-    run.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages")
-    run.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's start-up messages")
     sections = {
         "data": ("dataset", "data_dir", "validation_fraction", "max_train_examples"),
         "model": ("latent_dim", "latent_layers", "level_units", "image_shape", "decoder_arch") + model_fields,

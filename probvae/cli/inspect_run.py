@@ -33,8 +33,6 @@ def parse_args(argv=None):
                         "best validation epoch's weights if the run kept them, else the latest)")
     parser.add_argument("--data-dir", help="read the data from this folder instead of the run's own --data-dir")
     parser.add_argument("--seed", type=int, default=0, help="seed of posterior and prior samples (default 0)")
-    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's start-up messages")
     return parser.parse_args(argv)
 
 

@@ -221,38 +221,6 @@ class _Signalled(BaseException):
     Exception` on the way (TensorFlow's tracing has some) swallows it."""
 
 
-class SignalsRaise:
-    """While active, SIGINT and SIGTERM stop the block at once with
-    `TrainingInterrupted("<SIGNAL> " + message, signal)`, for work with
-    nothing left to save, such as the final test evaluation of a run whose
-    checkpoints are written. Outside the main thread nothing is installed."""
-
-    def __init__(self, message: str):
-        self.message, self._previous, self.received = message, {}, None
-
-    def _handle(self, number, frame):
-        self.received = number
-        self._restore_handlers()
-        raise _Signalled()
-
-    def _restore_handlers(self):
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-        self._previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for number in StopSignals.SIGNALS:
-                self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def __exit__(self, exc_type, exc, traceback):
-        self._restore_handlers()
-        if exc_type is not None and issubclass(exc_type, _Signalled):
-            raise TrainingInterrupted(f"{signal.Signals(self.received).name} {self.message}", self.received) from None
-        return False
-
-
 class StopSignals:
     """While active, SIGINT and SIGTERM set `received` instead of stopping.
 
@@ -289,3 +257,24 @@ class StopSignals:
     @property
     def name(self) -> str:
         return signal.Signals(self.received).name if self.received else ""
+
+
+class SignalsRaise(StopSignals):
+    """While active, SIGINT and SIGTERM stop the block at once with
+    `TrainingInterrupted("<SIGNAL> " + message, signal)`, for work with
+    nothing left to save, such as the final test evaluation of a run whose
+    checkpoints are written. Outside the main thread nothing is installed."""
+
+    def __init__(self, message: str):
+        super().__init__()
+        self.message = message
+
+    def _handle(self, number, frame):
+        super()._handle(number, frame)
+        raise _Signalled()
+
+    def __exit__(self, exc_type, exc, traceback):
+        super().__exit__(exc_type, exc, traceback)
+        if exc_type is not None and issubclass(exc_type, _Signalled):
+            raise TrainingInterrupted(f"{signal.Signals(self.received).name} {self.message}", self.received) from None
+        return False
