@@ -525,11 +525,8 @@ class BDMCResult(NamedTuple):
 def simulate(model, num_examples: int, seed=0):
     """(z [n, D], x [n, h, w, c]) drawn from p(z) p(x|z): model-ready images
     (binary for a Bernoulli likelihood) and the latents that generated them."""
-    num_examples = objectives.whole_number("num_examples", num_examples)
-    latent_seed, image_seed = tf.unstack(tf.random.experimental.stateless_split(objectives.as_seed(seed), 2))
-    z = model.prior.sample(num_examples, seed=latent_seed)
-    x = tf.cast(model.likelihood(z).sample(seed=image_seed), tf.float32)
-    return z, x
+    samples = model.sample(objectives.whole_number("num_examples", num_examples), seed)
+    return samples.z, samples.x
 
 
 def bdmc(model, num_examples: int, num_steps: int = 1000, num_chains: int = 16, seed=0,
