@@ -37,7 +37,7 @@ __all__ = ["LIKELIHOOD_PARAMETERS", "Exported", "export_model", "export_run"]
 LIKELIHOOD_PARAMETERS = ("logits", "loc", "scale")
 
 
-def _parameters(likelihood: tfd.Distribution, batch) -> dict:
+def _parameters(likelihood: tfd.Distribution) -> dict:
     inner = likelihood.distribution if isinstance(likelihood, tfd.Independent) else likelihood
     outputs = {"mean": likelihood.mean()}
     for name in LIKELIHOOD_PARAMETERS:
@@ -68,7 +68,7 @@ class Exported(tf.Module):
 
         @tf.function(input_signature=[latent])
         def decode(z):
-            return _parameters(vae.likelihood(z), tf.shape(z)[0])
+            return _parameters(vae.likelihood(z))
 
         @tf.function(input_signature=[image, count])
         def log_likelihood(images, num_samples):

@@ -500,9 +500,7 @@ def open_run(run_dir: str, checkpoint: Optional[str] = None) -> "LoadedRun":
 
     from probvae.model import VAE
 
-    if not os.path.isdir(run_dir):
-        raise UserError(f"run directory {run_dir} does not exist; pass the folder fit.py printed")
-    config = load_config(run_dir)
+    config = load_config(run_dir)  # names a missing run directory
     try:
         model = VAE(config.model)
     except UserError as error:
