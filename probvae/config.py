@@ -340,6 +340,11 @@ class TrainConfig(_Section):
     # Importance samples K of the test log-likelihood estimated at the end of
     # training (scripts/evaluate.py re-evaluates with any K, e.g. 5000).
     test_iwae_samples: int = 100
+    # Training steps per compiled call (probvae.training.step.StepLoop): the
+    # host dispatches once per call; signals and the progress bar act between
+    # calls. 0: as many as take about 0.1 s (at most 50). The numbers do not
+    # depend on it.
+    steps_per_call: int = 0
     # Compile the step with XLA; None: per architecture and device
     # (probvae.training.precision.use_jit_compile: dense networks always, conv on a GPU).
     jit_compile: Optional[bool] = None
@@ -377,6 +382,7 @@ class TrainConfig(_Section):
             f"seed must be a whole number in 0..1073741823 (got {self.seed!r})",
         )
         checks.non_negative("checkpoint_every_steps", self.checkpoint_every_steps, whole=True)
+        checks.non_negative("steps_per_call", self.steps_per_call, whole=True)
         for name in ("eager", "skip_nonfinite", "deterministic", "keep_best", "mixed_precision"):
             checks.flag(name, getattr(self, name))
         checks.non_negative("kl_warmup_epochs", self.kl_warmup_epochs, whole=True)

@@ -53,6 +53,7 @@ __all__ = [
     "CHUNK_ROWS",
     "ImportanceEstimate",
     "sample_seed",
+    "posterior_samples",
     "as_seed",
     "whole_number",
     "importance_sampling",
@@ -155,6 +156,57 @@ def importance_log_weights(x, z, posterior, prior, likelihood: Callable):
     return log_px_z + prior.log_prob(z) - posterior.log_prob(z)  # [num_samples, n]
 
 
+def posterior_samples(posterior, seed, ks) -> tf.Tensor:
+    """z [S, n, d]: for each k of `ks` [S], the sample `posterior.sample(seed=sample_seed(seed, k))`.
+
+    A Gaussian posterior of TFP's `MultivariateNormalLinearOperator` family
+    (`MultivariateNormalTriL`, `MultivariateNormalDiag`: z = loc + scale eps,
+    eps ~ N(0, I)) draws its eps [n, d] as `tf.random.stateless_normal` of
+    shape [d, n] transposed. Here only that draw runs once per k; the affine
+    map runs once on all S draws, through the posterior's own bijector, so z
+    carries TFP's bijector cache and `posterior.log_prob(z)` takes eps from it
+    instead of solving scale eps = z - loc. The values are bit for bit those
+    of S calls of `sample` (`_affine_draws_are_tfps` checks that once per
+    process against the installed TFP; any other posterior, or a TFP that
+    draws differently, takes S calls of `sample`).
+    """
+    posterior = getattr(posterior, "tensor_distribution", posterior)  # a tfp.layers output: its distribution
+    if _affine_normal(posterior) and _affine_draws_are_tfps():
+        n, d = tf.shape(posterior.loc)[0], tf.shape(posterior.loc)[1]
+        eps = tf.map_fn(lambda k: tf.random.stateless_normal([d, n], seed=sample_seed(seed, k)), ks,
+                        fn_output_signature=tf.float32)  # [S, d, n]
+        return posterior.bijector.forward(tf.transpose(eps, [0, 2, 1]))
+    return tf.map_fn(lambda k: posterior.sample(seed=sample_seed(seed, k)), ks, fn_output_signature=tf.float32)
+
+
+def _affine_normal(posterior) -> bool:
+    """A float32 MultivariateNormalLinearOperator with batch [n] and a location (the posterior layers' kind)."""
+    return (isinstance(posterior, tfd.MultivariateNormalLinearOperator) and posterior.loc is not None
+            and posterior.dtype == tf.float32 and posterior.batch_shape.rank == 1
+            and posterior.loc.shape.rank == 2)
+
+
+_AFFINE_DRAWS = []
+
+
+def _affine_draws_are_tfps() -> bool:
+    """Whether `posterior_samples`' draws are the installed TFP's, bit for bit
+    (computed eagerly once per process, on a small full-covariance and diagonal posterior)."""
+    if not _AFFINE_DRAWS:
+        with tf.init_scope():
+            rng = np.random.default_rng(0)
+            loc = tf.constant(rng.normal(size=(3, 4)), tf.float32)
+            tril = tf.constant(np.tril(rng.normal(size=(3, 4, 4))) + 2 * np.eye(4), tf.float32)
+            seed = tf.constant([7, 11])
+            same = True
+            for q in (tfd.MultivariateNormalTriL(loc, tril), tfd.MultivariateNormalDiag(loc, tf.exp(loc))):
+                eps = tf.random.stateless_normal([4, 3], seed=sample_seed(seed, 2))
+                mine = q.bijector.forward(tf.transpose(eps)[tf.newaxis])[0]
+                same = same and bool(np.array_equal(mine.numpy(), q.sample(seed=sample_seed(seed, 2)).numpy()))
+            _AFFINE_DRAWS.append(same)
+    return _AFFINE_DRAWS[0]
+
+
 class ImportanceEstimate(NamedTuple):
     """The K-sample importance-weighted estimate of log p(x) and its ESS, [n] each."""
 
@@ -215,12 +267,9 @@ def importance_sampling(x, posterior, prior, likelihood: Callable, seed, num_sam
     batch = tf.shape(x)[0]
     chunk = tf.where(sample_chunk > 0, sample_chunk, tf.maximum(1, CHUNK_ROWS // tf.maximum(batch, 1)))
 
-    def draw(k):
-        return posterior.sample(seed=sample_seed(seed, k))  # [n, d]
-
     def body(start, log_sum, log_sum_squares):
         stop = tf.minimum(start + chunk, num_samples)
-        z = tf.map_fn(draw, tf.range(start, stop), fn_output_signature=tf.float32)  # [S, n, d]
+        z = posterior_samples(posterior, seed, tf.range(start, stop))  # [S, n, d]
         log_weights = importance_log_weights(x, z, posterior, prior, likelihood)
         log_weights = tf.cast(log_weights, tf.float64)  # [S, n]
         log_sum = _log_add_exp(log_sum, tf.reduce_logsumexp(log_weights, axis=0))

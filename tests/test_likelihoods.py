@@ -53,3 +53,31 @@ def test_the_likelihood_decides_binarization_and_the_config_records_it():
     values["binarize"] = True
     with pytest.raises(ValueError, match="contradicts likelihood 'normal'"):
         ModelConfig.from_dict(values)
+
+
+def test_bernoulli_log_prob_is_tfps_on_binary_pixels_and_the_interpolation_between():
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+
+    from probvae.distributions.likelihoods import LogitBernoulli, bernoulli
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(scale=6.0, size=(5, 3, 4, 1)).astype(np.float32)
+    logits[0, 0, :2, 0] = [np.inf, -np.inf]
+    binary = (rng.uniform(size=logits.shape) < 0.5).astype(np.float32)
+    binary[0, 0, :2, 0] = [1.0, 0.0]  # log p = 0 at infinite logits of the right sign
+    mine, tfps = LogitBernoulli(logits=logits, dtype=tf.float32), tfp.distributions.Bernoulli(logits=logits,
+                                                                                              dtype=tf.float32)
+    np.testing.assert_array_equal(mine.log_prob(binary), tfps.log_prob(binary))  # bit for bit
+    assert isinstance(bernoulli(logits).distribution, LogitBernoulli)
+    # Independent of TFP: x l - log(1 + e^l) in float64, for binary and grey pixels.
+    finite = logits[1:].astype(np.float64)
+    for x in (binary[1:], rng.uniform(size=finite.shape).astype(np.float32)):
+        expected = (x * finite - np.logaddexp(0.0, finite)).sum(axis=(1, 2, 3))
+        np.testing.assert_allclose(bernoulli(logits[1:]).log_prob(x), expected, rtol=1e-6)
+    # Its gradient with respect to the logits is TFP's too.
+    variable = tf.Variable(logits[1:])
+    with tf.GradientTape(persistent=True) as tape:
+        a = tf.reduce_sum(LogitBernoulli(logits=variable, dtype=tf.float32).log_prob(binary[1:]))
+        b = tf.reduce_sum(tfp.distributions.Bernoulli(logits=variable, dtype=tf.float32).log_prob(binary[1:]))
+    np.testing.assert_array_equal(tape.gradient(a, variable), tape.gradient(b, variable))

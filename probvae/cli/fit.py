@@ -67,6 +67,9 @@ def parse_args(argv=None):
     train.add_argument("--test-iwae-samples", type=int,
                        help="importance samples K of the final test log-likelihood (default 100)")
     train.add_argument("--eager", action="store_true", default=None, help="run the step eagerly, for debugging")
+    train.add_argument("--steps-per-call", type=int, metavar="N",
+                       help="training steps per compiled call (default 0: as many as take about 0.1 s); the "
+                       "numbers do not depend on it")
     train.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                        help="compile the step with XLA (default: the MLP always, conv on a GPU)")
     train.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
@@ -85,7 +88,7 @@ def parse_args(argv=None):
         "model": ("latent_dim", "latent_layers", "level_units", "image_shape", "decoder_arch") + model_fields,
         "train": ("epochs", "batch_size", "learning_rate", "patience", "keep_best", "beta", "kl_warmup_epochs",
                   "free_bits", "objective", "train_samples", "seed", "deterministic", "skip_nonfinite", "checkpoint_every_steps", "eager",
-                  "test_iwae_samples", "jit_compile", "mixed_precision", "strategy") + train_fields,
+                  "steps_per_call", "test_iwae_samples", "jit_compile", "mixed_precision", "strategy") + train_fields,
     }
     common.show_config_defaults(parser, sections)
     args = parser.parse_args(argv)

@@ -2,7 +2,7 @@
 tf.distribute.
 
 - `step`: `make_train_step`, a compiled step with its on-device metrics and
-  non-finite checks;
+  non-finite checks, and `StepLoop`, which runs several per compiled call;
 - `loop`: `Trainer` (epochs, checkpoint cadence, resume, interrupts) and `fit`;
 - `callbacks`: progress, summaries, best epoch, early stopping, a step size
   that follows the validation ELBO;
@@ -13,6 +13,6 @@ tf.distribute.
 """
 
 from probvae.training.loop import Trainer, fit, seed_process
-from probvae.training.step import NonFiniteFaults, StepTotals, make_train_step
+from probvae.training.step import NonFiniteFaults, StepLoop, StepTotals, make_train_step
 
-__all__ = ["NonFiniteFaults", "StepTotals", "Trainer", "fit", "make_train_step", "seed_process"]
+__all__ = ["NonFiniteFaults", "StepLoop", "StepTotals", "Trainer", "fit", "make_train_step", "seed_process"]

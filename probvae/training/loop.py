@@ -36,7 +36,7 @@ from probvae.model import VAE
 from probvae.training import distribute, precision, schedules
 from probvae.training.callbacks import Progress, Summaries, follow_validation, track_best
 from probvae.training.checkpoints import RunState, SignalsRaise, StopSignals
-from probvae.training.step import FAULT_CHECK_EVERY, NonFiniteFaults, StepTotals, make_train_step
+from probvae.training.step import FAULT_CHECK_EVERY, NonFiniteFaults, StepLoop, StepTotals, make_train_step
 
 __all__ = ["Trainer", "fit", "seed_process"]
 
@@ -97,6 +97,10 @@ class Trainer:
             (train.batch_size,) + splits.image_shape, eager=train.eager,
             faults=self.faults, skip_nonfinite=train.skip_nonfinite,
             jit_compile=precision.use_jit_compile(config.model.arch, train.jit_compile), strategy=self.strategy)
+        # Under several replicas one step per call: the replicated update (a tf.cond around a cross-replica
+        # apply) cannot be traced inside the loop's tf.while_loop.
+        replicated = self.strategy.num_replicas_in_sync > 1
+        self.step_loop = StepLoop(self.train_step, 1 if replicated else train.steps_per_call, eager=train.eager)
         # What the checkpoints carry besides tensors (see probvae.training.checkpoints).
         self.history = {"epochs": [], "epoch_seconds": 0.0, "resumes": [], "train_examples": len(splits.x_train),
                         "best": None, "stopped_early": None}
@@ -193,16 +197,23 @@ class Trainer:
         if self.progress is None:
             self.progress = Progress(self.log, train.epochs, early_stopping=train.patience > 0)
         progress = self.progress
-        for x in batches:
-            self.train_step(x)
-            step, position = step + 1, position + 1
-            if position < steps and self._stopping(stop, position):  # at the last step, finish the epoch first
+        iterator, every = iter(batches), train.checkpoint_every_steps
+        while position < steps:
+            # A call ends at the next fault check, checkpoint and the epoch's end, so those keep their steps.
+            limit = min(steps - position, FAULT_CHECK_EVERY - position % FAULT_CHECK_EVERY)
+            if every:
+                limit = min(limit, every - step % every)
+            done = self.step_loop.run(iterator, self.step_loop.size(limit))
+            step, position = step + done, position + done
+            if done and position < steps and self._stopping(stop, position):  # at the end, finish the epoch first
                 self._interrupt(stop, epoch, started)
             if position % FAULT_CHECK_EVERY == 0:
                 self._check_faults()
-            if train.checkpoint_every_steps and step % train.checkpoint_every_steps == 0 and position < steps:
+            if done and every and step % every == 0 and position < steps:
                 self._save(started)
             progress.update(epoch, position, steps, started, self.totals)
+            if not done:  # a stream of files that failed to decode ran out early
+                break
         self._check_faults()
         train_metrics = self.totals.means()
         train_metrics["skipped_nonfinite_batches"] = int(self.totals.skipped.numpy())

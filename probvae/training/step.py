@@ -29,6 +29,8 @@ on the same global batches.
 
 from __future__ import annotations
 
+import itertools
+import time
 from typing import Callable, Optional
 
 import tensorflow as tf
@@ -37,10 +39,14 @@ from probvae import replicas
 from probvae.objectives import ElboParts
 from probvae.training import precision
 
-__all__ = ["FAULT_CHECK_EVERY", "StepTotals", "NonFiniteFaults", "make_train_step"]
+__all__ = ["FAULT_CHECK_EVERY", "StepTotals", "NonFiniteFaults", "make_train_step", "StepLoop"]
 
 # Steps between two host reads of the fault record (each read waits for the device).
 FAULT_CHECK_EVERY = 50
+# Automatic steps per call: as many as take about this long (seconds) ...
+CALL_SECONDS = 0.1
+# ... and at most this many (a call is also the granularity of signals and the progress bar).
+MAX_STEPS_PER_CALL = FAULT_CHECK_EVERY
 
 
 
@@ -251,3 +257,74 @@ def make_train_step(model, optimizer, totals: StepTotals, step: tf.Variable, see
         return tf.function(train_step, jit_compile=False)
     return tf.function(train_step, input_signature=[tf.TensorSpec(batch_shape, tf.float32)],
                        jit_compile=jit_compile)
+
+
+class StepLoop:
+    """Runs training steps several per compiled call.
+
+    `run(iterator, n)` takes the next n batches of `iterator` through
+    `train_step` inside one `tf.function` (a `tf.while_loop` over the
+    iterator, as Keras's `steps_per_execution` does), so the host dispatches
+    once per n steps; it returns the steps done (fewer than n when the
+    iterator ran out). The steps are the same compiled step, in the same
+    order, with the same seeds (from the step counter), so the numbers do not
+    depend on n. With XLA the step inside stays one XLA computation; the loop
+    around it is a graph (the iterator cannot be compiled). An iterator that
+    is not tf.data's (a Python generator of batches) is run one step per call.
+
+    `steps_per_call` = 0 sizes the calls automatically: one step per call
+    until a step's time is known (the first call compiles), then as many as
+    take about CALL_SECONDS, at most MAX_STEPS_PER_CALL; `limit` (steps to
+    the next checkpoint, fault check or epoch end) caps every call. Eagerly
+    (`eager`) every call is one step.
+    """
+
+    def __init__(self, train_step: Callable, steps_per_call: int = 0, eager: bool = False):
+        self.train_step, self.eager = train_step, eager
+        self.fixed = int(steps_per_call)
+        self.step_seconds = None  # a running estimate of one step's time (automatic sizing)
+        self._timed = set()  # kinds of call (one step, the loop) whose first, compiling call is behind
+        if not eager:
+            self._loop = tf.function(self._steps)
+
+    def _steps(self, iterator, n):
+        done = tf.constant(0)
+        for _ in tf.range(n):
+            batch = iterator.get_next_as_optional()
+            if not batch.has_value():
+                break
+            self.train_step(batch.get_value())
+            done += 1
+        return done
+
+    def size(self, limit: int) -> int:
+        """Steps of the next call: at most `limit` (>= 1)."""
+        if self.eager:
+            return 1
+        if self.fixed:
+            return max(1, min(self.fixed, limit))
+        if self.step_seconds is None:
+            return 1
+        wanted = int(round(CALL_SECONDS / max(self.step_seconds, 1e-6)))
+        return max(1, min(wanted, MAX_STEPS_PER_CALL, limit))
+
+    def run(self, iterator, n: int) -> int:
+        """Take up to n batches from `iterator` through the step; return how many
+        were taken (0 once the iterator is exhausted; at most 1 from an iterator
+        that is not tf.data's)."""
+        started = time.perf_counter()
+        if n == 1 or not hasattr(iterator, "get_next_as_optional"):  # one step (any iterator)
+            done = 0
+            for x in itertools.islice(iterator, 1):
+                self.train_step(x)
+                done = 1
+            n = 1
+        else:
+            done = int(self._loop(iterator, tf.constant(n, tf.int32)))
+        kind = n == 1
+        if kind not in self._timed:  # the first call of each kind traces and compiles: not a step's time
+            self._timed.add(kind)
+        elif done:
+            seconds = (time.perf_counter() - started) / done
+            self.step_seconds = seconds if self.step_seconds is None else 0.8 * self.step_seconds + 0.2 * seconds
+        return done
