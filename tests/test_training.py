@@ -150,12 +150,13 @@ def shapes_splits():
 
 
 def _batches_with(effect, at_epoch, at_index):
-    """training_batches, calling effect(x) -> x on one batch (0-based index in its epoch)."""
-    original = data.training_batches
+    """`ArrayBatches.epoch` (the training batches of an in-memory set), calling
+    effect(x) -> x on one batch (0-based index in its epoch); a Python
+    iterator, so the loop takes it one step per call."""
+    original = data.ArrayBatches.epoch
 
-    def batches(images, batch_size, *, epoch, start_step=0, **kwargs):
-        stream = original(images, batch_size, epoch=epoch, start_step=start_step, **kwargs)
-        for index, x in enumerate(stream, start=start_step):
+    def batches(self, epoch, start_step=0):
+        for index, x in enumerate(original(self, epoch, start_step), start=start_step):
             yield effect(x) if (epoch, index) == (at_epoch, at_index) else x
 
     return batches
@@ -172,7 +173,7 @@ def _weights(model):
 
 
 def test_a_nan_batch_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, shapes_splits):
-    monkeypatch.setattr(data, "training_batches", _batches_with(_with_nan, at_epoch=1, at_index=4))
+    monkeypatch.setattr(data.ArrayBatches, "epoch", _batches_with(_with_nan, at_epoch=1, at_index=4))
     config = _tiny_config()
     run_dir = str(tmp_path / "run")
     config, splits = runs.prepare_run(config, run_dir, splits=shapes_splits, log=lambda _: None)
@@ -198,7 +199,7 @@ def test_a_nan_batch_stops_training_and_keeps_the_last_good_checkpoint(tmp_path,
 
 
 def test_skip_nonfinite_skips_and_counts_the_batch(tmp_path, monkeypatch, shapes_splits):
-    monkeypatch.setattr(data, "training_batches", _batches_with(_with_nan, at_epoch=2, at_index=0))
+    monkeypatch.setattr(data.ArrayBatches, "epoch", _batches_with(_with_nan, at_epoch=2, at_index=0))
     config = _tiny_config(skip_nonfinite=True)
     metrics = fit(config, str(tmp_path / "run"), splits=shapes_splits, log=lambda _: None)
     skipped = [e["train"]["skipped_nonfinite_batches"] for e in metrics["epochs"]]
@@ -219,7 +220,7 @@ def test_sigint_saves_a_checkpoint_and_resuming_repeats_the_uninterrupted_run(tm
     run_dir = str(tmp_path / "stopped")
     with monkeypatch.context() as patch:
         # SIGINT arrives during the 7th batch of epoch 2 (global step 17).
-        patch.setattr(data, "training_batches", _batches_with(_interrupt, at_epoch=2, at_index=6))
+        patch.setattr(data.ArrayBatches, "epoch", _batches_with(_interrupt, at_epoch=2, at_index=6))
         with pytest.raises(TrainingInterrupted) as raised:
             fit(config, run_dir, **quiet)
     assert raised.value.exit_code == 130

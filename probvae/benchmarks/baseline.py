@@ -27,7 +27,8 @@ tfpl = tfp.layers
 __all__ = ["keras_recipe"]
 
 
-def keras_recipe(config: ModelConfig, learning_rate: float, mixed_precision: bool = False) -> keras.Model:
+def keras_recipe(config: ModelConfig, learning_rate: float, mixed_precision: bool = False,
+                 kl_weight: float = 1.0) -> keras.Model:
     """The plain TFP-layers VAE as the tutorials write it, compiled for `fit`,
     with the encoder and decoder bodies of `config`.
 
@@ -35,6 +36,7 @@ def keras_recipe(config: ModelConfig, learning_rate: float, mixed_precision: boo
     tf-keras guide advises, and `compile` adds loss scaling itself.
     Note: stock `tfpl.MultivariateNormalTriL` adds its KL regularizer twice
     (tensorflow/probability#1215); that changes the loss, not the work.
+    `kl_weight` = 1/2 makes the loss the negative ELBO.
     """
     d, (height, width, channels) = config.latent_dim, tuple(config.image_shape)
     layers = keras.layers
@@ -45,7 +47,7 @@ def keras_recipe(config: ModelConfig, learning_rate: float, mixed_precision: boo
             layers.InputLayer(input_shape=(height, width, channels)),
             networks.encoder(config),
             layers.Dense(tfpl.MultivariateNormalTriL.params_size(d), dtype=dtype),
-            tfpl.MultivariateNormalTriL(d, activity_regularizer=tfpl.KLDivergenceRegularizer(prior, weight=1.0),
+            tfpl.MultivariateNormalTriL(d, activity_regularizer=tfpl.KLDivergenceRegularizer(prior, weight=kl_weight),
                                         dtype=dtype),
             networks.decoder(config, channels),
             layers.Flatten(dtype=dtype),

@@ -23,6 +23,8 @@ Figures (see `probvae.benchmarks.measure` for how they are timed):
 - evaluation: ELBO images/s at the evaluation and the training batch size;
   IWAE (image x sample)/s over the raw forward throughput of the decoder at
   the same number of rows (images x sample chunk): the IWAE efficiency;
+- the gain of several steps per compiled call: the default loop over the
+  same loop at one step per call;
 - peak memory of training and of IWAE at two K, each in its own process
   (`probvae.benchmarks.memory`);
 - time to the first training step (tracing and compilation) and the number
@@ -152,6 +154,10 @@ def measure_arch(arch: str, bench: BenchConfig, matmul: Callable, log=print) -> 
         with precision.mixed_precision_policy(bench.use_mixed_precision):
             models[name] = VAE(config)
     trainers = {name: probvae_trainer(models[name], bench, images, name == "probvae_xla") for name in models}
+    keras.utils.set_random_seed(bench.seed)
+    with precision.mixed_precision_policy(bench.use_mixed_precision):
+        models["probvae_one_step"] = VAE(config)
+    trainers["probvae_one_step"] = probvae_trainer(models["probvae_one_step"], bench, images, jit, steps_per_call=1)
     trainers["keras_fit"] = fit_trainer(config, bench, images)
     default = "probvae_xla" if jit else "probvae_graph"
     log(f"{arch}: timing training ({bench.repeats} rounds of {bench.steps(arch)} steps)")
@@ -180,6 +186,7 @@ def measure_arch(arch: str, bench: BenchConfig, matmul: Callable, log=print) -> 
         "train_speedup_vs_fit": measure.paired_ratio(train_rates[default], train_rates["keras_fit"]),
         "train_speedup_vs_fit_per_cpu_second": measure.paired_ratio(train_rates[default], train_rates["keras_fit"],
                                                                     cpu=True),
+        "steps_per_call_speedup": measure.paired_ratio(train_rates[default], train_rates["probvae_one_step"]),
         "xla_speedup": measure.paired_ratio(train_rates["probvae_xla"], train_rates["probvae_graph"]),
         "xla_speedup_per_cpu_second": measure.paired_ratio(train_rates["probvae_xla"], train_rates["probvae_graph"],
                                                            cpu=True),
@@ -251,14 +258,15 @@ def format_table(result: dict) -> str:
              f"oneDNN {m['onednn']}, mixed precision {'on' if result['config']['mixed_precision'] else 'off'}, "
              f"load average {m['load_average'][0]:.1f} -> {m['load_average_end'][0]:.1f}",
              f"IWAE through {result['iwae_implementation']}", ""]
-    header = ("arch", "probvae img/s", "xla", "graph", "fit img/s", "speedup", "per CPU s", "1st step s",
-              "fit 1st s", "traces", "GFLOP/s", "matmul", "util")
+    header = ("arch", "probvae img/s", "xla", "graph", "1 step/call", "fit img/s", "speedup", "per CPU s",
+              "1st step s", "fit 1st s", "traces", "GFLOP/s", "matmul", "util")
     rows = []
     for arch, r in result["archs"].items():
         t = r["train_images_per_s"]
         traces = r["tracing_counts"][r["default"]]
         rows.append((arch, f"{t[r['default']]['median']:.0f}", f"{t['probvae_xla']['median']:.0f}",
-                     f"{t['probvae_graph']['median']:.0f}", f"{t['keras_fit']['median']:.0f}",
+                     f"{t['probvae_graph']['median']:.0f}", f"{t['probvae_one_step']['median']:.0f}",
+                     f"{t['keras_fit']['median']:.0f}",
                      f"{r['train_speedup_vs_fit']:.2f}x", f"{r['train_speedup_vs_fit_per_cpu_second']:.2f}x",
                      f"{r['time_to_first_step_s'][r['default']]:.1f}",
                      f"{r['time_to_first_step_s']['keras_fit']:.1f}",

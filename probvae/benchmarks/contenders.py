@@ -2,7 +2,8 @@
 two contenders, each an object whose `run()` trains one timed epoch:
 
 - `probvae_trainer`: probvae's compiled step (`make_train_step`) over one
-  epoch of tf.data batches, metrics read once at the end;
+  epoch of batches computed in its loop, several steps per call
+  (`StepLoop`), metrics read once at the end;
 - `fit_trainer`: the plain tf-keras recipe (`probvae.benchmarks.baseline`)
   trained with `model.fit` on the same batches.
 """
@@ -22,7 +23,8 @@ from probvae._keras import keras
 from probvae.benchmarks.baseline import keras_recipe
 from probvae.config import ModelConfig
 from probvae.model import VAE
-from probvae.training import StepTotals, make_train_step, precision
+from probvae.training import StepLoop, StepTotals, make_train_step, precision
+from probvae.training.step import FAULT_CHECK_EVERY, NonFiniteFaults
 
 __all__ = ["BenchConfig", "QUICK", "Trainer", "probvae_trainer", "fit_trainer"]
 
@@ -101,26 +103,38 @@ def _epochs(bench: BenchConfig, images: np.ndarray):
         yield data.training_batches(images, bench.batch_size, binarize=True, seed=bench.seed, epoch=epoch)
 
 
-def probvae_trainer(model: VAE, bench: BenchConfig, images: np.ndarray, jit_compile: bool) -> Trainer:
-    """probvae's loop, as `fit` runs it, on `model`."""
+def probvae_trainer(model: VAE, bench: BenchConfig, images: np.ndarray, jit_compile: bool,
+                    steps_per_call: int = 0) -> Trainer:
+    """probvae's loop, as `fit` runs it, on `model`: the compiled step, several
+    per call (`StepLoop`, sized as in `fit` unless `steps_per_call`), batches
+    computed in the loop from the images in memory (`ArrayBatches`: the
+    batches of `training_batches`), calls ending at every FAULT_CHECK_EVERY-th
+    step, where the host reads the fault record, and the metrics read once at
+    the end of the epoch."""
     optimizer = keras.optimizers.Adam(bench.learning_rate)
     if bench.use_mixed_precision:
         optimizer = precision.loss_scaled(optimizer)
-    totals, step = StepTotals(), tf.Variable(0, dtype=tf.int64, trainable=False)
-    epochs = _epochs(bench, images)
+    totals, step, faults = StepTotals(), tf.Variable(0, dtype=tf.int64, trainable=False), NonFiniteFaults()
     started = time.perf_counter()
     train_step = make_train_step(model, optimizer, totals, step, bench.seed,
-                                 (bench.batch_size,) + model.image_shape, jit_compile=jit_compile)
-    train_step(next(iter(next(epochs))))
+                                 (bench.batch_size,) + model.image_shape, jit_compile=jit_compile, faults=faults)
+    loop = StepLoop(train_step, steps_per_call)
+    source = data.ArrayBatches(images, bench.batch_size, binarize=True, seed=bench.seed)
+    numbers = itertools.count()
+    loop.run(source.epoch(next(numbers)), 1)
     totals.means()
     trainer = Trainer(None, time.perf_counter() - started, [], train_step)
 
     def run():
         totals.reset()
-        count = 0
-        for x in next(epochs):
-            train_step(x)
-            count += 1
+        count, iterator = 0, source.epoch(next(numbers))
+        while True:
+            done = loop.run(iterator, loop.size(FAULT_CHECK_EVERY - count % FAULT_CHECK_EVERY))
+            count += done
+            if not done:
+                break
+            if count % FAULT_CHECK_EVERY == 0:
+                int(faults.terms.numpy())
         totals.means()  # the one host read of an epoch
         trainer.tracing_counts.append(train_step.experimental_get_tracing_count())
         return count * bench.batch_size

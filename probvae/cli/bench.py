@@ -4,6 +4,7 @@
     probvae bench                      # both architectures, a table
     probvae bench --arch conv --json /tmp/bench.json
     probvae bench --quick              # a tiny smoke run
+    probvae bench --time-to-quality    # wall time to a held-out ELBO, probvae and fit
 """
 
 import argparse
@@ -26,6 +27,12 @@ def parse_args(argv=None):
                         help="float16 compute with loss scaling (default: on with a GPU)")
     parser.add_argument("--memory-images", type=int, help="images per IWAE memory figure (default 200)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak memory figures")
+    parser.add_argument("--time-to-quality", action="store_true",
+                        help="instead of the speed figures, train probvae and the keras recipe to the held-out "
+                        "ELBO keras reaches in --quality-epochs epochs (Fashion-MNIST if installed) and compare "
+                        "their training times")
+    parser.add_argument("--quality-epochs", type=int, help="epochs of the keras recipe that set the target "
+                        "(default 10)")
     parser.add_argument("--quick", action="store_true", help="tiny images, networks and runs: a smoke test")
     parser.add_argument("--json", metavar="OUT", help="also write every figure to this JSON file")
     return parser.parse_args(argv)
@@ -34,7 +41,7 @@ def parse_args(argv=None):
 def main(argv=None):
     """`bench.py` / `probvae bench`: measure and print the table."""
     args = parse_args(argv)
-    common.require_positive(args, "batch_size", "repeats", "memory_images")  # before TensorFlow loads
+    common.require_positive(args, "batch_size", "repeats", "memory_images", "quality_epochs")  # before TF loads
     changes = {"archs": tuple(dict.fromkeys(args.arch)) if args.arch else None, "batch_size": args.batch_size,
                "repeats": args.repeats, "mixed_precision": args.mixed_precision,
                "memory_images": args.memory_images}
@@ -44,8 +51,17 @@ def main(argv=None):
 
     base = QUICK if args.quick else BenchConfig()
     bench = dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
-    result = run(bench, memory=not args.no_memory)
-    print(format_table(result))
+    if args.time_to_quality:
+        from probvae.benchmarks.quality import QUICK_QUALITY, QualityConfig, format_quality, time_to_quality
+
+        quality = QUICK_QUALITY if args.quick else QualityConfig()
+        quality = dataclasses.replace(quality, **{k: v for k, v in {
+            "arch": bench.archs[0] if args.arch else None, "epochs": args.quality_epochs}.items() if v is not None})
+        result = time_to_quality(bench, quality)
+        print(format_quality(result))
+    else:
+        result = run(bench, memory=not args.no_memory)
+        print(format_table(result))
     if args.json:
         runs.write_json(args.json, result)
         print(f"figures written to {os.path.abspath(args.json)}")

@@ -9,7 +9,7 @@ and the tf.data pipelines that scale and binarize them.
 """
 
 from probvae.data.folders import ImageStream
-from probvae.data.pipelines import binarize_fixed, binarized, evaluation_batches, training_batches
+from probvae.data.pipelines import ArrayBatches, binarize_fixed, binarized, evaluation_batches, training_batches
 from probvae.data.sources import (
     CLASS_NAMES,
     DATASETS,
@@ -41,4 +41,5 @@ __all__ = [
     "to_uint8_images",
     "to_unit_interval",
     "training_batches",
+    "ArrayBatches",
 ]

@@ -19,7 +19,7 @@ from probvae.data.folders import ImageStream
 from probvae.data.sources import to_unit_interval
 from probvae.errors import UserError
 
-__all__ = ["binarized", "binarize_fixed", "training_batches", "evaluation_batches"]
+__all__ = ["binarized", "binarize_fixed", "training_batches", "ArrayBatches", "ArrayEpoch", "evaluation_batches"]
 
 
 def _scale(images):
@@ -38,9 +38,10 @@ def binarize_fixed(images: np.ndarray, seed: int) -> np.ndarray:
     return binarized(tf.constant(to_unit_interval(images)), [seed, 0x5EED]).numpy()
 
 
-def _binarize_step(x, seed: int, epoch: int, step):
+def _binarize_step(x, seed: int, epoch, step):
     """The dynamic binarization of training step `step`: seed (seed * 1000003 + epoch, step)."""
-    return binarized(x, tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch, tf.cast(step, tf.int64)]))
+    return binarized(x, tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64),
+                                  tf.cast(step, tf.int64)]))
 
 
 def training_batches(images, batch_size: int, *, binarize: bool, seed: int, epoch: int,
@@ -74,19 +75,67 @@ def training_batches(images, batch_size: int, *, binarize: bool, seed: int, epoc
             .map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE)
         )
-    data = tf.constant(images)
-    order = tf.argsort(tf.random.stateless_uniform([num_examples], seed=[seed, epoch]))
-
-    def batch(step):
-        index = order[step * batch_size : (step + 1) * batch_size]
-        x = _scale(tf.gather(data, index))
-        return _binarize_step(x, seed, epoch, step) if binarize else x
-
+    source = ArrayBatches(images, batch_size, binarize=binarize, seed=seed)
+    order = source.order(epoch)
     return (
         tf.data.Dataset.range(start_step, steps)
-        .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .map(lambda step: source.batch(order, epoch, step), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+class ArrayBatches:
+    """The training batches of an in-memory uint8 array as a function of
+    (epoch, step): `batch(order(epoch), epoch, step)` is element `step` of
+    `training_batches(images, batch_size, binarize=..., seed=..., epoch=epoch)`
+    (which is built from it), computed by the same ops. A compiled training
+    loop takes its batches from here, without tf.data (`StepLoop.run_array`).
+    The images are held once, as a tensor.
+    """
+
+    def __init__(self, images: np.ndarray, batch_size: int, *, binarize: bool, seed: int):
+        self.data = tf.constant(images)
+        self.batch_size, self.binarize, self.seed = batch_size, binarize, seed
+        self.steps = len(images) // batch_size
+
+    def order(self, epoch) -> tf.Tensor:
+        """The permutation of the examples in `epoch` (from (seed, epoch))."""
+        return tf.argsort(tf.random.stateless_uniform([int(self.data.shape[0])], seed=[self.seed, epoch]))
+
+    def batch(self, order, epoch, step) -> tf.Tensor:
+        """Batch `step` of the epoch with permutation `order`: float32 [batch_size, h, w, c]."""
+        index = order[step * self.batch_size : (step + 1) * self.batch_size]
+        x = _scale(tf.gather(self.data, index))
+        return _binarize_step(x, self.seed, epoch, step) if self.binarize else x
+
+    def epoch(self, epoch: int, start_step: int = 0) -> "ArrayEpoch":
+        """The batches of `epoch` from `start_step` on, as an iterator."""
+        return ArrayEpoch(self, epoch, start_step)
+
+
+class ArrayEpoch:
+    """An iterator over one epoch of `ArrayBatches` from a step on (eager
+    batches); a compiled loop reads `source`, `order`, `epoch` and `position`
+    and computes its batches itself, then `advance`s the position."""
+
+    def __init__(self, source: ArrayBatches, epoch: int, start_step: int = 0):
+        self.source, self.epoch, self.position = source, epoch, start_step
+        self.order = source.order(epoch)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tf.Tensor:
+        if self.position >= self.source.steps:
+            raise StopIteration
+        self.position += 1
+        return self.source.batch(self.order, self.epoch, self.position - 1)
+
+    def remaining(self) -> int:
+        return max(0, self.source.steps - self.position)
+
+    def advance(self, steps: int) -> None:
+        self.position += steps
 
 
 def evaluation_batches(images, batch_size: int, *, binarize: bool, seed: int) -> tf.data.Dataset:

@@ -101,6 +101,10 @@ class Trainer:
         # apply) cannot be traced inside the loop's tf.while_loop.
         replicated = self.strategy.num_replicas_in_sync > 1
         self.step_loop = StepLoop(self.train_step, 1 if replicated else train.steps_per_call, eager=train.eager)
+        self.array_batches = None
+        if isinstance(splits.x_train, np.ndarray) and not replicated:
+            self.array_batches = data_lib.ArrayBatches(splits.x_train, train.batch_size, seed=train.seed,
+                                                       binarize=self.model.likelihood_head.binarize)
         # What the checkpoints carry besides tensors (see probvae.training.checkpoints).
         self.history = {"epochs": [], "epoch_seconds": 0.0, "resumes": [], "train_examples": len(splits.x_train),
                         "best": None, "stopped_early": None}
@@ -191,9 +195,12 @@ class Trainer:
             self.history["epoch_seconds"] = 0.0
         started = time.time() - self.history["epoch_seconds"]
         schedules.set_kl_weight(self.model, train, epoch)
-        batches = replicas.distribute_batches(self.strategy, lambda: data_lib.training_batches(
-            self.splits.x_train, train.batch_size, seed=train.seed, epoch=epoch,
-            binarize=self.model.likelihood_head.binarize, start_step=position), train.batch_size)
+        if self.array_batches is not None:  # in memory, one device: batches computed in the compiled loop
+            batches = self.array_batches.epoch(epoch, start_step=position)
+        else:
+            batches = replicas.distribute_batches(self.strategy, lambda: data_lib.training_batches(
+                self.splits.x_train, train.batch_size, seed=train.seed, epoch=epoch,
+                binarize=self.model.likelihood_head.binarize, start_step=position), train.batch_size)
         if self.progress is None:
             self.progress = Progress(self.log, train.epochs, early_stopping=train.patience > 0)
         progress = self.progress

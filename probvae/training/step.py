@@ -36,6 +36,7 @@ from typing import Callable, Optional
 import tensorflow as tf
 
 from probvae import replicas
+from probvae.data.pipelines import ArrayEpoch
 from probvae.objectives import ElboParts
 from probvae.training import precision
 
@@ -269,8 +270,11 @@ class StepLoop:
     iterator ran out). The steps are the same compiled step, in the same
     order, with the same seeds (from the step counter), so the numbers do not
     depend on n. With XLA the step inside stays one XLA computation; the loop
-    around it is a graph (the iterator cannot be compiled). An iterator that
-    is not tf.data's (a Python generator of batches) is run one step per call.
+    around it is a graph (the iterator cannot be compiled). An `ArrayEpoch`
+    (an in-memory training set) is read without tf.data: the loop computes
+    each batch from the images' tensor by the ops `training_batches` uses,
+    the same numbers. Any other iterator that is not tf.data's (a Python
+    generator of batches) is run one step per call.
 
     `steps_per_call` = 0 sizes the calls automatically: one step per call
     until a step's time is known (the first call compiles), then as many as
@@ -283,6 +287,7 @@ class StepLoop:
         self.train_step, self.eager = train_step, eager
         self.fixed = int(steps_per_call)
         self.step_seconds = None  # a running estimate of one step's time (automatic sizing)
+        self._array_loops = {}
         self._timed = set()  # kinds of call (one step, the loop) whose first, compiling call is behind
         if not eager:
             self._loop = tf.function(self._steps)
@@ -308,12 +313,28 @@ class StepLoop:
         wanted = int(round(CALL_SECONDS / max(self.step_seconds, 1e-6)))
         return max(1, min(wanted, MAX_STEPS_PER_CALL, limit))
 
+    def _array_steps(self, source):
+        """The compiled loop over an `ArrayEpoch` of `source` (one per source)."""
+        if id(source) not in self._array_loops:
+            def steps(order, epoch, first, n):
+                for i in tf.range(n):
+                    self.train_step(source.batch(order, epoch, first + i))
+
+            self._array_loops[id(source)] = (source, tf.function(steps))
+        return self._array_loops[id(source)][1]
+
     def run(self, iterator, n: int) -> int:
         """Take up to n batches from `iterator` through the step; return how many
         were taken (0 once the iterator is exhausted; at most 1 from an iterator
         that is not tf.data's)."""
         started = time.perf_counter()
-        if n == 1 or not hasattr(iterator, "get_next_as_optional"):  # one step (any iterator)
+        if isinstance(iterator, ArrayEpoch) and not self.eager:  # batches computed in the loop, no tf.data
+            n = done = min(n, iterator.remaining())
+            if n:
+                self._array_steps(iterator.source)(iterator.order, tf.constant(iterator.epoch, tf.int64),
+                                                   tf.constant(iterator.position, tf.int64), tf.constant(n, tf.int64))
+                iterator.advance(n)
+        elif n == 1 or not hasattr(iterator, "get_next_as_optional"):  # one step (any iterator)
             done = 0
             for x in itertools.islice(iterator, 1):
                 self.train_step(x)
@@ -321,7 +342,7 @@ class StepLoop:
             n = 1
         else:
             done = int(self._loop(iterator, tf.constant(n, tf.int32)))
-        kind = n == 1
+        kind = (isinstance(iterator, ArrayEpoch), n == 1)
         if kind not in self._timed:  # the first call of each kind traces and compiles: not a step's time
             self._timed.add(kind)
         elif done:
