@@ -72,7 +72,8 @@ def test_bench_quick_runs_end_to_end_and_writes_every_figure(tmp_path):
         assert figures["train_speedup_vs_fit"][arch] > 0 and figures["iwae_efficiency"][arch] > 0
         assert 0 < figures["utilisation"][arch] < 1
         r = figures["archs"][arch]
-        assert {"probvae_xla", "probvae_graph", "keras_fit"} == set(r["train_images_per_s"])
+        assert {"probvae_xla", "probvae_graph", "probvae_one_step", "keras_fit"} == set(r["train_images_per_s"])
+        assert r["steps_per_call_speedup"] > 0
         assert r["time_to_first_step_s"]["keras_fit"] > 0
         # No retracing after the first epoch, for any contender; probvae's step traces once.
         for name, counts in r["tracing_counts"].items():
@@ -90,3 +91,47 @@ def test_bench_refuses_a_bad_batch_size_in_one_line():
                             timeout=300)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: --batch-size must be at least 1 (got 0)"
+
+
+def test_the_keras_recipe_at_half_kl_weight_minimises_the_negative_elbo():
+    """Stock tfpl.MultivariateNormalTriL adds its KL regularizer twice (the
+    same one-sample estimate log q(z) - log p(z)), so at weight 1/2 the
+    recipe's added losses are an unbiased estimate of the KL, once."""
+    import tensorflow_probability as tfp
+
+    from probvae.benchmarks.baseline import keras_recipe
+
+    config = contenders.QUICK.model_config("mlp")
+    keras.utils.set_random_seed(1)
+    recipe = keras_recipe(config, 1e-3, kl_weight=0.5)
+    x = data.binarize_fixed(data.make_shapes(5, seed=2, size=contenders.QUICK.image_size)[0], 0)
+    totals = []
+    for _ in range(300):
+        recipe(x)
+        assert len(recipe.losses) == 2 and float(recipe.losses[0]) == float(recipe.losses[1])
+        totals.append(float(tf.add_n(recipe.losses)))
+    posterior = recipe.layers[2](recipe.layers[1](recipe.layers[0](x)))
+    prior = tfp.distributions.MultivariateNormalDiag(tf.zeros(config.latent_dim), tf.ones(config.latent_dim))
+    kl = float(tf.reduce_mean(tfp.distributions.kl_divergence(posterior, prior)))
+    assert abs(np.mean(totals) - kl) < 5 * np.std(totals) / np.sqrt(len(totals)) + 1e-6
+
+
+def test_time_to_quality_times_both_trainings_to_the_elbo_keras_reaches(monkeypatch):
+    from probvae.benchmarks.quality import QUICK_QUALITY, format_quality, time_to_quality
+
+    lines = []
+    result = time_to_quality(contenders.QUICK, QUICK_QUALITY, log=lines.append)
+    keras_curve, probvae_curve = result["keras_fit"]["curve"], result["probvae"]["curve"]
+    assert len(keras_curve) == QUICK_QUALITY.epochs and 1 <= len(probvae_curve) <= 2 * QUICK_QUALITY.epochs
+    assert result["target_elbo"] == keras_curve[-1]["elbo"] and result["dataset"] == "shapes"
+    for curve in (keras_curve, probvae_curve):
+        seconds = [point["seconds"] for point in curve]
+        assert all(0 < a < b for a, b in zip(seconds, seconds[1:])) and all(np.isfinite(p["elbo"]) for p in curve)
+    reached = result["probvae"]["reached"]
+    if reached is None:  # then it trained every epoch it was allowed, all below the target
+        assert len(probvae_curve) == 2 * QUICK_QUALITY.epochs and result["speedup"] is None
+    else:
+        assert reached["elbo"] >= result["target_elbo"] and reached is probvae_curve[-1]
+        assert result["speedup"] == pytest.approx(result["keras_fit"]["reached"]["seconds"] / reached["seconds"])
+    assert result["keras_fit"]["reached"]["elbo"] >= result["target_elbo"]
+    assert "time to quality" in format_quality(result) and len(lines) == len(keras_curve) + len(probvae_curve)

@@ -4,6 +4,7 @@ import struct
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from probvae import data
@@ -166,3 +167,24 @@ def test_celeb_a_is_streamed_from_tfds_at_the_models_size():
         batches = list(data.training_batches(splits.x_train, 4, binarize=False, seed=0, epoch=1))
         assert [tuple(b.shape) for b in batches] == [(4, 8, 8, 3)]
         assert 0.0 <= float(np.min(batches[0])) <= float(np.max(batches[0])) <= 1.0
+
+
+def test_pixels_scale_to_the_correctly_rounded_fraction_in_every_context():
+    """v / 255 for every uint8 value, eagerly, in tf.data and in a tf.function
+    (whose graph optimizer rewrites a division by a constant), so batches a
+    compiled loop computes are tf.data's bit for bit."""
+    from probvae.data.pipelines import _scale
+
+    values = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    exact = values.astype(np.float32) / np.float32(255)
+    compiled = tf.function(_scale)(tf.constant(values)).numpy()
+    mapped = next(iter(tf.data.Dataset.from_tensors(values).map(_scale))).numpy()
+    for scaled in (_scale(tf.constant(values)).numpy(), compiled, mapped):
+        np.testing.assert_array_equal(scaled, exact)
+    # The batches of a compiled loop over an in-memory set are those of training_batches.
+    images = np.random.default_rng(0).integers(0, 256, size=(40, 16, 16, 1), dtype=np.uint8)
+    source = data.ArrayBatches(images, 8, binarize=True, seed=3)
+    order = source.order(2)
+    batch = tf.function(lambda step: source.batch(order, tf.constant(2, tf.int64), step))
+    for step, expected in enumerate(data.training_batches(images, 8, binarize=True, seed=3, epoch=2)):
+        np.testing.assert_array_equal(batch(tf.constant(step, tf.int64)), expected)

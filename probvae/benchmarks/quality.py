@@ -16,8 +16,10 @@ epoch 0), epoch after epoch:
   (`contenders.probvae_trainer`).
 
 After every epoch each is evaluated on the same held-out images, binarized
-once: the one-sample ELBO with the analytic KL, mean over the images (for
-keras, minus `model.evaluate`'s loss, the same estimator). The target is
+once: an unbiased one-sample estimate of the ELBO, mean over the images
+(probvae's `evaluate_elbo`, with the analytic KL; for keras, minus
+`model.evaluate`'s loss, whose KL is its regularizer's one-sample estimate
+log q(z) - log p(z)). The target is
 the ELBO keras reaches after `epochs` epochs; each contender's time is the
 training time (evaluations excluded) up to the end of the first epoch at
 which it reaches the target, and the ratio is keras's time over probvae's.

@@ -22,7 +22,18 @@ from probvae.errors import UserError
 __all__ = ["binarized", "binarize_fixed", "training_batches", "ArrayBatches", "ArrayEpoch", "evaluation_batches"]
 
 
+# v / 255 in float32, correctly rounded, for every uint8 value v.
+_UNIT_VALUES = np.arange(256, dtype=np.float32) / np.float32(255)
+
+
 def _scale(images):
+    """uint8 images -> float32 in [0, 1], v / 255 correctly rounded: a table
+    lookup, the same in a tf.data map, eagerly and in a tf.function (whose
+    graph optimizer would turn a division by 255 into a multiplication by
+    1/255, which differs for 126 of the 256 values and so flips the odd
+    binarized pixel)."""
+    if images.dtype == tf.uint8:
+        return tf.gather(tf.constant(_UNIT_VALUES), tf.cast(images, tf.int32))
     return tf.cast(images, tf.float32) / 255.0
 
 

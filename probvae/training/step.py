@@ -270,7 +270,10 @@ class StepLoop:
     iterator ran out). The steps are the same compiled step, in the same
     order, with the same seeds (from the step counter), so the numbers do not
     depend on n. With XLA the step inside stays one XLA computation; the loop
-    around it is a graph (the iterator cannot be compiled). An `ArrayEpoch`
+    around it is a graph (the iterator cannot be compiled). Every step, one
+    or many per call, runs inside that loop: XLA compiles a step called from
+    a graph and a step called eagerly with different round-off, so running
+    both would make the numbers depend on n. An `ArrayEpoch`
     (an in-memory training set) is read without tf.data: the loop computes
     each batch from the images' tensor by the ops `training_batches` uses,
     the same numbers. Any other iterator that is not tf.data's (a Python
@@ -334,7 +337,7 @@ class StepLoop:
                 self._array_steps(iterator.source)(iterator.order, tf.constant(iterator.epoch, tf.int64),
                                                    tf.constant(iterator.position, tf.int64), tf.constant(n, tf.int64))
                 iterator.advance(n)
-        elif n == 1 or not hasattr(iterator, "get_next_as_optional"):  # one step (any iterator)
+        elif self.eager or not hasattr(iterator, "get_next_as_optional"):  # one step (any iterator)
             done = 0
             for x in itertools.islice(iterator, 1):
                 self.train_step(x)
