@@ -317,3 +317,10 @@ def test_progress_draws_a_bar_with_etas_on_a_terminal_and_logs_each_epoch(monkey
     quiet.update(1, 30, 60, 1000.0, Totals())
     quiet.end_epoch(1, 3600.0 * 1.5, "epoch 1/4")
     assert plain.getvalue() == "" and lines == ["epoch 1/4  (1h30m; at most 4h30m left)"]
+
+
+def test_durations_read_as_a_person_writes_them():
+    from probvae.training.callbacks import duration
+
+    assert [duration(s) for s in (0.04, 0.44, 9.9, 9.97, 42.4, 200, 3900)] == [
+        "0.0s", "0.4s", "9.9s", "10s", "42s", "3m20s", "1h05m"]

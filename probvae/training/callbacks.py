@@ -21,8 +21,10 @@ __all__ = ["duration", "Progress", "Summaries", "track_best", "follow_validation
 
 
 def duration(seconds: float) -> str:
-    """42s, 3m20s, 1h05m."""
-    seconds = max(0, int(round(seconds)))
+    """0.4s, 42s, 3m20s, 1h05m."""
+    if seconds < 9.95:
+        return f"{max(0.0, seconds):.1f}s"
+    seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
