@@ -142,7 +142,8 @@ def test_a_config_written_before_the_registries_loads_and_round_trips():
     assert {k: v for section in ("model", "train") for k, v in written[section].items() if k in _ADDED} == _ADDED
 
 
-_ADDED = {"decoder_arch": None, "latent_layers": 1, "level_units": 300, "objective": "elbo", "train_samples": 1}
+_ADDED = {"decoder_arch": None, "latent_layers": 1, "level_units": 300, "objective": "elbo", "train_samples": 1,
+          "steps_per_call": 0}
 
 
 def test_component_fields_come_from_the_chosen_entries():

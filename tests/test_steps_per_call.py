@@ -82,7 +82,7 @@ def test_automatic_call_sizes_follow_the_time_of_a_step(monkeypatch):
     assert fresh.step_seconds is None
     fresh.run(iterator, 1)
     assert fresh.step_seconds is not None
-    assert StepLoop(train_step, eager=True).size(40) == 1
+    assert StepLoop(train_step, python_loop=True).size(40) == 1
     with pytest.raises(Exception, match="steps_per_call"):
         from probvae.config import TrainConfig
         TrainConfig(steps_per_call=-1)
@@ -97,9 +97,8 @@ def test_a_python_iterator_of_batches_runs_one_step_per_call():
 
 def test_steps_from_a_tf_data_pipeline_do_not_depend_on_the_steps_per_call():
     """Image folders and TFDS streams train from tf.data: one step per call and
-    several give the same weights bit for bit, with XLA and a KL weight
-    between 0 and 1 (where a step XLA compiles for an eager call and one it
-    compiles inside a graph round differently)."""
+    several give the same weights bit for bit (with XLA, a KL weight between
+    0 and 1)."""
     from conftest import tiny_model_config
     from probvae import data
     from probvae._keras import keras

@@ -97,10 +97,8 @@ class Trainer:
             (train.batch_size,) + splits.image_shape, eager=train.eager,
             faults=self.faults, skip_nonfinite=train.skip_nonfinite,
             jit_compile=precision.use_jit_compile(config.model.arch, train.jit_compile), strategy=self.strategy)
-        # Under several replicas one step per call: the replicated update (a tf.cond around a cross-replica
-        # apply) cannot be traced inside the loop's tf.while_loop.
         replicated = self.strategy.num_replicas_in_sync > 1
-        self.step_loop = StepLoop(self.train_step, 1 if replicated else train.steps_per_call, eager=train.eager)
+        self.step_loop = StepLoop(self.train_step, train.steps_per_call, python_loop=train.eager or replicated)
         self.array_batches = None
         if isinstance(splits.x_train, np.ndarray) and not replicated:
             self.array_batches = data_lib.ArrayBatches(splits.x_train, train.batch_size, seed=train.seed,

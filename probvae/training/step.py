@@ -271,9 +271,8 @@ class StepLoop:
     order, with the same seeds (from the step counter), so the numbers do not
     depend on n. With XLA the step inside stays one XLA computation; the loop
     around it is a graph (the iterator cannot be compiled). Every step, one
-    or many per call, runs inside that loop: XLA compiles a step called from
-    a graph and a step called eagerly with different round-off, so running
-    both would make the numbers depend on n. An `ArrayEpoch`
+    or many per call, runs inside that loop, so every call runs the same
+    compiled code. An `ArrayEpoch`
     (an in-memory training set) is read without tf.data: the loop computes
     each batch from the images' tensor by the ops `training_batches` uses,
     the same numbers. Any other iterator that is not tf.data's (a Python
@@ -282,17 +281,20 @@ class StepLoop:
     `steps_per_call` = 0 sizes the calls automatically: one step per call
     until a step's time is known (the first call compiles), then as many as
     take about CALL_SECONDS, at most MAX_STEPS_PER_CALL; `limit` (steps to
-    the next checkpoint, fault check or epoch end) caps every call. Eagerly
-    (`eager`) every call is one step.
+    the next checkpoint, fault check or epoch end) caps every call. With
+    `python_loop` every call is one step, called from Python: for an eager
+    step (`--eager`), and for the step of several tf.distribute replicas,
+    whose update (a `tf.cond` around a cross-replica apply) cannot be traced
+    inside the loop.
     """
 
-    def __init__(self, train_step: Callable, steps_per_call: int = 0, eager: bool = False):
-        self.train_step, self.eager = train_step, eager
+    def __init__(self, train_step: Callable, steps_per_call: int = 0, python_loop: bool = False):
+        self.train_step, self.eager = train_step, python_loop
         self.fixed = int(steps_per_call)
         self.step_seconds = None  # a running estimate of one step's time (automatic sizing)
         self._array_loops = {}
         self._timed = set()  # kinds of call (one step, the loop) whose first, compiling call is behind
-        if not eager:
+        if not python_loop:
             self._loop = tf.function(self._steps)
 
     def _steps(self, iterator, n):
