@@ -16,12 +16,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT = os.path.join(ROOT, "scripts", "fit.py")
 
 
-def _fit(run_dir, steps_per_call):
-    arguments = [sys.executable, FIT, "--dataset", "shapes", "--deterministic", "--arch", "mlp", "--epochs", "2",
-                 "--max-train-examples", "340", "--batch-size", "12", "--checkpoint-every", "9",
-                 "--test-iwae-samples", "3", "--latent-dim", "3", "--seed", "4",
-                 "--steps-per-call", str(steps_per_call), "--run-dir", str(run_dir)]
-    subprocess.run(arguments, check=True, capture_output=True, text=True, timeout=600)
+def _fit(run_dirs):
+    """Start fit.py for {run_dir: steps per call} side by side and wait for them."""
+    processes = [subprocess.Popen(
+        [sys.executable, FIT, "--dataset", "shapes", "--deterministic", "--arch", "mlp", "--epochs", "2",
+         "--max-train-examples", "340", "--batch-size", "12", "--checkpoint-every", "9", "--test-iwae-samples", "3",
+         "--latent-dim", "3", "--seed", "4", "--steps-per-call", str(n), "--run-dir", str(run_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for run_dir, n in run_dirs.items()]
+    for process in processes:
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-3000:]
+
+
+def _read(run_dir):
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
     directory = os.path.join(run_dir, "checkpoints")
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(directory))
@@ -31,8 +38,9 @@ def _fit(run_dir, steps_per_call):
 
 
 def test_several_steps_per_call_train_bit_for_bit_what_one_step_per_call_trains(tmp_path):
-    one, weights_one, files_one = _fit(tmp_path / "one", 1)
-    seven, weights_seven, files_seven = _fit(tmp_path / "seven", 7)
+    _fit({tmp_path / "one": 1, tmp_path / "seven": 7})
+    one, weights_one, files_one = _read(tmp_path / "one")
+    seven, weights_seven, files_seven = _read(tmp_path / "seven")
     assert [e["train"] for e in one["epochs"]] == [e["train"] for e in seven["epochs"]]
     assert [e["validation"]["elbo"] for e in one["epochs"]] == [e["validation"]["elbo"] for e in seven["epochs"]]
     assert one["test"]["log_likelihood"] == seven["test"]["log_likelihood"]
