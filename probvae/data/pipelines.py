@@ -100,7 +100,7 @@ class ArrayBatches:
     (epoch, step): `batch(order(epoch), epoch, step)` is element `step` of
     `training_batches(images, batch_size, binarize=..., seed=..., epoch=epoch)`
     (which is built from it), computed by the same ops. A compiled training
-    loop takes its batches from here, without tf.data (`StepLoop.run_array`).
+    loop takes its batches from here, without tf.data (`StepLoop.run`).
     The images are held once, as a tensor.
     """
 

@@ -272,11 +272,11 @@ class StepLoop:
     depend on n. With XLA the step inside stays one XLA computation; the loop
     around it is a graph (the iterator cannot be compiled). Every step, one
     or many per call, runs inside that loop, so every call runs the same
-    compiled code. An `ArrayEpoch`
-    (an in-memory training set) is read without tf.data: the loop computes
-    each batch from the images' tensor by the ops `training_batches` uses,
-    the same numbers. Any other iterator that is not tf.data's (a Python
-    generator of batches) is run one step per call.
+    compiled code. An `ArrayEpoch` (an in-memory training set) is read
+    without tf.data: the loop computes each batch from the images' tensor by
+    the ops `training_batches` uses, the same numbers. Any other iterator
+    that is not tf.data's (a Python generator of batches) is run one step
+    per call.
 
     `steps_per_call` = 0 sizes the calls automatically: one step per call
     until a step's time is known (the first call compiles), then as many as
@@ -289,11 +289,11 @@ class StepLoop:
     """
 
     def __init__(self, train_step: Callable, steps_per_call: int = 0, python_loop: bool = False):
-        self.train_step, self.eager = train_step, python_loop
+        self.train_step, self.python_loop = train_step, python_loop
         self.fixed = int(steps_per_call)
         self.step_seconds = None  # a running estimate of one step's time (automatic sizing)
         self._array_loops = {}
-        self._timed = set()  # kinds of call (one step, the loop) whose first, compiling call is behind
+        self._timed = set()  # kinds of call whose first, compiling call is behind
         if not python_loop:
             self._loop = tf.function(self._steps)
 
@@ -309,7 +309,7 @@ class StepLoop:
 
     def size(self, limit: int) -> int:
         """Steps of the next call: at most `limit` (>= 1)."""
-        if self.eager:
+        if self.python_loop:
             return 1
         if self.fixed:
             return max(1, min(self.fixed, limit))
@@ -333,21 +333,21 @@ class StepLoop:
         were taken (0 once the iterator is exhausted; at most 1 from an iterator
         that is not tf.data's)."""
         started = time.perf_counter()
-        if isinstance(iterator, ArrayEpoch) and not self.eager:  # batches computed in the loop, no tf.data
+        if isinstance(iterator, ArrayEpoch) and not self.python_loop:  # batches computed in the loop
+            kind = "array"
             n = done = min(n, iterator.remaining())
             if n:
                 self._array_steps(iterator.source)(iterator.order, tf.constant(iterator.epoch, tf.int64),
                                                    tf.constant(iterator.position, tf.int64), tf.constant(n, tf.int64))
                 iterator.advance(n)
-        elif self.eager or not hasattr(iterator, "get_next_as_optional"):  # one step (any iterator)
-            done = 0
+        elif self.python_loop or not hasattr(iterator, "get_next_as_optional"):  # one step (any iterator)
+            kind, done = "python", 0
             for x in itertools.islice(iterator, 1):
                 self.train_step(x)
                 done = 1
-            n = 1
         else:
+            kind = "tf.data"
             done = int(self._loop(iterator, tf.constant(n, tf.int32)))
-        kind = (isinstance(iterator, ArrayEpoch), n == 1)
         if kind not in self._timed:  # the first call of each kind traces and compiles: not a step's time
             self._timed.add(kind)
         elif done:
