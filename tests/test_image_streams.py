@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from probvae import data
-from probvae.data.folders import ImageFiles, folder_splits, list_image_files, resize_and_crop
+from probvae.data import folders
+from probvae.data.folders import ImageFiles, decodable, folder_splits, list_image_files, resize_and_crop
 
 
 def write_png(path, image):
@@ -125,3 +126,30 @@ def test_truncated_files_are_left_out_when_listing_so_the_decoder_never_complain
     readable, unreadable, _, _ = list_image_files(str(folder))
     assert sorted(os.path.basename(p) for p in unreadable) == ["cut.jpg", "cut.png", "empty.jpg", "notes.png"]
     assert str(folder / "cats" / "padded.jpg") in readable and len(readable) == 13
+
+
+def corrupt_png(path):
+    """A PNG with its signature and IEND chunk but a damaged body: it passes the listing's
+    quick look and fails to decode."""
+    encoded = bytearray(tf.io.encode_png(np.full((6, 5, 1), 40, np.uint8)).numpy())
+    middle = len(encoded) // 2
+    encoded[middle: middle + 8] = b"\xff" * 8
+    with open(path, "wb") as handle:
+        handle.write(bytes(encoded))
+
+
+def test_the_decode_check_finds_corrupt_bodies_and_reports_its_progress(folder, monkeypatch):
+    corrupt_png(str(folder / "dogs" / "corrupt.png"))
+    paths = sorted(str(p) for p in folder.glob("*/*.png") if p.name != "notes.png")  # 12 images and the corrupt one
+    monkeypatch.setattr(folders, "_DECODE_CHECK_CHUNK", 4)
+    monkeypatch.setattr(folders, "DECODE_CHECK_PROGRESS_SECONDS", 0.0)
+    lines = []
+    ok = decodable(paths, lines.append)
+    assert [os.path.basename(p) for p, good in zip(paths, ok) if not good] == ["corrupt.png"]
+    assert ok.sum() == 12 and lines and all("checking that the images decode: " in line for line in lines)
+    assert lines[-1].startswith("checking that the images decode: 12/13 (") and "s left)" in lines[-1]
+    assert not decodable([]).size
+    # The listing leaves it out with the others, so the labels count only images that decode.
+    readable, unreadable, labels, _ = list_image_files(str(folder), log=lines.append)
+    assert sorted(os.path.basename(p) for p in unreadable) == ["corrupt.png", "empty.jpg", "notes.png"]
+    assert len(readable) == len(labels) == 12 and labels.tolist() == [0] * 6 + [1] * 6

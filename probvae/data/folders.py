@@ -16,18 +16,23 @@ Every image is decoded as grey (1 channel) or RGB (3), resized so it covers
 the target height x width with its aspect ratio kept (bilinear, antialiased),
 and its centre cropped to exactly that size (`resize_and_crop`).
 
-Unreadable files never stop a pass: files whose first bytes are not a JPEG or
-PNG signature, or that lack its end marker (empty, truncated, other formats) are left out when
-the folder is listed, counted and named (`ImageFiles.unreadable`); files that
-look right but fail to decode (a corrupt body) are dropped inside the
-pipeline by `Dataset.ignore_errors`, and `stream.skipped` counts them in the
-latest pass.
+Unreadable files never stop a pass, and never part an image from its label.
+Listing a folder leaves out, counts and names (`ImageFiles.unreadable`) the
+files whose first bytes are not a JPEG or PNG signature or that lack its end
+marker (empty, truncated, other formats), then decodes every other file once
+(in parallel, `DECODE_CHECK_PROGRESS_SECONDS` between progress lines on a long
+pass) and leaves out those that fail (a corrupt body). So a split's length,
+its labels and its images agree. A file that stops decoding later (changed
+on disk during a run) is dropped inside the pipeline by
+`Dataset.ignore_errors`, and `stream.skipped` counts it in the latest pass.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence, Tuple
+import sys
+import time
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -41,6 +46,7 @@ __all__ = [
     "TfdsImages",
     "resize_and_crop",
     "list_image_files",
+    "decodable",
     "folder_splits",
 ]
 
@@ -49,6 +55,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _TAIL_BYTES = 64
 # Shuffle buffer of streams that cannot be permuted by index (TFDS).
 _SHUFFLE_BUFFER = 10_000
+# Seconds between the progress lines of a folder's decode check (none on a shorter check).
+DECODE_CHECK_PROGRESS_SECONDS = 10.0
+# Files decoded per progress update of the decode check.
+_DECODE_CHECK_CHUNK = 512
 
 
 def resize_and_crop(image, height: int, width: int) -> tf.Tensor:
@@ -229,13 +239,50 @@ def _looks_like_an_image(path: str) -> bool:
     return False
 
 
-def list_image_files(root: str):
+def decodable(paths: Sequence[str], log: Optional[Callable[[str], None]] = None) -> np.ndarray:
+    """bool [n]: which files decode as images (each decoded once, in parallel).
+
+    A check of `DECODE_CHECK_PROGRESS_SECONDS` or more reports done/total with
+    an ETA through `log` (stderr when None) at that interval.
+    """
+    paths = [str(p) for p in paths]
+    ok = np.zeros(len(paths), bool)
+    if not paths:
+        return ok
+
+    def attempt(position, path):
+        image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+        return position, tf.size(image)  # the size needs the whole decode
+
+    checked = (tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), tf.constant(paths)))
+               .map(attempt, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+               .ignore_errors()
+               .batch(_DECODE_CHECK_CHUNK))
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    started = last_report = time.time()
+    done = 0
+    # Positions that decode arrive in chunks; files that fail leave no position,
+    # so progress counts decoded files (a lower bound on files checked).
+    for positions, _ in checked.as_numpy_iterator():
+        ok[positions] = True
+        done += len(positions)
+        now = time.time()
+        if now - last_report >= DECODE_CHECK_PROGRESS_SECONDS:
+            last_report = now
+            left = (now - started) * (len(paths) - done) / max(done, 1)
+            log(f"checking that the images decode: {done}/{len(paths)} ({now - started:.0f} s, "
+                f"about {left:.0f} s left)")
+    return ok
+
+
+def list_image_files(root: str, log: Optional[Callable[[str], None]] = None):
     """(readable, unreadable, labels, class_names) of the JPEG/PNG files under `root`.
 
     Files are sorted by path relative to `root`. Labels come from top-level
     subfolders when every image lies in one (else None). A file is unreadable
-    when its first bytes are no JPEG or PNG signature or it lacks the format's
-    end marker (a truncated file).
+    when its first bytes are no JPEG or PNG signature, it lacks the format's
+    end marker (a truncated file), or it fails to decode (`decodable`; `log`
+    gets that check's progress).
 
     Raises:
       UserError: `root` is not a folder, or holds no readable image.
@@ -247,9 +294,11 @@ def list_image_files(root: str):
         subdirectories.sort()
         found += [os.path.join(directory, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
     found.sort(key=lambda p: os.path.relpath(p, root))
-    looks_right = [_looks_like_an_image(p) for p in found]
-    readable = [p for p, ok in zip(found, looks_right) if ok]
-    unreadable = [p for p, ok in zip(found, looks_right) if not ok]
+    readable = np.array([_looks_like_an_image(p) for p in found], bool)
+    if readable.any():
+        readable[readable] = decodable([p for p, ok in zip(found, readable) if ok], log)
+    unreadable = [p for p, ok in zip(found, readable) if not ok]
+    readable = [p for p, ok in zip(found, readable) if ok]
     if not readable:
         raise UserError(
             f"image folder {root} holds no readable JPEG or PNG images "
@@ -263,16 +312,10 @@ def list_image_files(root: str):
     return readable, unreadable, labels, class_names
 
 
-def _first_image_shape(paths) -> Tuple[int, int, int]:
-    """[h, w, 1 or 3] of the first file that decodes."""
-    for path in paths:
-        try:
-            image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
-        except (tf.errors.OpError, ValueError):
-            continue
-        height, width, channels = image.shape
-        return int(height), int(width), 1 if channels in (1, 2) else 3
-    raise UserError("no image in the folder decodes; check that the files are valid JPEG or PNG images")
+def _image_shape_of(path: str) -> Tuple[int, int, int]:
+    """[h, w, 1 or 3] of an image file that decodes."""
+    height, width, channels = tf.io.decode_image(tf.io.read_file(path), expand_animations=False).shape
+    return int(height), int(width), 1 if channels in (1, 2) else 3
 
 
 def folder_splits(root: str, image_shape=None, validation_fraction: float = 0.1, split_seed: int = 0,
@@ -281,7 +324,7 @@ def folder_splits(root: str, image_shape=None, validation_fraction: float = 0.1,
 
     A seeded permutation of the files holds out `validation_fraction` of them
     (at least one) for validation and as many again for test. Without an
-    `image_shape`, the first decodable image gives height, width and channels.
+    `image_shape`, the first image gives height, width and channels.
     """
     paths, unreadable, labels, class_names = list_image_files(root)
     num_held_out = max(1, int(round(validation_fraction * len(paths))))
@@ -290,7 +333,7 @@ def folder_splits(root: str, image_shape=None, validation_fraction: float = 0.1,
             f"image folder {root} has {len(paths)} readable images; it needs at least {2 * num_held_out + 1} "
             "for train, validation and test splits"
         )
-    shape = tuple(image_shape) if image_shape is not None else _first_image_shape(paths)
+    shape = tuple(image_shape) if image_shape is not None else _image_shape_of(paths[0])
     everything = ImageFiles(paths, shape, labels, unreadable)
     order = np.random.default_rng(split_seed).permutation(len(paths))
     validation, test, train = order[:num_held_out], order[num_held_out:2 * num_held_out], order[2 * num_held_out:]

@@ -65,7 +65,7 @@ def training_batches(images, batch_size: int, *, binarize: bool, seed: int, epoc
     has the same shape and the step function traces once.
 
     `images` is a uint8 array or an `ImageStream` (streamed from disk; a
-    stream whose files fail to decode has fewer steps, and resuming it skips
+    stream whose files stop decoding after the listing has fewer steps, and resuming it skips
     start_step * batch_size files of the epoch's order).
     """
     num_examples = len(images)
