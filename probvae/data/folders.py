@@ -294,11 +294,11 @@ def list_image_files(root: str, log: Optional[Callable[[str], None]] = None):
         subdirectories.sort()
         found += [os.path.join(directory, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
     found.sort(key=lambda p: os.path.relpath(p, root))
-    readable = np.array([_looks_like_an_image(p) for p in found], bool)
-    if readable.any():
-        readable[readable] = decodable([p for p, ok in zip(found, readable) if ok], log)
-    unreadable = [p for p, ok in zip(found, readable) if not ok]
-    readable = [p for p, ok in zip(found, readable) if ok]
+    keep = np.array([_looks_like_an_image(p) for p in found], bool)
+    if keep.any():
+        keep[keep] = decodable([p for p, ok in zip(found, keep) if ok], log)
+    readable = [p for p, ok in zip(found, keep) if ok]
+    unreadable = [p for p, ok in zip(found, keep) if not ok]
     if not readable:
         raise UserError(
             f"image folder {root} holds no readable JPEG or PNG images "
