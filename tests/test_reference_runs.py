@@ -13,6 +13,12 @@ by pipeline stage (the commit named in that file, with this harness). To
 record them again (only in a commit that says why the numbers changed):
 
     python tests/test_reference_runs.py --record
+
+A change that moves some runs' rounding replaces those entries only and says
+so under "rerecorded" in the file (commit and reason), so the others keep
+pinning the original code:
+
+    python tests/test_reference_runs.py --record vamp-diag --why "..."
 """
 
 import json
@@ -145,24 +151,37 @@ def test_a_reference_run_gives_its_recorded_numbers(reference_results, name):
                [row[1:] for row in expected[which]["checksums"]], f"{name}: {which} weights")
 
 
-def _record():
+def _record(names=(), why=None):
+    """Record every run afresh, or replace only `names` (with the reason `why`)."""
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                             check=True).stdout.strip()
     with tempfile.TemporaryDirectory() as root:
         results = run_all(root)
-    document = {
-        "commit": commit,
-        "command": "python tests/test_reference_runs.py --record",
-        "runs": {name: results[name] for name in sorted(results)},
-        "arguments": {name: [*_COMMON, *RUNS[name]] for name in sorted(RUNS)},
-    }
+    if names:
+        with open(REFERENCES) as stream:
+            document = json.load(stream)
+        for name in names:
+            document["runs"][name] = results[name]
+            document.setdefault("rerecorded", {})[name] = {"commit": commit, "why": why}
+    else:
+        document = {
+            "commit": commit,
+            "command": "python tests/test_reference_runs.py --record",
+            "runs": {name: results[name] for name in sorted(results)},
+            "arguments": {name: [*_COMMON, *RUNS[name]] for name in sorted(RUNS)},
+        }
     with open(REFERENCES, "w") as stream:
         json.dump(document, stream, indent=1, sort_keys=True)
         stream.write("\n")
-    print(f"references written to {REFERENCES} from commit {commit}")
+    print(f"references {', '.join(names) or 'all'} written to {REFERENCES} from commit {commit}")
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--record"]:
-        sys.exit("usage: python tests/test_reference_runs.py --record")
-    _record()
+    arguments = sys.argv[1:]
+    names, why = arguments[1:], None
+    if "--why" in names:
+        at = names.index("--why")
+        names, why = names[:at], " ".join(names[at + 1:])
+    if arguments[:1] != ["--record"] or (names and not why) or not set(names) <= set(RUNS):
+        sys.exit(f"usage: python tests/test_reference_runs.py --record [NAME ... --why REASON]; names: {', '.join(RUNS)}")
+    _record(names, why)
