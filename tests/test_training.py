@@ -317,6 +317,12 @@ def test_progress_draws_a_bar_with_etas_on_a_terminal_and_logs_each_epoch(monkey
     quiet.update(1, 30, 60, 1000.0, Totals())
     quiet.end_epoch(1, 3600.0 * 1.5, "epoch 1/4")
     assert plain.getvalue() == "" and lines == ["epoch 1/4  (1h30m; at most 4h30m left)"]
+    # One epoch that took ten times the others (the machine was busy) does not inflate the estimate.
+    lines = []
+    steady = callbacks.Progress(lines.append, epochs=100, stream=io.StringIO())
+    for epoch, seconds in enumerate([90.0, 30.0, 30.0, 300.0, 30.0, 30.0], start=1):
+        steady.end_epoch(epoch, seconds, f"epoch {epoch}/100")
+    assert lines[3] == "epoch 4/100  (5m00s; about 48m00s left)" and lines[-1].endswith("(30s; about 47m00s left)")
 
 
 def test_durations_read_as_a_person_writes_them():

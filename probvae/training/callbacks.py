@@ -59,11 +59,13 @@ class Progress:
         self.epoch_seconds = []  # of the epochs finished in this process
 
     def _run_left(self, epoch: int, epoch_total: float) -> float:
-        """Seconds left after epoch `epoch`'s end, from the mean time of the last
-        five epochs (leaving out this process's first, which compiles the step,
-        once there are others), or this epoch's."""
+        """Seconds left after epoch `epoch`'s end, from the median time of the
+        last five epochs (leaving out this process's first, which compiles the
+        step, once there are others), or this epoch's. The median, so that one
+        slow epoch (a machine busy or suspended for a while) does not multiply
+        the estimate for the next five."""
         recent = (self.epoch_seconds[1:] or self.epoch_seconds)[-5:]
-        typical = sum(recent) / len(recent) if recent else epoch_total
+        typical = float(np.median(recent)) if recent else epoch_total
         return (self.epochs - epoch) * typical
 
     def update(self, epoch: int, done: int, steps: int, started: float, totals: StepTotals) -> None:
