@@ -4,8 +4,10 @@ Sizes are deliberately all different (batch 3, latent 2, 8x8 images, 4
 filters, 5 dense units) so that a swapped axis fails loudly.
 """
 
+import fcntl
 import os
 import random
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -155,7 +157,8 @@ def iwae_reference(model, x, num_samples, seed, log_prior=standard_normal_log_de
 
 # Tiny trained runs of each model family, shared by the tests that need a
 # trained run of a kind (analysis, export): each is trained once per test
-# process, on first use.
+# session, on first use, by whichever worker process asks first (the others
+# wait for it; the tests only read the runs).
 _FAMILY_MODELS = {
     "diag_gaussian": ("shapes", dict(latent_dim=3, prior="diag_gaussian")),
     "mixture-normal": ("shapes", dict(latent_dim=3, prior="mixture", likelihood="normal")),
@@ -169,27 +172,38 @@ _FAMILY_MODELS = {
 @pytest.fixture(scope="session")
 def family_run(tmp_path_factory):
     """name -> the run directory of a tiny trained run of that family (`_FAMILY_MODELS`)."""
+    base = tmp_path_factory.getbasetemp()
+    # Under pytest-xdist each worker has its own base folder inside the session's.
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "families"
+    root.mkdir(exist_ok=True)
+
+    def run(name):
+        run_dir, done = root / name, root / f"{name}.done"
+        with open(root / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not done.exists():
+                shutil.rmtree(run_dir, ignore_errors=True)  # what a worker that failed left
+                _train_family(name, root, str(run_dir))
+                done.touch()
+        return str(run_dir)
+
+    return run
+
+
+def _train_family(name, root, run_dir):
     from probvae.config import DataConfig, RunConfig, TrainConfig
     from probvae.training import fit
 
-    root, made = tmp_path_factory.mktemp("families"), {}
-
-    def run(name):
-        if name not in made:
-            dataset, model = _FAMILY_MODELS[name]
-            if dataset == "folder":
-                folder = root / "pictures"
-                for label in ("a", "b"):
-                    (folder / label).mkdir(parents=True)
-                    for i in range(40):
-                        tf.io.write_file(str(folder / label / f"{i}.png"),
-                                         tf.io.encode_png(np.full((9, 7, 1), 3 * i + 100 * (label == "b"), np.uint8)))
-                dataset = f"folder:{folder}"
-            made[name] = str(root / name)
-            fit(RunConfig(data=DataConfig(dataset=dataset, max_train_examples=60, validation_fraction=0.25),
-                          model=ModelConfig(arch="mlp", hidden_units=(12,), **model),
-                          train=TrainConfig(epochs=1, batch_size=20, test_iwae_samples=2)), made[name],
-                log=lambda _: None)
-        return made[name]
-
-    return run
+    dataset, model = _FAMILY_MODELS[name]
+    if dataset == "folder":
+        folder = root / "pictures"
+        shutil.rmtree(folder, ignore_errors=True)
+        for label in ("a", "b"):
+            (folder / label).mkdir(parents=True)
+            for i in range(40):
+                tf.io.write_file(str(folder / label / f"{i}.png"),
+                                 tf.io.encode_png(np.full((9, 7, 1), 3 * i + 100 * (label == "b"), np.uint8)))
+        dataset = f"folder:{folder}"
+    fit(RunConfig(data=DataConfig(dataset=dataset, max_train_examples=60, validation_fraction=0.25),
+                  model=ModelConfig(arch="mlp", hidden_units=(12,), **model),
+                  train=TrainConfig(epochs=1, batch_size=20, test_iwae_samples=2)), run_dir, log=lambda _: None)
