@@ -325,16 +325,23 @@ def _environment(**extra):
     return environment
 
 
-def _run_script(check, tmp_path):
-    out = tmp_path / f"{check}.json"
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), check, str(out)], capture_output=True,
-                            text=True, timeout=TIMEOUT, env=_environment())
+def _run_script(checks, tmp_path):
+    """{check: report} of `checks` (names of `_CHECKS`), run in one process on two logical CPUs."""
+    out = tmp_path / "reports.json"
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), ",".join(checks), str(out)],
+                            capture_output=True, text=True, timeout=TIMEOUT, env=_environment())
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(out.read_text())
 
 
-def test_mirrored_training_on_two_devices_matches_one_device(tmp_path):
-    report = _run_script("steps", tmp_path)
+@pytest.fixture(scope="module")
+def mirrored_steps(tmp_path_factory):
+    """The step-by-step comparisons with one device, in one process (it starts TensorFlow once)."""
+    return _run_script(["steps", "faults"], tmp_path_factory.mktemp("mirrored"))
+
+
+def test_mirrored_training_on_two_devices_matches_one_device(mirrored_steps):
+    report = mirrored_steps["steps"]
     assert report["replicas"] == 2 and len(report["devices"]) == 2
     for name in ("mlp_xla_cosine", "mlp_free_bits", "conv_batch_norm"):
         measured = report[name]
@@ -361,7 +368,7 @@ def test_mirrored_training_on_two_devices_matches_one_device(tmp_path):
 
 @pytest.mark.slow
 def test_a_mirrored_run_resumes_and_ends_with_the_one_device_numbers(tmp_path):
-    report = _run_script("fit", tmp_path)
+    report = _run_script(["fit"], tmp_path)["fit"]
     one, two, resumed = report["metrics"]
     assert two["distribution"]["replicas"] == 2 and one["distribution"]["replicas"] == 1
     assert resumed["resumes"] == [{"checkpoint": "ckpt-12", "step": 12, "epoch": 2}]
@@ -381,8 +388,8 @@ def test_a_mirrored_run_resumes_and_ends_with_the_one_device_numbers(tmp_path):
     assert report["weight_max_abs_diff"] < 2e-4  # measured 5e-5: XLA rounds batches of 3 and 6 differently
 
 
-def test_mirrored_steps_check_faults_and_scale_losses_like_one_device(tmp_path):
-    report = _run_script("faults", tmp_path)
+def test_mirrored_steps_check_faults_and_scale_losses_like_one_device(mirrored_steps):
+    report = mirrored_steps["faults"]
     stop, skip = report["stop"], report["skip"]
     # NaN in row 4 of step 2's global batch of 6 (rows 3-5 are the second replica's): the
     # reconstruction and KL terms (bits 1, 2), the loss (4) and the gradients (8) go bad.
@@ -483,8 +490,12 @@ def test_two_worker_processes_train_like_one_process(tmp_path):
 # --- script mode ------------------------------------------------------------------
 
 
-def _script(check, out_path):
-    """Split the CPU into two logical devices, run `check`, write its report as JSON."""
+_CHECKS = {"steps": _compare_steps, "faults": _faults, "fit": _fit_and_resume}
+
+
+def _script(checks, out_path):
+    """Split the CPU into two logical devices, run `checks` (comma-separated names of
+    `_CHECKS`), write {check: report} as JSON."""
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -493,8 +504,8 @@ def _script(check, out_path):
     from probvae.training import distribute
 
     splits = data.load_dataset("shapes", max_train_examples=6 * STEPS)
-    report = {"steps": _compare_steps, "faults": _faults, "fit": _fit_and_resume}[check](
-        os.path.dirname(out_path), splits, distribute.make_strategy("mirrored"))
+    mirrored = distribute.make_strategy("mirrored")
+    report = {check: _CHECKS[check](os.path.dirname(out_path), splits, mirrored) for check in checks.split(",")}
     with open(out_path, "w") as stream:
         json.dump(report, stream, indent=2)
 

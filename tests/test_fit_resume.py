@@ -1,6 +1,8 @@
 """A real fit.py process killed at the first checkpoint, resumed, stopped with
-SIGTERM, resumed again: it ends with every epoch once in metrics.json and, with
---deterministic, the very weights and numbers of a run never interrupted."""
+SIGTERM, resumed again and interrupted with SIGINT during its final test
+evaluation, resumed once more: it ends with every epoch once in metrics.json
+and, with --deterministic, the very weights and numbers of a run never
+interrupted."""
 
 import json
 import os
@@ -20,7 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT = os.path.join(ROOT, "scripts", "fit.py")
 # 300 examples in batches of 10: 30 steps per epoch, 60 in all, a checkpoint every 5.
 RUN = ["--dataset", "shapes", "--arch", "mlp", "--latent-dim", "2", "--epochs", "2", "--max-train-examples", "300",
-       "--batch-size", "10", "--checkpoint-every", "5", "--seed", "3", "--deterministic"]
+       "--batch-size", "10", "--checkpoint-every", "5", "--seed", "3", "--deterministic",
+       "--test-iwae-samples", "1000"]  # a final evaluation long enough to interrupt
 
 
 def fit(*args, **kwargs):
@@ -73,16 +76,36 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert f"saved checkpoint {broken_dir}/checkpoints/ckpt-{stopped_at}" in message
     assert message.endswith(f"continue with: fit.py --resume {broken_dir}") and "Traceback" not in err
 
-    third = fit("--resume", broken_dir)
+    # Interrupted once more, with SIGINT, during the final test evaluation: training is complete.
+    third = fit("--resume", broken_dir, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    for line in third.stdout:
+        if line.startswith("final test evaluation: 500 images, K=1000"):
+            break
+    else:
+        pytest.fail(f"no final test evaluation: {third.communicate()}")
+    time.sleep(0.2)
+    third.send_signal(signal.SIGINT)
     out, err = third.communicate(timeout=300)
-    assert third.returncode == 0, err
-    assert f"resuming from {broken_dir}/checkpoints/ckpt-{stopped_at}" in out
+    assert third.returncode == 128 + signal.SIGINT, err
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted: SIGINT during the final test evaluation; training is complete and saved (newest checkpoint "
+        f"ckpt-60); evaluate with: evaluate.py {broken_dir}, or rerun this evaluation with: fit.py --resume "
+        f"{broken_dir}")
+    assert "test" not in metrics_of(broken_dir)
+
+    fourth = fit("--resume", broken_dir)
+    out, err = fourth.communicate(timeout=300)
+    assert fourth.returncode == 0, err
+    assert "resuming from" in out + err and "training is complete" in out + err
     assert whole.wait(timeout=300) == 0, whole.communicate()[1]
 
     resumed, reference = metrics_of(broken_dir), metrics_of(whole_dir)
-    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2]
-    # It resumed from the newest checkpoint when it was killed (one more may have come in between).
-    assert killed_at <= resumed["resumes"][0]["step"] <= killed_at + 5 and len(resumed["resumes"]) == 2
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2] and resumed["test"]["iwae_samples"] == 1000
+    # It resumed from the newest checkpoint when it was killed (one more may have come in between),
+    # from the one SIGTERM saved, and from the last one (no epoch 3 to name).
+    assert killed_at <= resumed["resumes"][0]["step"] <= killed_at + 5 and len(resumed["resumes"]) == 3
+    assert resumed["resumes"][1]["step"] == stopped_at
+    assert resumed["resumes"][2] == {"checkpoint": "ckpt-60", "step": 60, "epoch": None}
     for mine, theirs in zip(resumed["epochs"], reference["epochs"]):
         assert mine["train"] == theirs["train"] and mine["validation"] == theirs["validation"]
     timing = {"seconds"}  # wall time of the evaluation, the one field that may differ
@@ -177,29 +200,3 @@ def test_a_killed_run_of_a_learned_prior_or_batch_norm_resumes_to_the_uninterrup
             assert np.abs(layer.moving_variance.numpy() - 1).max() > 1e-3
     else:
         assert moving == []
-
-
-@pytest.mark.slow
-def test_sigint_during_the_final_test_evaluation_says_what_is_saved_and_resume_finishes(tmp_path):
-    run_dir = str(tmp_path / "run")
-    process = fit(*RUN, "--test-iwae-samples", "1000", "--run-dir", run_dir,
-                  env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    for line in process.stdout:
-        if line.startswith("final test evaluation: 500 images, K=1000"):
-            break
-    else:
-        pytest.fail(f"no final test evaluation: {process.communicate()}")
-    time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 128 + signal.SIGINT, stderr
-    assert stderr.strip().splitlines()[-1] == (
-        f"interrupted: SIGINT during the final test evaluation; training is complete and saved (newest checkpoint "
-        f"ckpt-60); evaluate with: evaluate.py {run_dir}, or rerun this evaluation with: fit.py --resume {run_dir}")
-    assert "test" not in metrics_of(run_dir)
-    resumed = subprocess.run([sys.executable, FIT, "--resume", run_dir], capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming from" in resumed.stdout + resumed.stderr and "training is complete" in resumed.stdout + resumed.stderr
-    metrics = metrics_of(run_dir)
-    assert metrics["resumes"] == [{"checkpoint": "ckpt-60", "step": 60, "epoch": None}]  # no epoch 3 to name
-    assert metrics["test"]["iwae_samples"] == 1000 and [e["epoch"] for e in metrics["epochs"]] == [1, 2]
