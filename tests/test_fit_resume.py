@@ -78,11 +78,14 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
 
     # Interrupted once more, with SIGINT, during the final test evaluation: training is complete.
     third = fit("--resume", broken_dir, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    seen = []
     for line in third.stdout:
+        seen.append(line)
         if line.startswith("final test evaluation: 500 images, K=1000"):
             break
     else:
         pytest.fail(f"no final test evaluation: {third.communicate()}")
+    assert f"resuming from {broken_dir}/checkpoints/ckpt-{stopped_at}" in "".join(seen)
     time.sleep(0.2)
     third.send_signal(signal.SIGINT)
     out, err = third.communicate(timeout=300)
