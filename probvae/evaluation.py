@@ -168,7 +168,7 @@ class _Compiled:
         seed = tf.TensorSpec([2], tf.int32)
         reference = weakref.ref(model)
         self.statistics = tf.function(
-            lambda x, seed: _batch_statistics(reference(), x, seed), input_signature=[image, seed]
+            lambda x, seed: _batch_statistics(reference(), x, seed), input_signature=[image, seed], autograph=False
         )
         self._model, self._distributed = reference, {}
 
@@ -420,7 +420,7 @@ class _Annealer:
                          tf.TensorSpec([None], tf.float64), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)]
             self._functions[key] = tf.function(
                 lambda *inputs: _anneal_batch(reference(), *inputs, settings=settings, reverse=reverse),
-                input_signature=signature)
+                input_signature=signature, autograph=False)
         return self._functions[key](*args)
 
 

@@ -58,7 +58,7 @@ class Exported(tf.Module):
         latent = tf.TensorSpec([None, vae.latent_dim], tf.float32, name="z")
         count = tf.TensorSpec([], tf.int32, name="num_samples")
 
-        @tf.function(input_signature=[image])
+        @tf.function(input_signature=[image], autograph=False)
         def encode(images):
             terms = vae.elbo_terms(images, seed=tf.constant([0, 0]))
             if not terms.levels:
@@ -66,11 +66,11 @@ class Exported(tf.Module):
             statistics = vae.latent_statistics(terms)
             return {"loc": statistics.location, "scale_tril": tf.linalg.diag(statistics.stddev)}
 
-        @tf.function(input_signature=[latent])
+        @tf.function(input_signature=[latent], autograph=False)
         def decode(z):
             return _parameters(vae.likelihood(z))
 
-        @tf.function(input_signature=[image, count])
+        @tf.function(input_signature=[image, count], autograph=False)
         def log_likelihood(images, num_samples):
             return {"log_likelihood": vae.importance_sampling(images, num_samples, tf.constant([0, 0]),
                                                                tf.constant(0)).log_likelihood}

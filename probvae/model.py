@@ -165,7 +165,8 @@ class VAE(keras.Model):
         image = tf.TensorSpec([None] + list(self.image_shape), tf.float32)
         count = tf.TensorSpec([], tf.int32)
         self._importance_sampling = tf.function(
-            self._importance_sampling_graph, input_signature=[image, tf.TensorSpec([2], tf.int32), count, count])
+            self._importance_sampling_graph, input_signature=[image, tf.TensorSpec([2], tf.int32), count, count],
+            autograph=False)
         # Create every variable now, so checkpoints restore into a complete model.
         self(tf.zeros((1,) + self.image_shape))
 

@@ -101,7 +101,7 @@ def gathered(strategy, fn: Callable) -> Callable:
         outputs = strategy.run(fn, args=(x, index) + args)
         return tf.nest.map_structure(lambda value: strategy.gather(value, axis=0), outputs)
 
-    return tf.function(run)
+    return tf.function(run, autograph=False)
 
 def map_batches(strategy, run: Callable, batches: tf.data.Dataset, *args,
                 on_round: Optional[Callable[[int], None]] = None):

@@ -86,7 +86,9 @@ def test_the_recipe_loss_counts_the_stock_layers_kl_twice(arch, mixed_precision)
         recipe = keras_recipe(tiny_model_config(arch=arch), learning_rate=1e-3, mixed_precision=mixed_precision)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    x = data.binarize_fixed(_images(BATCH), seed=0)
+    # 24 images: over 3, the mean of the per-image KL estimates came within 0.01 of 0 for some
+    # initial weights; over 24 it was 0.16 or more for every seed tried (0-5, each arch and precision).
+    x = data.binarize_fixed(_images(24), seed=0)
     loss, reconstruction, kl, losses = recipe_loss_and_terms(recipe, x)
     assert np.all(np.isfinite(kl)) and abs(kl.mean()) > 0.05  # large enough to tell once from twice
     # -mean_n log p(x_n|z_n) + 2 mean_n KL_n: two regularization losses of one KL each.

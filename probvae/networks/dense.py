@@ -40,7 +40,11 @@ class GatedDense(layers.Layer):
         self.units = int(units)
         self.dense = layers.Dense(2 * self.units, name="linear_and_gate")
 
-    def call(self, inputs):
+    # Keras traces `call` once to infer the output shape when a Sequential is
+    # built; nothing here needs autograph's conversion (see docs/performance.md).
+    # (`training` is unused; Keras passes it to a wrapped call.)
+    @tf.autograph.experimental.do_not_convert
+    def call(self, inputs, training=None):
         linear, gate = tf.split(self.dense(inputs), 2, axis=-1)  # [n, units] each
         return linear * tf.sigmoid(gate)
 

@@ -223,7 +223,7 @@ def any_worker(strategy, flag: bool) -> bool:
         return bool(flag)
     count = _ANY_WORKER.get(id(strategy))
     if count is None:
-        @tf.function
+        @tf.function(autograph=False)
         def count(value):
             per_replica = strategy.run(lambda v: tf.identity(v), args=(value,))
             return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)

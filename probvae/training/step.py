@@ -241,7 +241,7 @@ def make_train_step(model, optimizer, totals: StepTotals, step: tf.Variable, see
     loss_and_gradients = _loss_and_gradients(model, optimizer, step, seed, variables, unconnected)
     if replicated:
         if jit_compile and not eager and model.free_bits == 0:
-            loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True)
+            loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True, autograph=False)
         gradients_of = _over_replicas(strategy, loss_and_gradients, optimizer, variables)
     else:
         gradients_of = _on_one_device(loss_and_gradients, optimizer, variables)
@@ -255,9 +255,9 @@ def make_train_step(model, optimizer, totals: StepTotals, step: tf.Variable, see
     if eager:
         return train_step
     if replicated:  # distributed inputs: one trace, as every batch has one shape
-        return tf.function(train_step, jit_compile=False)
+        return tf.function(train_step, jit_compile=False, autograph=False)
     return tf.function(train_step, input_signature=[tf.TensorSpec(batch_shape, tf.float32)],
-                       jit_compile=jit_compile)
+                       jit_compile=jit_compile, autograph=False)
 
 
 class StepLoop:
@@ -295,16 +295,21 @@ class StepLoop:
         self._array_loops = {}
         self._timed = set()  # kinds of call whose first, compiling call is behind
         if not python_loop:
-            self._loop = tf.function(self._steps)
+            self._loop = tf.function(self._steps, autograph=False)
 
     def _steps(self, iterator, n):
-        done = tf.constant(0)
-        for _ in tf.range(n):
+        """Up to n steps on the iterator's next batches; the number taken."""
+        def step(done, _):
             batch = iterator.get_next_as_optional()
-            if not batch.has_value():
-                break
-            self.train_step(batch.get_value())
-            done += 1
+
+            def train():
+                self.train_step(batch.get_value())
+                return done + 1
+
+            return tf.cond(batch.has_value(), train, lambda: done), batch.has_value()
+
+        done, _ = tf.while_loop(lambda done, more: tf.logical_and(more, done < n), step,
+                                (tf.constant(0), tf.constant(True)))
         return done
 
     def size(self, limit: int) -> int:
@@ -322,10 +327,13 @@ class StepLoop:
         """The compiled loop over an `ArrayEpoch` of `source` (one per source)."""
         if id(source) not in self._array_loops:
             def steps(order, epoch, first, n):
-                for i in tf.range(n):
+                def step(i):
                     self.train_step(source.batch(order, epoch, first + i))
+                    return i + 1
 
-            self._array_loops[id(source)] = (source, tf.function(steps))
+                tf.while_loop(lambda i: i < n, step, (tf.zeros([], n.dtype),))
+
+            self._array_loops[id(source)] = (source, tf.function(steps, autograph=False))
         return self._array_loops[id(source)][1]
 
     def run(self, iterator, n: int) -> int:
