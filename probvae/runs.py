@@ -234,13 +234,44 @@ class RunLock:
             text += f", since {holder['since']}"
         return text
 
-    def acquire(self) -> None:
-        if self.held:
-            return
+    def _lock(self, fd: int, holder: dict) -> None:
+        """flock `fd` (without flock: check the PID the file names).
+
+        Raises:
+          UserError: another live process holds the lock.
+        """
         try:
             import fcntl
         except ImportError:  # no flock on this platform: the PID in the file is the lock
             fcntl = None
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            elif holder.get("host") == socket.gethostname() and _process_alive(int(holder.get("pid", -1))):
+                raise BlockingIOError
+        except (BlockingIOError, PermissionError):
+            raise UserError(f"run directory {self.run_dir} is being written by {self.describe(holder)}; wait "
+                            f"for that run to end or stop it (it saves a checkpoint), then pass --resume "
+                            f"{self.run_dir}") from None
+
+    def check(self) -> None:
+        """Refuse as `acquire` would if another live process holds the lock
+        now, taking nothing: fit.py asks before TensorFlow loads, so a locked
+        run is refused in a moment (`acquire` still decides)."""
+        if self.held:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:  # no lock file, or one acquire will report on
+            return
+        try:
+            self._lock(fd, self._holder(fd))
+        finally:
+            os.close(fd)  # and with it the flock, if it was taken
+
+    def acquire(self) -> None:
+        if self.held:
+            return
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -249,15 +280,10 @@ class RunLock:
                                 "fix its permissions") from None
             holder = self._holder(fd)
             try:
-                if fcntl is not None:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                elif holder.get("host") == socket.gethostname() and _process_alive(int(holder.get("pid", -1))):
-                    raise BlockingIOError
-            except (BlockingIOError, PermissionError):
+                self._lock(fd, holder)
+            except UserError:
                 os.close(fd)
-                raise UserError(f"run directory {self.run_dir} is being written by {self.describe(holder)}; wait "
-                                f"for that run to end or stop it (it saves a checkpoint), then pass --resume "
-                                f"{self.run_dir}") from None
+                raise
             try:  # the file may have been released and removed between open and flock: lock the current one
                 if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
                     break

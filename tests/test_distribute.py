@@ -335,13 +335,13 @@ def _run_script(checks, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def mirrored_steps(tmp_path_factory):
-    """The step-by-step comparisons with one device, in one process (it starts TensorFlow once)."""
-    return _run_script(["steps", "faults"], tmp_path_factory.mktemp("mirrored"))
+def mirrored(tmp_path_factory):
+    """The comparisons with one device, in one process (it starts TensorFlow once)."""
+    return _run_script(["steps", "faults", "fit"], tmp_path_factory.mktemp("mirrored"))
 
 
-def test_mirrored_training_on_two_devices_matches_one_device(mirrored_steps):
-    report = mirrored_steps["steps"]
+def test_mirrored_training_on_two_devices_matches_one_device(mirrored):
+    report = mirrored["steps"]
     assert report["replicas"] == 2 and len(report["devices"]) == 2
     for name in ("mlp_xla_cosine", "mlp_free_bits", "conv_batch_norm"):
         measured = report[name]
@@ -367,8 +367,8 @@ def test_mirrored_training_on_two_devices_matches_one_device(mirrored_steps):
 
 
 @pytest.mark.slow
-def test_a_mirrored_run_resumes_and_ends_with_the_one_device_numbers(tmp_path):
-    report = _run_script(["fit"], tmp_path)["fit"]
+def test_a_mirrored_run_resumes_and_ends_with_the_one_device_numbers(mirrored):
+    report = mirrored["fit"]
     one, two, resumed = report["metrics"]
     assert two["distribution"]["replicas"] == 2 and one["distribution"]["replicas"] == 1
     assert resumed["resumes"] == [{"checkpoint": "ckpt-12", "step": 12, "epoch": 2}]
@@ -388,8 +388,8 @@ def test_a_mirrored_run_resumes_and_ends_with_the_one_device_numbers(tmp_path):
     assert report["weight_max_abs_diff"] < 2e-4  # measured 5e-5: XLA rounds batches of 3 and 6 differently
 
 
-def test_mirrored_steps_check_faults_and_scale_losses_like_one_device(mirrored_steps):
-    report = mirrored_steps["faults"]
+def test_mirrored_steps_check_faults_and_scale_losses_like_one_device(mirrored):
+    report = mirrored["faults"]
     stop, skip = report["stop"], report["skip"]
     # NaN in row 4 of step 2's global batch of 6 (rows 3-5 are the second replica's): the
     # reconstruction and KL terms (bits 1, 2), the loss (4) and the gradients (8) go bad.

@@ -40,6 +40,22 @@ def test_a_second_writer_is_refused_with_the_holder_named(held):
     assert written["pid"] == holder.pid and "time.sleep" not in written["command"]
 
 
+def test_check_refuses_a_held_lock_and_takes_nothing(held, tmp_path_factory):
+    path, holder = held
+    with pytest.raises(UserError, match=f"is being written by PID {holder.pid} on host"):
+        runs.RunLock(str(path)).check()
+    free = tmp_path_factory.mktemp("free")
+    runs.RunLock(str(free)).check()  # no lock file: nothing to refuse, nothing written
+    runs.RunLock(str(free / "new")).check()
+    assert os.listdir(free) == []
+    with runs.RunLock(str(free)) as lock:  # held by this very object: fine
+        lock.check()
+    holder.kill()
+    holder.wait()
+    runs.RunLock(str(path)).check()  # its holder is gone: free, and the file is left for acquire
+    assert json.loads((path / runs.LOCK_FILE).read_text())["pid"] == holder.pid
+
+
 def test_the_lock_is_free_again_when_its_holder_dies(held):
     path, holder = held
     holder.kill()

@@ -119,10 +119,12 @@ def main(argv=None):
     else:
         base = presets.get(args.preset) if args.preset else RunConfig()
     config = base.replace(**overrides)  # validated before TensorFlow loads
-    from probvae import training
-
     name = args.preset or config.data.dataset.replace(":", "-").replace("/", "_")
     run_dir = args.resume or args.run_dir or runs.new_run_dir("runs", prefix=f"{name}-")
+    if "TF_CONFIG" not in os.environ:  # (a cluster's workers share RUN_DIR; only the chief locks it)
+        runs.RunLock(run_dir).check()
+    from probvae import training
+
     if args.dry_run:
         config, _ = runs.prepare_run(config, run_dir, overwrite=args.overwrite, resume=bool(args.resume))
         print(f"dry run: the flags, data and run directory {os.path.abspath(run_dir)} are fine; nothing was "
