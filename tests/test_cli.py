@@ -55,3 +55,25 @@ def test_fit_help_states_the_defaults_of_the_config_flags():
 def test_the_readers_take_a_data_dir(script):
     result = run(os.path.join(ROOT, "scripts", script), "--help")
     assert "--data-dir" in result.stdout
+
+
+def test_a_command_process_loads_tf_keras_as_tf_keras_and_not_keras_3(monkeypatch):
+    from probvae.cli import common
+
+    monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
+    common.prepare_process([])
+    assert os.environ["TF_USE_LEGACY_KERAS"] == "1"
+    monkeypatch.setenv("TF_USE_LEGACY_KERAS", "0")  # the user's choice stands
+    common.prepare_process([])
+    assert os.environ["TF_USE_LEGACY_KERAS"] == "0"
+
+    environment = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    environment["PYTHONPATH"] = ROOT
+    result = subprocess.run([sys.executable, "-c", (
+        "import sys; from probvae.cli import common; common.prepare_process([]); import tensorflow as tf; "
+        "from probvae._keras import keras; "
+        "print(tf.keras.__name__, tf.keras.layers.Dense is keras.layers.Dense, 'keras.src' in sys.modules)")],
+        capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == 0, result.stderr
+    name, same, keras_3 = result.stdout.split()
+    assert name.startswith("tf_keras") and same == "True" and keras_3 == "False", result.stdout
