@@ -65,6 +65,8 @@ import tensorflow as tf
 from probvae import annealing, checks, objectives, replicas, runs
 from probvae import data as data_lib
 from probvae.errors import UserError
+# The run directory's evaluation files (kept here too: part of this module's API).
+from probvae.runs import estimator_label, evaluation_name, evaluation_path, read_evaluations  # noqa: F401
 
 __all__ = [
     "ACTIVE_UNIT_THRESHOLD",
@@ -728,46 +730,6 @@ def _progress(log: Callable[[str], None], what: str, total: int) -> Callable[[in
         log(f"{what}: {done}/{total} images ({elapsed:.0f} s, about {left:.0f} s left)")
 
     return report
-
-
-def estimator_label(result: dict) -> str:
-    """"K=1000" or "AIS T=1000, C=16": the estimator of an evaluation result."""
-    if result.get("estimator", "iwae") == "ais":
-        return f"AIS T={result['ais']['num_steps']}, C={result['ais']['num_chains']}"
-    return f"K={result['iwae_samples']}"
-
-
-def evaluation_name(result: dict) -> str:
-    """The file name of an evaluation result: eval_<split>_<estimator><settings>[_first<N>].json,
-    e.g. eval_test_iwae5000.json, eval_test_ais1000x16.json, eval_test_iwae100_first1000.json;
-    so results of different estimators, K or subsets never replace each other."""
-    if result.get("estimator", "iwae") == "ais":
-        tag = f"ais{result['ais']['num_steps']}x{result['ais']['num_chains']}"
-    else:
-        tag = f"iwae{result['iwae_samples']}"
-    subset = f"_first{result['n_examples']}" if result.get("max_examples") else ""
-    return f"eval_{result.get('split', 'test')}_{tag}{subset}.json"
-
-
-def evaluation_path(run_dir: str, result: dict) -> str:
-    """RUN_DIR/`evaluation_name(result)`."""
-    return os.path.join(run_dir, evaluation_name(result))
-
-
-def read_evaluations(run_dir: str, split: Optional[str] = None) -> list:
-    """The evaluation results written into RUN_DIR (every eval_*.json, also
-    the eval_<split>.json of earlier versions), of one split if given, each
-    with its file name under "file"; sorted by file name."""
-    results = []
-    for name in sorted(os.listdir(run_dir)):
-        if name.startswith("eval_") and name.endswith(".json"):
-            try:
-                result = runs.read_json(os.path.join(run_dir, name))
-            except (OSError, ValueError):
-                continue
-            if isinstance(result, dict) and (split is None or result.get("split") == split):
-                results.append(dict(result, file=name))
-    return results
 
 
 def evaluate_run(run_dir: str, split: str = "test", iwae_samples: int = DEFAULT_IWAE_SAMPLES,

@@ -67,9 +67,12 @@ def test_the_table_shows_the_differences_and_the_best_estimate_of_each_run(three
 def test_the_command_prints_the_table_and_writes_the_csv_and_the_curves(three_runs, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    result = subprocess.run([sys.executable, COMPARE, *three_runs, "--csv", str(out / "t.csv"),
+    # -X importtime lists every module the command imports, on stderr.
+    result = subprocess.run([sys.executable, "-X", "importtime", COMPARE, *three_runs, "--csv", str(out / "t.csv"),
                              "--plot", str(out / "curves.png")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time")}
+    assert "probvae.analysis.compare" in imported and "tensorflow" not in imported  # files alone, in a moment
     assert result.stdout.splitlines()[0].startswith("| run | model.latent_dim |")
     assert f"table written to {out / 't.csv'}" in result.stdout
     assert f"validation curves drawn to {out / 'curves.png'}" in result.stdout

@@ -18,7 +18,7 @@ import io
 import os
 from typing import List, NamedTuple, Optional, Sequence
 
-from probvae import evaluation, runs
+from probvae import runs
 from probvae.errors import UserError
 
 __all__ = ["RunSummary", "Comparison", "summarise_run", "compare_runs"]
@@ -42,7 +42,7 @@ class RunSummary(NamedTuple):
 def _best_evaluation(run_dir: str) -> Optional[dict]:
     """The most trustworthy test-split evaluation of the whole split: AIS with
     the most steps x chains, else importance sampling with the largest K."""
-    whole = [r for r in evaluation.read_evaluations(run_dir, "test") if not r.get("max_examples")
+    whole = [r for r in runs.read_evaluations(run_dir, "test") if not r.get("max_examples")
              and "log_likelihood" in r]
 
     def rank(result):
@@ -70,7 +70,7 @@ def summarise_run(run_dir: str) -> RunSummary:
     return RunSummary(
         run_dir=run_dir, settings=config.flat(), test_elbo=numbers.get("elbo"),
         log_likelihood=numbers.get("log_likelihood"), log_likelihood_stderr=numbers.get("log_likelihood_stderr"),
-        estimator=evaluation.estimator_label(numbers) if "log_likelihood" in numbers else "", source=source,
+        estimator=runs.estimator_label(numbers) if "log_likelihood" in numbers else "", source=source,
         epochs=len(epochs),
         train_seconds=metrics.get("train_seconds", sum(e.get("seconds", 0.0) for e in epochs) if epochs else None),
         validation_elbo=[e["validation"]["elbo"] for e in epochs if "validation" in e])

@@ -68,6 +68,9 @@ def main(argv=None):
                             "ais_leapfrog_steps")
     if args.bdmc < 0:
         raise common.UserError(f"--bdmc must be 0 (off) or a number of simulated images (got {args.bdmc})")
+    from probvae import runs
+
+    runs.load_config(args.run_dir)  # a missing or unreadable run is refused before TensorFlow loads
     from probvae import evaluation
 
     ais = evaluation.AISSettings(num_steps=args.ais_steps, num_chains=args.ais_chains,
@@ -85,7 +88,7 @@ def main(argv=None):
 
 def format_report(result: dict) -> str:
     """A plain-text table of an `evaluate` result."""
-    from probvae.evaluation import estimator_label
+    from probvae.runs import estimator_label
 
     estimator = estimator_label(result)
     rows = [
