@@ -71,7 +71,8 @@ def test_the_command_prints_the_table_and_writes_the_csv_and_the_curves(three_ru
     result = subprocess.run([sys.executable, "-X", "importtime", COMPARE, *three_runs, "--csv", str(out / "t.csv"),
                              "--plot", str(out / "curves.png")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time")}
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time")}
     assert "probvae.analysis.compare" in imported and "tensorflow" not in imported  # files alone, in a moment
     assert result.stdout.splitlines()[0].startswith("| run | model.latent_dim |")
     assert f"table written to {out / 't.csv'}" in result.stdout

@@ -70,10 +70,11 @@ def prepare_process(argv: Sequence[str] = ()) -> None:
     log level (warnings and above, unless the user chose), oneDNN kernels,
     `tf.keras` as tf_keras (`TF_USE_LEGACY_KERAS=1` unless the user chose:
     the commands use tf_keras, tfp.layers' Keras, and TensorFlow otherwise
-    imports Keras 3 as it starts, 1.1 of its 4.6 CPU seconds here), and, unless `--verbose` or `--debug` is among `argv`, silence for the
-    lines TensorFlow's C++ libraries print while they load and look for
-    devices (absl's banner, oneDNN and CPU-feature notes, "failed call to
-    cuInit" on a machine without a GPU): see `QuietTensorFlow`."""
+    imports Keras 3 as it starts, 1.1 of its 4.6 CPU seconds here), and,
+    unless `--verbose` or `--debug` is among `argv`, silence for the lines
+    TensorFlow's C++ libraries print while they load and look for devices
+    (absl's banner, oneDNN and CPU-feature notes, "failed call to cuInit" on
+    a machine without a GPU): see `QuietTensorFlow`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     prefer_onednn()
