@@ -90,6 +90,11 @@ def test_npz_source_accepts_floats_and_checks_ranges(tmp_path):
         data.load_dataset(f"npz:{path}")
     with pytest.raises(ValueError, match="does not exist"):
         data.load_dataset(f"npz:{tmp_path / 'missing.npz'}")
+    # The dtype is checked even when a split holds no images.
+    for bad in (np.zeros((0, 4, 4), np.complex64), np.zeros((3, 4, 4), np.bool_)):
+        np.savez(path, x_train=rng.uniform(size=(10, 4, 4)), x_test=bad)
+        with pytest.raises(ValueError, match=f"have dtype {bad.dtype}; pass uint8 0..255 or floats in"):
+            data.load_dataset(f"npz:{path}")
 
 
 def test_unknown_dataset_lists_the_valid_names():

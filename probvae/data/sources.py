@@ -137,16 +137,16 @@ def _with_channels(x, what):
 
 
 def _check_range(x, what):
+    floating = np.issubdtype(x.dtype, np.floating)
+    if not (floating or np.issubdtype(x.dtype, np.integer)):  # the dtype, even of an empty array
+        raise UserError(f"{what} have dtype {x.dtype}; pass uint8 0..255 or floats in [0, 1]")
     if x.dtype == np.uint8 or x.size == 0:
         return
-    if np.issubdtype(x.dtype, np.floating):
+    if floating:
         if not np.all(np.isfinite(x)) or x.min() < 0.0 or x.max() > 1.0:
             raise UserError(f"{what} are floats outside [0, 1]; scale them to [0, 1] or pass uint8 0..255")
-    elif np.issubdtype(x.dtype, np.integer) and not np.issubdtype(x.dtype, np.bool_):
-        if x.min() < 0 or x.max() > 255:
-            raise UserError(f"{what} are integers outside 0..255; pass uint8 0..255 or floats in [0, 1]")
-    else:
-        raise UserError(f"{what} have dtype {x.dtype}; pass uint8 0..255 or floats in [0, 1]")
+    elif x.min() < 0 or x.max() > 255:
+        raise UserError(f"{what} are integers outside 0..255; pass uint8 0..255 or floats in [0, 1]")
 
 
 def to_uint8_images(x, what: str = "images") -> np.ndarray:
