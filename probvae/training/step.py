@@ -301,12 +301,13 @@ class StepLoop:
         """Up to n steps on the iterator's next batches; the number taken."""
         def step(done, _):
             batch = iterator.get_next_as_optional()
+            more = batch.has_value()
 
             def train():
                 self.train_step(batch.get_value())
                 return done + 1
 
-            return tf.cond(batch.has_value(), train, lambda: done), batch.has_value()
+            return tf.cond(more, train, lambda: done), more
 
         done, _ = tf.while_loop(lambda done, more: tf.logical_and(more, done < n), step,
                                 (tf.constant(0), tf.constant(True)))
