@@ -354,6 +354,12 @@ class TrainConfig(_Section):
     # tasks, mirrored with more than one GPU, else one-device), "one-device",
     # "mirrored" or "multi-worker". batch_size is the global batch.
     strategy: str = "auto"
+    # Start from the weights of another run's model (its best epoch's
+    # checkpoint, else its newest) instead of a fresh initialisation: to
+    # fine-tune with another objective or schedule. The model and the data
+    # split must be the run's (probvae.runs.initial_checkpoint); the optimizer
+    # starts afresh. None: initialise from `seed`.
+    init_from: Optional[str] = None
     options: Tuple[Tuple[str, Any], ...] = ()
 
     REGISTRIES: ClassVar[Dict[str, Any]] = TRAIN_REGISTRIES
@@ -395,6 +401,8 @@ class TrainConfig(_Section):
                  "free bits shape the ELBO's KL term; use them with --objective elbo")
         _require(self.jit_compile in (None, True, False),
                  f"jit_compile must be true, false or null (got {self.jit_compile!r})")
+        _require(self.init_from is None or (isinstance(self.init_from, str) and self.init_from.strip() != ""),
+                 f"init_from must name a run directory or be null (got {self.init_from!r})")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -198,6 +198,18 @@ CASES = {
     "corrupt checkpoint": (lambda t: ["--resume", str(with_checkpoint_files(t))],
                            r"cannot restore checkpoint .*ckpt-3 .*corrupt .*or start again with --overwrite"),
     "missing checkpoint": (missing_checkpoint, r"checkpoint .*ckpt-3 named in .*checkpoint is missing; restore its files or start again"),
+    "init from a run of another model": (
+        lambda t: ["--dataset", "shapes", *TINY[:-1], "3", "--init-from", str(saved_run(t))],
+        r"cannot start from the weights of .*run: its config.json has model.latent_dim 2 \(this run 3\); drop the "
+        r"contradicting flags"),
+    "init from a run without weights": (
+        lambda t: ["--dataset", "shapes", *TINY, "--init-from", str(saved_run(t))],
+        r"no checkpoint in .*run/checkpoints; train the run \(fit.py\) first"),
+    "init from a missing run": (lambda t: ["--dataset", "shapes", *TINY, "--init-from", str(t / "gone")],
+                                r"--init-from .*gone: no such run directory; pass a folder fit.py wrote"),
+    "init from the run itself": (
+        lambda t: ["--dataset", "shapes", *TINY, "--init-from", str(t / "new-run")],
+        r"--init-from names the run directory itself \(.*new-run\); to continue that run use --resume"),
     "images that no longer fit the run": (npz_run_with_new_channels,
                                           r"expects images of shape \(8, 8, 1\) but .* has \(8, 8, 3\)"),
 }

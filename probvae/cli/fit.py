@@ -74,6 +74,10 @@ def parse_args(argv=None):
                        help="compile the step with XLA (default: the MLP always, conv on a GPU)")
     train.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
                        help="float16 compute with loss scaling (for GPUs)")
+    train.add_argument("--init-from", metavar="RUN_DIR",
+                       help="start from the weights of the run in RUN_DIR (its best epoch's) instead of a fresh "
+                       "initialisation, e.g. to fine-tune with --objective iwae; same model and data split; the KL "
+                       "warm-up runs again unless --kl-warmup-epochs 0")
     train.add_argument("--strategy", choices=STRATEGIES, help="tf.distribute strategy (default auto: multi-worker with "
                        "a TF_CONFIG cluster, mirrored with several GPUs, else one-device); --batch-size is global")
     run = parser.add_argument_group("run")
@@ -88,7 +92,8 @@ def parse_args(argv=None):
         "model": ("latent_dim", "latent_layers", "level_units", "image_shape", "decoder_arch") + model_fields,
         "train": ("epochs", "batch_size", "learning_rate", "patience", "keep_best", "beta", "kl_warmup_epochs",
                   "free_bits", "objective", "train_samples", "seed", "deterministic", "skip_nonfinite", "checkpoint_every_steps", "eager",
-                  "steps_per_call", "test_iwae_samples", "jit_compile", "mixed_precision", "strategy") + train_fields,
+                  "steps_per_call", "test_iwae_samples", "jit_compile", "mixed_precision", "strategy", "init_from")
+        + train_fields,
     }
     common.show_config_defaults(parser, sections)
     args = parser.parse_args(argv)

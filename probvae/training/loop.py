@@ -135,12 +135,38 @@ class Trainer:
             "prior samples/mean of p(x|z), z ~ p(z)": self.model.sample(2 * IMAGES_SHOWN, seed=epoch).mean,
         }, epoch)
 
-    def restore(self) -> None:
-        """Continue from the newest checkpoint of `run_dir`, if there is one."""
+    def initialize_from_run(self) -> str:
+        """Load the weights of the run `config.train.init_from` names (what
+        `load_run` gives for it) into the model before the first step; return
+        that checkpoint's prefix. The optimizer, step and epoch start afresh.
+
+        Raises:
+          UserError: no such run, a different model or data split, or an
+            unreadable checkpoint (see `runs.initial_checkpoint`).
+        """
+        train = self.config.train
+        path = runs.initial_checkpoint(self.config)
+        try:
+            tf.train.Checkpoint(model=self.model).read(path).assert_existing_objects_matched().expect_partial()
+        except Exception as error:  # the checkpoint reader raises many types for damaged files
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise UserError(f"cannot start from checkpoint {path} ({first_line}); it is corrupt or from another "
+                            "model") from None
+        self.history["initialized_from"] = {"run_dir": train.init_from, "checkpoint": os.path.basename(path)}
+        self.metrics["initialized_from"] = self.history["initialized_from"]
+        self.log(f"initial weights from {path}")
+        if train.kl_warmup_epochs:
+            self.log(f"note: the KL weight warms up again over {train.kl_warmup_epochs} epochs; "
+                     "--kl-warmup-epochs 0 keeps the whole KL from the first step")
+        return path
+
+    def restore(self) -> bool:
+        """Continue from the newest checkpoint of `run_dir`, if there is one;
+        return whether there was one."""
         history = self.state.restore(log=self.log, directory=os.path.join(self.run_dir, runs.CHECKPOINT_DIR))
         if history is None:
             self.log("no checkpoint yet: training from the start")
-            return
+            return False
         step, epoch = int(self.state.step.numpy()), int(self.state.epoch.numpy())
         checkpoint = self.state.latest or f"step {step}"
         if history.get("train_examples") != len(self.splits.x_train):
@@ -158,12 +184,15 @@ class Trainer:
                                    "epoch": None if done else epoch + 1})
         self.history = history
         self.metrics["epochs"] = history["epochs"]
+        if history.get("initialized_from"):
+            self.metrics["initialized_from"] = history["initialized_from"]
         if done:
             self.log(f"resuming from {checkpoint}: training is complete ({step} steps done); the final test "
                      "evaluation follows")
         else:
             self.log(f"resuming from {checkpoint}: epoch {epoch + 1}, step {position} of {self.steps_per_epoch} "
                      f"({step} steps done)")
+        return True
 
     def train(self) -> dict:
         """Run the remaining epochs; return the metrics (also in metrics.json)."""
@@ -353,8 +382,9 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
         seed_process(config.train)
         trainer = Trainer(config, splits, run_dir, log=log, on_epoch_end=on_epoch_end, strategy=strategy,
                           write_dir=write_dir)
-        if resume:
-            trainer.restore()
+        restored = trainer.restore() if resume else False
+        if config.train.init_from is not None and not restored:
+            trainer.initialize_from_run()
         try:
             metrics = trainer.train()
             saved = os.path.basename(trainer.state.latest or "none")

@@ -1,0 +1,102 @@
+"""A run that starts from another run's weights (`train.init_from`, fit.py
+--init-from): it starts from exactly the weights `load_run` gives for that
+run, trains from there with its own objective and schedule, records where
+it came from, and resumes from its own checkpoints, not from those weights."""
+
+import dataclasses
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from probvae import data, runs
+from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from probvae.training import Trainer, fit, seed_process
+
+# 42 shapes in batches of 7: 6 steps an epoch of an MLP with a 3-D latent.
+SOURCE = RunConfig(data=DataConfig(dataset="shapes", max_train_examples=42),
+                   model=ModelConfig(arch="mlp", latent_dim=3, hidden_units=(11,), posterior="diag"),
+                   train=TrainConfig(epochs=2, batch_size=7, learning_rate=1e-2, kl_warmup_epochs=0,
+                                     eval_batch_size=13, test_iwae_samples=4, seed=2,
+                                     jit_compile=False))
+
+
+@pytest.fixture(scope="module")
+def splits():
+    loaded = data.load_dataset("shapes", max_train_examples=42)
+    return dataclasses.replace(loaded, x_validation=loaded.x_validation[:26], x_test=loaded.x_test[:13])
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory, splits):
+    run_dir = str(tmp_path_factory.mktemp("init") / "source")
+    fit(SOURCE, run_dir, splits=splits, log=lambda _: None)
+    return run_dir
+
+
+def _weights(model):
+    return [v.numpy() for v in model.weights]
+
+
+def test_the_run_starts_from_the_weights_load_run_gives(source, splits, tmp_path):
+    config = SOURCE.replace(model={"image_shape": splits.image_shape},
+                            train={"init_from": source, "objective": "iwae", "train_samples": 3, "seed": 9})
+    seed_process(config.train)
+    trainer = Trainer(config, splits, str(tmp_path / "tuned"), log=lambda _: None)
+    fresh = _weights(trainer.model)
+    path = trainer.initialize_from_run()
+    expected = runs.open_run(source)
+    assert path == expected.checkpoint and os.path.basename(path).startswith(runs.BEST_PREFIX)
+    loaded = _weights(trainer.model)
+    assert len(loaded) == len(expected.model.weights)
+    for mine, theirs in zip(loaded, _weights(expected.model)):
+        np.testing.assert_array_equal(mine, theirs)
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(fresh, loaded)) > 0.01  # not the seed's weights
+    assert trainer.metrics["initialized_from"] == {"run_dir": source, "checkpoint": os.path.basename(path)}
+    # The optimizer and the step start afresh.
+    assert int(trainer.state.step.numpy()) == 0 and int(trainer.optimizer.iterations.numpy()) == 0
+
+
+@pytest.fixture(scope="module")
+def tuned(source, splits, tmp_path_factory):
+    """Two epochs of the importance-weighted bound from the source's weights,
+    checkpointing every 4 steps; and a copy of it cut back to step 8, as if
+    killed there, then resumed."""
+    config = SOURCE.replace(train={"init_from": source, "objective": "iwae", "train_samples": 3,
+                                   "learning_rate": 3e-3, "checkpoint_every_steps": 4})
+    root = tmp_path_factory.mktemp("tuned")
+    whole = fit(config, str(root / "whole"), splits=splits, log=lambda _: None)
+    killed_dir = str(root / "killed")
+    shutil.copytree(str(root / "whole"), killed_dir)
+    checkpoints = os.path.join(killed_dir, runs.CHECKPOINT_DIR)
+    for name in os.listdir(checkpoints):  # keep ckpt-8 (and the best) only, as a run killed after step 8 would
+        if not name.startswith(("ckpt-8.", runs.BEST_PREFIX)):
+            os.remove(os.path.join(checkpoints, name))
+    with open(os.path.join(checkpoints, "checkpoint"), "w") as stream:
+        stream.write('model_checkpoint_path: "ckpt-8"\nall_model_checkpoint_paths: "ckpt-8"\n')
+    os.remove(os.path.join(killed_dir, runs.METRICS_FILE))
+    logged = []
+    resumed = fit(config, killed_dir, splits=splits, resume=True, log=logged.append)
+    return {"whole": whole, "whole_dir": str(root / "whole"), "resumed": resumed, "resumed_dir": killed_dir,
+            "resumed_log": logged}
+
+
+def test_a_tuned_run_records_where_its_weights_came_from(source, tuned):
+    whole = tuned["whole"]
+    origin = {"run_dir": source, "checkpoint": os.path.basename(runs.open_run(source).checkpoint)}
+    assert whole["initialized_from"] == origin == tuned["resumed"]["initialized_from"]
+    assert runs.load_config(tuned["whole_dir"]).train.init_from == source
+
+
+def test_a_tuned_run_resumes_from_its_own_checkpoint(tuned):
+    assert not any(line.startswith("initial weights") for line in tuned["resumed_log"])
+    resumed_from = os.path.join(tuned["resumed_dir"], runs.CHECKPOINT_DIR, "ckpt-8")
+    assert any(line.startswith(f"resuming from {resumed_from}: epoch 2, step 2 of 6") for line in tuned["resumed_log"])
+    for mine, theirs in zip(tuned["resumed"]["epochs"], tuned["whole"]["epochs"], strict=True):
+        assert mine["train"] == theirs["train"]
+        # The same weights; the evaluation's sums may run in another order (measured: 1e-8 relative).
+        assert mine["validation"] == pytest.approx(theirs["validation"], rel=1e-6)
+    for mine, theirs in zip(*(_weights(runs.load_run(d, "latest")) for d in (tuned["resumed_dir"],
+                                                                              tuned["whole_dir"]))):
+        np.testing.assert_array_equal(mine, theirs)
