@@ -571,7 +571,8 @@ def _summary(values: Dict[str, np.ndarray], names) -> dict:
 
 
 def evaluate_elbo(model, images: np.ndarray, *, seed: int, batch_size: int = 1000,
-                  binarization_seed: int = 0, strategy=None, with_latents: bool = False) -> dict:
+                  binarization_seed: int = 0, strategy=None, with_latents: bool = False,
+                  iwae_samples: int = 0) -> dict:
     """Mean held-out ELBO and its parts, with standard errors, in nats.
 
     Args:
@@ -584,14 +585,21 @@ def evaluate_elbo(model, images: np.ndarray, *, seed: int, batch_size: int = 100
       strategy: a tf.distribute strategy the model was built under, or None.
       with_latents: also `active_units` and `kl_per_dimension` (mean over
         the images, [d]), as `evaluate` reports them.
+      iwae_samples: K >= 1: also `iwae_bound` (and its `_stderr`), the mean
+        importance-weighted bound with K samples per image (what an
+        importance-weighted training objective maximises; at a small K a
+        bound on log p(x), not an estimate of it), and `iwae_samples`.
     """
     batches = data_lib.evaluation_batches(images, batch_size, binarize=model.likelihood_head.binarize,
                                           seed=binarization_seed)
-    parts = per_example(model, batches, seed, strategy=strategy)
+    iwae_samples = objectives.whole_number("iwae_samples", iwae_samples) if iwae_samples else 0
+    parts = per_example(model, batches, seed, iwae_samples=iwae_samples, strategy=strategy)
     summary = {"n_examples": int(len(parts["elbo"]))}
     if isinstance(images, data_lib.ImageStream):
         summary["skipped_images"] = images.skipped
     summary.update(_summary(parts, ("elbo", "reconstruction", "kl")))
+    if iwae_samples:
+        summary.update(_summary({"iwae_bound": parts["log_likelihood"]}, ("iwae_bound",)), iwae_samples=iwae_samples)
     summary.update(_binarization(model, binarization_seed))
     if with_latents:
         summary["active_units"] = int(np.sum(active_units(unit_activity(parts["posterior_mean"]))))

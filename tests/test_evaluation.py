@@ -19,7 +19,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from scipy import special, stats
 
-from conftest import IMAGE_SHAPE, tiny_model_config
+from conftest import IMAGE_SHAPE, iwae_reference, tiny_model_config
 from probvae import data, distributions, evaluation, objectives
 from probvae._keras import keras
 from probvae.config import ModelConfig
@@ -241,6 +241,24 @@ def test_k_equal_1_is_the_elbo_estimator_at_the_same_sample(trained):
                                rtol=1e-4, atol=1e-4)
     mean, stderr = paired(values["log_likelihood"], values["elbo"])
     assert abs(mean) < 3 * stderr, (mean, stderr)
+
+
+def test_the_validation_bound_is_the_importance_weighted_bound_written_out(trained):
+    """evaluate_elbo(iwae_samples=K), what an importance-weighted run is judged
+    by after each epoch: the mean over the images of the K-sample bound in
+    NumPy, batch b drawing from seed (seed, b); the other figures unchanged."""
+    model, images = trained
+    images = images[:50]
+    x = data.binarize_fixed(images, seed=3)
+    plain = evaluation.evaluate_elbo(model, images, seed=5, batch_size=30, binarization_seed=3)
+    bound = evaluation.evaluate_elbo(model, images, seed=5, batch_size=30, binarization_seed=3, iwae_samples=4)
+    expected = np.concatenate([iwae_reference(model, x[:30], 4, seed=[5, 0])[0],
+                               iwae_reference(model, x[30:], 4, seed=[5, 1])[0]])
+    assert bound["iwae_samples"] == 4
+    assert bound["iwae_bound"] == pytest.approx(expected.mean(), abs=1e-4)
+    assert bound["iwae_bound_stderr"] == pytest.approx(expected.std(ddof=1) / np.sqrt(50), rel=1e-3)
+    assert bound["iwae_bound"] > bound["elbo"]
+    assert {k: v for k, v in bound.items() if not k.startswith("iwae")} == plain
 
 
 def test_chunking_the_samples_does_not_change_the_estimate(trained):

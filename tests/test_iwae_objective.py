@@ -110,6 +110,12 @@ def test_fit_resume_and_load_a_hierarchical_model_trained_on_the_iwae_bound(tmp_
     metrics = json.load(open(f"{run_dir}/metrics.json"))
     first = metrics["epochs"][0]["train"]
     assert first["loss"] != pytest.approx(-first["elbo"], abs=1e-3)  # the loss is the bound, the ELBO is reported
+    # The run is judged by its validation bound with K = 3, which lies above the validation ELBO.
+    bounds = [e["validation"]["iwae_bound"] for e in metrics["epochs"]]
+    assert all(e["validation"]["iwae_samples"] == 3 for e in metrics["epochs"])
+    assert all(b > e["validation"]["elbo"] for b, e in zip(bounds, metrics["epochs"]))
+    assert metrics["best"]["epoch"] == 1 + int(np.argmax(bounds))
+    assert metrics["best"]["validation_iwae_bound"] == max(bounds)
     longer = json.loads(open(f"{run_dir}/config.json").read())
     longer["train"]["epochs"] = 3
     open(f"{run_dir}/config.json", "w").write(json.dumps(longer))

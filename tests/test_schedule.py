@@ -116,6 +116,38 @@ def test_early_stopping_keeps_and_evaluates_the_best_epoch(tmp_path, monkeypatch
     assert any("stopped early after epoch 4" in line for line in lines)
 
 
+def test_an_importance_weighted_run_keeps_the_epoch_of_its_best_validation_bound(tmp_path, monkeypatch,
+                                                                                shapes_splits):
+    """With --objective iwae --train-samples K the best epoch, early stopping
+    and the plateau step size follow the validation IWAE bound with that K,
+    which rises while the ELBO falls; the records keep both."""
+    elbos, bounds = iter([-40.0, -41.0, -42.0, -43.0, -44.0, -45.0]), iter([-50.0, -45.0, -44.0, -44.5, -44.2, -30.0])
+    original, asked = Trainer.evaluate, []
+
+    def evaluate(self, images, seed, **kwargs):
+        result = original(self, images, seed, **kwargs)
+        asked.append(kwargs.get("iwae_samples"))
+        result.update(elbo=next(elbos), iwae_bound=next(bounds))
+        return result
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    lines = []
+    config = _config(patience=2, objective="iwae", train_samples=3, lr_schedule="plateau", lr_plateau_patience=1)
+    metrics = fit(config, str(tmp_path / "run"), splits=shapes_splits, log=lines.append)
+    assert asked == [3] * 5
+    assert [e["validation"]["iwae_samples"] for e in metrics["epochs"]] == [3] * 5
+    # Epoch 3 has the best bound; 4 and 5 are not better: stop after epoch 5.
+    assert metrics["stopped_early"] == 5
+    assert metrics["best"] == {"epoch": 3, "validation_elbo": -42.0, "validation_iwae_bound": -44.0,
+                               "checkpoint": "best-9"}
+    assert metrics["test"]["checkpoint"] == "best-9"
+    assert any("early stopping after epoch 5: no better validation IWAE bound (K=3) than epoch 3 (-44.00)" in line
+               for line in lines)
+    # The step size halves after epoch 4, one epoch without a better bound (the ELBO fell at every epoch).
+    assert [e["learning_rate"] for e in metrics["epochs"]] == pytest.approx([1e-3, 1e-3, 1e-3, 1e-3, 5e-4])
+    assert any("after epoch 4: no better validation IWAE bound (K=3)" in line for line in lines)
+
+
 def test_without_keep_best_the_last_weights_are_evaluated(tmp_path, monkeypatch, shapes_splits):
     _scripted_validation(monkeypatch, [-50.0, -40.0, -45.0], [])
     run_dir = str(tmp_path / "run")

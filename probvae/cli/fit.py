@@ -47,7 +47,8 @@ def parse_args(argv=None):
     train.add_argument("--learning-rate", type=float, help="initial step size (default 1e-3)")
     train_fields = common.add_registry_arguments(train, TRAIN_REGISTRIES)
     train.add_argument("--patience", type=int,
-                       help="stop after this many epochs without a better validation ELBO (default 0: never)")
+                       help="stop after this many epochs without a better validation ELBO (the IWAE bound under "
+                       "--objective iwae) (default 0: never)")
     train.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=None,
                        help="evaluate with the weights of the best validation epoch (default: yes)")
     train.add_argument("--beta", type=float, help="KL weight in the training loss (reported ELBO keeps 1)")

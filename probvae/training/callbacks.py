@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -17,7 +17,7 @@ from probvae.errors import UserError
 from probvae.registry import SCHEDULES
 from probvae.training.step import StepTotals
 
-__all__ = ["duration", "Progress", "Summaries", "track_best", "follow_validation"]
+__all__ = ["duration", "Progress", "Summaries", "Monitor", "monitored", "track_best", "follow_validation"]
 
 
 def duration(seconds: float) -> str:
@@ -168,27 +168,51 @@ class Summaries:
             writer.flush()
 
 
-def track_best(train_config, history: dict, epoch: int, validation_elbo: float,
+class Monitor(NamedTuple):
+    """What the best epoch, early stopping and the plateau step size follow."""
+
+    key: str  # of the epoch's validation record (and, prefixed "validation_", of history["best"])
+    label: str  # for the log
+    iwae_samples: int  # K of the validation bound, 0 for the ELBO
+
+
+def monitored(train_config) -> Monitor:
+    """The validation figure a run is judged by: the bound it trains on. The
+    ELBO for the "elbo" objective; the importance-weighted bound with the
+    training's K for "iwae" with K > 1, which rises as the ELBO may fall (so
+    the ELBO would keep the first epochs of such a run as its best)."""
+    samples = train_config.train_samples if train_config.objective == "iwae" else 1
+    if samples > 1:
+        return Monitor("iwae_bound", f"validation IWAE bound (K={samples})", samples)
+    return Monitor("elbo", "validation ELBO", 0)
+
+
+def track_best(train_config, history: dict, epoch: int, validation: dict,
                save_best: Callable[[], str], log: Callable[[str], None]) -> None:
-    """Record `epoch` in history["best"] if its validation ELBO is the best so
-    far (with the checkpoint `save_best()` writes when the config keeps the
-    best weights), else set history["stopped_early"] once `patience` epochs
-    have passed without a better one (never at the last epoch)."""
+    """Record `epoch` in history["best"] if its monitored validation figure
+    (`monitored`: the ELBO, or the IWAE bound of an importance-weighted run)
+    is the best so far, with the checkpoint `save_best()` writes when the
+    config keeps the best weights; else set history["stopped_early"] once
+    `patience` epochs have passed without a better one (never at the last
+    epoch). The record keeps the epoch's validation ELBO either way."""
+    monitor = monitored(train_config)
+    key, value = "validation_" + monitor.key, validation[monitor.key]
     best = history["best"]
-    if best is None or validation_elbo > best["validation_elbo"]:
-        best = {"epoch": epoch, "validation_elbo": validation_elbo, "checkpoint": None}
+    if best is None or value > best.get(key, -np.inf):  # (a run resumed from before the record had `key`)
+        best = {"epoch": epoch, "validation_elbo": validation["elbo"], "checkpoint": None}
+        best[key] = value
         if train_config.keep_best:
             best["checkpoint"] = save_best()
         history["best"] = best
     elif (train_config.patience and epoch - best["epoch"] >= train_config.patience
           and epoch < train_config.epochs):
         history["stopped_early"] = epoch
-        log(f"early stopping after epoch {epoch}: no better validation ELBO than epoch "
-            f"{best['epoch']} ({best['validation_elbo']:.2f}) for {train_config.patience} epochs")
+        log(f"early stopping after epoch {epoch}: no better {monitor.label} than epoch "
+            f"{best['epoch']} ({best[key]:.2f}) for {train_config.patience} epochs")
 
 
 def follow_validation(train_config, history: dict, epoch: int, optimizer, log: Callable[[str], None]) -> None:
-    """Let a schedule that follows the validation ELBO (its registry entry's
+    """Let a schedule that follows the validation figure (`monitored`) (its registry entry's
     `after_validation` trait) set the next epoch's step size on `optimizer`;
     record the epoch's step size and the epoch of the last change in `history`."""
     follow = SCHEDULES[train_config.lr_schedule].load_trait("after_validation")
@@ -200,5 +224,6 @@ def follow_validation(train_config, history: dict, epoch: int, optimizer, log: C
     if step_size != current:
         optimizer.learning_rate.assign(step_size)
         history["lr_reduced_at"] = epoch
-        log(f"step size {current:.3g} -> {step_size:.3g} after epoch {epoch}: no better validation ELBO "
+        log(f"step size {current:.3g} -> {step_size:.3g} after epoch {epoch}: no better "
+            f"{monitored(train_config).label} "
             f"for {epoch - (history['best'] or {}).get('epoch', epoch)} epochs")

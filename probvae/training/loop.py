@@ -34,7 +34,7 @@ from probvae.config import RunConfig
 from probvae.errors import NonFiniteError, TrainingInterrupted, UserError
 from probvae.model import VAE
 from probvae.training import distribute, precision, schedules
-from probvae.training.callbacks import Progress, Summaries, follow_validation, track_best
+from probvae.training.callbacks import Progress, Summaries, follow_validation, monitored, track_best
 from probvae.training.checkpoints import RunState, SignalsRaise, StopSignals
 from probvae.training.step import FAULT_CHECK_EVERY, NonFiniteFaults, StepLoop, StepTotals, make_train_step
 
@@ -121,10 +121,10 @@ class Trainer:
         log(f"model: {model.arch}, latent {model.latent_dim}, {model.posterior} posterior, {model.likelihood} "
             f"likelihood, {self.metrics['parameters']:,} parameters, on {self.metrics['distribution']['summary']}")
 
-    def evaluate(self, images: np.ndarray, seed: int, with_latents: bool = False) -> dict:
+    def evaluate(self, images: np.ndarray, seed: int, with_latents: bool = False, iwae_samples: int = 0) -> dict:
         return evaluation.evaluate_elbo(self.model, images, seed=seed, batch_size=self.config.train.eval_batch_size,
                                         binarization_seed=self.config.data.split_seed, strategy=self.strategy,
-                                        with_latents=with_latents)
+                                        with_latents=with_latents, iwae_samples=iwae_samples)
 
     def _pictures(self, epoch: int) -> None:
         """Reconstructions of the first validation images and decoded prior draws, to TensorBoard."""
@@ -251,13 +251,15 @@ class Trainer:
         self._check_faults()
         train_metrics = self.totals.means()
         train_metrics["skipped_nonfinite_batches"] = int(self.totals.skipped.numpy())
-        validation = self.evaluate(self.splits.x_validation, seed=train.seed + epoch, with_latents=True)
+        monitor = monitored(train)
+        validation = self.evaluate(self.splits.x_validation, seed=train.seed + epoch, with_latents=True,
+                                   iwae_samples=monitor.iwae_samples)
         kl_per_dimension = validation.pop("kl_per_dimension")  # to TensorBoard, not into every epoch's record
         seconds = time.time() - started
         self.history["epochs"].append({"epoch": epoch, "seconds": seconds, "train": train_metrics,
                                        "validation": validation})
         self.state.epoch.assign(epoch)
-        track_best(train, self.history, epoch, validation["elbo"], self._save_best, self.log)
+        track_best(train, self.history, epoch, validation, self._save_best, self.log)
         follow_validation(train, self.history, epoch, self.optimizer, self.log)
         self._save(None)
         self.summaries.write("train", dict(train_metrics, learning_rate=float(self.optimizer.learning_rate.numpy()),
@@ -272,6 +274,7 @@ class Trainer:
         progress.end_epoch(epoch, seconds, (
             f"epoch {epoch}/{train.epochs}  train ELBO {train_metrics['elbo']:.2f}  "
             f"validation ELBO {validation['elbo']:.2f} ± {validation['elbo_stderr']:.2f} nats"
+            + (f"  IWAE bound (K={monitor.iwae_samples}) {validation['iwae_bound']:.2f}" if monitor.iwae_samples else "")
             + (f"  {skipped} non-finite batches skipped" if skipped else "")))
         if self._stopping(stop):
             self._interrupt(stop, epoch, None)
@@ -422,8 +425,9 @@ def _test(trainer: Trainer, config: RunConfig, splits: data_lib.Splits, metrics:
     checkpoint = trainer.use_best()
     best = metrics["best"]
     if checkpoint.startswith("best") and best["epoch"] != metrics["epochs"][-1]["epoch"]:
-        log(f"test evaluation with the weights of epoch {best['epoch']} (best validation ELBO "
-            f"{best['validation_elbo']:.2f}): {checkpoint}")
+        monitor = monitored(train)
+        log(f"test evaluation with the weights of epoch {best['epoch']} (best {monitor.label} "
+            f"{best.get('validation_' + monitor.key, best['validation_elbo']):.2f}): {checkpoint}")
     log(f"final test evaluation: {len(splits.x_test)} images, K={train.test_iwae_samples}")
     return evaluation.evaluate(
         trainer.model, splits.x_test, iwae_samples=train.test_iwae_samples, batch_size=train.eval_batch_size,
