@@ -322,6 +322,7 @@ def test_replica_shares_of_the_loss_sum_to_the_whole_batch_loss(binary_images, p
 
 def _environment(**extra):
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **extra)
+    environment.setdefault("TF_USE_LEGACY_KERAS", "1")  # as the commands start TensorFlow: without Keras 3
     environment["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     return environment
 
