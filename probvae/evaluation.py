@@ -640,7 +640,8 @@ def check_cost(num_images: int, estimator: str = "iwae", iwae_samples: int = DEF
 def evaluate(model, images: np.ndarray, *, estimator: str = "iwae", iwae_samples: int = DEFAULT_IWAE_SAMPLES,
              ais: Optional[AISSettings] = None, bdmc_examples: int = 0, batch_size: int = 1000, seed: int = 0,
              binarization_seed: int = 0, sample_chunk: Optional[int] = None, checkpoint: Optional[str] = None,
-             log: Optional[Callable[[str], None]] = None, strategy=None, force: bool = False) -> dict:
+             log: Optional[Callable[[str], None]] = None, strategy=None, force: bool = False,
+             on_batch: Optional[Callable[[int], None]] = None) -> dict:
     """Every held-out number of a model on uint8 images [n, h, w, c].
 
     Args:
@@ -658,6 +659,9 @@ def evaluate(model, images: np.ndarray, *, estimator: str = "iwae", iwae_samples
         ELBO and IWAE batches are spread over its replicas, with the numbers
         of one device (AIS runs on one device).
       force: run even if it costs more than MAX_DECODER_PASSES decoder passes.
+      on_batch: called with the number of images done after each batch of
+        the ELBO and importance-sampling pass; an exception it raises stops
+        the evaluation there (the training loop stops on a signal so).
 
     Returns:
       A JSON-ready dict, nats per example unless the name says bits:
@@ -685,10 +689,15 @@ def evaluate(model, images: np.ndarray, *, estimator: str = "iwae", iwae_samples
     nats_to_bits_per_dim = 1.0 / (num_pixels * math.log(2.0))
     use_iwae = estimator == "iwae"
     what = f"K={iwae_samples}" if use_iwae else "ELBO"
-    on_batch = None if log is None else (
-        lambda done: log(f"evaluated {done}/{n} images, {what} ({time.time() - started:.0f} s)"))
+    def after_batch(done):
+        if log is not None:
+            log(f"evaluated {done}/{n} images, {what} ({time.time() - started:.0f} s)")
+        if on_batch is not None:
+            on_batch(done)
+
     values = per_example(model, batches, seed, iwae_samples=iwae_samples if use_iwae else 0,
-                         sample_chunk=sample_chunk, on_batch=on_batch, strategy=strategy)
+                         sample_chunk=sample_chunk, strategy=strategy,
+                         on_batch=after_batch if log is not None or on_batch is not None else None)
     result = {"n_examples": int(n), "image_shape": list(model.image_shape), "likelihood": model.config.likelihood,
               "units": "nats per example", "estimator": estimator}
     result.update(_summary(values, ("elbo", "reconstruction", "kl")))

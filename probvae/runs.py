@@ -488,9 +488,10 @@ def initial_checkpoint(config: RunConfig) -> str:
     if config.model.image_shape is not None and saved.model.image_shape is None:
         saved = saved.replace(model={"image_shape": config.model.image_shape})
     mine, theirs = config.flat(), saved.flat()
-    differing = [key for key in config.differences(saved) if key.startswith("model.") or key in _INIT_FROM_SAME]
+    keys = {key for key in set(mine) | set(theirs) if key.startswith("model.") or key in _INIT_FROM_SAME}
+    differing = sorted(key for key in keys if mine.get(key) != theirs.get(key))
     if differing:
-        changes = ", ".join(f"{key} {theirs[key]!r} (this run {mine[key]!r})" for key in differing)
+        changes = ", ".join(f"{key} {theirs.get(key)!r} (this run {mine.get(key)!r})" for key in differing)
         raise UserError(f"cannot start from the weights of {source}: its {CONFIG_FILE} has {changes}; "
                         "drop the contradicting flags (a run starts from weights of the same model and data split)")
     return run_checkpoint(source, "model")

@@ -202,6 +202,10 @@ CASES = {
         lambda t: ["--dataset", "shapes", *TINY[:-1], "3", "--init-from", str(saved_run(t))],
         r"cannot start from the weights of .*run: its config.json has model.latent_dim 2 \(this run 3\); drop the "
         r"contradicting flags"),
+    "init from a run of another prior": (
+        lambda t: ["--dataset", "shapes", *TINY, "--prior", "vamp", "--init-from", str(saved_run(t))],
+        r"its config.json has model.prior 'standard_normal' \(this run 'vamp'\), model.prior_components None "
+        r"\(this run 10\); drop"),
     "init from a run without weights": (
         lambda t: ["--dataset", "shapes", *TINY, "--init-from", str(saved_run(t))],
         r"no checkpoint in .*run/checkpoints; train the run \(fit.py\) first"),

@@ -40,10 +40,10 @@ from typing import Optional
 
 import tensorflow as tf
 
-from probvae.errors import TrainingInterrupted, UserError
+from probvae.errors import UserError
 from probvae.runs import BEST_PREFIX, CHECKPOINT_PREFIX, complete_checkpoints
 
-__all__ = ["RunState", "StopSignals", "SignalsRaise"]
+__all__ = ["RunState", "StopSignals"]
 
 def _reason(error: BaseException) -> str:
     """The first line of an error's message, short enough for a one-line report."""
@@ -216,11 +216,6 @@ class RunState:
         return host_state
 
 
-class _Signalled(BaseException):
-    """Raised by `SignalsRaise`'s handler: a BaseException, so no `except
-    Exception` on the way (TensorFlow's tracing has some) swallows it."""
-
-
 class StopSignals:
     """While active, SIGINT and SIGTERM set `received` instead of stopping.
 
@@ -258,23 +253,3 @@ class StopSignals:
     def name(self) -> str:
         return signal.Signals(self.received).name if self.received else ""
 
-
-class SignalsRaise(StopSignals):
-    """While active, SIGINT and SIGTERM stop the block at once with
-    `TrainingInterrupted("<SIGNAL> " + message, signal)`, for work with
-    nothing left to save, such as the final test evaluation of a run whose
-    checkpoints are written. Outside the main thread nothing is installed."""
-
-    def __init__(self, message: str):
-        super().__init__()
-        self.message = message
-
-    def _handle(self, number, frame):
-        super()._handle(number, frame)
-        raise _Signalled()
-
-    def __exit__(self, exc_type, exc, traceback):
-        super().__exit__(exc_type, exc, traceback)
-        if exc_type is not None and issubclass(exc_type, _Signalled):
-            raise TrainingInterrupted(f"{signal.Signals(self.received).name} {self.message}", self.received) from None
-        return False

@@ -35,7 +35,7 @@ from probvae.errors import NonFiniteError, TrainingInterrupted, UserError
 from probvae.model import VAE
 from probvae.training import distribute, precision, schedules
 from probvae.training.callbacks import Progress, Summaries, follow_validation, monitored, track_best
-from probvae.training.checkpoints import RunState, SignalsRaise, StopSignals
+from probvae.training.checkpoints import RunState, StopSignals
 from probvae.training.step import FAULT_CHECK_EVERY, NonFiniteFaults, StepLoop, StepTotals, make_train_step
 
 __all__ = ["Trainer", "fit", "seed_process"]
@@ -391,10 +391,17 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
         try:
             metrics = trainer.train()
             saved = os.path.basename(trainer.state.latest or "none")
-            with SignalsRaise(f"during the final test evaluation; training is complete and saved (newest checkpoint "
-                              f"{saved}); evaluate with: evaluate.py {run_dir}, or rerun this evaluation with: "
-                              f"fit.py --resume {run_dir}"):
-                test = _test(trainer, config, splits, metrics, log)
+            with StopSignals() as stop:  # between batches: no exception lands inside TensorFlow's code
+
+                def stop_if_signalled(done=None):
+                    if stop.received:
+                        raise TrainingInterrupted(
+                            f"{stop.name} during the final test evaluation; training is complete and saved (newest "
+                            f"checkpoint {saved}); evaluate with: evaluate.py {run_dir}, or rerun this evaluation "
+                            f"with: fit.py --resume {run_dir}", stop.received)
+
+                test = _test(trainer, config, splits, metrics, log, on_batch=stop_if_signalled)
+                stop_if_signalled()
         except tf.errors.UnavailableError as error:  # a collective operation lost a worker
             if cluster.num_tasks == 1:
                 raise
@@ -419,7 +426,8 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
     return metrics
 
 
-def _test(trainer: Trainer, config: RunConfig, splits: data_lib.Splits, metrics: dict, log) -> dict:
+def _test(trainer: Trainer, config: RunConfig, splits: data_lib.Splits, metrics: dict, log,
+          on_batch: Optional[Callable[[int], None]] = None) -> dict:
     """The test figures (`evaluation.evaluate`) of the best epoch's weights, or the last."""
     train = config.train
     checkpoint = trainer.use_best()
@@ -432,4 +440,4 @@ def _test(trainer: Trainer, config: RunConfig, splits: data_lib.Splits, metrics:
     return evaluation.evaluate(
         trainer.model, splits.x_test, iwae_samples=train.test_iwae_samples, batch_size=train.eval_batch_size,
         seed=train.seed + 10_000, binarization_seed=config.data.split_seed, checkpoint=checkpoint,
-        strategy=trainer.strategy)
+        strategy=trainer.strategy, on_batch=on_batch)
