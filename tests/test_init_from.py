@@ -11,28 +11,29 @@ import numpy as np
 import pytest
 
 from probvae import data, runs
-from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from probvae.config import RunConfig, TrainConfig
 from probvae.training import Trainer, fit, seed_process
-
-# 42 shapes in batches of 7: 6 steps an epoch of an MLP with a 3-D latent.
-SOURCE = RunConfig(data=DataConfig(dataset="shapes", max_train_examples=42),
-                   model=ModelConfig(arch="mlp", latent_dim=3, hidden_units=(11,), posterior="diag"),
-                   train=TrainConfig(epochs=2, batch_size=7, learning_rate=1e-2, kl_warmup_epochs=0,
-                                     eval_batch_size=13, test_iwae_samples=4, seed=2,
-                                     jit_compile=False))
 
 
 @pytest.fixture(scope="module")
-def splits():
-    loaded = data.load_dataset("shapes", max_train_examples=42)
+def source(family_run):
+    """A trained run (shapes, an MLP with a learned Gaussian prior), shared with other tests."""
+    return family_run("diag_gaussian")
+
+
+@pytest.fixture(scope="module")
+def splits(source):
+    loaded = data.load_config_dataset(runs.load_config(source))
     return dataclasses.replace(loaded, x_validation=loaded.x_validation[:26], x_test=loaded.x_test[:13])
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory, splits):
-    run_dir = str(tmp_path_factory.mktemp("init") / "source")
-    fit(SOURCE, run_dir, splits=splits, log=lambda _: None)
-    return run_dir
+def _config(source, **train):
+    """The source's model and data, trained for 2 epochs of 6 steps on the importance-weighted bound."""
+    values = dict(init_from=source, epochs=2, batch_size=10, objective="iwae", train_samples=3, learning_rate=3e-3,
+                  kl_warmup_epochs=0, eval_batch_size=13, test_iwae_samples=4, seed=2, jit_compile=False)
+    values.update(train)
+    trained = runs.load_config(source)
+    return RunConfig(data=trained.data, model=trained.model, train=TrainConfig(**values))
 
 
 def _weights(model):
@@ -40,8 +41,7 @@ def _weights(model):
 
 
 def test_the_run_starts_from_the_weights_load_run_gives(source, splits, tmp_path):
-    config = SOURCE.replace(model={"image_shape": splits.image_shape},
-                            train={"init_from": source, "objective": "iwae", "train_samples": 3, "seed": 9})
+    config = _config(source, seed=9)
     seed_process(config.train)
     trainer = Trainer(config, splits, str(tmp_path / "tuned"), log=lambda _: None)
     fresh = _weights(trainer.model)
@@ -61,11 +61,10 @@ def test_the_run_starts_from_the_weights_load_run_gives(source, splits, tmp_path
 @pytest.fixture(scope="module")
 def tuned(source, splits, tmp_path_factory):
     """Two epochs of the importance-weighted bound at a constant step size
-    (the source had the plateau schedule, and its fields) from the source's weights,
-    checkpointing every 4 steps; and a copy of it cut back to step 8, as if
+    (the source had the plateau schedule, and its fields) from the source's
+    weights, checkpointing every 4 steps; and a copy of it cut back to step 8, as if
     killed there, then resumed."""
-    config = SOURCE.replace(train={"init_from": source, "objective": "iwae", "train_samples": 3,
-                                   "learning_rate": 3e-3, "lr_schedule": "constant", "checkpoint_every_steps": 4})
+    config = _config(source, lr_schedule="constant", checkpoint_every_steps=4)
     root = tmp_path_factory.mktemp("tuned")
     whole = fit(config, str(root / "whole"), splits=splits, log=lambda _: None)
     killed_dir = str(root / "killed")
@@ -94,13 +93,15 @@ def test_a_tuned_run_resumes_from_its_own_checkpoint(tuned):
     assert not any(line.startswith("initial weights") for line in tuned["resumed_log"])
     resumed_from = os.path.join(tuned["resumed_dir"], runs.CHECKPOINT_DIR, "ckpt-8")
     assert any(line.startswith(f"resuming from {resumed_from}: epoch 2, step 2 of 6") for line in tuned["resumed_log"])
+    # The numbers of the uninterrupted run, up to the order of float32 sums, which
+    # multi-threaded kernels may change from run to run without --deterministic
+    # (measured: 1e-8 relative in the figures, 1e-6 in a few weights).
     for mine, theirs in zip(tuned["resumed"]["epochs"], tuned["whole"]["epochs"], strict=True):
-        assert mine["train"] == theirs["train"]
-        # The same weights; the evaluation's sums may run in another order (measured: 1e-8 relative).
-        assert mine["validation"].keys() == theirs["validation"].keys()
-        for key, value in mine["validation"].items():
-            assert value == (pytest.approx(theirs["validation"][key], rel=1e-6) if isinstance(value, float)
-                             else theirs["validation"][key]), key
+        for part in ("train", "validation"):
+            assert mine[part].keys() == theirs[part].keys()
+            for key, value in mine[part].items():
+                assert value == (pytest.approx(theirs[part][key], rel=1e-5) if isinstance(value, float)
+                                 else theirs[part][key]), (part, key)
     for mine, theirs in zip(*(_weights(runs.load_run(d, "latest")) for d in (tuned["resumed_dir"],
                                                                               tuned["whole_dir"]))):
-        np.testing.assert_array_equal(mine, theirs)
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-7)
