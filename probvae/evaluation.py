@@ -689,6 +689,7 @@ def evaluate(model, images: np.ndarray, *, estimator: str = "iwae", iwae_samples
     nats_to_bits_per_dim = 1.0 / (num_pixels * math.log(2.0))
     use_iwae = estimator == "iwae"
     what = f"K={iwae_samples}" if use_iwae else "ELBO"
+
     def after_batch(done):
         if log is not None:
             log(f"evaluated {done}/{n} images, {what} ({time.time() - started:.0f} s)")
@@ -696,8 +697,7 @@ def evaluate(model, images: np.ndarray, *, estimator: str = "iwae", iwae_samples
             on_batch(done)
 
     values = per_example(model, batches, seed, iwae_samples=iwae_samples if use_iwae else 0,
-                         sample_chunk=sample_chunk, strategy=strategy,
-                         on_batch=after_batch if log is not None or on_batch is not None else None)
+                         sample_chunk=sample_chunk, on_batch=after_batch, strategy=strategy)
     result = {"n_examples": int(n), "image_shape": list(model.image_shape), "likelihood": model.config.likelihood,
               "units": "nats per example", "estimator": estimator}
     result.update(_summary(values, ("elbo", "reconstruction", "kl")))

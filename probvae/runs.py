@@ -71,6 +71,7 @@ __all__ = [
     "latest_checkpoint",
     "LoadedRun",
     "open_run",
+    "read_weights",
     "load_run",
     "LOCK_FILE",
     "RunLock",
@@ -568,8 +569,6 @@ def open_run(run_dir: str, checkpoint: Optional[str] = None) -> "LoadedRun":
       UserError: no such run, no checkpoint, an unreadable checkpoint or a
         config this version cannot build, naming the file.
     """
-    import tensorflow as tf
-
     from probvae.model import VAE
 
     config = load_config(run_dir)  # names a missing run directory
@@ -584,6 +583,19 @@ def open_run(run_dir: str, checkpoint: Optional[str] = None) -> "LoadedRun":
         if not os.path.exists(candidate + ".index"):
             raise UserError(f"checkpoint {checkpoint} not found (looked for {candidate}.index)")
         checkpoint = candidate
+    read_weights(model, checkpoint)
+    return LoadedRun(model, config, checkpoint)
+
+
+def read_weights(model, checkpoint: str) -> None:
+    """Load a checkpoint's model weights (every variable of `model` must be
+    in it) into `model`.
+
+    Raises:
+      UserError: the checkpoint is unreadable or holds another model.
+    """
+    import tensorflow as tf
+
     try:
         tf.train.Checkpoint(model=model).read(checkpoint).expect_partial().assert_existing_objects_matched()
     except Exception as error:  # any failure to read the file means a bad checkpoint
@@ -591,7 +603,6 @@ def open_run(run_dir: str, checkpoint: Optional[str] = None) -> "LoadedRun":
         raise UserError(
             f"cannot restore checkpoint {checkpoint} ({first_line}); it is corrupt or from another model"
         ) from None
-    return LoadedRun(model, config, checkpoint)
 
 
 def load_run(run_dir: str, checkpoint: Optional[str] = None):

@@ -146,12 +146,7 @@ class Trainer:
         """
         train = self.config.train
         path = runs.initial_checkpoint(self.config)
-        try:
-            tf.train.Checkpoint(model=self.model).read(path).assert_existing_objects_matched().expect_partial()
-        except Exception as error:  # the checkpoint reader raises many types for damaged files
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            raise UserError(f"cannot start from checkpoint {path} ({first_line}); it is corrupt or from another "
-                            "model") from None
+        runs.read_weights(self.model, path)
         self.history["initialized_from"] = {"run_dir": train.init_from, "checkpoint": os.path.basename(path)}
         self.metrics["initialized_from"] = self.history["initialized_from"]
         self.log(f"initial weights from {path}")
