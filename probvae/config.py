@@ -452,9 +452,11 @@ class RunConfig:
         }
 
     def differences(self, other: "RunConfig") -> List[str]:
-        """The "section.field" keys whose values differ between two configs, sorted."""
+        """The "section.field" keys whose values differ between two configs,
+        sorted; a field only one of them has (one registered component's
+        option, such as model.prior_components) counts as None in the other."""
         mine, theirs = self.flat(), other.flat()
-        return sorted(key for key in mine if mine[key] != theirs[key])
+        return sorted(key for key in set(mine) | set(theirs) if mine.get(key) != theirs.get(key))
 
     def replace(self, **sections: dict) -> "RunConfig":
         """A copy with fields of some sections changed: `replace(train={"epochs": 2})`."""

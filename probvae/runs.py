@@ -409,7 +409,8 @@ def resume_config(run_dir: str, requested: Optional[RunConfig] = None) -> RunCon
     differing = [key for key in saved.differences(requested) if key not in RESUME_MAY_CHANGE]
     if differing:
         saved_values, requested_values = saved.flat(), requested.flat()
-        changes = ", ".join(f"{key} {saved_values[key]!r} (asked {requested_values[key]!r})" for key in differing)
+        changes = ", ".join(f"{key} {saved_values.get(key)!r} (asked {requested_values.get(key)!r})"
+                            for key in differing)
         raise UserError(
             f"cannot resume {run_dir} with a different configuration: its {CONFIG_FILE} has {changes}; "
             "drop the contradicting flags, or start a new run with another --run-dir"
@@ -489,8 +490,7 @@ def initial_checkpoint(config: RunConfig) -> str:
     if config.model.image_shape is not None and saved.model.image_shape is None:
         saved = saved.replace(model={"image_shape": config.model.image_shape})
     mine, theirs = config.flat(), saved.flat()
-    keys = {key for key in set(mine) | set(theirs) if key.startswith("model.") or key in _INIT_FROM_SAME}
-    differing = sorted(key for key in keys if mine.get(key) != theirs.get(key))
+    differing = [key for key in config.differences(saved) if key.startswith("model.") or key in _INIT_FROM_SAME]
     if differing:
         changes = ", ".join(f"{key} {theirs.get(key)!r} (this run {mine.get(key)!r})" for key in differing)
         raise UserError(f"cannot start from the weights of {source}: its {CONFIG_FILE} has {changes}; "

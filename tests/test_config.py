@@ -80,6 +80,10 @@ def test_differences_name_section_and_field():
     assert config.differences(other) == ["model.latent_dim", "train.beta", "train.epochs"]
     assert config.differences(config) == []
     assert config.flat()["train.epochs"] == 100
+    # An option only one side's prior has counts, whichever side has it.
+    vamp = config.replace(model={"prior": "vamp"})
+    assert "model.prior_components" not in config.flat()
+    assert config.differences(vamp) == vamp.differences(config) == ["model.prior", "model.prior_components"]
 def test_layer_specs_round_trip_as_nested_tuples_and_are_validated():
     config = RunConfig(model=ModelConfig(conv_layers=((8, 3, 2), (16, 5, 1)), batch_norm=True, dense_units=0,
                                          prior="vamp", likelihood="continuous_bernoulli"),
