@@ -15,9 +15,9 @@ them: float32 in [0, 1], binarized for a Bernoulli likelihood):
 
 Any TensorFlow program loads it with `tf.saved_model.load(OUT)` (also from
 C++, Java or TF Serving); `probvae.export.export_run` is the library call.
-For a hierarchy, `loc` is the posterior's location (`VAE.location`) and
-`scale_tril` the diagonal of each level's standard deviation given the level
-above; for one level they are q(z|x)'s own.
+`loc` is the posterior's location (`VAE.location`) and `scale_tril` the
+block-diagonal matrix of each level's scale, q(z_l | x, z_(l+1)) given the
+level above drawn with seed (0, 0); for one level they are q(z|x)'s own.
 """
 
 import os
@@ -27,6 +27,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from probvae import runs
+from probvae.distributions.analysis import unwrap
 from probvae.errors import UserError
 
 tfd = tfp.distributions
@@ -61,10 +62,9 @@ class Exported(tf.Module):
         @tf.function(input_signature=[image], autograph=False)
         def encode(images):
             terms = vae.elbo_terms(images, seed=tf.constant([0, 0]))
-            if not terms.levels:
-                return {"loc": terms.posterior.mean(), "scale_tril": terms.posterior.scale.to_dense()}
-            statistics = vae.latent_statistics(terms)
-            return {"loc": statistics.location, "scale_tril": tf.linalg.diag(statistics.stddev)}
+            scales = [unwrap(level.posterior).scale for level in terms.levels]  # [n, d_l, d_l] each
+            return {"loc": vae.latent_statistics(terms).location,
+                    "scale_tril": tf.linalg.LinearOperatorBlockDiag(scales).to_dense()}
 
         @tf.function(input_signature=[latent], autograph=False)
         def decode(z):

@@ -31,8 +31,8 @@ The one-sample ELBO draws z_L ~ q(z_L | x), then each z_l ~ q(z_l | x, z_(l+1)):
     ELBO = log p(x | z) - KL(q(z_L|x) || p(z_L))
            - sum_(l<L) KL(q(z_l | x, z_(l+1)) || p(z_l | z_(l+1)))
 
-with the lower KLs analytic given the sampled z_(l+1) and the top KL the
-regularizer's (analytic, or log q - log p at z_L). It is an unbiased estimate
+with the lower KLs analytic given the sampled z_(l+1) and the top KL
+analytic, or log q - log p at z_L. A one-level model is this with L = 1. It is an unbiased estimate
 of E_q[log p(x|z) + log p(z) - log q(z|x)], the ELBO of the joint.
 
 Shapes: with features [n, f] and z_(l+1) [..., n, d_(l+1)] (leading sample
@@ -65,7 +65,7 @@ class LevelTerms(NamedTuple):
     posterior: tfd.Distribution  # q(z_l | x, z_(l+1)) (top: q(z_L | x)): batch [n], event [d_l]
     prior: tfd.Distribution  # p(z_l | z_(l+1)) batch [n] (top: p(z_L), batch [])
     z: tf.Tensor  # [n, d_l], the sample
-    kl: tf.Tensor  # [n], KL(posterior || prior) in nats (top: the regularizer's)
+    kl: tf.Tensor  # [n], KL(posterior || prior) in nats: analytic, else at z
 
 
 def chain(top: tfd.Distribution, conditionals: Sequence[Callable], latent_dims: Sequence[int],
@@ -81,9 +81,12 @@ def chain(top: tfd.Distribution, conditionals: Sequence[Callable], latent_dims: 
 
     Returns:
       A `tfd.Distribution` with event [sum_l d_l]: sample draws the levels from
-      the top down; log_prob sums the levels' log densities.
+      the top down; log_prob sums the levels' log densities. For one level
+      (no conditionals) that is `top` itself.
     """
     levels = len(latent_dims)
+    if levels == 1:
+        return top
     # JointDistributionSequential hands each callable the samples so far, latest
     # (z_(l+1)) first; *above keeps it from tying argument names to distribution names.
     parts = [top] + [(lambda *above, conditional=conditional: conditional(above[0]))

@@ -42,6 +42,7 @@ from probvae import checks
 from probvae.distributions.analysis import kl_per_dimension
 from probvae.distributions.posteriors import kl_divergence
 from probvae.errors import UserError
+from probvae.seeds import as_seed, sample_seed
 
 tfd = tfp.distributions
 
@@ -118,9 +119,8 @@ def elbo_parts(x, posterior, prior, likelihood: Callable, seed=None, z=None, kl=
       likelihood: function z [n, d] -> p(x|z) with batch [n], event [h, w, c].
       seed: a stateless seed (shape [2] int tensor) or None.
       z: the posterior sample [n, d] to use; None draws z ~ q with `seed`.
-      kl: the per-example KL(q || p) [n] if already computed (the posterior
-        layer's regularizer computes it: `KLDivergenceRegularizer.last()`);
-        None computes it (`distributions.kl_divergence`, at z without a closed form).
+      kl: the per-example KL(q || p) [n] if already computed (a hierarchy
+        sums its levels' KLs); None computes it (`distributions.kl_divergence`, at z without a closed form).
     """
     if z is None:
         z = posterior.sample(seed=seed)  # [n, d]
@@ -212,21 +212,6 @@ class ImportanceEstimate(NamedTuple):
 
     log_likelihood: tf.Tensor  # [n], nats
     effective_sample_size: tf.Tensor  # [n], between 1 and K
-
-
-def sample_seed(seed, k):
-    """The stateless seed [2] of posterior sample k drawn under `seed` [2]."""
-    return tf.random.experimental.stateless_fold_in(seed, k)
-
-
-def as_seed(seed) -> tf.Tensor:
-    """An int s -> [s, 0]; a pair -> itself; as an int32 tensor of shape [2]."""
-    seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
-    if seed.shape.rank == 0:
-        seed = tf.stack([seed, 0])
-    if seed.shape != (2,):
-        raise UserError(f"a seed is an integer or a pair of integers (got shape {seed.shape})")
-    return seed
 
 
 def whole_number(name: str, value) -> int:

@@ -15,10 +15,12 @@ tfd = tfp.distributions
 def test_shapes_and_types(arch, likelihood, binary_images):
     vae = VAE(tiny_model_config(arch=arch, likelihood=likelihood))
     q = vae.posterior(binary_images)
-    assert isinstance(q.tensor_distribution, tfd.MultivariateNormalTriL)
+    # Genuine distributions, not Keras's tensor-coercible wrapper.
+    assert type(q) is tfd.MultivariateNormalTriL
     assert q.batch_shape == (BATCH,) and q.event_shape == (LATENT_DIM,)
-    assert vae.prior.event_shape == (LATENT_DIM,)
+    assert isinstance(vae.prior, tfd.Distribution) and vae.prior.event_shape == (LATENT_DIM,)
     p = vae.likelihood(q.sample(seed=(1, 2)))
+    assert isinstance(p, tfd.Distribution)
     assert p.batch_shape == (BATCH,) and p.event_shape == IMAGE_SHAPE
     assert np.all(np.isfinite(p.log_prob(binary_images)))
     parts = vae.elbo(binary_images, seed=tf.constant([3, 4]))

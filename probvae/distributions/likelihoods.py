@@ -110,6 +110,8 @@ class LikelihoodHead(keras.layers.Layer):
 
     # Whether the data this likelihood models are binarized pixels.
     binarize = False
+    # Whether the likelihood's pixels lie in [0, 1] (model-ready inputs are checked against it).
+    unit_interval = False
 
     def __init__(self, image_shape, **kwargs):
         super().__init__(dtype="float32", **kwargs)
@@ -133,6 +135,7 @@ class BernoulliHead(LikelihoodHead):
     """p(x|z) = prod Bernoulli(x_i; sigmoid(logit_i))."""
 
     binarize = True
+    unit_interval = True
 
     def distribution(self, params):
         return bernoulli(params)
@@ -142,6 +145,7 @@ class ContinuousBernoulliHead(LikelihoodHead):
     """p(x|z) = prod CB(x_i; sigmoid(logit_i)), for grey levels in [0, 1]."""
 
     binarize = False
+    unit_interval = True
 
     def distribution(self, params):
         return continuous_bernoulli(params)

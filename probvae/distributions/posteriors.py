@@ -6,9 +6,18 @@ d + d(d+1)/2 parameters it builds N(loc, L L^T) with L lower triangular and its
 diagonal passed through softplus plus 1e-5 (so scales never reach 0). The
 diagonal posterior is N(loc, diag(scale^2)) with scale = softplus(raw) + 1e-5.
 
-Each layer carries a `tfp.layers.KLDivergenceRegularizer(prior, weight=w)`;
-tf-keras divides the regularizer's batch total by the batch size, so after a
-call `layer.losses == [w * mean_n KL(q(z|x_n) || p(z))]`, in nats.
+Each layer carries a `tfp.layers.KLDivergenceRegularizer(prior, weight=w)`
+and applies it in its call, from explicit inputs:
+
+    q = layer(params, seed=None, rows=None, prior=None)
+    layer.losses == [w * mean_n KL(q(z|x_n) || p(z))]      (nats)
+
+The KL is analytic where the pair has a closed form; otherwise it is the
+one-sample estimate log q(z|x) - log p(z) at z = sample_posterior(q, seed,
+rows), the sample the ELBO draws from the same seed, so loss and ELBO share
+one z. Nothing is kept between calls, so the same params, seed and prior give
+the same KL in any thread. `prior` saves building p(z) twice when the caller
+has it (a VampPrior encodes its pseudo-inputs to build it).
 
 The layers convert to a tensor through the posterior mean, so building the
 layer never draws an unseeded sample; the model samples with explicit seeds
@@ -25,10 +34,8 @@ A fix over plain `tfp.layers`: `DistributionLambda.__call__` hands Keras two
 outputs (the distribution and its tensor value), and tf-keras applies the
 activity regularizer to each, so the stock layer adds the KL twice
 (tensorflow/probability#1215, #599). The layers here regularize the
-distribution once.
+distribution once, in `call`.
 """
-
-import threading
 
 import numpy as np
 import tensorflow as tf
@@ -61,8 +68,8 @@ def kl_divergence(posterior, prior, z=None) -> tf.Tensor:
     """KL(posterior || prior) per example [n], nats: analytic where TFP has
     it, else the one-sample estimate log q(z) - log p(z) at the given `z` [n, d].
 
-    The one KL of probvae: the posterior layer's regularizer computes it once
-    per call, and the ELBO, the loss and evaluation use that tensor.
+    The one KL of probvae: the posterior layer's regularizer, the ELBO and
+    evaluation all compute it with this function, from q, p and z.
     """
     try:
         return tfd.kl_divergence(posterior, prior)
@@ -73,51 +80,83 @@ def kl_divergence(posterior, prior, z=None) -> tf.Tensor:
 
 
 class KLDivergenceRegularizer(tfpl.KLDivergenceRegularizer):
-    """`tfp.layers.KLDivergenceRegularizer` that keeps what it computed.
+    """`tfp.layers.KLDivergenceRegularizer` whose inputs are explicit.
 
-    Called on q(z|x) it builds the prior once (calling `distribution_b` if
-    it is a callable: a learned prior, e.g. the VampPrior, which encodes its
-    pseudo-inputs), computes the per-example KL [n] with `kl_divergence`
-    (analytic, or at `test_points_fn(q)` without a closed form) and returns
-    weight * sum_n KL_n, which tf-keras divides by n. `last()` returns that
-    per-example KL and that prior, for the ELBO of the same call (per thread:
-    tf.distribute builds each replica's step in a thread of its own).
+    `regularizer(q, prior=None, seed=None, rows=None)` returns
+    weight * sum_n KL(q(z|x_n) || p(z)), with the per-example KL of `kl`:
+    analytic when `use_exact_kl`, else log q(z|x) - log p(z) at
+    z = `sample_posterior(q, seed, rows)`, the sample the ELBO draws with the
+    same seed and rows. `prior` is p(z) if the caller has built it already (a
+    VampPrior encodes its pseudo-inputs to build it), else `distribution_b`
+    (called if it is a callable). The same inputs give the same KL in any
+    thread: nothing is kept between calls.
     """
 
-    def __init__(self, distribution_b, use_exact_kl=False, test_points_fn=None, weight=None, **kwargs):
-        super().__init__(distribution_b, use_exact_kl=use_exact_kl,
-                         test_points_fn=test_points_fn or tf.convert_to_tensor, weight=weight, **kwargs)
-        self._last = threading.local()
+    def __init__(self, distribution_b, use_exact_kl=False, weight=None, **kwargs):
+        super().__init__(distribution_b, use_exact_kl=use_exact_kl, weight=weight, **kwargs)
 
-    def __call__(self, distribution_a):
-        distribution_a = getattr(distribution_a, "_tfp_distribution", distribution_a)
-        prior = self.distribution_b() if callable(self.distribution_b) else self.distribution_b
-        z = None if self.use_exact_kl else self.test_points_fn(distribution_a)
-        kl = tfd.kl_divergence(distribution_a, prior) if self.use_exact_kl else kl_divergence(
-            distribution_a, prior, z)  # [n]
-        self._last.kl, self._last.prior = kl, prior
+    def prior(self, prior=None) -> tfd.Distribution:
+        """p(z): the given one, else `distribution_b` (called if it is a callable)."""
+        if prior is not None:
+            return prior
+        return self.distribution_b() if callable(self.distribution_b) else self.distribution_b
+
+    def kl(self, distribution_a, prior=None, seed=None, rows=None) -> tf.Tensor:
+        """Per-example KL(q || p) [n], nats (see the class docstring).
+
+        Raises:
+          UserError: no closed form and no seed to draw the Monte Carlo sample from.
+        """
+        distribution_a = unwrap(getattr(distribution_a, "_tfp_distribution", distribution_a))
+        prior = self.prior(prior)
+        if self.use_exact_kl:
+            return tfd.kl_divergence(distribution_a, prior)
+        if seed is None:
+            raise UserError("the KL toward this prior has no closed form: call the posterior layer with a seed "
+                            "(layer(params, seed=[s1, s2])) so its Monte Carlo sample is reproducible")
+        return kl_divergence(distribution_a, prior, sample_posterior(distribution_a, seed, rows))
+
+    def __call__(self, distribution_a, prior=None, seed=None, rows=None):
+        kl = self.kl(distribution_a, prior, seed, rows)  # [n]
         weighted = kl if self.weight is None else tf.cast(self.weight, kl.dtype) * kl
         return tf.reduce_sum(weighted, name="batch_total_kl_divergence")
 
-    def last(self):
-        """(per-example KL [n], prior) of this thread's latest call."""
-        return self._last.kl, self._last.prior
 
+class _ExplicitKL:
+    """The layer applies its KL regularizer in `call`, once, to the distribution.
 
-class _RegularizeOnce:
-    """Apply the activity regularizer to the distribution only, not to its value too."""
+    `layer(params, seed=None, rows=None, prior=None)`: q(z|x) from `params`
+    [n, params_size]; the layer's `losses` then hold
+    `regularizer(q, prior, seed, rows) / n` (tf-keras's activity-regularizer
+    convention: the batch total over the batch size), that is
+    weight * mean_n KL. Keras's own activity regularization is turned off for
+    these layers: it would see neither the seed nor the prior, and the stock
+    `DistributionLambda` would count the KL twice (once for the distribution,
+    once for its tensor value; tensorflow/probability#1215, #599).
+    """
+
+    def __call__(self, inputs, *args, **kwargs):
+        # Keras sees (distribution, value), as `DistributionLambda.__call__` arranges,
+        # without its per-instance flag, so concurrent calls from several threads are safe.
+        distribution, _ = super(tfpl.DistributionLambda, self).__call__(inputs, *args, **kwargs)
+        return distribution
+
+    def call(self, inputs, seed=None, rows=None, prior=None):
+        distribution, value = super(tfpl.DistributionLambda, self).call(inputs)
+        if self.activity_regularizer is not None:
+            total = self.activity_regularizer(distribution, prior=prior, seed=seed, rows=rows)
+            self.add_loss(total / tf.cast(tf.shape(inputs)[0], total.dtype))
+        return distribution, value
 
     def _handle_activity_regularization(self, inputs, outputs):
-        if isinstance(outputs, (tuple, list)):
-            outputs = outputs[0]
-        super()._handle_activity_regularization(inputs, outputs)
+        """Applied in `call`, where the seed, rows and prior are known."""
 
 
-class MultivariateNormalTriL(_RegularizeOnce, tfpl.MultivariateNormalTriL):
-    """`tfp.layers.MultivariateNormalTriL` whose KL regularizer counts once."""
+class MultivariateNormalTriL(_ExplicitKL, tfpl.MultivariateNormalTriL):
+    """`tfp.layers.MultivariateNormalTriL` whose KL regularizer counts once, from explicit inputs."""
 
 
-class MultivariateNormalDiag(_RegularizeOnce, tfpl.DistributionLambda):
+class MultivariateNormalDiag(_ExplicitKL, tfpl.DistributionLambda):
     """A d-variate Normal with diagonal covariance from 2d parameters."""
 
     def __init__(self, event_size, convert_to_tensor_fn=tfd.Distribution.mean, **kwargs):
@@ -155,9 +194,12 @@ def posterior_distribution(params, latent_dim: int, covariance: str = "full") ->
     return POSTERIORS[covariance].load().new(params, latent_dim)
 
 
-def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_exact_kl=True,
-                    test_points_fn=None):
+def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_exact_kl=True):
     """The q(z|x) layer with its KL regularizer toward `prior`.
+
+    Call it as `layer(params, seed=None, rows=None, prior=None)` (`_ExplicitKL`):
+    the seed (and rows) of the Monte Carlo KL when `use_exact_kl` is False,
+    and p(z) if the caller has already built it.
 
     Args:
       latent_dim: d, the event size of q.
@@ -166,18 +208,14 @@ def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_ex
         "full" (MultivariateNormalTriL) or "diag".
       kl_weight: scalar (or non-trainable `tf.Variable`) multiplying the KL
         loss; None means 1.
-      use_exact_kl: analytic KL; pass False for priors without a closed form.
-      test_points_fn: with use_exact_kl=False, a function q -> z [n, d]
-        drawing the sample of the Monte Carlo estimate log q(z) - log p(z);
-        pass one with an explicit seed. Default: q's value (its mean), which
-        is not an unbiased estimate.
+      use_exact_kl: analytic KL; pass False for priors without a closed form
+        (the layer then needs a seed when called).
 
     Returns:
       A Keras layer mapping params [n, params_size] to a float32 distribution
       with batch shape [n] and event shape [d].
     """
-    kwargs = {} if test_points_fn is None else {"test_points_fn": test_points_fn}
-    regularizer = KLDivergenceRegularizer(prior, use_exact_kl=use_exact_kl, weight=kl_weight, **kwargs)
+    regularizer = KLDivergenceRegularizer(prior, use_exact_kl=use_exact_kl, weight=kl_weight)
     return POSTERIORS[covariance].load()(
         latent_dim,
         convert_to_tensor_fn=tfd.Distribution.mean,

@@ -1,0 +1,91 @@
+"""What a model's posterior says about each latent dimension.
+
+`latent_statistics(model, terms)` reads the posterior behind one
+`VAE.elbo_terms` result, level by level (a one-level model is a hierarchy of
+one level):
+
+    location_l   the mean of q(z_l | x, location_(l+1)): each level's
+                 conditional mean at the location of the level above (the
+                 joint posterior's mean has no closed form in a hierarchy)
+    stddev_l     of q(z_l | x, z_(l+1)) given the sampled z_(l+1)
+    KL_l,j       KL(q(z_l,j | ...) || p(z_l,j | ...)) per dimension j,
+                 analytic for Normal marginals, else at the ELBO's sample
+    TC_l         the total correlation of q(z_l | ...)
+
+`encode` applies it to a whole dataset and returns NumPy arrays.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+from probvae import objectives, seeds
+from probvae.distributions import kl_per_dimension, total_correlation
+
+__all__ = ["LatentStatistics", "Encoding", "latent_statistics", "location", "encode"]
+
+
+class LatentStatistics(NamedTuple):
+    """Per-example posterior statistics over z's D dimensions (`VAE.latent_statistics`).
+
+    In a hierarchy a lower level's stddev and KL are those of q(z_l | x, z_(l+1))
+    given the sampled z_(l+1), and its location the conditional mean at the
+    location of the level above.
+    """
+
+    location: tf.Tensor  # [n, D]: the posterior mean (see `VAE.location`)
+    stddev: tf.Tensor  # [n, D]
+    kl_per_dimension: tf.Tensor  # [n, D], nats; sums (with total_correlation) to the KL
+    total_correlation: tf.Tensor  # [n], nats
+
+
+class Encoding(NamedTuple):
+    """Posterior parameters of a dataset as NumPy arrays (`encode`)."""
+
+    loc: np.ndarray  # [n, D]: the posterior's location (`VAE.location`)
+    scale: np.ndarray  # [n, D]: its standard deviation per dimension (in a hierarchy, given the level above)
+
+
+def location(model, features, top) -> tf.Tensor:
+    """[n, D]: q(z_L|x)'s mean, then each lower level's conditional mean at the
+    location of the level above, bottom level first."""
+    means = [top.mean()]
+    for level in reversed(model.levels):
+        means.insert(0, level.posterior(features, means[0]).mean())
+    return tf.concat(means, axis=-1)
+
+
+def latent_statistics(model, terms) -> LatentStatistics:
+    """Per-dimension statistics of the posterior behind an `elbo_terms` result."""
+    levels = terms.levels
+    return LatentStatistics(
+        location=location(model, terms.features, terms.top),
+        stddev=tf.concat([level.posterior.stddev() for level in levels], axis=-1),
+        kl_per_dimension=tf.concat([kl_per_dimension(level.posterior, level.prior, level.z) for level in levels],
+                                   axis=-1),
+        total_correlation=tf.add_n([total_correlation(level.posterior) for level in levels]))
+
+
+def encode(model, images, batch_size: int = 1000, binarization_seed: int = 0, seed=0) -> Encoding:
+    """The posterior parameters of every image, as arrays: `Encoding(loc, scale)`,
+    [n, D] each (float32), `batch_size` images at a time.
+
+    Args:
+      model: the `VAE`.
+      images: images as `VAE.prepare_inputs` takes them (uint8 0..255, floats
+        in [0, 1], NumPy or tensors); Bernoulli models binarize them once from
+        `binarization_seed`, as held-out evaluation does.
+      seed: an int or a pair: the sample of the upper levels that a lower
+        level's scale is conditioned on (a one-level model draws nothing).
+    """
+    batch_size = objectives.whole_number("batch_size", batch_size)
+    seed = seeds.as_seed(seed)
+    x = model.prepare_inputs(images, binarization_seed)
+    locs, scales = [], []
+    for start in range(0, int(x.shape[0]), batch_size):
+        terms = model.elbo_terms(x[start: start + batch_size], seed=seed)
+        latent = latent_statistics(model, terms)
+        locs.append(latent.location.numpy())
+        scales.append(latent.stddev.numpy())
+    return Encoding(np.concatenate(locs), np.concatenate(scales))
