@@ -124,7 +124,6 @@ def test_bdmc_brackets_the_exact_value_and_its_gap_shrinks_with_steps(ppca_model
     # Measured: 0.167 +- 0.058, 0.066 +- 0.028, 0.006 +- 0.010 nats.
     assert gaps[0] > gaps[1] > gaps[2] and abs(gaps[2]) < 0.03, gaps
     # Each bound on its own reaches the exact value: the upper one within its error at T = 1000.
-    print("UPPERS", uppers)
     upper, upper_stderr = uppers[-1]
     assert abs(upper) < 3 * upper_stderr + 0.005, uppers
 
