@@ -12,7 +12,7 @@ config a resumed run continues with: the saved one, refusing requests that
 contradict it (only the keys in `RESUME_MAY_CHANGE` may differ).
 `prepare_run` checks flags, data and directory before a run writes anything.
 Evaluations are written beside them as RUN_DIR/eval_*.json
-(`evaluation_name`; `read_evaluations` lists them).
+(`probvae.evaluation.files` names and reads them).
 
 JSON files are written to a temporary file and renamed into place, so a kill
 never leaves a truncated file behind.
@@ -59,10 +59,6 @@ __all__ = [
     "holds_run",
     "write_json",
     "read_json",
-    "estimator_label",
-    "evaluation_name",
-    "evaluation_path",
-    "read_evaluations",
     "save_config",
     "run_checkpoint",
     "load_config",
@@ -609,43 +605,3 @@ def load_run(run_dir: str, checkpoint: Optional[str] = None):
     """The trained `VAE` of a run (`open_run(...).model`): config.json and
     the run's best-epoch checkpoint (or `checkpoint`), in any process."""
     return open_run(run_dir, checkpoint).model
-
-
-def estimator_label(result: dict) -> str:
-    """"K=1000" or "AIS T=1000, C=16": the estimator of an evaluation result."""
-    if result.get("estimator", "iwae") == "ais":
-        return f"AIS T={result['ais']['num_steps']}, C={result['ais']['num_chains']}"
-    return f"K={result['iwae_samples']}"
-
-
-def evaluation_name(result: dict) -> str:
-    """The file name of an evaluation result: eval_<split>_<estimator><settings>[_first<N>].json,
-    e.g. eval_test_iwae5000.json, eval_test_ais1000x16.json, eval_test_iwae100_first1000.json;
-    so results of different estimators, K or subsets never replace each other."""
-    if result.get("estimator", "iwae") == "ais":
-        tag = f"ais{result['ais']['num_steps']}x{result['ais']['num_chains']}"
-    else:
-        tag = f"iwae{result['iwae_samples']}"
-    subset = f"_first{result['n_examples']}" if result.get("max_examples") else ""
-    return f"eval_{result.get('split', 'test')}_{tag}{subset}.json"
-
-
-def evaluation_path(run_dir: str, result: dict) -> str:
-    """RUN_DIR/`evaluation_name(result)`."""
-    return os.path.join(run_dir, evaluation_name(result))
-
-
-def read_evaluations(run_dir: str, split: Optional[str] = None) -> list:
-    """The evaluation results written into RUN_DIR (every eval_*.json, also
-    the eval_<split>.json of earlier versions), of one split if given, each
-    with its file name under "file"; sorted by file name."""
-    results = []
-    for name in sorted(os.listdir(run_dir)):
-        if name.startswith("eval_") and name.endswith(".json"):
-            try:
-                result = read_json(os.path.join(run_dir, name))
-            except (OSError, ValueError):
-                continue
-            if isinstance(result, dict) and (split is None or result.get("split") == split):
-                results.append(dict(result, file=name))
-    return results

@@ -109,7 +109,7 @@ def test_ais_reaches_the_exact_log_likelihood_within_its_error(ppca_model, initi
 
 def test_bdmc_brackets_the_exact_value_and_its_gap_shrinks_with_steps(ppca_model):
     model = set_ppca(ppca_model, mean_shift=0.7, scale_factor=1.5)
-    gaps = []
+    gaps, uppers = [], []
     for steps in (10, 100, 1000):
         result = evaluation.bdmc(model, 100, num_steps=steps, num_chains=8, seed=8)
         x = result.images
@@ -117,11 +117,41 @@ def test_bdmc_brackets_the_exact_value_and_its_gap_shrinks_with_steps(ppca_model
         lower, lower_stderr = evaluation.mean_and_stderr(result.lower - exact)
         upper, upper_stderr = evaluation.mean_and_stderr(result.upper - exact)
         assert lower < 3 * lower_stderr + 1e-3 and upper > -3 * upper_stderr - 1e-3, (steps, lower, upper)
+        uppers.append((upper, upper_stderr))
         summary = result.summary()
         assert summary["gap"] == pytest.approx(upper - lower) and summary["examples"] == 100
         gaps.append(summary["gap"])
     # Measured: 0.167 +- 0.058, 0.066 +- 0.028, 0.006 +- 0.010 nats.
     assert gaps[0] > gaps[1] > gaps[2] and abs(gaps[2]) < 0.03, gaps
+    # Each bound on its own reaches the exact value: the upper one within its error at T = 1000.
+    upper, upper_stderr = uppers[-1]
+    assert abs(upper) < 3 * upper_stderr + 0.005, uppers
+
+
+def test_a_fixed_step_size_on_a_linear_schedule_keeps_every_weight_exact(ppca_model):
+    """adapt=False, schedule="linear": with the exact posterior every AIS weight is
+    still log p(x); with a wrong one the estimate reaches it within its error, and
+    the step size stays where it started."""
+    model = set_ppca(ppca_model)
+    images = ppca_images(12, seed=3)
+    exact = exact_log_likelihood(images)
+    estimate = evaluation.ais_log_likelihood(model, images, num_steps=5, num_chains=2, seed=1, adapt=False,
+                                             schedule="linear", step_size=0.3)
+    np.testing.assert_allclose(estimate.log_weights, np.broadcast_to(exact, (2, 12)), atol=2e-4)
+    np.testing.assert_allclose(estimate.step_size, 0.3, rtol=1e-6)
+    assert estimate.settings.schedule == "linear" and estimate.settings.adapt is False
+    model = set_ppca(ppca_model, mean_shift=0.7, scale_factor=1.5)
+    fixed = evaluation.ais_log_likelihood(model, images, num_steps=300, num_chains=8, seed=2, adapt=False,
+                                          schedule="linear", step_size=0.3)
+    np.testing.assert_allclose(fixed.step_size, 0.3, rtol=1e-6)
+    assert abs(fixed.mean - exact.mean()) < 3 * fixed.mean_mc_stderr + 0.02, (fixed.mean, exact.mean())
+
+
+def test_huge_requests_are_refused_in_the_api_words(ppca_model):
+    with pytest.raises(UserError, match=r"AIS settings \(num_steps x num_chains x num_leapfrog_steps\).*force=True"):
+        evaluation.bdmc(ppca_model, 10**9, num_steps=10, num_chains=4)
+    with pytest.raises(UserError, match="decoder passes"):
+        evaluation.ais_log_likelihood(ppca_model, ppca_images(2), num_steps=10**6, num_chains=10**6)
 
 
 def test_simulated_images_come_from_the_model():

@@ -53,15 +53,73 @@ def test_the_table_shows_the_differences_and_the_best_estimate_of_each_run(three
     # lr_plateau_* fields exist only for the plateau schedule: not differences in themselves.
     assert comparison.differing == ["model.latent_dim", "train.epochs", "train.lr_schedule"]
     assert comparison.markdown().splitlines() == [
-        "| run | model.latent_dim | train.epochs | train.lr_schedule | test ELBO | test NLL | estimator | epochs | "
-        "train time (min) |",
-        "|---|---|---|---|---|---|---|---|---|",
-        "| a | 40 | 100 | plateau | -240.00 | 236.50 ± 0.80 | K=100 | 2 | 1.0 |",
-        "| b | 40 | 3 | constant | -240.10 | 235.80 ± 0.80 | AIS T=1000, C=16 | 3 | 1.5 |",
-        "| c | 8 | 100 | plateau |  |  |  | 1 | 0.5 |",
+        "| run | model.latent_dim | train.epochs | train.lr_schedule | test ELBO | test NLL | estimator | checkpoint | "
+        "epochs | train time (min) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        "| a | 40 | 100 | plateau | -240.00 | 236.50 ± 0.80 | K=100 |  | 2 | 1.0 |",
+        "| b | 40 | 3 | constant | -240.10 | 235.80 ± 0.80 | AIS T=1000, C=16 |  | 3 | 1.5 |",
+        "| c | 8 | 100 | plateau |  |  |  |  | 1 | 0.5 |",
     ]
     assert comparison.csv().splitlines()[2].startswith("b,40,3,constant,-240.10,235.80 ± 0.80,")
     assert comparison.summaries[1].source == "eval_test_ais1000x16.json"
+
+
+def checkpoint_files(run_dir, *names):
+    folder = os.path.join(run_dir, runs.CHECKPOINT_DIR)
+    os.makedirs(folder, exist_ok=True)
+    for name in names:
+        for suffix in (".index", ".data-00000-of-00001"):
+            open(os.path.join(folder, name + suffix), "w").close()
+
+
+def test_a_run_shows_the_evaluation_of_its_best_checkpoint(tmp_path):
+    """An evaluation of an older checkpoint (written beside the best one's,
+    not over it) is not the run's number, however many samples it used."""
+    base = RunConfig().replace(data={"dataset": "shapes"})
+    evaluation = {"split": "test", "n_examples": 500, "estimator": "iwae", "log_likelihood_stderr": 0.8}
+    run = fake_run(tmp_path / "a", base, [-260.0], evaluations=[
+        dict(evaluation, name="eval_test_iwae3.json", iwae_samples=3, checkpoint="best-40", log_likelihood=-236.0,
+             elbo=-240.0),
+        dict(evaluation, name="eval_test_iwae50_ckpt-15.json", iwae_samples=50, checkpoint="ckpt-15",
+             log_likelihood=-250.0, elbo=-255.0),
+        dict(evaluation, name="eval_test_iwae3_seed7.json", iwae_samples=3, checkpoint="best-40", seed=7,
+             log_likelihood=-236.1, elbo=-240.1)])
+    checkpoint_files(run, "ckpt-15", "ckpt-40", "best-40")
+    (summary,) = compare.compare_runs([run]).summaries
+    assert (summary.source, summary.checkpoint, summary.log_likelihood) == ("eval_test_iwae3.json", "best-40", -236.0)
+    assert "| K=3 | best-40 |" in compare.compare_runs([run]).markdown()
+    # Without a best-epoch checkpoint the run's model is its newest checkpoint.
+    os.remove(os.path.join(run, "checkpoints", "best-40.index"))
+    checkpoint_files(run, "ckpt-15")
+    os.remove(os.path.join(run, "checkpoints", "ckpt-40.index"))
+    assert compare.model_checkpoint(run) == "ckpt-15"
+    assert compare.summarise_run(run).source == "eval_test_iwae50_ckpt-15.json"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[]", "is not an evaluation result|not a number"),
+    ('{"split": "test", "estimator": "ais", "log_likelihood": -3.0}', "settings of its ais estimator are missing"),
+    ('{"split": "test", "iwae_samples": "many", "log_likelihood": -3.0}', "iwae_samples is 'many', not a number"),
+])
+def test_a_damaged_evaluation_file_is_one_line_naming_it(tmp_path, content, message):
+    run = fake_run(tmp_path / "a", RunConfig().replace(data={"dataset": "shapes"}), [-260.0])
+    (tmp_path / "a" / "eval_test_iwae5.json").write_text(content)
+    if content == "[]":  # not a JSON object: not an evaluation file at all, left out
+        assert compare.summarise_run(run).source == ""
+        return
+    with pytest.raises(UserError, match=message) as error:
+        compare.summarise_run(run)
+    assert "eval_test_iwae5.json" in str(error.value)
+
+
+def test_damaged_metrics_are_one_line(tmp_path):
+    run = fake_run(tmp_path / "a", RunConfig().replace(data={"dataset": "shapes"}), [-260.0])
+    runs.write_json(os.path.join(run, runs.METRICS_FILE), {"epochs": [{"epoch": 1, "validation": {}}]})
+    with pytest.raises(UserError, match="an epoch without a numeric validation ELBO"):
+        compare.summarise_run(run)
+    runs.write_json(os.path.join(run, runs.METRICS_FILE), [])
+    with pytest.raises(UserError, match="is not a metrics file"):
+        compare.summarise_run(run)
 
 
 def test_the_command_prints_the_table_and_writes_the_csv_and_the_curves(three_runs, tmp_path):

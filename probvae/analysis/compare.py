@@ -4,9 +4,12 @@
 
 For each run: every config field whose value differs between the runs (a
 field of a component only some runs use is not a difference), the
-test ELBO and log p(x) with its estimator (the best evaluation written into
-the run: the most importance samples on the whole test split, or AIS with the
-most steps, else the `fit` run's own test numbers), the epochs trained and the
+test ELBO and log p(x) with its estimator and the checkpoint it measured (the
+most trusted evaluation of the run's model, i.e. its best epoch's checkpoint,
+else its newest, on the whole test split: AIS with the most steps x chains,
+else importance sampling with the largest K, else the ELBO
+(`probvae.evaluation.estimators`); else the `fit` run's own test numbers;
+evaluations of other checkpoints are left out), the epochs trained and the
 training time (so far, for a run still training). `Comparison.markdown()` and `.csv()` render the table;
 `plot_validation_curves` draws each run's validation ELBO per epoch.
 """
@@ -20,8 +23,11 @@ from typing import List, NamedTuple, Optional, Sequence
 
 from probvae import runs
 from probvae.errors import UserError
+from probvae.evaluation.estimators import ESTIMATORS, estimator_label
+from probvae.evaluation.files import read_evaluations
+from probvae.evaluation.result import EvaluationResult
 
-__all__ = ["RunSummary", "Comparison", "summarise_run", "compare_runs"]
+__all__ = ["RunSummary", "Comparison", "model_checkpoint", "summarise_run", "compare_runs"]
 
 
 class RunSummary(NamedTuple):
@@ -37,20 +43,57 @@ class RunSummary(NamedTuple):
     epochs: int
     train_seconds: Optional[float]
     validation_elbo: List[float]  # per epoch
+    checkpoint: str = ""  # the checkpoint the numbers measured, "" if not recorded
 
 
-def _best_evaluation(run_dir: str) -> Optional[dict]:
-    """The most trustworthy test-split evaluation of the whole split: AIS with
-    the most steps x chains, else importance sampling with the largest K."""
-    whole = [r for r in runs.read_evaluations(run_dir, "test") if not r.get("max_examples")
-             and "log_likelihood" in r]
+def model_checkpoint(run_dir: str) -> Optional[str]:
+    """The name of a run's model checkpoint (its best epoch's, else its newest;
+    found without TensorFlow), or None if it has none."""
+    folder = os.path.join(run_dir, runs.CHECKPOINT_DIR)
+    found = runs.best_checkpoint(folder) or next(
+        reversed(runs.complete_checkpoints(folder, runs.CHECKPOINT_PREFIX)), None)
+    return None if found is None else os.path.basename(found)
 
-    def rank(result):
-        if result.get("estimator") == "ais":
-            return (1, result["ais"]["num_steps"] * result["ais"]["num_chains"])
-        return (0, result.get("iwae_samples", 0))
 
-    return max(whole, key=rank) if whole else None
+def _trust(result: EvaluationResult) -> tuple:
+    entry = ESTIMATORS[result.estimator]
+    return entry.trust, entry.size(result)
+
+
+def _readable(values: dict, source: str) -> EvaluationResult:
+    """The result in `values`, or a UserError naming `source` if compare cannot read it."""
+    result = EvaluationResult.from_dict(values, source)
+    if result.estimator not in ESTIMATORS:
+        raise UserError(f"{source}: unknown estimator {result.estimator!r}; delete the file or evaluate again")
+    try:
+        if result.log_likelihood is not None:
+            estimator_label(result)
+    except (KeyError, TypeError):
+        raise UserError(f"{source}: the settings of its {result.estimator} estimator are missing; "
+                        "delete the file or evaluate again") from None
+    return result
+
+
+def _best_evaluation(run_dir: str, checkpoint: Optional[str]) -> Optional[EvaluationResult]:
+    """The most trusted test-split evaluation of the whole split of `checkpoint`
+    (of any checkpoint if None; results that do not say theirs count as it)."""
+    results = [_readable(values, os.path.join(run_dir, values["file"]))
+               for values in read_evaluations(run_dir, "test")]
+    whole = [r for r in results if not r.max_examples and r.log_likelihood is not None
+             and (checkpoint is None or r.checkpoint in (None, checkpoint))]
+    return max(whole, key=_trust) if whole else None
+
+
+def _epochs(metrics: dict, path: str) -> tuple:
+    """(epochs, validation ELBO per epoch, seconds per epoch) of a metrics file."""
+    epochs = metrics.get("epochs") or []
+    try:
+        validation = [float(e["validation"]["elbo"]) for e in epochs if "validation" in e]
+        seconds = [float(e.get("seconds", 0.0)) for e in epochs]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise UserError(f"{path}: an epoch without a numeric validation ELBO or time; "
+                        "delete the file or train the run again") from None
+    return epochs, validation, seconds
 
 
 def summarise_run(run_dir: str) -> RunSummary:
@@ -58,22 +101,23 @@ def summarise_run(run_dir: str) -> RunSummary:
     config = runs.load_config(run_dir)
     metrics_path = os.path.join(run_dir, runs.METRICS_FILE)
     metrics = runs.read_json(metrics_path) if os.path.exists(metrics_path) else {}
-    epochs = metrics.get("epochs", [])
-    best = _best_evaluation(run_dir)
+    if not isinstance(metrics, dict):
+        raise UserError(f"{metrics_path} is not a metrics file (a JSON object); delete it or train the run again")
+    epochs, validation, seconds = _epochs(metrics, metrics_path)
+    best = _best_evaluation(run_dir, model_checkpoint(run_dir))
     test = metrics.get("test") or {}
     if best is not None:
-        numbers, source = best, best["file"]
-    elif test:
-        numbers, source = dict(test, estimator="iwae"), runs.METRICS_FILE
+        numbers, source = best, best.file
+    elif isinstance(test, dict) and test:
+        numbers, source = _readable(dict(test, estimator="iwae"), metrics_path), runs.METRICS_FILE
     else:
-        numbers, source = {}, ""
+        numbers, source = EvaluationResult(), ""
     return RunSummary(
-        run_dir=run_dir, settings=config.flat(), test_elbo=numbers.get("elbo"),
-        log_likelihood=numbers.get("log_likelihood"), log_likelihood_stderr=numbers.get("log_likelihood_stderr"),
-        estimator=runs.estimator_label(numbers) if "log_likelihood" in numbers else "", source=source,
-        epochs=len(epochs),
-        train_seconds=metrics.get("train_seconds", sum(e.get("seconds", 0.0) for e in epochs) if epochs else None),
-        validation_elbo=[e["validation"]["elbo"] for e in epochs if "validation" in e])
+        run_dir=run_dir, settings=config.flat(), test_elbo=numbers.elbo, log_likelihood=numbers.log_likelihood,
+        log_likelihood_stderr=numbers.log_likelihood_stderr,
+        estimator=estimator_label(numbers) if numbers.log_likelihood is not None else "", source=source,
+        epochs=len(epochs), train_seconds=metrics.get("train_seconds", sum(seconds) if epochs else None),
+        validation_elbo=validation, checkpoint=numbers.checkpoint or "")
 
 
 def _shown(value) -> str:
@@ -92,13 +136,16 @@ class Comparison(NamedTuple):
 
     def rows(self) -> List[List[str]]:
         """The table as strings: a header, then one row per run."""
-        header = ["run"] + self.differing + ["test ELBO", "test NLL", "estimator", "epochs", "train time (min)"]
+        header = ["run"] + self.differing + ["test ELBO", "test NLL", "estimator", "checkpoint", "epochs",
+                                             "train time (min)"]
         table = [header]
         for s in self.summaries:
-            nll = "" if s.log_likelihood is None else f"{-s.log_likelihood:.2f} ± {s.log_likelihood_stderr:.2f}"
+            nll = "" if s.log_likelihood is None else f"{-s.log_likelihood:.2f}" + (
+                "" if s.log_likelihood_stderr is None else f" ± {s.log_likelihood_stderr:.2f}")
             table.append([os.path.basename(os.path.normpath(s.run_dir))]
                          + [_shown(s.settings.get(key)) for key in self.differing]
-                         + ["" if s.test_elbo is None else f"{s.test_elbo:.2f}", nll, s.estimator, str(s.epochs),
+                         + ["" if s.test_elbo is None else f"{s.test_elbo:.2f}", nll, s.estimator, s.checkpoint,
+                            str(s.epochs),
                             "" if s.train_seconds is None else f"{s.train_seconds / 60:.1f}"])
         return table
 

@@ -9,19 +9,23 @@ KL, with standard errors.
     probvae evaluate RUN_DIR --split validation --seed 1
 
 Prints a table and writes RUN_DIR/eval_<split>_<estimator>....json, e.g.
-eval_test_iwae5000.json or eval_test_ais1000x16.json (see docs/evaluation.md).
+eval_test_iwae5000.json or eval_test_ais1000x16.json; another checkpoint,
+seed, binarization seed or subset gets a file of its own, e.g.
+eval_test_iwae1000_ckpt-15_seed7.json (see docs/evaluation.md). The file is
+checked to be writable before the evaluation starts. SIGINT or SIGTERM stops
+the evaluation after the current batch, writes nothing and exits 130 / 143.
 """
 
 import argparse
 import sys
 
 from probvae.cli import common
+from probvae.errors import TrainingInterrupted
+from probvae.evaluation.estimators import ESTIMATORS, estimator_label
+from probvae.evaluation.names import AIS_INITIAL, DEFAULT_IWAE_SAMPLES, SPLITS
 
 __all__ = ["parse_args", "main"]
 
-SPLITS = ("test", "validation", "train")  # probvae.evaluation.SPLITS, without importing TensorFlow
-ESTIMATORS = ("iwae", "ais")  # probvae.evaluation.ESTIMATORS
-AIS_INITIAL = ("posterior", "prior")  # probvae.evaluation.AIS_INITIAL
 # probvae.evaluation.API_NAMES as flags.
 FLAG_NAMES = {"iwae_samples": "--iwae-samples", "ais": "--ais-steps x --ais-chains x --ais-leapfrog-steps",
               "force": "--force"}
@@ -31,11 +35,12 @@ def parse_args(argv=None):
     parser = common.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by fit.py")
     parser.add_argument("--split", choices=SPLITS, default="test", help="held-out split (default: test)")
-    parser.add_argument("--iwae-samples", type=int, default=1000, metavar="K",
-                        help="importance samples per image for log p(x) (default: 1000)")
-    parser.add_argument("--estimator", choices=ESTIMATORS, default="iwae",
-                        help="estimator of log p(x): importance sampling with q(z|x) (iwae) or annealed "
-                             "importance sampling with HMC (ais) (default: iwae)")
+    parser.add_argument("--iwae-samples", type=int, default=DEFAULT_IWAE_SAMPLES, metavar="K",
+                        help=f"importance samples per image for log p(x) (default: {DEFAULT_IWAE_SAMPLES})")
+    parser.add_argument("--estimator", choices=tuple(ESTIMATORS), default="iwae",
+                        help="estimator of log p(x): " + "; ".join(
+                            f"{name}: {entry.description}" for name, entry in ESTIMATORS.items())
+                        + " (default: iwae)")
     parser.add_argument("--ais-steps", type=int, default=1000, metavar="T",
                         help="AIS: intermediate distributions from q(z|x) to p(z) p(x|z) (default: 1000)")
     parser.add_argument("--ais-chains", type=int, default=16, metavar="C",
@@ -72,24 +77,36 @@ def main(argv=None):
 
     runs.load_config(args.run_dir)  # a missing or unreadable run is refused before TensorFlow loads
     from probvae import evaluation
+    from probvae.training.checkpoints import StopSignals
 
     ais = evaluation.AISSettings(num_steps=args.ais_steps, num_chains=args.ais_chains,
                                  num_leapfrog_steps=args.ais_leapfrog_steps, initial=args.ais_initial)
-    result = evaluation.evaluate_run(
-        args.run_dir, split=args.split, iwae_samples=args.iwae_samples, batch_size=args.batch_size,
-        seed=args.seed, checkpoint=args.checkpoint, binarization_seed=args.binarization_seed,
-        max_examples=args.max_examples, log=lambda line: print(line, file=sys.stderr, flush=True),
-        estimator=args.estimator, ais=ais, bdmc_examples=args.bdmc, force=args.force, names=FLAG_NAMES,
-        data_dir=args.data_dir,
-    )
+    with StopSignals() as stop:
+
+        def stop_if_signalled(done=None):
+            if stop.received:
+                raise TrainingInterrupted(f"{stop.name} during the evaluation of {args.run_dir}; nothing written",
+                                          stop.received)
+
+        result = evaluation.evaluate_run(
+            args.run_dir, split=args.split, iwae_samples=args.iwae_samples, batch_size=args.batch_size,
+            seed=args.seed, checkpoint=args.checkpoint, binarization_seed=args.binarization_seed,
+            max_examples=args.max_examples, log=lambda line: print(line, file=sys.stderr, flush=True),
+            estimator=args.estimator, ais=ais, bdmc_examples=args.bdmc, force=args.force, names=FLAG_NAMES,
+            data_dir=args.data_dir, on_batch=stop_if_signalled,
+        )
     print(format_report(result))
     print(f"written to {result['file']}")
 
 
+def _number(value, width: int) -> str:
+    """`value` to 4 decimals in `width` characters; "n/a" for a standard error
+    that was not estimated (one image: null in the JSON)."""
+    return f"{'n/a':>{width}s}" if value is None else f"{value:{width}.4f}"
+
+
 def format_report(result: dict) -> str:
     """A plain-text table of an `evaluate` result."""
-    from probvae.runs import estimator_label
-
     estimator = estimator_label(result)
     rows = [
         ("ELBO", result["elbo"], result["elbo_stderr"], "nats"),
@@ -105,11 +122,14 @@ def format_report(result: dict) -> str:
         f"binarization {result['binarization']}",
         f"{'':30s} {'mean':>12s} {'std. error':>11s}",
     ]
-    lines += [f"{name:30s} {mean:12.4f} {stderr:11.4f}  {unit}" for name, mean, stderr, unit in rows]
+    lines += [f"{name:30s} {_number(mean, 12)} {_number(stderr, 11)}  {unit}" for name, mean, stderr, unit in rows]
     kl = " ".join(f"{value:.2f}" for value in result["kl_per_dimension"])
-    of = result["iwae_samples"] if result.get("estimator", "iwae") == "iwae" else f"{result['ais']['num_chains']} chains"
+    if result.get("estimator", "iwae") == "ais":
+        of = f"{result['ais']['num_chains']} chains"
+    else:
+        of = result.get("iwae_samples", 1)
     lines += [
-        f"Monte Carlo error of log p(x): {result['log_likelihood_mc_stderr']:.4f} nats; "
+        f"Monte Carlo error of log p(x): {_number(result['log_likelihood_mc_stderr'], 0)} nats; "
         f"mean effective sample size {result['effective_sample_size']:.1f} of {of}",
         f"active units: {result['active_units']} of {result['latent_dim']} "
         f"(Var_x E_q[z_i|x] > {result['active_unit_threshold']})",
@@ -121,7 +141,7 @@ def format_report(result: dict) -> str:
     if "bdmc" in result:
         b = result["bdmc"]
         lines.append(f"BDMC on {b['examples']} simulated images: lower {b['lower']:.4f}, upper {b['upper']:.4f}, "
-                     f"gap {b['gap']:.4f} ± {b['gap_stderr']:.4f} nats ({b['seconds']:.1f} s)")
+                     f"gap {b['gap']:.4f} ± {_number(b['gap_stderr'], 0)} nats ({b['seconds']:.1f} s)")
     lines.append(f"({result['seconds']:.1f} s)")
     return "\n".join(lines)
 

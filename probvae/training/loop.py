@@ -435,4 +435,4 @@ def _test(trainer: Trainer, config: RunConfig, splits: data_lib.Splits, metrics:
     return evaluation.evaluate(
         trainer.model, splits.x_test, iwae_samples=train.test_iwae_samples, batch_size=train.eval_batch_size,
         seed=train.seed + 10_000, binarization_seed=config.data.split_seed, checkpoint=checkpoint,
-        strategy=trainer.strategy, on_batch=on_batch)
+        strategy=trainer.strategy, on_batch=on_batch).as_dict()
