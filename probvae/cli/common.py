@@ -95,7 +95,8 @@ def _add(group, flag: str, dest: str, parse, choices, text: str, metavar=None) -
     if parse is None:
         group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
     else:
-        group.add_argument(flag, dest=dest, type=_typed(parse, dest), choices=choices, help=text, metavar=metavar)
+        kind = parse if parse in (int, float, str) else _typed(parse, dest)  # argparse names the plain types
+        group.add_argument(flag, dest=dest, type=kind, choices=choices, help=text, metavar=metavar)
 
 
 def _one_line(error: BaseException) -> str:
@@ -244,14 +245,14 @@ def _add_component_fields(group, registries: dict) -> Tuple[str, ...]:
 
 def component_of(section, name: str) -> Optional[str]:
     """Who declares component field `name` that `section` (a config section)
-    does not use: "the conv network (--arch conv)", or None if it uses it or
-    no component declares it."""
+    does not use, e.g. "the network conv (--arch / --decoder-arch)"; None if
+    the section uses it or no component declares it."""
     if name in section.component_fields():
         return None
-    owners = [f"--{option.replace('_', '-')} {entry.name}" for option, registry in section.registries().items()
-              for entry in registry.entries() if any(f.name == name for f in entry.fields)]
-    if not owners:
-        return None
-    kinds = {registry.kind for registry in section.registries().values()
-             if any(f.name == name for e in registry.entries() for f in e.fields)}
-    return f"the {' or '.join(sorted(kinds))} {' or '.join(dict.fromkeys(owners))}"
+    owners = {}  # registry -> (its options, the entries declaring the field)
+    for option, registry in section.registries().items():
+        entries = [e.name for e in registry.entries() if any(f.name == name for f in e.fields)]
+        if entries:
+            owners.setdefault(registry, ([], entries))[0].append(_flag_of(option))
+    return " or ".join(f"the {registry.kind} {' or '.join(entries)} ({' / '.join(options)})"
+                       for registry, (options, entries) in owners.items()) or None

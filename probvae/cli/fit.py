@@ -14,7 +14,7 @@ import os
 
 from probvae.cli import common
 
-__all__ = ["parse_args", "main"]
+__all__ = ["parse_args", "config_from_args", "main"]
 
 
 def parse_args(argv=None):
@@ -35,28 +35,15 @@ def parse_args(argv=None):
     return args
 
 
-def _refuse_unused_component_flags(config, overrides) -> None:
-    """A UserError for a flag given for a component the config does not choose."""
-    from probvae.errors import UserError
-
-    for section, values in overrides.items():
-        for name in values:
-            owner = common.component_of(getattr(config, section), name)
-            if owner is not None:
-                raise UserError(f"--{name.replace('_', '-')} belongs to {owner}, which this run does not use; "
-                                "drop the flag or choose that component")
-
-
-def main(argv=None):
-    """`fit.py` / `probvae fit`: train, resume or check a run."""
-    args = parse_args(argv)
+def config_from_args(args):
+    """The `RunConfig` the command line asks for: the resumed run's config, the
+    preset or the defaults, with the flags given on top (checked, before
+    TensorFlow loads). A flag of a component the config does not choose is
+    refused, naming the component; a preset may carry such fields."""
     from probvae import presets, runs
     from probvae.config import RunConfig
     from probvae.errors import UserError
 
-    if args.list_presets:
-        print(presets.describe())
-        return
     if args.resume and args.run_dir and os.path.abspath(args.run_dir) != os.path.abspath(args.resume):
         raise UserError("--resume RUN_DIR names the run directory; drop --run-dir")
     if args.resume and args.preset:
@@ -69,8 +56,25 @@ def main(argv=None):
         base = runs.resume_config(args.resume)
     else:
         base = presets.get(args.preset) if args.preset else RunConfig()
-    config = base.replace(**overrides)  # validated before TensorFlow loads
-    _refuse_unused_component_flags(config, overrides)
+    config = base.replace(**overrides)
+    for section, values in overrides.items():
+        for name in values:
+            owner = common.component_of(getattr(config, section), name)
+            if owner is not None:
+                raise UserError(f"--{name.replace('_', '-')} belongs to {owner}, which this run does not use; "
+                                "drop the flag or choose that component")
+    return config
+
+
+def main(argv=None):
+    """`fit.py` / `probvae fit`: train, resume or check a run."""
+    args = parse_args(argv)
+    from probvae import presets, runs
+
+    if args.list_presets:
+        print(presets.describe())
+        return
+    config = config_from_args(args)
     name = args.preset or config.data.dataset.replace(":", "-").replace("/", "_")
     run_dir = args.resume or args.run_dir or runs.new_run_dir("runs", prefix=f"{name}-")
     if "TF_CONFIG" not in os.environ:  # (a cluster's workers share RUN_DIR; only the chief locks it)
