@@ -18,7 +18,15 @@ __all__ = [
     "fraction",
     "flag",
     "positive_ints",
+    "open_fraction",
+    "non_negative_number",
+    "MAX_DECODER_PASSES",
+    "decoder_passes_within",
 ]
+
+# The most decoder passes (one image, one latent) an evaluation may cost
+# unless forced: K = 5000 importance samples on 10,000 images is 5e7.
+MAX_DECODER_PASSES = 10**11
 
 
 def require(condition: bool, message: str) -> None:
@@ -65,3 +73,22 @@ def positive_ints(name: str, value: Any) -> None:
     require(isinstance(value, tuple), f"{name} must be a list of whole numbers (got {value!r})")
     for item in value:
         positive_int(name, item)
+
+
+def open_fraction(name: str, value: Any) -> None:
+    """A number strictly between 0 and 1."""
+    finite_number(name, value)
+    require(0 < value < 1, f"{name} must lie strictly between 0 and 1 (got {value!r})")
+
+
+def non_negative_number(name: str, value: Any) -> None:
+    """A finite number of at least 0."""
+    finite_number(name, value)
+    require(value >= 0, f"{name} must be 0 or more (got {value!r})")
+
+
+def decoder_passes_within(what: str, passes: int, fix: str) -> None:
+    """A UserError if `passes` decoder passes exceed MAX_DECODER_PASSES."""
+    require(passes <= MAX_DECODER_PASSES,
+            f"{what} means {passes:.2g} decoder passes, more than {MAX_DECODER_PASSES:.0e} (K = 5000 on 10,000 "
+            f"images is 5e+07): days to years of computing; {fix}")

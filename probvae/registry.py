@@ -37,6 +37,14 @@ What a builder must be, per kind:
                 a schedule that follows the validation ELBO also names, as its trait
                 `after_validation`, a function (train_config, history, epoch, step_size) ->
                 the step size of the next epoch (see probvae.training.schedules.reduce_on_plateau)
+    dataset     a function (probvae.data.sources.DataRequest) -> `Arrays` (train and test
+                images, split by probvae) or `Splits` (a source with its own splits);
+                registered with `path=True` it is spelled "name:PATH" (npz:PATH)
+
+Traits the package asks about: a likelihood's `binarize` (the one place it is
+stated; the head reads it), a network's `xla_on_cpu`, a schedule's
+`after_validation`, a dataset's `tfds_name`, `idx` (IDX files first),
+`idx_dir`, `class_names`, `test_examples`, `splits` and `image_shape`.
 """
 
 from __future__ import annotations
@@ -58,6 +66,10 @@ __all__ = [
     "LIKELIHOODS",
     "OPTIMIZERS",
     "SCHEDULES",
+    "DATASETS",
+    "DatasetRegistry",
+    "ACTIVATIONS",
+    "REGISTRIES",
     "MODEL_REGISTRIES",
     "TRAIN_REGISTRIES",
     "int_list",
@@ -171,6 +183,26 @@ class Registry:
         return "; ".join(f"{e.name}: {e.summary}" if e.summary else e.name for e in self._entries.values())
 
 
+class DatasetRegistry(Registry):
+    """The datasets by name. An entry registered with the trait `path=True`
+    takes a path: it is spelled "name:PATH" ("npz:data.npz", "folder:~/faces")."""
+
+    def __getitem__(self, name: str) -> Entry:
+        if isinstance(name, str):
+            prefix, colon, path = name.partition(":")
+            entry = self._entries.get(prefix if colon else name)
+            if entry is not None and bool(entry.trait("path")) == bool(colon) and (path or not colon):
+                return entry
+        raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(self.spellings())}")
+
+    def spellings(self) -> Tuple[str, ...]:
+        """How a config names each dataset: "shapes", ..., "npz:PATH"."""
+        return tuple(f"{e.name}:PATH" if e.trait("path") else e.name for e in self._entries.values())
+
+    def describe(self) -> str:
+        return "; ".join(f"{name}: {e.summary}" for name, e in zip(self.spellings(), self._entries.values()))
+
+
 # --- command-line parsers of field values -------------------------------------------------------
 
 def int_list(text: str) -> tuple:
@@ -193,9 +225,14 @@ def conv_layer_list(text: str) -> tuple:
     return layers
 
 
+# The tf-keras activations a network may name (tf_keras.activations.get accepts each).
+ACTIVATIONS = ("elu", "relu", "relu6", "leaky_relu", "gelu", "selu", "silu", "swish", "mish", "tanh", "sigmoid",
+               "hard_sigmoid", "softplus", "softsign", "exponential", "linear")
+
+
 def _activation(name: str, value: Any) -> None:
-    checks.require(isinstance(value, str) and value != "",
-                   f"{name} must be the name of a tf-keras activation such as elu or relu (got {value!r})")
+    checks.require(isinstance(value, str) and value in ACTIVATIONS,
+                   f"unknown {name} {value!r}; choose a tf-keras activation: {', '.join(ACTIVATIONS)}")
 
 
 def _conv_layers(name: str, value: Any) -> None:
@@ -216,11 +253,6 @@ def _dense_units(name: str, value: Any) -> None:
     checks.non_negative(name, value, whole=True)
 
 
-def _open_fraction(name: str, value: Any) -> None:
-    checks.finite_number(name, value)
-    checks.require(0 < value < 1, f"{name} must lie strictly between 0 and 1 (got {value!r})")
-
-
 NORMAL_SCALES = ("shared", "channel", "pixel")
 
 
@@ -236,16 +268,18 @@ PRIORS = Registry("prior", "model", "prior")
 LIKELIHOODS = Registry("likelihood", "model", "likelihood")
 OPTIMIZERS = Registry("optimizer", "train", "optimizer")
 SCHEDULES = Registry("learning-rate schedule", "train", "lr_schedule")
+DATASETS = DatasetRegistry("dataset", "data", "dataset")
 
 # Config field -> the registry whose entry it names, per section.
 MODEL_REGISTRIES = {"arch": NETWORKS, "posterior": POSTERIORS, "prior": PRIORS, "likelihood": LIKELIHOODS}
 TRAIN_REGISTRIES = {"optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES}
-_ALL = (NETWORKS, POSTERIORS, PRIORS, LIKELIHOODS, OPTIMIZERS, SCHEDULES)
+# Every registry, for lookups across kinds (a field means one thing in all of them).
+REGISTRIES = (NETWORKS, POSTERIORS, PRIORS, LIKELIHOODS, OPTIMIZERS, SCHEDULES, DATASETS)
 
 
 def find_field(name: str) -> Optional[Field]:
     """The field called `name` that some registered component declares, or None."""
-    for registry in _ALL:
+    for registry in REGISTRIES:
         for entry in registry.entries():
             for field in entry.fields:
                 if field.name == name:
@@ -258,7 +292,8 @@ def _hidden_units(default):
                  "widths of the hidden layers, e.g. 300,300 (the decoder mirrors them)", int_list)
 
 
-_ACTIVATION = Field("activation", "elu", _activation, "activation of every hidden layer (a tf-keras name)", str)
+_ACTIVATION = Field("activation", "elu", _activation, "activation of every hidden layer (a tf-keras name)", str,
+                    choices=ACTIVATIONS)
 
 NETWORKS.register(
     "mlp", "probvae.networks.dense:MLP", summary="dense layers", fields=[_hidden_units((512, 256)), _ACTIVATION],
@@ -313,7 +348,7 @@ SCHEDULES.register(
     summary="the step size falls by --lr-plateau-factor after --lr-plateau-patience epochs without a better "
             "validation ELBO, down to --lr-plateau-min x --learning-rate",
     fields=[
-        Field("lr_plateau_factor", 0.5, _open_fraction, "factor of each reduction on a plateau", float),
+        Field("lr_plateau_factor", 0.5, checks.open_fraction, "factor of each reduction on a plateau", float),
         Field("lr_plateau_patience", 10, checks.positive_int,
               "epochs without a better validation ELBO before the step size falls", int),
         Field("lr_plateau_min", 0.01, checks.fraction, "smallest step size, as a fraction of --learning-rate",
@@ -324,3 +359,30 @@ SCHEDULES.register("cosine", "probvae.training.schedules:cosine",
                    summary="half cosine from --learning-rate to --lr-final x it over the run",
                    fields=[Field("lr_final", 0.05, checks.fraction,
                                  "final step size as a fraction of --learning-rate", float)])
+
+_FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+DATASETS.register("fashion_mnist", "probvae.data.sources:tfds_arrays",
+                  summary="Fashion-MNIST 28x28 grey (IDX files in --data-dir or /usr/share/datasets, else TFDS)",
+                  tfds_name="fashion_mnist", idx=True, idx_dir="/usr/share/datasets/fashion-mnist",
+                  class_names=_FASHION, test_examples=10_000)
+DATASETS.register("mnist", "probvae.data.sources:tfds_arrays",
+                  summary="MNIST digits 28x28 grey (IDX files in --data-dir, else TFDS)", tfds_name="mnist",
+                  idx=True, class_names=tuple(str(digit) for digit in range(10)), test_examples=10_000)
+DATASETS.register("kmnist", "probvae.data.sources:tfds_arrays", summary="Kuzushiji-MNIST 28x28 grey (TFDS)",
+                  tfds_name="kmnist", class_names=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+                  test_examples=10_000)
+DATASETS.register("cifar10", "probvae.data.sources:tfds_arrays", summary="CIFAR-10 32x32 colour (TFDS)",
+                  tfds_name="cifar10", test_examples=10_000,
+                  class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                               "truck"))
+DATASETS.register("shapes", "probvae.data.sources:shapes_arrays",
+                  summary="built-in procedural 28x28 shapes, offline", class_names=("square", "disc", "triangle", "cross"),
+                  test_examples=500)
+DATASETS.register("celeb_a", "probvae.data.sources:tfds_streams",
+                  summary="CelebA faces (TFDS), streamed, resized to --image-shape (64,64,3 unless given)",
+                  tfds_name="celeb_a", splits=("train", "validation", "test"), image_shape=(64, 64, 3),
+                  test_examples=19_962)
+DATASETS.register("npz", "probvae.data.sources:npz_arrays",
+                  summary="arrays x_train, x_test (uint8 or floats in [0, 1]), optional y_train, y_test", path=True)
+DATASETS.register("folder", "probvae.data.sources:folder_streams",
+                  summary="JPEG/PNG files (class subfolders give labels), streamed", path=True)

@@ -84,15 +84,8 @@ _RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_DIR, LOG_DIR)
 LOCK_FILE = "writer.lock"
 
 # Config keys a resumed run may change: how the run is carried out, not what
-# it computes from good batches.
-RESUME_MAY_CHANGE = frozenset({
-    "data.data_dir",
-    "train.eager",
-    "train.checkpoint_every_steps",
-    "train.skip_nonfinite",
-    "train.deterministic",
-    "train.strategy",
-})
+# it computes from good batches (the fields declared with resume=True).
+RESUME_MAY_CHANGE = RunConfig.resumable()
 
 
 def new_run_dir(root: str = "runs", prefix: str = "") -> str:

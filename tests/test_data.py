@@ -8,6 +8,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from probvae import data
+from probvae.errors import UserError
 
 FASHION_DIR = data.SYSTEM_IDX_DIRS["fashion_mnist"]
 
@@ -193,3 +194,53 @@ def test_pixels_scale_to_the_correctly_rounded_fraction_in_every_context():
     batch = tf.function(lambda step: source.batch(order, tf.constant(2, tf.int64), step))
     for step, expected in enumerate(data.training_batches(images, 8, binarize=True, seed=3, epoch=2)):
         np.testing.assert_array_equal(batch(tf.constant(step, tf.int64)), expected)
+
+
+def streamed_binarizations(images, batch_sizes, seed):
+    return [np.concatenate(list(data.evaluation_batches(images, b, binarize=True, seed=seed).as_numpy_iterator()))
+            for b in batch_sizes]
+
+
+def check_held_out_binarization(images):
+    """The fixed binarization of a streamed split depends on its seed, not on the batch size."""
+    by_3, by_5 = streamed_binarizations(images, (3, 5), seed=4)
+    np.testing.assert_array_equal(by_3, by_5)
+    again, = streamed_binarizations(images, (2,), seed=4)
+    np.testing.assert_array_equal(by_3, again)
+    other, = streamed_binarizations(images, (3,), seed=5)
+    assert not np.array_equal(by_3, other)
+    assert set(np.unique(by_3)) == {0.0, 1.0}
+
+
+def test_a_streamed_tfds_split_binarizes_the_same_at_any_batch_size():
+    with tfds.testing.mock_data(num_examples=7):
+        splits = data.load_dataset("celeb_a", image_shape=(5, 4, 1))
+        check_held_out_binarization(splits.x_test)
+
+
+def test_an_image_folder_binarizes_the_same_at_any_batch_size(tmp_path):
+    grey = np.random.default_rng(3).integers(30, 220, (9, 6, 5, 1)).astype(np.uint8)
+    for i, image in enumerate(grey):
+        tf.io.write_file(str(tmp_path / f"{i}.png"), tf.io.encode_png(image))
+    stream = data.folders.ImageFiles(sorted(str(p) for p in tmp_path.glob("*.png")), (6, 5, 1))
+    check_held_out_binarization(stream)
+
+
+def test_array_held_out_binarization_depends_on_its_seed_only():
+    images = np.random.default_rng(5).integers(0, 256, (11, 4, 3, 1)).astype(np.uint8)
+    first, second = streamed_binarizations(images, (3, 11), seed=2)
+    np.testing.assert_array_equal(first, second)
+    # The reference runs' numbers: one draw of [11, 4, 3, 1] uniforms from (seed, 0x5EED).
+    uniforms = tf.random.stateless_uniform(images.shape, seed=[2, 0x5EED]).numpy()
+    np.testing.assert_array_equal(first, (uniforms < images / np.float32(255)).astype(np.float32))
+    assert not np.array_equal(first, streamed_binarizations(images, (3,), seed=3)[0])
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"validation_fraction": 0.0}, "validation_fraction must lie strictly between 0 and 1"),
+    ({"max_train_examples": -1}, "max_train_examples must be a whole number of at least 1"),
+    ({"split_seed": -2}, "split_seed must be a whole number in"),
+])
+def test_load_dataset_applies_the_configs_checks(changes, message):
+    with pytest.raises(UserError, match=message):
+        data.load_dataset("shapes", **changes)

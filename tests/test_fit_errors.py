@@ -315,6 +315,8 @@ def expected_problems(argv):
     is its value; the config checks those values; the data checks come last."""
     pairs = [(argv[i], argv[i + 1]) for i in range(len(argv) - 1) if argv[i] in VALUES]
     for option, value in pairs:
+        if value == "":
+            return [rf"argument {option}: an empty value; give one or leave the argument out"]
         if option in INT_OPTIONS and not _is_int(value):
             return [rf"argument {option}: invalid int value: '{re.escape(value)}'"]
         if option in CHOICES and value not in CHOICES[option]:
@@ -323,7 +325,7 @@ def expected_problems(argv):
     number = lambda option, default: float(final.get(option, default))  # noqa: E731
     problems = []
     dataset = final["--dataset"]
-    if dataset in ("imagenet", "npz:", ""):
+    if dataset in ("imagenet", "npz:"):
         problems.append(rf"unknown dataset '{dataset}'; choose one of")
     for option, field in (("--epochs", "epochs"), ("--latent-dim", "latent_dim"), ("--batch-size", "batch_size"),
                           ("--max-train-examples", "max_train_examples")):
@@ -347,7 +349,9 @@ def expected_problems(argv):
     elif not 0 < fraction < 1:
         problems.append(r"validation_fraction must lie strictly between 0 and 1")
     if number("--checkpoint-every", 500) < 0:
-        problems.append(r"checkpoint_every_steps must be a whole number, 0 or more")
+        problems.append(r"checkpoint_every_steps must be a whole number of at least 0")
+    if "--normal-scale" in final and final.get("--likelihood", "bernoulli") != "normal":
+        problems.append(r"--normal-scale belongs to the likelihood normal \(--likelihood\), which this run does not use")
     if problems:
         return problems
     if dataset == "npz:/nonexistent.npz":
@@ -368,7 +372,9 @@ def test_expected_problems_reads_command_lines_as_argparse_and_the_config_do():
         "argument --epochs: invalid int value: 'x'"]
     # The last value counts, once every value has parsed.
     assert expected_problems(["--dataset", "imagenet", "--learning-rate", "nan"] + TRAIN_TAIL) == []
-    assert len(expected_problems(["--dataset", "", "--beta", "-1", "--seed", "-1", "--dry-run"])) == 3
+    assert len(expected_problems(["--dataset", "npz:", "--beta", "-1", "--seed", "-1", "--dry-run"])) == 3
+    assert expected_problems(["--dataset", "shapes", "--beta", "", "--dry-run"]) == [
+        "argument --beta: an empty value; give one or leave the argument out"]
     assert expected_problems(["--dataset", "shapes", "--validation-fraction", "0.99", "--batch-size", "40",
                               "--dry-run"]) == [
         "batch size 40 is larger than the 25 training examples; lower --batch-size"]

@@ -127,3 +127,21 @@ def test_folder_labels_follow_their_images_past_a_file_that_fails_to_decode(tmp_
         # Paired as report.LatentSnapshots pairs them (labels[:len(images)]), then whole.
         check_split(images, np.asarray(labels)[: len(images)], name)
         check_split(images, labels, name)
+
+
+def test_labels_travel_with_their_images_past_a_file_that_stops_decoding(tmp_path):
+    write_folder(tmp_path, FOLDER_LABELS)
+    splits = data.load_dataset(f"folder:{tmp_path}", validation_fraction=0.2, split_seed=3,
+                               image_shape=(HEIGHT, WIDTH, 1))
+    stream = splits.x_train
+    # After the listing, the second file of the split is damaged on disk: the pipeline drops it.
+    path = stream.paths[1]
+    encoded = bytearray(open(path, "rb").read())
+    encoded[len(encoded) // 2: len(encoded) // 2 + 8] = b"\xff" * 8
+    open(path, "wb").write(bytes(encoded))
+    images, labels = stream.labelled(slice(None))
+    assert len(images) == len(stream) - 1 == len(labels)
+    ids = check_split(images, labels, "train, one file damaged")
+    assert int(os.path.basename(path)[:-4]) not in ids
+    images, labels = stream.labelled(np.array([0, 1, 2]))
+    assert len(images) == 2 and check_split(images, labels, "picked") == ids[:2]

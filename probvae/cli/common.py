@@ -11,12 +11,12 @@ import os
 import platform
 import sys
 import traceback
-from typing import Callable, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 from probvae.errors import TrainingInterrupted, UserError
 
-__all__ = ["ArgumentParser", "USAGE_ERROR", "add_registry_arguments", "image_shape_argument", "prefer_onednn",
-           "prepare_process", "QuietTensorFlow", "stderr_silenced", "require_positive", "run", "show_config_defaults"]
+__all__ = ["ArgumentParser", "USAGE_ERROR", "add_config_arguments", "component_of", "prefer_onednn",
+           "prepare_process", "QuietTensorFlow", "stderr_silenced", "require_positive", "run"]
 
 USAGE_ERROR = 2
 
@@ -37,6 +37,13 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         raise UserError(f"{message}; see {self.prog} --help")
 
+    def _get_value(self, action, arg_string):
+        # An empty value is never what a user means (`--resume ''` is not "no --resume").
+        if isinstance(arg_string, str) and not arg_string.strip():
+            name = "/".join(action.option_strings) or action.metavar or action.dest
+            self.error(f"argument {name}: an empty value; give one or leave the argument out")
+        return super()._get_value(action, arg_string)
+
 
 def _shown(value) -> str:
     if isinstance(value, (tuple, list)):
@@ -44,21 +51,52 @@ def _shown(value) -> str:
     return str(value)
 
 
-def show_config_defaults(parser: argparse.ArgumentParser, sections: dict) -> None:
-    """Append "(default: V)" to the help of each flag that sets a config field
-    (`sections`: {"train": ("epochs", ...), ...}), V from a default `RunConfig`,
-    unless the help already states its default. The flags themselves default
-    to None, so that only the flags given override a preset or a resumed run."""
-    from probvae.config import RunConfig
+def _with_default(text: str, default) -> str:
+    """`text` with "(default: V)" unless it states its default or there is none."""
+    if default is None or "default" in text:
+        return text
+    return f"{text} (default: {_shown(default)})" if text else f"default: {_shown(default)}"
 
-    config = RunConfig()
-    for action in parser._actions:
-        for section, names in sections.items():
-            if action.dest in names:
-                value = getattr(getattr(config, section), action.dest, None)
-                if value is not None and "default" not in (action.help or ""):
-                    action.help = f"{action.help} (default: {_shown(value)})" if action.help else \
-                        f"default: {_shown(value)}"
+
+def _flag_of(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, titles: dict) -> dict:
+    """A group of flags per config section (`titles`: {"data": "data", "train":
+    "training", ...}): one flag per own field, from its `Flag` metadata, and
+    one per field of the components the section can choose, from the registry.
+    Every flag defaults to None, so that only the flags given override a
+    preset or a resumed run.
+
+    Returns:
+      {section: the config field names the flags set}.
+    """
+    from probvae.config import RunConfig
+    from probvae.config.fields import flags
+
+    sections = {}
+    for section, fields in RunConfig.SECTIONS.items():
+        group = parser.add_argument_group(titles.get(section, section))
+        names = []
+        for name, default, flag in flags(fields):
+            text = flag.help or (flag.registry.describe() if flag.registry is not None else "")
+            choices = flag.choices
+            if flag.registry is not None and not hasattr(flag.registry, "spellings"):
+                choices = flag.registry.names()
+            _add(group, flag.flag or _flag_of(name), name, flag.parse, choices, _with_default(text, default),
+                 flag.metavar)
+            names.append(name)
+        sections[section] = tuple(names) + _add_component_fields(group, fields.registries())
+    return sections
+
+
+def _add(group, flag: str, dest: str, parse, choices, text: str, metavar=None) -> None:
+    if parse is None:
+        group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
+    else:
+        kind = parse if parse in (int, float, str) else _typed(parse, dest)  # argparse names the plain types
+        group.add_argument(flag, dest=dest, type=kind, choices=choices, help=text, metavar=metavar)
 
 
 def _one_line(error: BaseException) -> str:
@@ -168,29 +206,6 @@ def require_positive(args: argparse.Namespace, *names: str) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
 
 
-def image_shape_argument(text: str) -> tuple:
-    """argparse type for "H,W,C" (e.g. 64,64,3) -> (64, 64, 3)."""
-    try:
-        shape = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3:
-        raise argparse.ArgumentTypeError(f"expected height,width,channels such as 64,64,3, got {text!r}")
-    return shape
-
-
-def latent_sizes_argument(text: str):
-    """argparse type for "32" -> 32 or "40,40" -> (40, 40) (one size per latent level)."""
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        sizes = ()
-    if not sizes:
-        raise argparse.ArgumentTypeError(f"expected a whole number such as 32, or one per latent layer such as "
-                                         f"40,40, got {text!r}")
-    return sizes[0] if len(sizes) == 1 else sizes
-
-
 def _typed(parse: Callable, name: str) -> Callable:
     """An argparse type from a field's parser: a ValueError becomes an argparse error."""
     def convert(text):
@@ -203,34 +218,41 @@ def _typed(parse: Callable, name: str) -> Callable:
     return convert
 
 
-def add_registry_arguments(group, registries: dict) -> Tuple[str, ...]:
-    """Add a choice flag per registry (--prior, ...) and a flag per field its
-    entries declare (--prior-components, ...) to `group`; return the config
-    field names they set. Choices, summaries and defaults come from the registry."""
+def _add_component_fields(group, registries: dict) -> Tuple[str, ...]:
+    """Add a flag per field the entries of `registries` declare (--prior-components, ...)
+    to `group`; return the field names. Summaries and defaults come from the registry."""
     names = []
-    for option, registry in registries.items():
-        names.append(option)
-        group.add_argument(f"--{option.replace('_', '-')}", choices=registry.names(),
-                           help=registry.describe())
-    seen = set()
-    for registry in registries.values():
+    for registry in dict.fromkeys(registries.values()):
         for entry in registry.entries():
             for field in entry.fields:
-                if field.name in seen:
+                if field.name in names:
                     continue
-                seen.add(field.name)
                 names.append(field.name)
-                flag = f"--{field.name.replace('_', '-')}"
                 defaults = {e.name: f.default for r in registries.values() for e in r.entries()
                             for f in e.fields if f.name == field.name}
-                shown = lambda value: ",".join(map(str, value)) if isinstance(value, tuple) else str(value)  # noqa: E731
-                if len(set(map(shown, defaults.values()))) == 1:
-                    text = f"{field.help} ({', '.join(defaults)}; default {shown(field.default) or 'none'})"
+                if len(set(map(_shown, defaults.values()))) == 1:
+                    text = f"{field.help} ({', '.join(defaults)}; default {_shown(field.default)})"
                 else:
                     text = f"{field.help} (default " + "; ".join(
-                        f"{name}: {shown(value)}" for name, value in defaults.items()) + ")"
-                if isinstance(field.default, bool):
-                    group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
-                elif field.parse is not None:
-                    group.add_argument(flag, type=_typed(field.parse, field.name), choices=field.choices, help=text)
+                        f"{name}: {_shown(value)}" for name, value in defaults.items()) + ")"
+                parse = None if isinstance(field.default, bool) else field.parse
+                many = field.choices is not None and len(field.choices) > 5  # listed by the error, not the usage
+                if parse is not None or isinstance(field.default, bool):
+                    _add(group, _flag_of(field.name), field.name, parse, field.choices, text,
+                         "NAME" if many else None)
     return tuple(names)
+
+
+def component_of(section, name: str) -> Optional[str]:
+    """Who declares component field `name` that `section` (a config section)
+    does not use, e.g. "the network conv (--arch / --decoder-arch)"; None if
+    the section uses it or no component declares it."""
+    if name in section.component_fields():
+        return None
+    owners = {}  # registry -> (its options, the entries declaring the field)
+    for option, registry in section.registries().items():
+        entries = [e.name for e in registry.entries() if any(f.name == name for f in e.fields)]
+        if entries:
+            owners.setdefault(registry, ([], entries))[0].append(_flag_of(option))
+    return " or ".join(f"the {registry.kind} {' or '.join(entries)} ({' / '.join(options)})"
+                       for registry, (options, entries) in owners.items()) or None

@@ -115,12 +115,16 @@ class ImageStream:
     def _decode(self, example) -> tf.Tensor:
         raise NotImplementedError
 
-    def dataset(self, order: Optional[Tuple[int, int]] = None, start: int = 0) -> tf.data.Dataset:
+    def dataset(self, order: Optional[Tuple[int, int]] = None, start: int = 0,
+                positions: bool = False) -> tf.data.Dataset:
         """Every image once as uint8 [h, w, c], skipping ones that fail to decode.
 
         Args:
           order: (seed, epoch) for a repeatable shuffled order; None: the fixed order.
           start: leave out the first `start` images of that order (resuming).
+          positions: yield (position, image) pairs, the position (int64) of each
+            image in that order carried through the decoding, so an image that
+            fails to decode takes its position (and so its label) with it.
         """
         if self._attempted is None:
             self._attempted = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -128,34 +132,43 @@ class ImageStream:
         self._attempted.assign(0)
         self._decoded.assign(0)
 
-        def attempt(example):
+        def attempt(position, example):
             self._attempted.assign_add(1)
-            return example
+            return position, example
 
-        def decoded(image):
+        def decode(position, example):
+            return position, self._decode(example)
+
+        def decoded(position, image):
             self._decoded.assign_add(1)
-            return image
+            return (position, image) if positions else image
 
         return (
             self._raw(order, start)
+            .enumerate(start)
             .map(attempt)
-            .map(self._decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .ignore_errors()
             .map(decoded)
         )
 
-    def __getitem__(self, index) -> np.ndarray:
-        """The images at `index` (int, slice or integer array) in the fixed order, uint8."""
+    def read(self, index) -> Tuple[np.ndarray, np.ndarray]:
+        """(images uint8 [m, h, w, c], their positions int [m]) at `index` (int, slice or
+        integer array) in the fixed order; an image that no longer decodes is left out."""
         positions = np.atleast_1d(np.arange(self.num_examples)[index])
         wanted = set(int(p) for p in positions)
         found = {}
         if wanted:
-            last = max(wanted)
-            for position, image in enumerate(self.dataset().take(last + 1).as_numpy_iterator()):
-                if position in wanted:
-                    found[position] = image
-        images = np.stack([found[p] for p in positions if p in found]) if found else np.zeros(
-            (0,) + self.image_shape, np.uint8)
+            for position, image in self.dataset(positions=True).take(max(wanted) + 1).as_numpy_iterator():
+                if int(position) in wanted:
+                    found[int(position)] = image
+        kept = np.array([p for p in positions if p in found], np.int64)
+        images = np.stack([found[p] for p in kept]) if len(kept) else np.zeros((0,) + self.image_shape, np.uint8)
+        return images, kept
+
+    def __getitem__(self, index) -> np.ndarray:
+        """The images at `index` (int, slice or integer array) in the fixed order, uint8."""
+        images, _ = self.read(index)
         return images[0] if np.ndim(index) == 0 and not isinstance(index, slice) and len(images) else images
 
     def __array__(self, dtype=None, copy=None):
@@ -178,6 +191,12 @@ class ImageFiles(ImageStream):
         self.paths = np.asarray(list(paths), dtype=object)
         self.labels = labels
         self.unreadable = tuple(unreadable)
+
+    def labelled(self, index) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(images, labels) at `index`: the labels of the images that decoded, paired by
+        the positions carried through the pipeline (labels None without classes)."""
+        images, positions = self.read(index)
+        return images, None if self.labels is None else np.asarray(self.labels)[positions]
 
     def subset(self, index) -> "ImageFiles":
         """The files at `index` as a new stream (labels kept)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from probvae import seeds
 from probvae.data.folders import ImageStream
 from probvae.data.sources import to_unit_interval
 from probvae.errors import UserError
@@ -46,13 +47,12 @@ def binarized(x, seed) -> tf.Tensor:
 def binarize_fixed(images: np.ndarray, seed: int) -> np.ndarray:
     """One seeded binarization of images (uint8 0..255 or float 0..1), as a
     float32 {0, 1} array: `binarized` with the seed (seed, 0x5EED)."""
-    return binarized(tf.constant(to_unit_interval(images)), [seed, 0x5EED]).numpy()
+    return binarized(tf.constant(to_unit_interval(images)), seeds.held_out_binarization_seed(seed)).numpy()
 
 
 def _binarize_step(x, seed: int, epoch, step):
     """The dynamic binarization of training step `step`: seed (seed * 1000003 + epoch, step)."""
-    return binarized(x, tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64),
-                                  tf.cast(step, tf.int64)]))
+    return binarized(x, seeds.training_binarization_seed(seed, epoch, step))
 
 
 def training_batches(images, batch_size: int, *, binarize: bool, seed: int, epoch: int,
@@ -153,16 +153,17 @@ def evaluation_batches(images, batch_size: int, *, binarize: bool, seed: int) ->
     """Every held-out example once, in order, float32 [<= batch_size, h, w, c];
     binarized once from `seed` when `binarize` is set.
 
-    For an `ImageStream` nothing is cached: batch k is binarized from
-    (seed, 0x5EED + 1 + k), the same on every pass.
+    For an `ImageStream` nothing is cached: the image at position i of the
+    split is binarized from fold_in((seed, 0x5EED), i) (`seeds.sample_seed`), the same on
+    every pass and whatever the batch size.
     """
     if isinstance(images, ImageStream):
-        def prepare(index, x):
-            x = _scale(x)
-            if binarize:
-                x = binarized(x, tf.stack([tf.cast(seed, tf.int64), 0x5EED + 1 + index]))
-            return x
+        base = tf.constant(seeds.held_out_binarization_seed(seed), tf.int64)
 
-        return images.dataset().batch(batch_size).enumerate().map(prepare).prefetch(tf.data.AUTOTUNE)
+        def prepare(position, x):
+            x = _scale(x)
+            return binarized(x, seeds.sample_seed(base, position)) if binarize else x
+
+        return images.dataset(positions=True).map(prepare).batch(batch_size).prefetch(tf.data.AUTOTUNE)
     x = binarize_fixed(images, seed) if binarize else _scale(images).numpy()
     return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).cache().prefetch(tf.data.AUTOTUNE)

@@ -10,7 +10,8 @@ Bernoulli likelihood, binarizes them:
 - evaluation: one fixed binarization of the held-out set from a recorded seed,
   so two evaluations of the same data are comparable.
 
-Sources, by name:
+Sources, by name: the entries of `probvae.registry.DATASETS`, each with its
+builder here and its traits (TFDS name, IDX folder, class names):
 - "mnist", "fashion_mnist": the IDX files (train-images-idx3-ubyte.gz, ...)
   in --data-dir, then in the system folder of Debian's dataset package
   (/usr/share/datasets/fashion-mnist), otherwise TFDS (which downloads);
@@ -29,15 +30,15 @@ The validation split is carved from the training set with a fixed seed.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import os
-import struct
-from typing import Optional
+from typing import Any, Iterator, Mapping, NamedTuple, Optional
 
 import numpy as np
-from probvae.config import DATASETS, check_dataset_name
+from probvae.config import DataConfig
+from probvae.data.arrays import labels_of, make_shapes, read_idx, to_uint8_images, to_unit_interval
 from probvae.errors import UserError
 from probvae.data.folders import ImageStream, TfdsImages, folder_splits
+from probvae.registry import DATASETS, Entry
 
 __all__ = [
     "CLASS_NAMES",
@@ -45,6 +46,8 @@ __all__ = [
     "IDX_FILES",
     "SYSTEM_IDX_DIRS",
     "Splits",
+    "Arrays",
+    "DataRequest",
     "ImageStream",
     "load_dataset",
     "load_config_dataset",
@@ -62,24 +65,51 @@ IDX_FILES = {
     "y_test": "t10k-labels-idx1-ubyte.gz",
 }
 
-# Where Debian's dataset packages put the IDX files.
-SYSTEM_IDX_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
+class _Trait(Mapping):
+    """{dataset name: one trait of its `DATASETS` entry}, for the entries that state it (read live)."""
 
-# Names of the integer labels, for legends.
-CLASS_NAMES = {
-    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                      "Bag", "Ankle boot"),
-    "mnist": tuple(str(digit) for digit in range(10)),
-    "kmnist": ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-    "shapes": ("square", "disc", "triangle", "cross"),
-}
+    def __init__(self, trait: str):
+        self.trait = trait
 
-_TFDS_NAMES = {"mnist": "mnist", "fashion_mnist": "fashion_mnist", "kmnist": "kmnist", "cifar10": "cifar10"}
-# TFDS datasets streamed rather than loaded: name -> (train, validation, test) splits.
-_TFDS_STREAMED = {"celeb_a": ("train", "validation", "test")}
-# Image shape of streamed TFDS datasets when the model does not set one.
-_DEFAULT_STREAM_SHAPES = {"celeb_a": (64, 64, 3)}
+    def _items(self) -> dict:
+        return {e.name: e.trait(self.trait) for e in DATASETS.entries() if e.trait(self.trait) is not None}
+
+    def __getitem__(self, name: str) -> Any:
+        return self._items()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+
+# Where Debian's dataset packages put the IDX files, and the names of the integer labels (for legends).
+SYSTEM_IDX_DIRS = _Trait("idx_dir")
+CLASS_NAMES = _Trait("class_names")
+
+
+class DataRequest(NamedTuple):
+    """What a dataset's builder (`probvae.registry.DATASETS`) is asked for."""
+
+    name: str  # as a config spells it, e.g. "npz:~/data.npz"
+    entry: Entry
+    path: Optional[str]  # the PATH of "name:PATH", user-expanded; None for other datasets
+    data_dir: Optional[str]
+    validation_fraction: float
+    split_seed: int
+    max_train_examples: Optional[int]
+    image_shape: Optional[tuple]
+
+
+class Arrays(NamedTuple):
+    """Training and test images (and labels or None) of an array source; `load_dataset` splits them."""
+
+    x_train: Any
+    y_train: Any
+    x_test: Any
+    y_test: Any
+    source: str  # where they came from, for the user
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,110 +137,18 @@ class Splits:
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
 
-def read_idx(path: str) -> np.ndarray:
-    """Read an IDX file (gzipped or not) of unsigned bytes into a numpy array."""
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as handle:
-            data = handle.read()
-    except (OSError, EOFError) as error:
-        raise UserError(f"cannot read IDX file {path}: {error}") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise UserError(f"{path} is not an IDX file of unsigned bytes")
-    ndim = data[3]
-    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
-        raise UserError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {body.size}")
-    return body.reshape(shape)
-
-
-def _with_channels(x, what):
-    x = np.asarray(x)
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4:
-        raise UserError(f"{what} must be [n, height, width] or [n, height, width, channels], got shape {x.shape}")
-    if 0 in x.shape[1:]:
-        raise UserError(f"{what} have an empty axis (shape {x.shape}); pass images of at least 1x1 pixel and 1 channel")
-    return x
-
-
-def _check_range(x, what):
-    floating = np.issubdtype(x.dtype, np.floating)
-    if not (floating or np.issubdtype(x.dtype, np.integer)):  # the dtype, even of an empty array
-        raise UserError(f"{what} have dtype {x.dtype}; pass uint8 0..255 or floats in [0, 1]")
-    if x.dtype == np.uint8 or x.size == 0:
-        return
-    if floating:
-        if not np.all(np.isfinite(x)) or x.min() < 0.0 or x.max() > 1.0:
-            raise UserError(f"{what} are floats outside [0, 1]; scale them to [0, 1] or pass uint8 0..255")
-    elif x.min() < 0 or x.max() > 255:
-        raise UserError(f"{what} are integers outside 0..255; pass uint8 0..255 or floats in [0, 1]")
-
-
-def to_uint8_images(x, what: str = "images") -> np.ndarray:
-    """Images as uint8 [n, h, w, c] from uint8 0..255 or float 0..1 arrays.
-
-    A 3-D array [n, h, w] gets a channel axis. Raises UserError for other
-    shapes or values outside those ranges.
-    """
-    x = _with_channels(x, what)
-    _check_range(x, what)
-    if np.issubdtype(x.dtype, np.floating):
-        return np.round(x * 255.0).astype(np.uint8)
-    return x.astype(np.uint8)
-
-
-def to_unit_interval(x, what: str = "images") -> np.ndarray:
-    """Images as float32 [n, h, w, c] in [0, 1] from uint8 0..255 or float 0..1
-    arrays (floats are kept as they are, not quantised)."""
-    x = _with_channels(x, what)
-    _check_range(x, what)
-    if np.issubdtype(x.dtype, np.floating):
-        return x.astype(np.float32)
-    return x.astype(np.float32) / 255.0
-
-
-def make_shapes(num_examples: int, seed: int = 0, size: int = 28):
-    """Procedural grey-level shapes (0 square, 1 disc, 2 triangle, 3 cross).
-
-    Returns:
-      images uint8 [num_examples, size, size, 1] and labels int64 [num_examples].
-    """
-    rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    labels = rng.integers(0, 4, num_examples)
-    radius = rng.uniform(0.18, 0.32, num_examples) * size
-    centre = rng.uniform(0.35, 0.65, (num_examples, 2)) * size
-    intensity = rng.uniform(0.6, 1.0, num_examples)
-    images = np.zeros((num_examples, size, size), np.float32)
-    for i in range(num_examples):
-        dy, dx = rows - centre[i, 0], cols - centre[i, 1]
-        r = radius[i]
-        if labels[i] == 0:
-            mask = (np.abs(dy) < r) & (np.abs(dx) < r)
-        elif labels[i] == 1:
-            mask = dy**2 + dx**2 < r**2
-        elif labels[i] == 2:
-            mask = (dy < r) & (dy > -r) & (np.abs(dx) < (dy + r) / 2)
-        else:
-            mask = ((np.abs(dy) < r / 3) & (np.abs(dx) < r)) | ((np.abs(dx) < r / 3) & (np.abs(dy) < r))
-        images[i][mask] = intensity[i]
-    return np.round(images[..., None] * 255).astype(np.uint8), labels.astype(np.int64)
-
-
 def _from_idx(directory: str):
     arrays = {key: read_idx(os.path.join(directory, name)) for key, name in IDX_FILES.items()}
     return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
 
 
-def _idx_directory(name: str, data_dir: Optional[str]) -> Optional[str]:
+def _idx_directory(request: DataRequest) -> Optional[str]:
+    name, data_dir = request.entry.name, request.data_dir
     candidates = []
     if data_dir:
         candidates += [data_dir, os.path.join(data_dir, name), os.path.join(data_dir, name.replace("_", "-"))]
-    if name in SYSTEM_IDX_DIRS:
-        candidates.append(SYSTEM_IDX_DIRS[name])
+    if request.entry.trait("idx_dir"):
+        candidates.append(request.entry.trait("idx_dir"))
     for directory in candidates:
         if all(os.path.isfile(os.path.join(directory, f)) for f in IDX_FILES.values()):
             return directory
@@ -229,34 +167,50 @@ def _tfds_load(name: str, data_dir: Optional[str], splits, **kwargs):
         ) from None
 
 
-def _streamed_tfds(name: str, data_dir: Optional[str], image_shape, max_train_examples: Optional[int]) -> Splits:
-    """A TFDS dataset as `Splits` of `TfdsImages` streams, using its own splits."""
-    shape = tuple(image_shape) if image_shape is not None else _DEFAULT_STREAM_SHAPES[name]
-    datasets = _tfds_load(name, data_dir, _TFDS_STREAMED[name])
-    if max_train_examples is not None:
-        datasets[0] = datasets[0].take(max_train_examples)
+def tfds_streams(request: DataRequest) -> "Splits":
+    """A TFDS dataset (trait `tfds_name`) as `Splits` of `TfdsImages` streams, using its own
+    splits (trait `splits`), resized to the request's image shape (else the trait `image_shape`)."""
+    name, splits = request.entry.trait("tfds_name"), request.entry.trait("splits")
+    shape = tuple(request.image_shape) if request.image_shape is not None else request.entry.trait("image_shape")
+    datasets = _tfds_load(name, request.data_dir, splits)
+    if request.max_train_examples is not None:
+        datasets[0] = datasets[0].take(request.max_train_examples)
     streams = [TfdsImages(d, shape, int(d.cardinality().numpy())) for d in datasets]
-    for split, stream in zip(_TFDS_STREAMED[name], streams):
+    for split, stream in zip(splits, streams):
         if len(stream) < 1:
             raise UserError(f"TFDS {name} split {split} has no examples (or an unknown size); re-prepare it")
-    return Splits(name=name, source=f"TFDS {name}, streamed, resized and centre-cropped to "
+    return Splits(name=request.name, source=f"TFDS {name}, streamed, resized and centre-cropped to "
                   f"{shape[0]}x{shape[1]}x{shape[2]}", x_train=streams[0], y_train=None,
                   x_validation=streams[1], y_validation=None, x_test=streams[2], y_test=None)
 
 
-def _from_tfds(name: str, data_dir: Optional[str]):
+def tfds_arrays(request: DataRequest) -> Arrays:
+    """The IDX files of a dataset with the trait `idx` (in --data-dir, then the trait
+    `idx_dir`), else its TFDS train and test splits (trait `tfds_name`), as arrays."""
+    directory = _idx_directory(request) if request.entry.trait("idx") else None
+    if directory:
+        return Arrays(*_from_idx(directory), f"IDX files in {directory}")
     import tensorflow_datasets as tfds
 
-    train, test = _tfds_load(_TFDS_NAMES[name], data_dir, ["train", "test"], as_supervised=True)
+    name = request.entry.trait("tfds_name")
+    train, test = _tfds_load(name, request.data_dir, ["train", "test"], as_supervised=True)
 
     def arrays(split):
         images, labels = zip(*tfds.as_numpy(split.batch(10_000)))
         return np.concatenate(images), np.concatenate(labels)
 
-    return arrays(train) + arrays(test)
+    return Arrays(*arrays(train), *arrays(test), f"TFDS {name}")
 
 
-def _from_npz(path: str):
+def shapes_arrays(request: DataRequest) -> Arrays:
+    """The built-in shapes: 2500 training and 500 test images."""
+    x, y = make_shapes(3000, seed=1234)
+    return Arrays(x[:2500], y[:2500], x[2500:], y[2500:], "built-in procedural shapes")
+
+
+def npz_arrays(request: DataRequest) -> Arrays:
+    """The arrays of an .npz file ("npz:PATH")."""
+    path = request.path
     if os.path.isdir(path):
         raise UserError(f"{path} is a folder, not an .npz file; pass --dataset npz:PATH to a file made by numpy.savez")
     if not os.path.isfile(path):
@@ -269,13 +223,22 @@ def _from_npz(path: str):
     missing = [key for key in ("x_train", "x_test") if key not in arrays]
     if missing:
         raise UserError(f"{path} lacks array(s) {', '.join(missing)}; it needs x_train and x_test (y_train, y_test optional)")
-    return arrays["x_train"], arrays.get("y_train"), arrays["x_test"], arrays.get("y_test")
+    return Arrays(arrays["x_train"], arrays.get("y_train"), arrays["x_test"], arrays.get("y_test"), f"npz file {path}")
+
+
+def folder_streams(request: DataRequest) -> "Splits":
+    """The image files of a folder ("folder:PATH") as `Splits` of `ImageFiles` streams."""
+    train, validation, test, source = folder_splits(
+        request.path, request.image_shape, request.validation_fraction, request.split_seed,
+        request.max_train_examples)
+    return Splits(name=request.name, source=source, x_train=train, y_train=train.labels,
+                  x_validation=validation, y_validation=validation.labels, x_test=test, y_test=test.labels)
 
 
 def load_dataset(name: str, data_dir: Optional[str] = None, validation_fraction: float = 0.1,
                  split_seed: int = 0, max_train_examples: Optional[int] = None,
                  image_shape=None) -> Splits:
-    """Load a dataset by name into train / validation / test `Splits`.
+    """Load a dataset by name (`probvae.registry.DATASETS`) into train / validation / test `Splits`.
 
     Args:
       image_shape: [h, w, c] that streamed datasets (folder:PATH, celeb_a) are
@@ -283,34 +246,24 @@ def load_dataset(name: str, data_dir: Optional[str] = None, validation_fraction:
         Array datasets keep their shape (the model must match it).
 
     Raises:
-      ValueError: unknown name (listing the known ones), unreadable or empty data.
+      UserError: values a `DataConfig` refuses (an unknown name, listing the
+        known ones; a fraction outside (0, 1)), unreadable or empty data.
     """
-    check_dataset_name(name)
-    if name.startswith("folder:"):
-        train, validation, test, source = folder_splits(
-            os.path.expanduser(name[len("folder:"):]), image_shape, validation_fraction, split_seed,
-            max_train_examples)
-        return Splits(name=name, source=source, x_train=train, y_train=train.labels,
-                      x_validation=validation, y_validation=validation.labels, x_test=test, y_test=test.labels)
-    if name in _TFDS_STREAMED:
-        return _streamed_tfds(name, data_dir, image_shape, max_train_examples)
-    if name.startswith("npz:"):
-        path = os.path.expanduser(name[4:])
-        arrays, source = _from_npz(path), f"npz file {path}"
-    elif name == "shapes":
-        x, y = make_shapes(3000, seed=1234)
-        arrays, source = (x[:2500], y[:2500], x[2500:], y[2500:]), "built-in procedural shapes"
-    elif name in _TFDS_NAMES:
-        directory = _idx_directory(name, data_dir) if name in ("mnist", "fashion_mnist") else None
-        if directory:
-            arrays, source = _from_idx(directory), f"IDX files in {directory}"
-        else:
-            arrays, source = _from_tfds(name, data_dir), f"TFDS {_TFDS_NAMES[name]}"
-    else:
-        check_dataset_name(name)
-        raise AssertionError(f"no loader for dataset {name!r}")
+    DataConfig(dataset=name, data_dir=data_dir, validation_fraction=validation_fraction, split_seed=split_seed,
+               max_train_examples=max_train_examples)  # the config's checks
+    entry = DATASETS[name]
+    path = os.path.expanduser(name.partition(":")[2]) if entry.trait("path") else None
+    built = entry.load()(DataRequest(name, entry, path, data_dir, validation_fraction, split_seed,
+                                     max_train_examples, None if image_shape is None else tuple(image_shape)))
+    if isinstance(built, Splits):
+        return built
+    return _split_arrays(name, built, validation_fraction, split_seed, max_train_examples)
 
-    x_train, y_train, x_test, y_test = arrays
+
+def _split_arrays(name: str, arrays: Arrays, validation_fraction: float, split_seed: int,
+                  max_train_examples: Optional[int]) -> Splits:
+    """Checked uint8 arrays, the training set split into train and validation by a seeded permutation."""
+    x_train, y_train, x_test, y_test, source = arrays
     x_train = to_uint8_images(x_train, f"{name} training images")
     x_test = to_uint8_images(x_test, f"{name} test images")
     if x_train.shape[1:] != x_test.shape[1:]:
@@ -322,36 +275,12 @@ def load_dataset(name: str, data_dir: Optional[str] = None, validation_fraction:
     validation, train = order[:num_validation], order[num_validation:]
     if max_train_examples is not None:
         train = train[:max_train_examples]
-    y_train = _labels(y_train, len(x_train), f"{name} y_train", "x_train")
-    y_test = _labels(y_test, len(x_test), f"{name} y_test", "x_test")
+    y_train = labels_of(y_train, len(x_train), f"{name} y_train", "x_train")
+    y_test = labels_of(y_test, len(x_test), f"{name} y_test", "x_test")
     labels = lambda y, index: None if y is None else y[index]  # noqa: E731
-    return Splits(
-        name=name,
-        source=source,
-        x_train=x_train[train],
-        y_train=labels(y_train, train),
-        x_validation=x_train[validation],
-        y_validation=labels(y_train, validation),
-        x_test=x_test,
-        y_test=y_test,
-    )
-
-
-def _labels(y, count: int, what: str, images: str) -> Optional[np.ndarray]:
-    """Labels as int64 [count], or None; a UserError for labels that do not fit their images."""
-    if y is None:
-        return None
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1 or len(y) != count:
-        raise UserError(f"{what} has shape {y.shape} but {images} holds {count} images; give one label per image "
-                        f"(shape ({count},)) or leave the labels out")
-    if np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_):
-        return y.astype(np.int64)
-    if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-        return y.astype(np.int64)
-    raise UserError(f"{what} holds {y.dtype} values; labels must be whole numbers (class indices) or left out")
+    return Splits(name=name, source=source, x_train=x_train[train], y_train=labels(y_train, train),
+                  x_validation=x_train[validation], y_validation=labels(y_train, validation),
+                  x_test=x_test, y_test=y_test)
 
 
 def load_config_dataset(config) -> Splits:

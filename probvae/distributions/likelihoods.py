@@ -24,8 +24,8 @@ nats.
 
 The likelihood decides the preprocessing: its registry entry's `binarize`
 trait (`probvae.registry.LIKELIHOODS`) is True only for the Bernoulli; the
-head's `binarize` repeats it for the model, training and evaluation, and the
-model config records it (`ModelConfig.binarize`).
+head's `binarize` reads that trait for the model, training and evaluation,
+and the model config records it (`ModelConfig.binarize`).
 
 References:
   Loaiza-Ganem & Cunningham (2019), The continuous Bernoulli: fixing a
@@ -106,12 +106,16 @@ def normal(loc, scale) -> tfd.Distribution:
 
 
 class LikelihoodHead(keras.layers.Layer):
-    """Maps decoder outputs [n, h, w, c] to p(x|z). Subclasses set `binarize`."""
+    """Maps decoder outputs [n, h, w, c] to p(x|z)."""
 
-    # Whether the data this likelihood models are binarized pixels.
-    binarize = False
     # Whether the likelihood's pixels lie in [0, 1] (model-ready inputs are checked against it).
     unit_interval = False
+
+    @property
+    def binarize(self) -> bool:
+        """Whether the data this likelihood models are binarized pixels: the
+        `binarize` trait of the registry entry that names this class."""
+        return any(entry.trait("binarize", False) for entry in LIKELIHOODS.entries() if entry.load() is type(self))
 
     def __init__(self, image_shape, **kwargs):
         super().__init__(dtype="float32", **kwargs)
@@ -134,7 +138,6 @@ class LikelihoodHead(keras.layers.Layer):
 class BernoulliHead(LikelihoodHead):
     """p(x|z) = prod Bernoulli(x_i; sigmoid(logit_i))."""
 
-    binarize = True
     unit_interval = True
 
     def distribution(self, params):
@@ -144,7 +147,6 @@ class BernoulliHead(LikelihoodHead):
 class ContinuousBernoulliHead(LikelihoodHead):
     """p(x|z) = prod CB(x_i; sigmoid(logit_i)), for grey levels in [0, 1]."""
 
-    binarize = False
     unit_interval = True
 
     def distribution(self, params):
