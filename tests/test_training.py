@@ -14,7 +14,7 @@ from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from probvae.errors import NonFiniteError, TrainingInterrupted
 from probvae.model import VAE
 from probvae.objectives import ElboParts
-from probvae.training import NonFiniteFaults, StepTotals, Trainer, fit, make_train_step, seed_process
+from probvae.training import NonFiniteFaults, StepTotals, Trainer, fit, make_train_step, prepare_run, seed_process
 
 FASHION_AVAILABLE = os.path.isdir(data.SYSTEM_IDX_DIRS["fashion_mnist"])
 
@@ -177,7 +177,7 @@ def test_a_nan_batch_stops_training_and_keeps_the_last_good_checkpoint(tmp_path,
     monkeypatch.setattr(data.ArrayBatches, "epoch", _batches_with(_with_nan, at_epoch=1, at_index=4))
     config = _tiny_config()
     run_dir = str(tmp_path / "run")
-    config, splits = runs.prepare_run(config, run_dir, splits=shapes_splits, log=lambda _: None)
+    config, splits = prepare_run(config, run_dir, splits=shapes_splits, log=lambda _: None)
     runs.prepare_run_dir(run_dir)
     runs.save_config(run_dir, config)
     seed_process(config.train)
