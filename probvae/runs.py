@@ -10,7 +10,7 @@
 latest (or a named) checkpoint. `resume_config(run_dir, requested)` is the
 config a resumed run continues with: the saved one, refusing requests that
 contradict it (only the keys in `RESUME_MAY_CHANGE` may differ).
-`prepare_run` checks flags, data and directory before a run writes anything.
+(`probvae.training.preflight.prepare_run` checks flags, data and directory before a run writes anything.)
 Evaluations are written beside them as RUN_DIR/eval_*.json
 (`probvae.evaluation.files` names and reads them).
 
@@ -54,8 +54,6 @@ __all__ = [
     "check_run_dir",
     "prepare_run_dir",
     "resume_config",
-    "prepare_run",
-    "initial_checkpoint",
     "holds_run",
     "write_json",
     "read_json",
@@ -409,82 +407,6 @@ def resume_config(run_dir: str, requested: Optional[RunConfig] = None) -> RunCon
         section, name = key.split(".")
         changes.setdefault(section, {})[name] = getattr(getattr(requested, section), name)
     return saved.replace(**changes)
-
-
-def prepare_run(config: RunConfig, run_dir: str, splits=None, overwrite: bool = False, resume: bool = False,
-                log: Callable[[str], None] = print):
-    """Check everything a run needs before anything is written; load its data.
-
-    Returns:
-      (config with the image shape of the data, `probvae.data.Splits`); for
-      `resume`, the config saved in `run_dir` (see `resume_config`).
-
-    Raises:
-      UserError: contradicting options, a run directory that holds a run (new
-        runs) or none (resume), unloadable data, data the model cannot take.
-    """
-    from probvae import data as data_lib
-    from probvae import networks
-
-    if resume and overwrite:
-        raise UserError("resume and overwrite contradict each other; pass --resume to continue the run "
-                        "or --overwrite to replace it")
-    if resume:
-        config = resume_config(run_dir, config)
-    else:
-        check_run_dir(run_dir, overwrite)
-        if config.train.init_from is not None:
-            config = config.replace(train={"init_from": os.path.abspath(config.train.init_from)})
-            if os.path.abspath(run_dir) == config.train.init_from:
-                raise UserError(f"--init-from names the run directory itself ({run_dir}); to continue that run "
-                                f"use --resume {run_dir}")
-            if not os.path.isdir(config.train.init_from):
-                raise UserError(f"--init-from {config.train.init_from}: no such run directory; pass a folder "
-                                "fit.py wrote")
-            load_config(config.train.init_from)  # an unreadable config.json, before the data loads
-    if splits is None:
-        splits = data_lib.load_config_dataset(config)
-    log(f"data: {splits.name} from {splits.source}: {len(splits.x_train)} train, "
-        f"{len(splits.x_validation)} validation, {len(splits.x_test)} test images of shape {splits.image_shape}")
-    if config.model.image_shape not in (None, splits.image_shape):
-        raise UserError(f"the model expects images of shape {config.model.image_shape} but {splits.name} "
-                        f"has {splits.image_shape}; give images of that shape, or another --image-shape for a new run")
-    networks.check_image_shape(splits.image_shape)
-    config = config.replace(model={"image_shape": splits.image_shape})
-    networks.check_memory(config.model, config.train.batch_size)
-    if config.train.batch_size > len(splits.x_train):
-        raise UserError(f"batch size {config.train.batch_size} is larger than the {len(splits.x_train)} "
-                        "training examples; lower --batch-size")
-    if config.train.init_from is not None and not resume:
-        initial_checkpoint(config)
-    return config, splits
-
-
-# What a run started from another run's weights must share with it: the model,
-# and the train/validation/test split (else it would validate on images the
-# weights were trained on).
-_INIT_FROM_SAME = ("data.dataset", "data.validation_fraction", "data.split_seed", "data.options")
-
-
-def initial_checkpoint(config: RunConfig) -> str:
-    """The checkpoint a run with `train.init_from` starts from: the weights
-    `load_run(init_from)` gives (the best epoch's, else the newest).
-
-    Raises:
-      UserError: no such run or checkpoint, or a run whose model or data split
-        differs from `config`'s (naming each differing key).
-    """
-    source = config.train.init_from
-    saved = load_config(source)
-    if config.model.image_shape is not None and saved.model.image_shape is None:
-        saved = saved.replace(model={"image_shape": config.model.image_shape})
-    mine, theirs = config.flat(), saved.flat()
-    differing = [key for key in config.differences(saved) if key.startswith("model.") or key in _INIT_FROM_SAME]
-    if differing:
-        changes = ", ".join(f"{key} {theirs.get(key)!r} (this run {mine.get(key)!r})" for key in differing)
-        raise UserError(f"cannot start from the weights of {source}: its {CONFIG_FILE} has {changes}; "
-                        "drop the contradicting flags (a run starts from weights of the same model and data split)")
-    return run_checkpoint(source, "model")
 
 
 def _step_of(prefix: str, name: str = CHECKPOINT_PREFIX) -> int:

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -135,3 +136,27 @@ def test_time_to_quality_times_both_trainings_to_the_elbo_keras_reaches(monkeypa
         assert result["speedup"] == pytest.approx(result["keras_fit"]["reached"]["seconds"] / reached["seconds"])
     assert result["keras_fit"]["reached"]["elbo"] >= result["target_elbo"]
     assert "time to quality" in format_quality(result) and len(lines) == len(keras_curve) + len(probvae_curve)
+
+
+def test_the_probvae_contender_cuts_its_calls_where_fits_loop_does(monkeypatch):
+    """The contender runs its epochs through the loop's own `run_steps`: a change
+    to the loop's cadence (here fault checks every 3 steps) changes its calls."""
+    from probvae.training import StepLoop
+    from probvae.training import epoch as epoch_lib
+
+    bench = dataclasses.replace(contenders.QUICK, batch_size=4)
+    images, _ = data.make_shapes(7 * 4, seed=0, size=bench.image_size)  # 7 steps an epoch
+    keras.utils.set_random_seed(0)
+    model = VAE(bench.model_config("mlp"))
+    sizes, original = [], StepLoop.run
+
+    def run(self, iterator, n):
+        sizes.append(n)
+        return original(self, iterator, n)
+
+    monkeypatch.setattr(StepLoop, "run", run)
+    monkeypatch.setattr(epoch_lib, "FAULT_CHECK_EVERY", 3)
+    trainer = contenders.probvae_trainer(model, bench, images, jit_compile=False, steps_per_call=100)
+    sizes.clear()
+    assert trainer.run() == 7 * 4
+    assert sizes == [3, 3, 1]  # calls end at steps 3 and 6 and at the epoch's end

@@ -205,3 +205,17 @@ def test_a_run_lowers_its_step_size_on_a_validation_plateau_and_resumes_the_same
     again = fit(config, broken, splits=shapes_splits, log=lambda _: None, resume=True)
     assert [e["learning_rate"] for e in again["epochs"]] == [e["learning_rate"] for e in metrics["epochs"]]
     assert again["test"]["elbo"] == metrics["test"]["elbo"]
+
+
+def test_early_stopping_never_fires_at_the_last_epoch():
+    from probvae.training.callbacks import Decision, track_best
+    from probvae.training.history import RunHistory
+
+    train = TrainConfig(epochs=4, patience=2)
+    history = RunHistory(best={"epoch": 1, "validation_elbo": -10.0, "checkpoint": None})
+    worse = {"elbo": -20.0}
+    assert track_best(train, history, 2, worse) == Decision()  # one epoch without a better one
+    assert track_best(train, history, 3, worse).stop  # two, before the last epoch
+    assert track_best(train, history, 4, worse) == Decision()  # the last epoch ends the run anyway
+    better = track_best(train, history, 4, {"elbo": -5.0})
+    assert better.best == {"epoch": 4, "validation_elbo": -5.0, "checkpoint": None} and not better.stop

@@ -142,23 +142,27 @@ def _eval_contenders(model: VAE, bench: BenchConfig, held_out: np.ndarray) -> di
             "iwae": iwae, "decoder_xla": decoder(True), "decoder_graph": decoder(False)}
 
 
+def _trainers(config, bench: BenchConfig, images: np.ndarray, jit: bool) -> tuple:
+    """({name: VAE}, {name: contender}): probvae with XLA, without, one step per
+    call (each from the same initial weights), and the tf-keras recipe."""
+    models, trainers = {}, {}
+    for name, jit_compile, steps_per_call in (("probvae_xla", True, 0), ("probvae_graph", False, 0),
+                                              ("probvae_one_step", jit, 1)):
+        keras.utils.set_random_seed(bench.seed)
+        with precision.mixed_precision_policy(bench.use_mixed_precision):
+            models[name] = VAE(config)
+        trainers[name] = probvae_trainer(models[name], bench, images, jit_compile, steps_per_call=steps_per_call)
+    trainers["keras_fit"] = fit_trainer(config, bench, images)
+    return models, trainers
+
+
 def measure_arch(arch: str, bench: BenchConfig, matmul: Callable, log=print) -> dict:
     """Every figure of one architecture (memory aside)."""
     config = bench.model_config(arch)
     images, _ = data.make_shapes(bench.steps(arch) * bench.batch_size, seed=bench.seed, size=bench.image_size)
     held_out, _ = data.make_shapes(bench.eval_images, seed=bench.seed + 1, size=bench.image_size)
     jit = precision.use_jit_compile(arch)
-    models = {}
-    for name in ("probvae_xla", "probvae_graph"):
-        keras.utils.set_random_seed(bench.seed)
-        with precision.mixed_precision_policy(bench.use_mixed_precision):
-            models[name] = VAE(config)
-    trainers = {name: probvae_trainer(models[name], bench, images, name == "probvae_xla") for name in models}
-    keras.utils.set_random_seed(bench.seed)
-    with precision.mixed_precision_policy(bench.use_mixed_precision):
-        models["probvae_one_step"] = VAE(config)
-    trainers["probvae_one_step"] = probvae_trainer(models["probvae_one_step"], bench, images, jit, steps_per_call=1)
-    trainers["keras_fit"] = fit_trainer(config, bench, images)
+    models, trainers = _trainers(config, bench, images, jit)
     default = "probvae_xla" if jit else "probvae_graph"
     log(f"{arch}: timing training ({bench.repeats} rounds of {bench.steps(arch)} steps)")
     contenders = {name: t.run for name, t in trainers.items()}

@@ -3,7 +3,8 @@ two contenders, each an object whose `run()` trains one timed epoch:
 
 - `probvae_trainer`: probvae's compiled step (`make_train_step`) over one
   epoch of batches computed in its loop, several steps per call
-  (`StepLoop`), metrics read once at the end;
+  (`StepLoop`), the calls cut as `fit` cuts them (`training.epoch.run_steps`),
+  metrics read once at the end;
 - `fit_trainer`: the plain tf-keras recipe (`probvae.benchmarks.baseline`)
   trained with `model.fit` on the same batches.
 """
@@ -24,6 +25,7 @@ from probvae.benchmarks.baseline import keras_recipe
 from probvae.config import ModelConfig
 from probvae.model import VAE
 from probvae.training import StepLoop, StepTotals, make_train_step, precision
+from probvae.training.epoch import run_steps
 from probvae.training.step import FAULT_CHECK_EVERY, NonFiniteFaults
 
 __all__ = ["BenchConfig", "QUICK", "Trainer", "probvae_trainer", "fit_trainer"]
@@ -108,9 +110,10 @@ def probvae_trainer(model: VAE, bench: BenchConfig, images: np.ndarray, jit_comp
     """probvae's loop, as `fit` runs it, on `model`: the compiled step, several
     per call (`StepLoop`, sized as in `fit` unless `steps_per_call`), batches
     computed in the loop from the images in memory (`ArrayBatches`: the
-    batches of `training_batches`), calls ending at every FAULT_CHECK_EVERY-th
-    step, where the host reads the fault record, and the metrics read once at
-    the end of the epoch."""
+    batches of `training_batches`), each epoch's steps through the loop's own
+    `training.epoch.run_steps` (calls ending at every FAULT_CHECK_EVERY-th
+    step, where the host reads the fault record), and the metrics read once
+    at the end of the epoch. No checkpoints and no validation: the steps alone."""
     optimizer = keras.optimizers.Adam(bench.learning_rate)
     if bench.use_mixed_precision:
         optimizer = precision.loss_scaled(optimizer)
@@ -125,16 +128,13 @@ def probvae_trainer(model: VAE, bench: BenchConfig, images: np.ndarray, jit_comp
     totals.means()
     trainer = Trainer(None, time.perf_counter() - started, [], train_step)
 
+    def check_faults(step: int, position: int, done: int) -> None:
+        if position % FAULT_CHECK_EVERY == 0:  # where fit's loop reads the fault record
+            int(faults.terms.numpy())
+
     def run():
         totals.reset()
-        count, iterator = 0, source.epoch(next(numbers))
-        while True:
-            done = loop.run(iterator, loop.size(FAULT_CHECK_EVERY - count % FAULT_CHECK_EVERY))
-            count += done
-            if not done:
-                break
-            if count % FAULT_CHECK_EVERY == 0:
-                int(faults.terms.numpy())
+        _, count = run_steps(loop, source.epoch(next(numbers)), 0, 0, source.steps, 0, check_faults)
         totals.means()  # the one host read of an epoch
         trainer.tracing_counts.append(train_step.experimental_get_tracing_count())
         return count * bench.batch_size

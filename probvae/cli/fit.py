@@ -82,7 +82,7 @@ def main(argv=None):
     from probvae import training
 
     if args.dry_run:
-        config, _ = runs.prepare_run(config, run_dir, overwrite=args.overwrite, resume=bool(args.resume))
+        config, _ = training.prepare_run(config, run_dir, overwrite=args.overwrite, resume=bool(args.resume))
         print(f"dry run: the flags, data and run directory {os.path.abspath(run_dir)} are fine; nothing was "
               f"written\n{config.to_json()}")
         return

@@ -3,16 +3,25 @@ tf.distribute.
 
 - `step`: `make_train_step`, a compiled step with its on-device metrics and
   non-finite checks, and `StepLoop`, which runs several per compiled call;
-- `loop`: `Trainer` (epochs, checkpoint cadence, resume, interrupts) and `fit`;
-- `callbacks`: progress, summaries, best epoch, early stopping, a step size
-  that follows the validation ELBO;
+- `preflight`: `prepare_run`, the checks before a run writes anything (flags,
+  data, memory, the run it resumes or starts from);
+- `trainer`: `Trainer` (model, optimizer, checkpoint cadence, resume, interrupts);
+- `epoch`: an epoch's training steps (`run_steps`) and its end (validation,
+  decisions, checkpoint, summaries, metrics);
+- `history`: `RunHistory`, what the checkpoints carry besides tensors;
+- `loop`: `fit` and its final test evaluation;
+- `callbacks`: progress, summaries, and the decisions after an epoch (best
+  epoch, early stopping, a step size that follows the validation ELBO, KL warm-up);
 - `checkpoints`: the run state on disk and the stop signals;
 - `schedules`: optimizer, step-size schedule and KL weight;
 - `precision`: XLA and mixed precision;
 - `distribute`: strategies, clusters and workers.
 """
 
+from probvae.training.history import RunHistory
 from probvae.training.loop import Trainer, fit, seed_process
+from probvae.training.preflight import prepare_run
 from probvae.training.step import NonFiniteFaults, StepLoop, StepTotals, make_train_step
 
-__all__ = ["NonFiniteFaults", "StepLoop", "StepTotals", "Trainer", "fit", "make_train_step", "seed_process"]
+__all__ = ["NonFiniteFaults", "StepLoop", "StepTotals", "RunHistory", "Trainer", "fit", "make_train_step",
+           "prepare_run", "seed_process"]

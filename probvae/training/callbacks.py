@@ -1,7 +1,9 @@
 """What the training loop does around its epochs: the progress line, the
-TensorBoard summaries, the best epoch and early stopping, and a step size
-that follows the validation ELBO. Each works on the run's `history` (the
-JSON the checkpoints carry), so a resumed run continues them exactly."""
+TensorBoard summaries, the best epoch and early stopping, a step size that
+follows the validation ELBO, and the KL warm-up. The last four read the run's
+`RunHistory` (which the checkpoints carry, so a resumed run continues them
+exactly) and return a `Decision` (a new best epoch, stop, a step size, a KL
+weight) that the loop applies; none changes the history or the model itself."""
 
 from __future__ import annotations
 
@@ -15,9 +17,12 @@ import tensorflow as tf
 
 from probvae.errors import UserError
 from probvae.registry import SCHEDULES
+from probvae.training import schedules
+from probvae.training.history import RunHistory
 from probvae.training.step import StepTotals
 
-__all__ = ["duration", "Progress", "Summaries", "Monitor", "monitored", "track_best", "follow_validation"]
+__all__ = ["duration", "Progress", "Summaries", "Monitor", "monitored", "Decision", "track_best", "follow_validation",
+           "kl_warmup"]
 
 
 def duration(seconds: float) -> str:
@@ -187,43 +192,56 @@ def monitored(train_config) -> Monitor:
     return Monitor("elbo", "validation ELBO", 0)
 
 
-def track_best(train_config, history: dict, epoch: int, validation: dict,
-               save_best: Callable[[], str], log: Callable[[str], None]) -> None:
-    """Record `epoch` in history["best"] if its monitored validation figure
-    (`monitored`: the ELBO, or the IWAE bound of an importance-weighted run)
-    is the best so far, with the checkpoint `save_best()` writes when the
-    config keeps the best weights; else set history["stopped_early"] once
+class Decision(NamedTuple):
+    """What a callback decided after an epoch; the loop applies it.
+
+    Empty (`Decision()`) when nothing changes.
+    """
+
+    best: Optional[dict] = None  # the epoch's record as the new best epoch (its "checkpoint" still to write)
+    stop: bool = False  # stop after this epoch (early stopping)
+    learning_rate: Optional[float] = None  # the step size of the next epoch (a schedule that follows validation)
+    kl_weight: Optional[float] = None  # the KL weight of the epoch about to start (warm-up)
+    message: Optional[str] = None  # a line for the log
+
+
+def track_best(train_config, history: RunHistory, epoch: int, validation: dict) -> Decision:
+    """Whether `epoch` is the best so far by its monitored validation figure
+    (`monitored`: the ELBO, or the IWAE bound of an importance-weighted run):
+    then `Decision(best=record)`, the record keeping the epoch's validation
+    ELBO either way; else whether early stopping ends the run, once
     `patience` epochs have passed without a better one (never at the last
-    epoch). The record keeps the epoch's validation ELBO either way."""
+    epoch, which ends the run anyway with its own record)."""
     monitor = monitored(train_config)
     key, value = "validation_" + monitor.key, validation[monitor.key]
-    best = history["best"]
+    best = history.best
     if best is None or value > best.get(key, -np.inf):  # (a run resumed from before the record had `key`)
-        best = {"epoch": epoch, "validation_elbo": validation["elbo"], "checkpoint": None}
-        best[key] = value
-        if train_config.keep_best:
-            best["checkpoint"] = save_best()
-        history["best"] = best
-    elif (train_config.patience and epoch - best["epoch"] >= train_config.patience
-          and epoch < train_config.epochs):
-        history["stopped_early"] = epoch
-        log(f"early stopping after epoch {epoch}: no better {monitor.label} than epoch "
-            f"{best['epoch']} ({best[key]:.2f}) for {train_config.patience} epochs")
+        record = {"epoch": epoch, "validation_elbo": validation["elbo"], "checkpoint": None}
+        record[key] = value
+        return Decision(best=record)
+    if train_config.patience and epoch - best["epoch"] >= train_config.patience and epoch < train_config.epochs:
+        return Decision(stop=True, message=(
+            f"early stopping after epoch {epoch}: no better {monitor.label} than epoch "
+            f"{best['epoch']} ({best[key]:.2f}) for {train_config.patience} epochs"))
+    return Decision()
 
 
-def follow_validation(train_config, history: dict, epoch: int, optimizer, log: Callable[[str], None]) -> None:
-    """Let a schedule that follows the validation figure (`monitored`) (its registry entry's
-    `after_validation` trait) set the next epoch's step size on `optimizer`;
-    record the epoch's step size and the epoch of the last change in `history`."""
+def follow_validation(train_config, history: RunHistory, epoch: int, step_size: float) -> Decision:
+    """The next epoch's step size from a schedule that follows the validation
+    figure (`monitored`; its registry entry's `after_validation` trait, given
+    the history as its JSON dict), `step_size` being this epoch's; an empty
+    `Decision` for other schedules."""
     follow = SCHEDULES[train_config.lr_schedule].load_trait("after_validation")
     if follow is None:
-        return
-    current = float(optimizer.learning_rate.numpy())
-    step_size = follow(train_config, history, epoch, current)
-    history["epochs"][-1]["learning_rate"] = current
-    if step_size != current:
-        optimizer.learning_rate.assign(step_size)
-        history["lr_reduced_at"] = epoch
-        log(f"step size {current:.3g} -> {step_size:.3g} after epoch {epoch}: no better "
-            f"{monitored(train_config).label} "
-            f"for {epoch - (history['best'] or {}).get('epoch', epoch)} epochs")
+        return Decision()
+    following = follow(train_config, history.to_dict(), epoch, step_size)
+    message = None
+    if following != step_size:
+        message = (f"step size {step_size:.3g} -> {following:.3g} after epoch {epoch}: no better "
+                   f"{monitored(train_config).label} for {epoch - (history.best or {}).get('epoch', epoch)} epochs")
+    return Decision(learning_rate=following, message=message)
+
+
+def kl_warmup(train_config, epoch: int) -> Decision:
+    """The KL weight of `epoch` (`schedules.kl_weight`: beta, warmed up over `kl_warmup_epochs`)."""
+    return Decision(kl_weight=schedules.kl_weight(train_config.beta, train_config.kl_warmup_epochs, epoch))

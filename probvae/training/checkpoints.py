@@ -43,7 +43,8 @@ import tensorflow as tf
 from probvae.errors import UserError
 from probvae.runs import BEST_PREFIX, CHECKPOINT_PREFIX, complete_checkpoints
 
-__all__ = ["RunState", "StopSignals"]
+__all__ = ["RunState", "StopSignals", "find_best"]
+
 
 def _reason(error: BaseException) -> str:
     """The first line of an error's message, short enough for a one-line report."""
@@ -214,6 +215,22 @@ class RunState:
         if not isinstance(host_state, dict) or "epochs" not in host_state:
             raise UserError(f"checkpoint {path} holds no training history; start again with --overwrite")
         return host_state
+
+
+def find_best(name: str, directories: list, run_dir: str) -> str:
+    """The prefix of the best epoch's checkpoint `name` in the first of
+    `directories` that holds it (a worker resumed after that epoch finds the
+    chief's copy in the last).
+
+    Raises:
+      UserError: none holds it (the fix names `run_dir`).
+    """
+    for directory in directories:
+        if tf.io.gfile.exists(os.path.join(directory, name) + ".index"):
+            return os.path.join(directory, name)
+    raise UserError(f"the best epoch's checkpoint {name} is missing from {directories[-1]}; restore its files, or "
+                    f"start again with --overwrite (the newest checkpoint can still be evaluated: evaluate.py "
+                    f"{run_dir} --checkpoint latest)")
 
 
 class StopSignals:

@@ -35,7 +35,7 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
-from probvae import replicas
+from probvae import replicas, seeds
 from probvae.data.pipelines import ArrayEpoch
 from probvae.objectives import ElboParts
 from probvae.training import precision
@@ -130,7 +130,7 @@ def _loss_and_gradients(model, optimizer, step, seed, variables, unconnected) ->
 
     def loss_and_gradients(x, rows=None):
         with tf.GradientTape() as tape:
-            loss, parts = model.training_loss(x, seed=tf.stack([base_seed, tf.cast(step, tf.int32)]), rows=rows)
+            loss, parts = model.training_loss(x, seed=seeds.step_seed(base_seed, step), rows=rows)
             scaled_loss = precision.scale_loss(optimizer, loss)
         gradients = tape.gradient(scaled_loss, variables, unconnected_gradients=unconnected)
         return loss, StepTotals.batch_sums(parts), precision.unscale_gradients(optimizer, gradients)
