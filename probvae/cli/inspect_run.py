@@ -7,6 +7,7 @@
 import argparse
 
 from probvae.cli import common
+from probvae.evaluation.names import SPLITS
 
 __all__ = ["parse_args", "main"]
 
@@ -14,7 +15,7 @@ __all__ = ["parse_args", "main"]
 def parse_args(argv=None):
     parser = common.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by fit.py")
-    parser.add_argument("--split", default="test", choices=["test", "validation", "train"],
+    parser.add_argument("--split", default="test", choices=SPLITS,
                         help="held-out images to look at (default test)")
     parser.add_argument("--n", type=int, default=4, help="posterior inspection of the first N examples (default 4)")
     parser.add_argument("--examples", type=int, nargs="+", metavar="INDEX",

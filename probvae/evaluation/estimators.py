@@ -41,9 +41,9 @@ __all__ = [
     "estimator_label",
 ]
 
-# Decoder passes an evaluation may ask for unless forced: 2000 times a K = 5000
-# evaluation of 10,000 images (5e7 passes, minutes to an hour on a CPU).
-MAX_DECODER_PASSES = 10**11
+# Decoder passes an evaluation may ask for unless forced (`checks.MAX_DECODER_PASSES`,
+# which fit's --test-iwae-samples check uses too).
+MAX_DECODER_PASSES = checks.MAX_DECODER_PASSES
 # Chains x examples per compiled AIS call: memory stays flat in chains and images.
 AIS_CHUNK_ROWS = 2048
 # How `check_cost` names what to change, in the API's words; the command line passes its flags.
