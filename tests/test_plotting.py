@@ -8,7 +8,7 @@ from PIL import Image
 
 from conftest import IMAGE_SHAPE, tiny_model_config
 from probvae.analysis import inspection
-from probvae.analysis import plotting
+from probvae.analysis import plot_curves, plotting
 from probvae.model import VAE
 
 
@@ -130,9 +130,19 @@ def test_a_huge_first_epoch_does_not_flatten_the_curves():
     rising = -240.0 - 10.0 * np.exp(-np.arange(epochs) / 10.0)  # [40]: -250 rising towards -240
     values = np.stack([rising, rising - 1.0])  # train, validation
     values[:, 0] = -3e10  # the first epoch of a run whose KL weight starts at 0
-    low, high = plotting._settled_range(values, epochs)
+    low, high = plot_curves._settled_range(values, epochs)
     # The axis spans epochs 4..39 of both curves, with a 5% margin.
     assert low == pytest.approx(values[1, 4:].min() - 0.05 * (values[0, 4:].max() - values[1, 4:].min()))
     assert high == pytest.approx(values[0, 4:].max() + 0.05 * (values[0, 4:].max() - values[1, 4:].min()))
-    assert plotting._settled_range(values[:, :10], 10) is None  # short runs keep the full range
-    assert plotting._settled_range(np.stack([rising, rising]), epochs) is None  # nothing to cut
+    assert plot_curves._settled_range(values[:, :10], 10) is None  # short runs keep the full range
+    assert plot_curves._settled_range(np.stack([rising, rising]), epochs) is None  # nothing to cut
+
+
+def test_plotting_gathers_every_picture_of_its_modules():
+    from probvae.analysis import plot_canvas, plot_images, plot_latents
+
+    for module in (plot_canvas, plot_curves, plot_images, plot_latents):
+        for name in module.__all__:
+            if name.startswith("plot_") or name in ("image_mosaic", "assemble_gif"):
+                assert name in plotting.__all__ and getattr(plotting, name) is getattr(module, name), name
+    assert all(hasattr(plotting, name) for name in plotting.__all__)

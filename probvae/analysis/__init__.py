@@ -1,10 +1,13 @@
 """Looking inside trained models: numbers (`inspection`), pictures
-(`plotting`, the only module that imports matplotlib) and the run report
-that puts them on a page (`report`)."""
+(`plotting`, which gathers them from `plot_canvas`, `plot_latents`,
+`plot_images` and `plot_curves`: the only modules that import matplotlib),
+the run report that puts them on a page (`report`) and runs side by side
+(`compare`)."""
 
 import importlib
 
-_SUBMODULES = ("compare", "inspection", "plotting", "report")
+_SUBMODULES = ("compare", "inspection", "plot_canvas", "plot_curves", "plot_images", "plot_latents", "plotting",
+               "report")
 
 
 def __getattr__(name):
