@@ -352,6 +352,8 @@ def save_config(run_dir: str, config: RunConfig) -> str:
 
 def load_config(run_dir: str) -> RunConfig:
     """The RunConfig saved in `run_dir`, with the file named in any error."""
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise UserError(f"a run directory is a path (the folder fit.py printed), got {run_dir!r}")
     if not os.path.isdir(run_dir):
         raise UserError(f"run directory {run_dir} does not exist; pass the folder fit.py printed")
     path = os.path.join(run_dir, CONFIG_FILE)
@@ -487,6 +489,9 @@ def open_run(run_dir: str, checkpoint: Optional[str] = None) -> "LoadedRun":
         model = VAE(config.model)
     except UserError as error:
         raise UserError(f"{os.path.join(run_dir, CONFIG_FILE)}: {error}") from None
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise UserError(f"a checkpoint is a path or a name such as 'ckpt-3', 'best' or 'latest', got {checkpoint!r}")
+    checkpoint = None if checkpoint is None else os.fspath(checkpoint)
     if checkpoint in (None, "best", "latest"):
         checkpoint = run_checkpoint(run_dir, checkpoint or "model")
     elif not os.path.exists(checkpoint + ".index"):
