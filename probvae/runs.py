@@ -29,6 +29,7 @@ file they read is renamed into place whole.
 from __future__ import annotations
 
 import datetime
+import gc
 import glob
 import json
 import os
@@ -512,10 +513,21 @@ def read_weights(model, checkpoint: str) -> None:
     """
     import tensorflow as tf
 
+    logger = tf.get_logger()
+    level, first_line = logger.level, None
+    # A failed restore lists every checkpoint value it did not restore (dozens of WARNING lines) when its
+    # bookkeeping is deleted, though the error below already says it all: the warnings are off meanwhile.
+    logger.setLevel("ERROR")
     try:
-        tf.train.Checkpoint(model=model).read(checkpoint).expect_partial().assert_existing_objects_matched()
-    except Exception as error:  # any failure to read the file means a bad checkpoint
-        first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        try:
+            tf.train.Checkpoint(model=model).read(checkpoint).expect_partial().assert_existing_objects_matched()
+        except Exception as error:  # any failure to read the file means a bad checkpoint
+            first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        if first_line is not None:
+            gc.collect()
+    finally:
+        logger.setLevel(level)
+    if first_line is not None:
         raise UserError(
             f"cannot restore checkpoint {checkpoint} ({first_line}); it is corrupt or from another model"
         ) from None
