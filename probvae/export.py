@@ -13,6 +13,11 @@ them: float32 in [0, 1], binarized for a Bernoulli likelihood):
     log_likelihood(images, num_samples)   -> [n], nats: the K-sample importance-weighted
                                              estimate of log p(x), seed (0, 0)
 
+The signatures check their inputs in the graph: images must be finite, in
+[0, 1] for a likelihood over the unit interval and binary for a Bernoulli
+likelihood, num_samples at least 1; else the call raises
+`tf.errors.InvalidArgumentError` with a message saying what to pass.
+
 Any TensorFlow program loads it with `tf.saved_model.load(OUT)` (also from
 C++, Java or TF Serving); `probvae.export.export_run` is the library call.
 `loc` is the posterior's location (`VAE.location`) and `scale_tril` the
@@ -49,6 +54,25 @@ def _parameters(likelihood: tfd.Distribution) -> dict:
     return outputs
 
 
+def _checked_images(images, binary: bool, unit_interval: bool) -> tf.Tensor:
+    """`images` once the graph has checked them (an InvalidArgumentError naming
+    the fix otherwise): finite; in [0, 1] for a likelihood over the unit
+    interval; exactly 0 or 1 for a Bernoulli likelihood."""
+    checks = [tf.debugging.assert_all_finite(images, "images must be finite")]
+    if unit_interval or binary:
+        checks += [tf.debugging.assert_greater_equal(images, 0.0, message="images must lie in [0, 1]: scale "
+                                                     "uint8 images by 1/255"),
+                   tf.debugging.assert_less_equal(images, 1.0, message="images must lie in [0, 1]: scale uint8 "
+                                                  "images by 1/255")]
+    if binary:
+        checks.append(tf.debugging.assert_equal(
+            tf.reduce_all((images == 0.0) | (images == 1.0)), True,
+            message="this model's likelihood is Bernoulli: images must be binary (0 or 1); binarize them, e.g. "
+                    "pixels > 0.5 or a Bernoulli draw"))
+    with tf.control_dependencies(checks):
+        return tf.identity(images)
+
+
 class Exported(tf.Module):
     """The three signatures over a model's variables (see the module docstring)."""
 
@@ -58,10 +82,12 @@ class Exported(tf.Module):
         image = tf.TensorSpec([None] + list(vae.image_shape), tf.float32, name="images")
         latent = tf.TensorSpec([None, vae.latent_dim], tf.float32, name="z")
         count = tf.TensorSpec([], tf.int32, name="num_samples")
+        head = vae.likelihood_head
+        checked = lambda images: _checked_images(images, head.binarize, head.unit_interval)  # noqa: E731
 
         @tf.function(input_signature=[image], autograph=False)
         def encode(images):
-            terms = vae.elbo_terms(images, seed=tf.constant([0, 0]))
+            terms = vae.elbo_terms(checked(images), seed=tf.constant([0, 0]))
             scales = [unwrap(level.posterior).scale for level in terms.levels]  # [n, d_l, d_l] each
             return {"loc": vae.latent_statistics(terms).location,
                     "scale_tril": tf.linalg.LinearOperatorBlockDiag(scales).to_dense()}
@@ -72,7 +98,10 @@ class Exported(tf.Module):
 
         @tf.function(input_signature=[image, count], autograph=False)
         def log_likelihood(images, num_samples):
-            return {"log_likelihood": vae.importance_sampling(images, num_samples, tf.constant([0, 0]),
+            positive = tf.debugging.assert_greater_equal(num_samples, 1, message="num_samples must be at least 1")
+            with tf.control_dependencies([positive]):
+                num_samples = tf.identity(num_samples)
+            return {"log_likelihood": vae.importance_sampling(checked(images), num_samples, tf.constant([0, 0]),
                                                                tf.constant(0)).log_likelihood}
 
         self.encode, self.decode, self.log_likelihood = encode, decode, log_likelihood

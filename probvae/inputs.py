@@ -15,7 +15,7 @@ import tensorflow as tf
 from probvae import data as data_lib
 from probvae.errors import UserError
 
-__all__ = ["prepare_inputs"]
+__all__ = ["prepare_inputs", "latents", "check_sample_size"]
 
 
 def _symbolic(x, image_shape) -> tf.Tensor:
@@ -69,3 +69,27 @@ def prepare_inputs(x, image_shape, binarize: bool, unit_interval: bool, binariza
     if binarize:
         return tf.constant(data_lib.binarize_fixed(images, binarization_seed))
     return tf.constant(images)
+
+
+def latents(z, latent_dim: int) -> tf.Tensor:
+    """Latents z as float32 [n, latent_dim], or a UserError saying what the model takes."""
+    try:
+        z = tf.convert_to_tensor(z, tf.float32)
+    except (TypeError, ValueError):
+        raise UserError(f"latents must be numbers of shape [n, {latent_dim}], got {type(z).__name__} "
+                        f"{str(z)[:40]!r}") from None
+    if z.shape.rank is not None and (z.shape.rank != 2 or z.shape[-1] not in (None, latent_dim)):
+        raise UserError(f"latents must be [n, {latent_dim}] for this model (its latent_dim is {latent_dim}), "
+                        f"got shape {tuple(z.shape)}")
+    return z
+
+
+def check_sample_size(num_samples: int, latent_dim: int, image_shape, available: int) -> None:
+    """A UserError if `num_samples` draws (z [n, D], the mean and a draw x,
+    float32, twice for the intermediate values) need more than `available`
+    bytes of memory (0: unknown, nothing is refused)."""
+    needed = 2 * 4 * num_samples * (latent_dim + 2 * int(np.prod(image_shape)))
+    if available and needed > available:
+        raise UserError(f"sample({num_samples}) needs at least {needed / 2**30:.3g} GiB, more than this machine's "
+                        f"{available / 2**30:.3g} GiB; draw fewer samples per call (several calls with "
+                        f"different seeds)")

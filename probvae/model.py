@@ -276,13 +276,23 @@ class VAE(keras.Model):
 
     def decode(self, z) -> tf.Tensor:
         """The mean of p(x|z) for latents z [n, D]: images [n, h, w, c]
-        (`likelihood(z)` is the distribution itself)."""
-        return self.likelihood(tf.convert_to_tensor(z, tf.float32)).mean()
+        (`likelihood(z)` is the distribution itself).
+
+        Raises:
+          UserError: z is not numbers of shape [n, D].
+        """
+        return self.likelihood(inputs.latents(z, self.latent_dim)).mean()
 
     def sample(self, num_samples: int, seed=0) -> "Samples":
         """`Samples` (z, mean, x) of num_samples draws z ~ p(z), x ~ p(x|z), from
-        the stateless seed `seed` (an int or a pair): the same seed, the same draws."""
+        the stateless seed `seed` (an int or a pair): the same seed, the same draws.
+
+        Raises:
+          UserError: num_samples is not a whole number of at least 1, or its
+            draws cannot fit in this machine's memory.
+        """
         num_samples = objectives.whole_number("num_samples", num_samples)
+        inputs.check_sample_size(num_samples, self.latent_dim, self.image_shape, networks.machine_memory())
         latent_seed, image_seed = seeds.split(seed, 2)
         z = self.prior.sample(num_samples, seed=latent_seed)
         likelihood = self.likelihood(z)

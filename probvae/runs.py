@@ -29,6 +29,7 @@ file they read is renamed into place whole.
 from __future__ import annotations
 
 import datetime
+import gc
 import glob
 import json
 import os
@@ -352,6 +353,8 @@ def save_config(run_dir: str, config: RunConfig) -> str:
 
 def load_config(run_dir: str) -> RunConfig:
     """The RunConfig saved in `run_dir`, with the file named in any error."""
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise UserError(f"a run directory is a path (the folder fit.py printed), got {run_dir!r}")
     if not os.path.isdir(run_dir):
         raise UserError(f"run directory {run_dir} does not exist; pass the folder fit.py printed")
     path = os.path.join(run_dir, CONFIG_FILE)
@@ -487,6 +490,9 @@ def open_run(run_dir: str, checkpoint: Optional[str] = None) -> "LoadedRun":
         model = VAE(config.model)
     except UserError as error:
         raise UserError(f"{os.path.join(run_dir, CONFIG_FILE)}: {error}") from None
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise UserError(f"a checkpoint is a path or a name such as 'ckpt-3', 'best' or 'latest', got {checkpoint!r}")
+    checkpoint = None if checkpoint is None else os.fspath(checkpoint)
     if checkpoint in (None, "best", "latest"):
         checkpoint = run_checkpoint(run_dir, checkpoint or "model")
     elif not os.path.exists(checkpoint + ".index"):
@@ -507,10 +513,21 @@ def read_weights(model, checkpoint: str) -> None:
     """
     import tensorflow as tf
 
+    logger = tf.get_logger()
+    level, first_line = logger.level, None
+    # A failed restore lists every checkpoint value it did not restore (dozens of WARNING lines) when its
+    # bookkeeping is deleted, though the error below already says it all: the warnings are off meanwhile.
+    logger.setLevel("ERROR")
     try:
-        tf.train.Checkpoint(model=model).read(checkpoint).expect_partial().assert_existing_objects_matched()
-    except Exception as error:  # any failure to read the file means a bad checkpoint
-        first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        try:
+            tf.train.Checkpoint(model=model).read(checkpoint).expect_partial().assert_existing_objects_matched()
+        except Exception as error:  # any failure to read the file means a bad checkpoint
+            first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        if first_line is not None:
+            gc.collect()
+    finally:
+        logger.setLevel(level)
+    if first_line is not None:
         raise UserError(
             f"cannot restore checkpoint {checkpoint} ({first_line}); it is corrupt or from another model"
         ) from None

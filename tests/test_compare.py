@@ -1,6 +1,7 @@
 """probvae compare: runs side by side, from their files alone."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -142,3 +143,20 @@ def test_the_command_prints_the_table_and_writes_the_csv_and_the_curves(three_ru
         f"error: run directory {tmp_path / 'nowhere'} does not exist; pass the folder fit.py printed"]
     with pytest.raises(UserError, match="give one or more run directories"):
         compare.compare_runs([])
+
+
+@pytest.mark.parametrize("plot, message", [
+    ("curves.xyz", r"unknown picture format 'xyz'; end the name with one of: \.png"),
+    ("curves", r"unknown picture format '\(none\)'"),
+    ("missing/curves.png", r"cannot write missing/curves.png: .*missing is not a folder this user can write in"),
+    ("a-file/curves.png", r"cannot write a-file/curves.png: .*a-file is not a folder this user can write in"),
+])
+def test_a_plot_that_cannot_be_written_is_one_line_and_nothing_written(three_runs, tmp_path, plot, message):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a-file").write_text("")
+    result = subprocess.run([sys.executable, COMPARE, *three_runs, "--csv", "t.csv", "--plot", plot],
+                            capture_output=True, text=True, timeout=300, cwd=str(out))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and re.search(message, lines[0]), result.stderr[-2000:]
+    assert sorted(os.listdir(out)) == ["a-file"]  # neither the CSV nor the plot

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from probvae import runs
 from probvae.data import make_shapes
@@ -78,3 +79,75 @@ def test_export_refuses_an_existing_folder(exported, request):
     result = subprocess.run([sys.executable, EXPORT, run_dir, str(out)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         f"error: {out} exists; give a new folder for the exported model"]
+
+
+def _exported_in_process(tmp_path, **model):
+    """A tiny one-level untrained VAE and its SavedModel loaded back with tf.saved_model.load."""
+    from probvae.config import ModelConfig
+    from probvae.export import export_model
+    from probvae.model import VAE
+
+    vae = VAE(ModelConfig(image_shape=(4, 3, 1), hidden_units=(5,), **model))
+    return vae, tf.saved_model.load(export_model(vae, str(tmp_path / "saved")))
+
+
+@pytest.fixture(scope="module")
+def bernoulli_export(tmp_path_factory):
+    return _exported_in_process(tmp_path_factory.mktemp("bernoulli"), latent_dim=2, posterior="full")
+
+
+def _binary(n=3):
+    return (np.random.default_rng(4).uniform(size=(n, 4, 3, 1)) < 0.5).astype(np.float32)
+
+
+def test_encode_is_the_encoders_full_covariance_posterior(bernoulli_export):
+    # Computed from the encoder's output directly: params [n, 2 + 3] = [loc | the 3 entries of L],
+    # L lower-triangular with softplus(diagonal) + 1e-5 (tfp.bijectors.FillScaleTriL's default).
+    vae, saved = bernoulli_export
+    images = _binary()
+    params = vae.posterior_params(vae.encoder(images)).numpy()  # [3, 5]
+    lower = tf.linalg.band_part(tfp.math.fill_triangular(params[:, 2:]), -1, 0).numpy()  # [3, 2, 2]
+    diagonal = np.log1p(np.exp(np.diagonal(lower, axis1=1, axis2=2))) + 1e-5
+    expected_scale = lower.copy()
+    expected_scale[:, [0, 1], [0, 1]] = diagonal
+    encoded = saved.signatures["encode"](images=tf.constant(images))
+    np.testing.assert_allclose(encoded["loc"], params[:, :2], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(encoded["scale_tril"], expected_scale, rtol=1e-5, atol=1e-6)
+
+
+def test_log_likelihood_is_the_librarys_at_seed_0_0(bernoulli_export):
+    vae, saved = bernoulli_export
+    images = _binary()
+    result = saved.signatures["log_likelihood"](images=tf.constant(images), num_samples=tf.constant(6))
+    expected = vae.log_likelihood(tf.constant(images), num_samples=6, seed=(0, 0))
+    np.testing.assert_allclose(result["log_likelihood"], expected, rtol=1e-6, atol=1e-5)
+    assert result["log_likelihood"].shape == (3,)
+
+
+@pytest.mark.parametrize("num_samples", [0, -2])
+def test_log_likelihood_refuses_no_samples(bernoulli_export, num_samples):
+    _, saved = bernoulli_export
+    with pytest.raises(tf.errors.InvalidArgumentError, match="num_samples must be at least 1"):
+        saved.signatures["log_likelihood"](images=tf.constant(_binary()), num_samples=tf.constant(num_samples))
+
+
+@pytest.mark.parametrize("signature", ["encode", "log_likelihood"])
+def test_a_bernoulli_model_refuses_images_that_are_not_binary(bernoulli_export, signature):
+    _, saved = bernoulli_export
+    images = np.full((2, 4, 3, 1), 0.5, np.float32)  # in [0, 1], not binary
+    arguments = {"images": tf.constant(images)}
+    if signature == "log_likelihood":
+        arguments["num_samples"] = tf.constant(3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="images must be binary"):
+        saved.signatures[signature](**arguments)
+
+
+def test_images_outside_the_unit_interval_are_refused(tmp_path):
+    _, saved = _exported_in_process(tmp_path, latent_dim=3, posterior="diag", likelihood="continuous_bernoulli")
+    for value in (-0.25, 1.5, np.nan):
+        images = np.full((2, 4, 3, 1), value, np.float32)
+        with pytest.raises(tf.errors.InvalidArgumentError, match="images must (lie in \\[0, 1\\]|be finite)"):
+            saved.signatures["log_likelihood"](images=tf.constant(images), num_samples=tf.constant(2))
+    inside = saved.signatures["log_likelihood"](images=tf.constant(np.full((2, 4, 3, 1), 0.25, np.float32)),
+                                                num_samples=tf.constant(2))
+    assert np.all(np.isfinite(inside["log_likelihood"]))

@@ -172,8 +172,14 @@ CASES = {
                                     r"already holds a run; pass --resume .*run to continue it, --overwrite to replace it"),
     "run directory that is a file": (file_as_run_dir, "is a file; pass a folder path to --run-dir"),
     "images too large for memory": (
-        huge_folder_images, r"images of shape 100000x100000x3 through the gated network need at least [\d.e+]+ GiB, "
-                            r"more than this machine's [\d.]+ GiB; lower --batch-size or --image-shape"),
+        huge_folder_images, r"images of shape 100000x100000x3 through the gated network and the diag posterior of "
+                            r"40 latent dimensions need at least [\d.e+]+ GiB, more than this machine's [\d.]+ GiB; "
+                            r"lower --batch-size, --latent-dim or --image-shape"),
+    # A full covariance has d(d + 3)/2 parameters: 5e9 outputs of the posterior's dense layer here.
+    "full posterior too large for memory": (
+        lambda t: ["--dataset", "shapes", "--posterior", "full", "--latent-dim", "100000", "--dry-run"],
+        r"the full posterior of 100000 latent dimensions need at least [\d.e+]+ GiB, more than this machine's "
+        r"[\d.]+ GiB; .*or --posterior diag$"),
     "run directory name the filesystem cannot hold": (
         lambda t: ["--dataset", "shapes", "--dry-run", "--run-dir", str(t / ("x" * 300))],
         r"the name x{40}\.\.\. has 300 bytes, more than the filesystem's 255; choose a shorter --run-dir"),

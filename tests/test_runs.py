@@ -130,3 +130,28 @@ def test_json_files_get_the_usual_permissions(tmp_path):
     runs.write_json(str(path), [1])
     # mkstemp creates 0600 files; a run's JSON is readable like any other file.
     assert (os.stat(path).st_mode & 0o777) == 0o666 & ~umask
+
+
+def test_a_checkpoint_of_another_model_gives_one_line(tmp_path):
+    # A training checkpoint (model, optimizer, step) of a 2-latent model, evaluated as a 3-latent run's:
+    # the command prints the error alone, without TensorFlow's warnings about the values left unrestored.
+    import subprocess
+    import sys
+
+    shape = (28, 28, 1)
+    other = VAE(ModelConfig(latent_dim=2, image_shape=shape, hidden_units=(5,)))
+    optimizer = keras.optimizers.Adam()
+    optimizer.apply_gradients([(tf.zeros_like(v), v) for v in other.trainable_variables])
+    checkpoint = tf.train.Checkpoint(model=other, optimizer=optimizer, step=tf.Variable(3)).write(
+        str(tmp_path / "other" / "ckpt-3"))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    runs.save_config(str(run_dir), RunConfig(data=DataConfig(dataset="shapes"),
+                                             model=ModelConfig(latent_dim=3, image_shape=shape, hidden_units=(6,))))
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "evaluate.py")
+    result = subprocess.run([sys.executable, script, str(run_dir), "--checkpoint", checkpoint],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot restore checkpoint"), result.stderr[-2000:]
+    assert sorted(os.listdir(run_dir)) == ["config.json"]

@@ -12,6 +12,9 @@ from probvae.cli import common
 
 __all__ = ["parse_args", "main"]
 
+# The picture formats matplotlib writes (by the file name's extension).
+PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp", "pgf")
+
 
 def parse_args(argv=None):
     parser = common.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,6 +33,14 @@ def main(argv=None):
     for path in [args.csv, args.plot]:
         if path and os.path.isdir(path):
             raise common.UserError(f"{path} is a folder; give a file name")
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if path and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+            raise common.UserError(f"cannot write {path}: {folder} is not a folder this user can write in; "
+                                   "give another path")
+    extension = os.path.splitext(args.plot)[1].lower().lstrip(".")
+    if extension not in PLOT_FORMATS:
+        raise common.UserError(f"--plot {args.plot}: unknown picture format {extension or '(none)'!r}; end the "
+                               f"name with one of: {', '.join('.' + name for name in PLOT_FORMATS)}")
     from probvae.analysis.compare import compare_runs
 
     comparison = compare_runs(args.run_dirs)
@@ -44,4 +55,8 @@ def main(argv=None):
     from probvae.analysis import plotting
 
     curves = {os.path.basename(os.path.normpath(s.run_dir)): s.validation_elbo for s in comparison.summaries}
-    print(f"validation curves drawn to {os.path.abspath(plotting.plot_validation_curves(curves, args.plot))}")
+    try:
+        drawn = plotting.plot_validation_curves(curves, args.plot)
+    except OSError as error:
+        raise common.UserError(f"cannot write {args.plot}: {error.strerror}") from None
+    print(f"validation curves drawn to {os.path.abspath(drawn)}")

@@ -34,6 +34,7 @@ from probvae.config.sections import (
     TrainConfig,
     check_dataset_name,
 )
+from probvae.errors import UserError
 from probvae.registry import DATASETS
 
 __all__ = [
@@ -105,7 +106,13 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "RunConfig":
-        return cls.from_dict(json.loads(text))
+        _require(isinstance(text, (str, bytes, bytearray)), f"from_json takes the text of a config.json, got a "
+                 f"{type(text).__name__}; for a dict use RunConfig.from_dict")
+        try:
+            values = json.loads(text)
+        except ValueError as error:
+            raise UserError(f"a config must be JSON text ({error}); pass what to_json wrote") from None
+        return cls.from_dict(values)
 
     def flat(self) -> dict:
         """Every field as {"section.field": value}, e.g. {"train.epochs": 20, ...}."""
@@ -127,5 +134,7 @@ class RunConfig:
         changed = {}
         for name, changes in sections.items():
             _require(name in self.SECTIONS, f"no config section {name!r}")
+            _require(isinstance(changes, dict), f"replace({name}=...) takes a dict of {name} fields, got "
+                     f"{changes!r}; e.g. replace(train={{\"epochs\": 2}})")
             changed[name] = getattr(self, name).replace(**changes)
         return dataclasses.replace(self, **changed)

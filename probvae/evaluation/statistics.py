@@ -53,6 +53,7 @@ import tensorflow as tf
 from probvae import data as data_lib
 from probvae import objectives, replicas, seeds
 from probvae.evaluation.estimators import _whole
+from probvae.errors import UserError
 from probvae.evaluation.result import mean_and_stderr
 
 __all__ = [
@@ -169,6 +170,16 @@ def _compiled(model) -> _Compiled:
     return _COMPILED[model]
 
 
+def _check_prepared(x, image_shape) -> None:
+    """A UserError unless x is float images [n, h, w, c] of the model's shape (prepared inputs)."""
+    dtype = tf.as_dtype(x.dtype) if hasattr(x, "dtype") else None
+    shape = tuple(getattr(x, "shape", ()))
+    if dtype is None or not dtype.is_floating or len(shape) != 4 or tuple(shape[1:]) != tuple(image_shape):
+        what = f"{dtype.name} {shape}" if dtype is not None else type(x).__name__
+        raise UserError(f"x must be prepared inputs, float32 [n, {', '.join(map(str, image_shape))}], got {what}; "
+                        "pass vae.prepare_inputs(images) (it scales and binarizes raw images)")
+
+
 def importance_sampling(model, x, num_samples: int, seed,
                         sample_chunk: Optional[int] = None) -> objectives.ImportanceEstimate:
     """The K-sample importance-weighted log p(x) and the effective sample size.
@@ -189,6 +200,7 @@ def importance_sampling(model, x, num_samples: int, seed,
     """
     num_samples = _whole("num_samples", num_samples)
     sample_chunk = 0 if sample_chunk is None else _whole("sample_chunk", sample_chunk)
+    _check_prepared(x, model.image_shape)
     return model.importance_sampling(x, tf.constant(num_samples), seeds.as_seed(seed), tf.constant(sample_chunk))
 
 
@@ -289,6 +301,8 @@ def evaluate_elbo(model, images: np.ndarray, *, seed=0, batch_size: int = 1000,
         importance-weighted training objective maximises; at a small K a
         bound on log p(x), not an estimate of it), and `iwae_samples`.
     """
+    if len(images) == 0:
+        raise UserError("images hold no examples; pass at least one image to evaluate")
     batches = data_lib.evaluation_batches(images, batch_size, binarize=model.likelihood_head.binarize,
                                           seed=binarization_seed)
     iwae_samples = _whole("iwae_samples", iwae_samples) if iwae_samples else 0

@@ -12,7 +12,7 @@ import os
 from probvae._keras import keras
 from probvae.errors import UserError
 from probvae.networks.family import Family, check_image_shape
-from probvae.registry import NETWORKS
+from probvae.registry import NETWORKS, POSTERIORS
 
 __all__ = ["Family", "check_image_shape", "encoder", "decoder", "hidden_layer", "memory_estimate", "machine_memory",
            "check_memory"]
@@ -41,14 +41,19 @@ def hidden_layer(config, units: int):
 def memory_estimate(config, rows: int) -> int:
     """Bytes a training step of `rows` images of `config.image_shape` needs at
     the least: float32 weights with their gradients and Adam's two moments,
-    and one forward pass's activations (the backward pass needs more). A
-    floor, not a forecast: a config above the machine's memory cannot run."""
+    and one forward pass's activations (the backward pass needs more): the
+    network family's `size` and the dense layer from the encoder's `features`
+    to the posterior's `params_size` parameters. A floor, not a forecast: a
+    config above the machine's memory cannot run."""
     family = NETWORKS[config.arch].load()
     if getattr(family, "size", None) is not None:
         weights, activations = family.size(config)
     else:
         pixels = math.prod(config.image_shape)
         weights, activations = 2 * 512 * pixels, 4 * pixels
+    params = POSTERIORS[config.posterior].load().params_size(config.latent_dims[-1])
+    features = family.features(config) if getattr(family, "features", None) is not None else 512
+    weights, activations = weights + (features + 1) * params, activations + params
     return 4 * (4 * weights + rows * activations)
 
 
@@ -65,7 +70,9 @@ def check_memory(config, rows: int, flag: str = "--batch-size") -> None:
     shape cannot fit in this machine's memory (`memory_estimate`)."""
     needed, available = memory_estimate(config, rows), machine_memory()
     if available and needed > available:
+        diagonal = " or --posterior diag" if config.posterior == "full" else ""
         shape = "x".join(map(str, config.image_shape))
-        raise UserError(f"{rows} images of shape {shape} through the {config.arch} network need at least "
+        raise UserError(f"{rows} images of shape {shape} through the {config.arch} network and the "
+                        f"{config.posterior} posterior of {config.latent_dims[-1]} latent dimensions need at least "
                         f"{needed / 2**30:.3g} GiB, more than this machine's {available / 2**30:.3g} GiB; lower "
-                        f"{flag} or --image-shape, or use a smaller network")
+                        f"{flag}, --latent-dim or --image-shape, or use a smaller network{diagonal}")

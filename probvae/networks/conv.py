@@ -134,4 +134,12 @@ def size(config):
     return weights + 2 * flat * max(config.dense_units or 0, 2 * config.latent_dim), activations
 
 
-CONV = Family(encoder, decoder, lambda config, units: layers.Dense(units, activation=config.activation), size)
+def features(config) -> int:
+    """f, the width of the encoder's output: dense_units, else the flattened last convolution."""
+    height, width, _ = tuple(config.image_shape)
+    scale = math.prod(stride for _, _, stride in encoder_conv_layers(config))
+    return config.dense_units or -(-height // scale) * -(-width // scale) * encoder_conv_layers(config)[-1][0]
+
+
+CONV = Family(encoder, decoder, lambda config, units: layers.Dense(units, activation=config.activation), size,
+              features)

@@ -79,7 +79,10 @@ def _dense_family(hidden_layer, width: int = 1):
         weights = width * pixels * (hidden[0] if hidden else config.latent_dim) * 2  # first and last layer
         return weights, width * 2 * sum(hidden) + 4 * pixels
 
-    return Family(encoder, decoder, hidden_layer, size)
+    def features(config) -> int:
+        return config.hidden_units[-1] if config.hidden_units else math.prod(config.image_shape)
+
+    return Family(encoder, decoder, hidden_layer, size, features)
 
 
 MLP = _dense_family(lambda config, units: layers.Dense(units, activation=config.activation))

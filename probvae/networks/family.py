@@ -21,13 +21,17 @@ class Family(NamedTuple):
     image), rough float counts of encoder and decoder together, lets a run
     refuse an image shape that cannot fit in memory before it builds
     anything (`probvae.networks.check_memory`); without it a dense-like
-    estimate is used.
+    estimate is used. features(config) -> f, the width of the encoder's
+    output, which the estimate multiplies by the posterior's `params_size`
+    (the dense layer of posterior parameters: d(d + 3)/2 outputs for a
+    full covariance); without it f = 512 is assumed.
     """
 
     encoder: Callable
     decoder: Callable
     hidden: Optional[Callable] = None
     size: Optional[Callable] = None
+    features: Optional[Callable] = None
 
 
 def check_image_shape(image_shape: Sequence[int]) -> None:
