@@ -277,7 +277,9 @@ def bdmc(model, num_examples: int, num_steps: int = 1000, num_chains: int = 16, 
     backward AIS (b from 1 to 0) started at the z that generated each image,
     an exact sample of p(z|x), gives a stochastic upper bound. Their gap
     bounds the error of forward AIS with these settings on data like the
-    model's own. `settings` are `ais_log_likelihood`'s keyword arguments;
+    model's own; with initial="posterior" it also measures how far q(z|x) is
+    from p(z|x): a narrow q far from it gives a valid but huge gap
+    (docs/evaluation.md). `settings` are `ais_log_likelihood`'s keyword arguments;
     `on_chunk(direction, images_done)` reports progress. The cost policy of
     `ais_log_likelihood` holds (`force`).
     """
