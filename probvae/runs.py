@@ -17,13 +17,14 @@ Evaluations are written beside them as RUN_DIR/eval_*.json
 JSON files are written to a temporary file and renamed into place, so a kill
 never leaves a truncated file behind.
 
-One writer per run: `RunLock` holds RUN_DIR/writer.lock (an exclusive
-`flock`, released by the kernel when the process ends, however it ends, and
-the holder's PID, host, command and start time) from before a run writes
-anything until it stops. A second writer gets a `UserError` naming the
-holder; a lock file left by a process that died is taken over with a
-message. Readers (`load_run`, evaluation, inspection) take no lock: every
-file they read is renamed into place whole.
+One writer per run: `RunLock` (probvae.run_lock) holds RUN_DIR/writer.lock
+from before a run writes anything until it stops.
+
+A run directory is recognised by probvae's own files (`holds_run`): a
+config.json that is a probvae config, a metrics.json of probvae, or a
+checkpoints/ folder of probvae's checkpoints. `--overwrite` deletes only what
+probvae writes there (`run_files`): those, the TensorBoard event files under
+logs/, the eval_*.json results and the latent snapshots; any other file stays.
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
 import tempfile
 from typing import Any, Callable, NamedTuple, Optional
 
 from probvae.config import RunConfig
 from probvae.errors import UserError
+from probvae.run_lock import LOCK_FILE, RunLock
 
 __all__ = [
     "CHECKPOINT_PREFIX",
@@ -84,8 +85,6 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
-_RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_DIR, LOG_DIR)
-LOCK_FILE = "writer.lock"
 
 # Config keys a resumed run may change: how the run is carried out, not what
 # it computes from good batches.
@@ -110,9 +109,92 @@ def new_run_dir(root: str = "runs", prefix: str = "") -> str:
     return path
 
 
+# What probvae writes into a run directory besides config.json and metrics.json
+# (RUN_DIR/latent_evolution is probvae.analysis.report.SNAPSHOT_DIR).
+_CHECKPOINT_NAME = re.compile(r"checkpoint(\.tmp\w*)?|(ckpt|best)-\d+(\.index|\.data-\d+-of-\d+|_temp.*)")
+_EVENT_FILE = re.compile(r"events\.out\.tfevents\..*")
+_SNAPSHOT_DIR, _SNAPSHOT_NAME = "latent_evolution", re.compile(r"epoch_\d+\.png|latent_evolution\.gif")
+_ANY_NAME = re.compile(".*")
+_RESULT_NAME = re.compile(r"eval_.*\.json|\.tmp-.*\.json")
+# The keys that make a JSON file probvae's config.json or metrics.json.
+_OWN_KEYS = {CONFIG_FILE: ("data", "model", "train"), METRICS_FILE: ("epochs",)}
+
+
+def _is_own_json(path: str, keys=()) -> bool:
+    """Whether `path` holds a JSON object with `keys` (probvae's, by its content)."""
+    try:
+        value = read_json(path)
+    except UserError:
+        return False
+    return isinstance(value, dict) and all(key in value for key in keys)
+
+
+def _matching(directory: str, pattern: "re.Pattern") -> list:
+    """Paths of the entries of `directory` whose names match `pattern` ([] without the folder)."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    return [os.path.join(directory, name) for name in names if pattern.fullmatch(name)]
+
+
+def _foreign_files(path: str) -> list:
+    """config.json or metrics.json in `path` that probvae did not write (a run would replace them)."""
+    return [os.path.join(path, name) for name, keys in _OWN_KEYS.items()
+            if os.path.lexists(os.path.join(path, name)) and not _is_own_json(os.path.join(path, name), keys)]
+
+
 def holds_run(path: str) -> bool:
-    """Whether `path` already holds (part of) a probvae run."""
-    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, e)) for e in _RUN_ENTRIES)
+    """Whether `path` holds (part of) a probvae run: a probvae config.json or
+    metrics.json, or a checkpoints/ folder that is empty or holds probvae's
+    checkpoints. Other files (a logs/ folder, say) do not make a run."""
+    if not os.path.isdir(path):
+        return False
+    if any(_is_own_json(os.path.join(path, name), keys) for name, keys in _OWN_KEYS.items()):
+        return True
+    checkpoints = os.path.join(path, CHECKPOINT_DIR)
+    return os.path.isdir(checkpoints) and not os.path.islink(checkpoints) and (
+        not os.listdir(checkpoints) or bool(_matching(checkpoints, _CHECKPOINT_NAME)))
+
+
+def run_files(path: str) -> list:
+    """The files and folders of the run in `path` that probvae wrote, which
+    `--overwrite` deletes: config.json, metrics.json, the checkpoints, the
+    TensorBoard event files in logs/*/, eval_*.json and the latent snapshots
+    (then the folders they leave empty). Other files are not listed."""
+    found = [os.path.join(path, name) for name, keys in _OWN_KEYS.items()
+             if _is_own_json(os.path.join(path, name), keys)]
+    found += [name for name in _matching(path, _RESULT_NAME) if _is_own_json(name)]
+    found += _matching(os.path.join(path, CHECKPOINT_DIR), _CHECKPOINT_NAME)
+    logs = os.path.join(path, LOG_DIR)
+    for folder in _matching(logs, _ANY_NAME):
+        if os.path.isdir(folder) and not os.path.islink(folder):
+            found += _matching(folder, _EVENT_FILE)
+    return found + _matching(os.path.join(path, _SNAPSHOT_DIR), _SNAPSHOT_NAME)
+
+
+def _clear_run(path: str) -> None:
+    """Delete `run_files(path)`, then the folders that leaves empty.
+
+    Raises:
+      UserError: a file cannot be deleted (naming it).
+    """
+    path = os.path.normpath(path)
+    targets = run_files(path)  # config.json first: a half-cleared folder is never resumed
+    folders = {os.path.dirname(target) for target in targets} | {os.path.join(path, CHECKPOINT_DIR)}
+    try:
+        for target in targets:
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)
+            else:
+                os.remove(target)
+        for folder in sorted(folders, key=lambda f: f.count(os.sep), reverse=True):
+            while folder != path and os.path.isdir(folder) and not os.path.islink(folder) and not os.listdir(folder):
+                os.rmdir(folder)  # logs/train, then logs
+                folder = os.path.dirname(folder)
+    except OSError as error:
+        raise UserError(f"cannot delete {error.filename} to overwrite the run in {path}: {error.strerror}; fix "
+                        "its permissions") from None
 
 
 def _check_creatable(path: str) -> None:
@@ -147,6 +229,10 @@ def check_run_dir(path: str, overwrite: bool = False) -> None:
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"run directory {path} is a file; pass a folder path to --run-dir")
     _check_creatable(path)
+    foreign = _foreign_files(path) if os.path.isdir(path) else []
+    if foreign:
+        raise UserError(f"{foreign[0]} is not a {os.path.basename(foreign[0])} probvae wrote (or it is damaged), "
+                        f"and a run in {path} would replace it; move it away, or choose another --run-dir")
     if holds_run(path) and not overwrite:
         raise UserError(
             f"{path} already holds a run; pass --resume {path} to continue it, "
@@ -154,25 +240,35 @@ def check_run_dir(path: str, overwrite: bool = False) -> None:
         )
 
 
-def prepare_run_dir(path: str, overwrite: bool = False, lock: Optional["RunLock"] = None) -> str:
+def prepare_run_dir(path: str, overwrite: bool = False, lock: Optional[RunLock] = None) -> str:
     """Create `path` for a new run. A folder that holds a run is refused
-    unless `overwrite`, which removes that run's files (and only those).
-    With a `lock`, the folder is created, then locked, then checked and
-    cleared, so no other writer can be between the check and the clearing."""
+    unless `overwrite`, which removes the files probvae wrote there
+    (`run_files`) and leaves every other file. With a `lock`, the folder is
+    created, then locked, then checked and cleared, so no other writer can be
+    between the check and the clearing; a folder it created is removed again
+    if the lock cannot be taken."""
     check_run_dir(path, overwrite)
     if lock is not None:
+        created = not os.path.isdir(path)
         _make_dirs(path)
-        lock.acquire()
+        try:
+            lock.acquire()
+        except UserError:
+            if created:
+                _remove_empty(path)
+            raise
         check_run_dir(path, overwrite)
     if holds_run(path):
-        for entry in _RUN_ENTRIES:
-            target = os.path.join(path, entry)
-            if os.path.isdir(target):
-                shutil.rmtree(target)
-            elif os.path.exists(target):
-                os.remove(target)
+        _clear_run(path)
     _make_dirs(path)
     return path
+
+
+def _remove_empty(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 def _make_dirs(path: str) -> None:
@@ -180,143 +276,6 @@ def _make_dirs(path: str) -> None:
         os.makedirs(path, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot create run directory {path}: {error.strerror}") from None
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class RunLock:
-    """The exclusive right to write one run directory (see the module docstring).
-
-    `acquire()` (or entering the context) takes RUN_DIR/writer.lock if the
-    directory exists, and is a no-op if it is held already; `release()` (or
-    leaving the context) gives it up and removes the file. A directory that
-    does not exist yet is locked when `prepare_run_dir` creates it.
-
-    Raises:
-      UserError: another live process holds the lock (the message names it).
-    """
-
-    def __init__(self, run_dir: str, log: Callable[[str], None] = print):
-        self.run_dir, self.log, self._fd = run_dir, log, None
-
-    @property
-    def path(self) -> str:
-        return os.path.join(self.run_dir, LOCK_FILE)
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def __enter__(self) -> "RunLock":
-        if os.path.isdir(self.run_dir):
-            self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-    @staticmethod
-    def _holder(fd: int) -> dict:
-        try:
-            os.lseek(fd, 0, os.SEEK_SET)
-            holder = json.loads(os.read(fd, 65536).decode() or "{}")
-            return holder if isinstance(holder, dict) else {}
-        except (OSError, ValueError):
-            return {}
-
-    @staticmethod
-    def describe(holder: dict) -> str:
-        """"PID 123 on host h (fit.py ..., since ...)" of a lock file's contents."""
-        if not holder:
-            return "another process"
-        text = f"PID {holder.get('pid')} on host {holder.get('host')}"
-        if holder.get("since"):
-            text += f", since {holder['since']}"
-        return text
-
-    def _lock(self, fd: int, holder: dict) -> None:
-        """flock `fd` (without flock: check the PID the file names).
-
-        Raises:
-          UserError: another live process holds the lock.
-        """
-        try:
-            import fcntl
-        except ImportError:  # no flock on this platform: the PID in the file is the lock
-            fcntl = None
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            elif holder.get("host") == socket.gethostname() and _process_alive(int(holder.get("pid", -1))):
-                raise BlockingIOError
-        except (BlockingIOError, PermissionError):
-            raise UserError(f"run directory {self.run_dir} is being written by {self.describe(holder)}; wait "
-                            f"for that run to end or stop it (it saves a checkpoint), then pass --resume "
-                            f"{self.run_dir}") from None
-
-    def check(self) -> None:
-        """Refuse as `acquire` would if another live process holds the lock
-        now, taking nothing: fit.py asks before TensorFlow loads, so a locked
-        run is refused in a moment (`acquire` still decides)."""
-        if self.held:
-            return
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:  # no lock file, or one acquire will report on
-            return
-        try:
-            self._lock(fd, self._holder(fd))
-        finally:
-            os.close(fd)  # and with it the flock, if it was taken
-
-    def acquire(self) -> None:
-        if self.held:
-            return
-        while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as error:
-                raise UserError(f"cannot lock run directory {self.run_dir}: {error.strerror}; "
-                                "fix its permissions") from None
-            holder = self._holder(fd)
-            try:
-                self._lock(fd, holder)
-            except UserError:
-                os.close(fd)
-                raise
-            try:  # the file may have been released and removed between open and flock: lock the current one
-                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            os.close(fd)
-        if holder.get("pid") not in (None, os.getpid()):
-            self.log(f"taking over the lock of {self.describe(holder)}, which is no longer running")
-        mine = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
-                "since": datetime.datetime.now().isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps(mine).encode())
-        os.fsync(fd)
-        self._fd = fd
-
-    def release(self) -> None:
-        if not self.held:
-            return
-        fd, self._fd = self._fd, None
-        try:  # removed while still locked; a process that opened it meanwhile sees another inode and retries
-            os.remove(self.path)
-        except OSError:
-            pass
-        os.close(fd)  # closing the last descriptor releases the flock
 
 
 def _umask() -> int:
@@ -349,14 +308,61 @@ def write_json(path: str, value: Any) -> str:
 
 
 def read_json(path: str) -> Any:
-    """Read a JSON file, with a clear error naming the file."""
+    """Read a JSON file (UTF-8), with a clear error naming the file.
+
+    Raises:
+      UserError: the file is missing, unreadable, not UTF-8 or not JSON.
+    """
     try:
-        with open(path) as stream:
+        with open(path, encoding="utf-8") as stream:
             return json.load(stream)
     except FileNotFoundError:
         raise UserError(f"{path} does not exist; is this a probvae run directory?") from None
-    except (OSError, json.JSONDecodeError) as error:
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not readable JSON (not UTF-8 text: byte {error.object[error.start]:#04x} at "
+                        f"position {error.start}); restore it or retrain") from None
+    except (OSError, ValueError) as error:
         raise UserError(f"{path} is not readable JSON ({error}); restore it or retrain") from None
+
+
+def check_writable(path: str) -> None:
+    """A UserError unless a file can be written at `path` (a new file, or one
+    replacing the file there), checked before the work whose result it will
+    hold. Creates nothing at `path` (a temporary file beside it is made and
+    removed)."""
+    if not path:
+        raise UserError("an empty output path names no file; give a file name")
+    if os.path.isdir(path):
+        raise UserError(f"cannot write {path}: a folder of that name is in the way; move it, or give a file name")
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+        os.close(handle)
+        os.remove(temporary)
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror} ({directory}); choose another path, or create the "
+                        "folder, make it writable or free disk space") from None
+
+
+def check_new_folder(path: str, what: str) -> None:
+    """A UserError unless `path` can be made as a new folder for `what` (e.g.
+    "the exported model"): not empty, not there yet, in an existing, writable
+    folder. Creates nothing."""
+    if not path:
+        raise UserError(f"an empty path names no folder; give a new folder for {what}")
+    if os.path.lexists(path):
+        raise UserError(f"{path} exists; give a new folder for {what}")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        existing = parent
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        problem = ("is a file, not a folder" if existing == parent else "does not exist" if os.path.isdir(existing)
+                   else f"cannot exist: {existing} is a file")
+        raise UserError(f"cannot create {path}: {parent} {problem}; give a new folder for {what} in an existing "
+                        "folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create {path}: no permission to write in {parent}; give another folder for {what}")
 
 
 def save_config(run_dir: str, config: RunConfig) -> str:
@@ -518,11 +524,29 @@ def best_checkpoint(directory: str) -> Optional[str]:
     return found[-1] if found else None
 
 
-def latest_checkpoint(run_dir: str) -> Optional[str]:
-    """Prefix of the newest checkpoint in `run_dir`, or None."""
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def latest_checkpoint(run_dir: str, log: Callable[[str], None] = _warn) -> Optional[str]:
+    """Prefix of the newest checkpoint in `run_dir`, or None: the one the
+    state file checkpoints/checkpoint names; if that file is unreadable (or
+    names no checkpoint on disk), the highest-numbered complete checkpoint
+    file, with a warning passed to `log` (default: stderr)."""
     import tensorflow as tf
 
-    return tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
+    folder = os.path.join(run_dir, CHECKPOINT_DIR)
+    try:
+        found = tf.train.latest_checkpoint(folder)
+    except ValueError:  # not UTF-8, or naming no checkpoint
+        found = None
+    state_file = os.path.join(folder, "checkpoint")
+    if found is None and os.path.exists(state_file):
+        complete = complete_checkpoints(folder, CHECKPOINT_PREFIX)
+        if complete:
+            log(f"warning: {state_file} is unreadable; using the newest checkpoint file {complete[-1]}")
+            return complete[-1]
+    return found
 
 
 def run_checkpoint(run_dir: str, which: str = "model") -> str:
