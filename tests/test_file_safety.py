@@ -90,6 +90,16 @@ def test_the_lock_never_follows_a_symbolic_link(linked_lock, tmp_path):
     assert not (tmp_path / "made-through-the-link").exists()
 
 
+def test_the_lock_never_writes_a_hard_link(tmp_path):
+    outside = tmp_path / "precious.txt"
+    outside.write_text(OUTSIDE)
+    run = saved_config(tmp_path / "run")
+    os.link(outside, run / runs.LOCK_FILE)
+    with pytest.raises(UserError, match=rf"{run}/writer.lock has other names \(a hard link\); remove it"):
+        runs.RunLock(str(run)).acquire()
+    assert outside.read_text() == OUTSIDE and (run / runs.LOCK_FILE).read_text() == OUTSIDE
+
+
 def test_fit_refuses_a_linked_lock_in_one_line_and_leaves_its_target(linked_lock):
     run, outside = linked_lock
     before = files_under(run)
@@ -181,17 +191,18 @@ def test_a_config_or_metrics_file_probvae_did_not_write_is_never_replaced(tmp_pa
 
 
 def test_the_snapshot_folder_is_the_one_the_report_writes():
+    from probvae import run_files
     from probvae.analysis import report
 
-    assert runs._SNAPSHOT_DIR == report.SNAPSHOT_DIR
-    assert runs._SNAPSHOT_NAME.fullmatch(report.GIF_NAME) and runs._SNAPSHOT_NAME.fullmatch("epoch_0012.png")
+    assert run_files._SNAPSHOT_DIR == report.SNAPSHOT_DIR
+    assert run_files._SNAPSHOT_NAME.fullmatch(report.GIF_NAME) and run_files._SNAPSHOT_NAME.fullmatch("epoch_0012.png")
 
 
 # --- export --------------------------------------------------------------------------------------
 
 
-def test_export_refuses_paths_it_could_not_or_should_not_write(tmp_path):
-    run = saved_config(tmp_path / "run")
+def test_export_refuses_paths_it_could_not_or_should_not_write(trained_run, tmp_path):
+    run = trained_run
     (tmp_path / "afile").write_text("x")
     earlier = tmp_path / "earlier"  # another export's folder, and the current directory of the command
     write_files(earlier, {"saved_model.pb": b"the earlier model", "variables/variables.index": b"v"})
