@@ -9,7 +9,7 @@ Evaluations are written beside them as RUN_DIR/eval_*.json
 (`evaluation_name`; `read_evaluations` lists them).
 
 The folder's files, what probvae wrote there, creating and clearing it, and
-atomic JSON are `probvae.run_files`; the one-writer lock is
+atomic JSON are `probvae.run_dir`; the one-writer lock is
 `probvae.run_lock`. This module re-exports both.
 """
 
@@ -23,9 +23,9 @@ from typing import Any, Callable, NamedTuple, Optional
 
 from probvae.config import RunConfig
 from probvae.errors import UserError
-from probvae.run_files import (BEST_PREFIX, CHECKPOINT_DIR, CHECKPOINT_PREFIX, CONFIG_FILE, LOG_DIR, METRICS_FILE,
-                               check_new_folder, check_run_dir, check_writable, holds_run, new_run_dir,
-                               prepare_run_dir, read_json, run_files, write_json)
+from probvae.run_dir import (BEST_PREFIX, CHECKPOINT_DIR, CHECKPOINT_PREFIX, CONFIG_FILE, LOG_DIR, METRICS_FILE,
+                             check_new_folder, check_run_dir, check_writable, holds_run, new_run_dir,
+                             prepare_run_dir, read_json, run_files, write_json)
 from probvae.run_lock import LOCK_FILE, RunLock
 
 __all__ = [

@@ -191,11 +191,11 @@ def test_a_config_or_metrics_file_probvae_did_not_write_is_never_replaced(tmp_pa
 
 
 def test_the_snapshot_folder_is_the_one_the_report_writes():
-    from probvae import run_files
+    from probvae import run_dir
     from probvae.analysis import report
 
-    assert run_files._SNAPSHOT_DIR == report.SNAPSHOT_DIR
-    assert run_files._SNAPSHOT_NAME.fullmatch(report.GIF_NAME) and run_files._SNAPSHOT_NAME.fullmatch("epoch_0012.png")
+    assert run_dir._SNAPSHOT_DIR == report.SNAPSHOT_DIR
+    assert run_dir._SNAPSHOT_NAME.fullmatch(report.GIF_NAME) and run_dir._SNAPSHOT_NAME.fullmatch("epoch_0012.png")
 
 
 # --- export --------------------------------------------------------------------------------------
