@@ -26,6 +26,7 @@ level above drawn with seed (0, 0); for one level they are q(z|x)'s own.
 """
 
 import os
+import shutil
 from typing import Optional
 
 import tensorflow as tf
@@ -39,6 +40,8 @@ tfd = tfp.distributions
 
 __all__ = ["LIKELIHOOD_PARAMETERS", "Exported", "export_model", "export_run"]
 
+# What the exported folder is called in messages.
+EXPORTED = "the exported model"
 # The parameters `decode` returns, where the likelihood has them.
 LIKELIHOOD_PARAMETERS = ("logits", "loc", "scale")
 
@@ -108,21 +111,36 @@ class Exported(tf.Module):
 
 
 def export_model(vae, out_dir: str) -> str:
-    """Write `vae` as a SavedModel to `out_dir` (which must not exist yet); return its path."""
-    if os.path.exists(out_dir):
-        raise UserError(f"{out_dir} exists; give a new folder for the exported model")
+    """Write `vae` as a SavedModel to `out_dir`, a new folder in an existing
+    one (it must not exist yet: nothing is ever written into an existing
+    folder); return its path.
+
+    Raises:
+      UserError: `out_dir` is empty, exists, or cannot be made or written (a
+        folder this call made is removed again).
+    """
+    runs.check_new_folder(out_dir, EXPORTED)
     module = Exported(vae)
     signatures = {"encode": module.encode, "decode": module.decode, "log_likelihood": module.log_likelihood}
     try:
-        tf.saved_model.save(module, out_dir, signatures=signatures)
+        os.mkdir(out_dir)  # fails if the folder appeared since the check: never write into an existing one
+    except FileExistsError:
+        raise UserError(f"{out_dir} exists; give a new folder for {EXPORTED}") from None
     except OSError as error:
-        raise UserError(f"cannot write {out_dir}: {error.strerror}") from None
+        raise UserError(f"cannot create {out_dir}: {error.strerror}") from None
+    try:
+        tf.saved_model.save(module, out_dir, signatures=signatures)
+    except BaseException as error:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        if isinstance(error, (OSError, tf.errors.OpError)):
+            reason = error.strerror if isinstance(error, OSError) else type(error).__name__
+            raise UserError(f"cannot write {out_dir}: {reason}; free disk space or fix permissions") from None
+        raise
     return out_dir
 
 
 def export_run(run_dir: str, out_dir: str, checkpoint: Optional[str] = None) -> str:
     """Export the model of a run (its best epoch's weights unless `checkpoint` names
-    others) as a SavedModel in `out_dir`; return the path."""
-    if os.path.exists(out_dir):
-        raise UserError(f"{out_dir} exists; give a new folder for the exported model")
+    others) as a SavedModel in `out_dir`, a new folder (see `export_model`); return the path."""
+    runs.check_new_folder(out_dir, EXPORTED)
     return export_model(runs.load_run(run_dir, checkpoint), out_dir)

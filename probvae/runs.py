@@ -1,11 +1,5 @@
 """The run directory: what `fit` writes and what analysis code loads.
 
-    RUN_DIR/
-      config.json        RunConfig: everything needed to rebuild the model
-      metrics.json       per-epoch train/validation ELBO, final test numbers
-      checkpoints/       tf.train.CheckpointManager checkpoints
-      logs/train, logs/validation   TensorBoard event files
-
 `load_run(run_dir)` rebuilds the trained model from config.json and the
 latest (or a named) checkpoint. `resume_config(run_dir, requested)` is the
 config a resumed run continues with: the saved one, refusing requests that
@@ -14,34 +8,26 @@ contradict it (only the keys in `RESUME_MAY_CHANGE` may differ).
 Evaluations are written beside them as RUN_DIR/eval_*.json
 (`probvae.evaluation.files` names and reads them).
 
-JSON files are written to a temporary file and renamed into place, so a kill
-never leaves a truncated file behind.
-
-One writer per run: `RunLock` holds RUN_DIR/writer.lock (an exclusive
-`flock`, released by the kernel when the process ends, however it ends, and
-the holder's PID, host, command and start time) from before a run writes
-anything until it stops. A second writer gets a `UserError` naming the
-holder; a lock file left by a process that died is taken over with a
-message. Readers (`load_run`, evaluation, inspection) take no lock: every
-file they read is renamed into place whole.
+The folder's files, what probvae wrote there, creating and clearing it, and
+atomic JSON are `probvae.run_dir`; the one-writer lock is
+`probvae.run_lock`. This module re-exports both.
 """
 
 from __future__ import annotations
 
-import datetime
 import gc
 import glob
-import json
 import os
 import re
-import shutil
-import socket
 import sys
-import tempfile
 from typing import Any, Callable, NamedTuple, Optional
 
 from probvae.config import RunConfig
 from probvae.errors import UserError
+from probvae.run_dir import (BEST_PREFIX, CHECKPOINT_DIR, CHECKPOINT_PREFIX, CONFIG_FILE, LOG_DIR, METRICS_FILE,
+                             check_new_folder, check_run_dir, check_writable, holds_run, new_run_dir,
+                             prepare_run_dir, read_json, run_files, write_json)
+from probvae.run_lock import LOCK_FILE, RunLock
 
 __all__ = [
     "CHECKPOINT_PREFIX",
@@ -56,6 +42,9 @@ __all__ = [
     "prepare_run_dir",
     "resume_config",
     "holds_run",
+    "run_files",
+    "check_writable",
+    "check_new_folder",
     "write_json",
     "read_json",
     "save_config",
@@ -72,279 +61,10 @@ __all__ = [
     "RunLock",
 ]
 
-CHECKPOINT_PREFIX = "ckpt"
-# The weights of the epoch with the best validation ELBO: RUN_DIR/checkpoints/best-<step>.
-BEST_PREFIX = "best"
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
-CHECKPOINT_DIR = "checkpoints"
-LOG_DIR = "logs"
-_RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_DIR, LOG_DIR)
-LOCK_FILE = "writer.lock"
 
 # Config keys a resumed run may change: how the run is carried out, not what
 # it computes from good batches (the fields declared with resume=True).
 RESUME_MAY_CHANGE = RunConfig.resumable()
-
-
-def new_run_dir(root: str = "runs", prefix: str = "") -> str:
-    """A fresh timestamped path under `root` (not created)."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = os.path.join(root, f"{prefix}{stamp}")
-    suffix = 1
-    while os.path.exists(path):
-        suffix += 1
-        path = os.path.join(root, f"{prefix}{stamp}-{suffix}")
-    return path
-
-
-def holds_run(path: str) -> bool:
-    """Whether `path` already holds (part of) a probvae run."""
-    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, e)) for e in _RUN_ENTRIES)
-
-
-def _check_creatable(path: str) -> None:
-    """A UserError if the filesystem cannot hold `path` (name or path too long,
-    a file or an unwritable folder on the way); creates nothing."""
-    absolute = os.path.abspath(path)
-    existing = absolute
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise UserError(f"cannot create run directory {path}: {existing} is a file; choose another --run-dir")
-    try:
-        name_max, path_max = os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")
-    except (OSError, ValueError, AttributeError):
-        name_max, path_max = 255, 4096
-    # Room for the longest name the run writes inside: checkpoints/best-<step>.data-00000-of-00001.
-    inner = len("/checkpoints/best-1000000000.data-00000-of-00001.tempstate1234567890")
-    long_name = next((part for part in absolute.split(os.sep) if len(part.encode()) > name_max), None)
-    if long_name is not None:
-        raise UserError(f"cannot create run directory {path}: the name {long_name[:40]}... has "
-                        f"{len(long_name.encode())} bytes, more than the filesystem's {name_max}; choose a shorter --run-dir")
-    if len(absolute.encode()) + inner > path_max:
-        raise UserError(f"cannot create run directory {path}: its path has {len(absolute.encode())} bytes and the "
-                        f"run's files would pass the filesystem's limit of {path_max}; choose a shorter --run-dir")
-    if existing != absolute and not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"cannot create run directory {path}: no permission to write in {existing}; choose "
-                        "another --run-dir or fix the permissions")
-
-
-def check_run_dir(path: str, overwrite: bool = False) -> None:
-    """Raise a UserError if a new run cannot go to `path`; writes nothing."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f"run directory {path} is a file; pass a folder path to --run-dir")
-    _check_creatable(path)
-    if holds_run(path) and not overwrite:
-        raise UserError(
-            f"{path} already holds a run; pass --resume {path} to continue it, "
-            "--overwrite to replace it, or choose another --run-dir"
-        )
-
-
-def prepare_run_dir(path: str, overwrite: bool = False, lock: Optional["RunLock"] = None) -> str:
-    """Create `path` for a new run. A folder that holds a run is refused
-    unless `overwrite`, which removes that run's files (and only those).
-    With a `lock`, the folder is created, then locked, then checked and
-    cleared, so no other writer can be between the check and the clearing."""
-    check_run_dir(path, overwrite)
-    if lock is not None:
-        _make_dirs(path)
-        lock.acquire()
-        check_run_dir(path, overwrite)
-    if holds_run(path):
-        for entry in _RUN_ENTRIES:
-            target = os.path.join(path, entry)
-            if os.path.isdir(target):
-                shutil.rmtree(target)
-            elif os.path.exists(target):
-                os.remove(target)
-    _make_dirs(path)
-    return path
-
-
-def _make_dirs(path: str) -> None:
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create run directory {path}: {error.strerror}") from None
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class RunLock:
-    """The exclusive right to write one run directory (see the module docstring).
-
-    `acquire()` (or entering the context) takes RUN_DIR/writer.lock if the
-    directory exists, and is a no-op if it is held already; `release()` (or
-    leaving the context) gives it up and removes the file. A directory that
-    does not exist yet is locked when `prepare_run_dir` creates it.
-
-    Raises:
-      UserError: another live process holds the lock (the message names it).
-    """
-
-    def __init__(self, run_dir: str, log: Callable[[str], None] = print):
-        self.run_dir, self.log, self._fd = run_dir, log, None
-
-    @property
-    def path(self) -> str:
-        return os.path.join(self.run_dir, LOCK_FILE)
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def __enter__(self) -> "RunLock":
-        if os.path.isdir(self.run_dir):
-            self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-    @staticmethod
-    def _holder(fd: int) -> dict:
-        try:
-            os.lseek(fd, 0, os.SEEK_SET)
-            holder = json.loads(os.read(fd, 65536).decode() or "{}")
-            return holder if isinstance(holder, dict) else {}
-        except (OSError, ValueError):
-            return {}
-
-    @staticmethod
-    def describe(holder: dict) -> str:
-        """"PID 123 on host h (fit.py ..., since ...)" of a lock file's contents."""
-        if not holder:
-            return "another process"
-        text = f"PID {holder.get('pid')} on host {holder.get('host')}"
-        if holder.get("since"):
-            text += f", since {holder['since']}"
-        return text
-
-    def _lock(self, fd: int, holder: dict) -> None:
-        """flock `fd` (without flock: check the PID the file names).
-
-        Raises:
-          UserError: another live process holds the lock.
-        """
-        try:
-            import fcntl
-        except ImportError:  # no flock on this platform: the PID in the file is the lock
-            fcntl = None
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            elif holder.get("host") == socket.gethostname() and _process_alive(int(holder.get("pid", -1))):
-                raise BlockingIOError
-        except (BlockingIOError, PermissionError):
-            raise UserError(f"run directory {self.run_dir} is being written by {self.describe(holder)}; wait "
-                            f"for that run to end or stop it (it saves a checkpoint), then pass --resume "
-                            f"{self.run_dir}") from None
-
-    def check(self) -> None:
-        """Refuse as `acquire` would if another live process holds the lock
-        now, taking nothing: fit.py asks before TensorFlow loads, so a locked
-        run is refused in a moment (`acquire` still decides)."""
-        if self.held:
-            return
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:  # no lock file, or one acquire will report on
-            return
-        try:
-            self._lock(fd, self._holder(fd))
-        finally:
-            os.close(fd)  # and with it the flock, if it was taken
-
-    def acquire(self) -> None:
-        if self.held:
-            return
-        while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as error:
-                raise UserError(f"cannot lock run directory {self.run_dir}: {error.strerror}; "
-                                "fix its permissions") from None
-            holder = self._holder(fd)
-            try:
-                self._lock(fd, holder)
-            except UserError:
-                os.close(fd)
-                raise
-            try:  # the file may have been released and removed between open and flock: lock the current one
-                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            os.close(fd)
-        if holder.get("pid") not in (None, os.getpid()):
-            self.log(f"taking over the lock of {self.describe(holder)}, which is no longer running")
-        mine = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
-                "since": datetime.datetime.now().isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps(mine).encode())
-        os.fsync(fd)
-        self._fd = fd
-
-    def release(self) -> None:
-        if not self.held:
-            return
-        fd, self._fd = self._fd, None
-        try:  # removed while still locked; a process that opened it meanwhile sees another inode and retries
-            os.remove(self.path)
-        except OSError:
-            pass
-        os.close(fd)  # closing the last descriptor releases the flock
-
-
-def _umask() -> int:
-    """The process umask (reading it means setting it: set it straight back)."""
-    mask = os.umask(0o22)
-    os.umask(mask)
-    return mask
-
-
-def write_json(path: str, value: Any) -> str:
-    """Write `value` as indented JSON to `path` atomically (temp file + rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-        try:
-            with os.fdopen(handle, "w") as stream:
-                json.dump(value, stream, indent=2, sort_keys=True, allow_nan=True)
-                stream.write("\n")
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise
-    except OSError as error:
-        raise UserError(f"cannot write {path}: {error.strerror}; free disk space or fix permissions") from None
-    return path
-
-
-def read_json(path: str) -> Any:
-    """Read a JSON file, with a clear error naming the file."""
-    try:
-        with open(path) as stream:
-            return json.load(stream)
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist; is this a probvae run directory?") from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise UserError(f"{path} is not readable JSON ({error}); restore it or retrain") from None
 
 
 def save_config(run_dir: str, config: RunConfig) -> str:
@@ -432,11 +152,29 @@ def best_checkpoint(directory: str) -> Optional[str]:
     return found[-1] if found else None
 
 
-def latest_checkpoint(run_dir: str) -> Optional[str]:
-    """Prefix of the newest checkpoint in `run_dir`, or None."""
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def latest_checkpoint(run_dir: str, log: Callable[[str], None] = _warn) -> Optional[str]:
+    """Prefix of the newest checkpoint in `run_dir`, or None: the one the
+    state file checkpoints/checkpoint names; if that file is unreadable (or
+    names no checkpoint on disk), the highest-numbered complete checkpoint
+    file, with a warning passed to `log` (default: stderr)."""
     import tensorflow as tf
 
-    return tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
+    folder = os.path.join(run_dir, CHECKPOINT_DIR)
+    try:
+        found = tf.train.latest_checkpoint(folder)
+    except ValueError:  # not UTF-8, or naming no checkpoint
+        found = None
+    state_file = os.path.join(folder, "checkpoint")
+    if found is None and os.path.exists(state_file):
+        complete = complete_checkpoints(folder, CHECKPOINT_PREFIX)
+        if complete:
+            log(f"warning: {state_file} is unreadable; using the newest checkpoint file {complete[-1]}")
+            return complete[-1]
+    return found
 
 
 def run_checkpoint(run_dir: str, which: str = "model") -> str:

@@ -78,10 +78,11 @@ def test_unknown_dataset_lists_valid_names_without_a_traceback(tmp_path):
 def test_an_existing_run_is_not_overwritten_unless_asked(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "config.json").write_text('{"mine": true}')
+    mine = '{"data": {}, "model": {}, "train": {}, "mine": true}'  # a run's config.json, by its sections
+    (run_dir / "config.json").write_text(mine)
     result = run_fit(*SMALL, "--run-dir", str(run_dir))
     assert result.returncode == 2 and "--overwrite" in result.stderr
-    assert (run_dir / "config.json").read_text() == '{"mine": true}'
+    assert (run_dir / "config.json").read_text() == mine
     result = run_fit(*SMALL, "--run-dir", str(run_dir), "--overwrite")
     assert result.returncode == 0, result.stderr
     assert json.loads((run_dir / "config.json").read_text())["version"] == 1

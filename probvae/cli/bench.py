@@ -34,7 +34,8 @@ def parse_args(argv=None):
     parser.add_argument("--quality-epochs", type=int, help="epochs of the keras recipe that set the target "
                         "(default 10)")
     parser.add_argument("--quick", action="store_true", help="tiny images, networks and runs: a smoke test")
-    parser.add_argument("--json", metavar="OUT", help="also write every figure to this JSON file")
+    parser.add_argument("--json", metavar="OUT", help="also write every figure to this JSON file (checked "
+                        "before the measuring starts)")
     return parser.parse_args(argv)
 
 
@@ -46,6 +47,9 @@ def main(argv=None):
                "repeats": args.repeats, "mixed_precision": args.mixed_precision,
                "memory_images": args.memory_images}
     from probvae import runs
+
+    if args.json is not None:  # before hours of measuring, not after
+        runs.check_writable(args.json)
     from probvae.benchmarks.bench import format_table, run
     from probvae.benchmarks.contenders import QUICK, BenchConfig
 
@@ -62,6 +66,6 @@ def main(argv=None):
     else:
         result = run(bench, memory=not args.no_memory)
         print(format_table(result))
-    if args.json:
+    if args.json is not None:
         runs.write_json(args.json, result)
         print(f"figures written to {os.path.abspath(args.json)}")

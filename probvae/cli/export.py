@@ -18,7 +18,7 @@ __all__ = ["parse_args", "main"]
 def parse_args(argv=None):
     parser = common.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by fit.py")
-    parser.add_argument("out", metavar="OUT", help="a new folder for the SavedModel")
+    parser.add_argument("out", metavar="OUT", help="a new folder for the SavedModel, in an existing folder")
     parser.add_argument("--checkpoint", help="checkpoint name or path, latest or best (default: the run's model: "
                         "the best validation epoch's weights if the run kept them, else the latest)")
     return parser.parse_args(argv)
@@ -32,8 +32,7 @@ def main(argv=None):
     from probvae import runs
 
     runs.load_config(args.run_dir)  # a wrong folder fails here, before TensorFlow loads
-    if os.path.exists(args.out):
-        raise common.UserError(f"{args.out} exists; give a new folder for the exported model")
+    runs.check_new_folder(args.out, "the exported model")
     from probvae.export import export_run
 
     path = export_run(args.run_dir, args.out, args.checkpoint)
