@@ -45,8 +45,13 @@ import tensorflow_probability as tfp
 from probvae import hierarchy, inputs, latents, losses, networks, objectives, seeds
 from probvae._keras import keras
 from probvae.config import ModelConfig
-from probvae.distributions import (kl_divergence, posterior_distribution, posterior_layer, posterior_params_size,
-                                   sample_posterior)
+from probvae.distributions import (
+    kl_divergence,
+    posterior_distribution,
+    posterior_layer,
+    posterior_params_size,
+    sample_posterior,
+)
 from probvae.distributions.analysis import unwrap
 from probvae.errors import UserError
 from probvae.latents import Encoding, LatentStatistics, encode

@@ -376,7 +376,8 @@ DATASETS.register("cifar10", "probvae.data.sources:tfds_arrays", summary="CIFAR-
                   class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                                "truck"))
 DATASETS.register("shapes", "probvae.data.sources:shapes_arrays",
-                  summary="built-in procedural 28x28 shapes, offline", class_names=("square", "disc", "triangle", "cross"),
+                  summary="built-in procedural 28x28 shapes, offline",
+                  class_names=("square", "disc", "triangle", "cross"),
                   test_examples=500)
 DATASETS.register("celeb_a", "probvae.data.sources:tfds_streams",
                   summary="CelebA faces (TFDS), streamed, resized to --image-shape (64,64,3 unless given)",

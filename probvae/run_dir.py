@@ -180,7 +180,8 @@ def _check_creatable(path: str) -> None:
     long_name = next((part for part in absolute.split(os.sep) if len(part.encode()) > name_max), None)
     if long_name is not None:
         raise UserError(f"cannot create run directory {path}: the name {long_name[:40]}... has "
-                        f"{len(long_name.encode())} bytes, more than the filesystem's {name_max}; choose a shorter --run-dir")
+                        f"{len(long_name.encode())} bytes, more than the filesystem's {name_max}; "
+                        "choose a shorter --run-dir")
     if len(absolute.encode()) + inner > path_max:
         raise UserError(f"cannot create run directory {path}: its path has {len(absolute.encode())} bytes and the "
                         f"run's files would pass the filesystem's limit of {path_max}; choose a shorter --run-dir")

@@ -24,9 +24,23 @@ from typing import Any, Callable, NamedTuple, Optional
 
 from probvae.config import RunConfig
 from probvae.errors import UserError
-from probvae.run_dir import (BEST_PREFIX, CHECKPOINT_DIR, CHECKPOINT_PREFIX, CONFIG_FILE, LOG_DIR, METRICS_FILE,
-                             check_new_folder, check_run_dir, check_writable, holds_run, new_run_dir,
-                             prepare_run_dir, read_json, run_files, write_json)
+from probvae.run_dir import (
+    BEST_PREFIX,
+    CHECKPOINT_DIR,
+    CHECKPOINT_PREFIX,
+    CONFIG_FILE,
+    LOG_DIR,
+    METRICS_FILE,
+    check_new_folder,
+    check_run_dir,
+    check_writable,
+    holds_run,
+    new_run_dir,
+    prepare_run_dir,
+    read_json,
+    run_files,
+    write_json,
+)
 from probvae.run_lock import LOCK_FILE, RunLock
 
 __all__ = [

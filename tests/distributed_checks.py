@@ -38,8 +38,7 @@ def _config(**model):
 
 def _train(config, splits, run_dir, strategy, weights=None):
     """The trainer after STEPS steps, and the losses and weights along the way."""
-    from probvae import data
-    from probvae import replicas
+    from probvae import data, replicas
     from probvae.training import Trainer, seed_process
 
     config = config.replace(model={"image_shape": splits.image_shape})
@@ -127,9 +126,8 @@ def _faults(work_dir, splits, mirrored):
     """A NaN in the rows of the second replica at step 2, on one device and on two
     replicas, stopping and skipping; and mixed precision (a LossScaleOptimizer)."""
     from probvae import replicas
-    from probvae.training import distribute
     from probvae.errors import NonFiniteError
-    from probvae.training import Trainer, seed_process
+    from probvae.training import Trainer, distribute, seed_process
 
     report = {}
     for skip in (False, True):
@@ -142,7 +140,7 @@ def _faults(work_dir, splits, mirrored):
             if runs:
                 trainer.model.set_weights(runs["one"]["initial"])
             initial = [v.numpy() for v in trainer.model.weights]
-            batches = replicas.distribute_batches(strategy, lambda: _poisoned(splits, config.train, 2, 4),
+            batches = replicas.distribute_batches(strategy, lambda config=config: _poisoned(splits, config.train, 2, 4),
                                                     config.train.batch_size)
             losses = [float(trainer.train_step(x)) for x in batches]
             try:
@@ -187,8 +185,7 @@ def _fit_and_resume(work_dir, splits, mirrored):
     """fit on one device; fit on two replicas; the latter again, resumed from
     its checkpoint at step 12 as if killed there (2 epochs of 8 steps)."""
     from probvae import runs
-    from probvae.training import distribute
-    from probvae.training import fit
+    from probvae.training import distribute, fit
 
     config = _config().replace(train={"epochs": 2, "checkpoint_every_steps": 3})
     quiet = dict(splits=splits, log=lambda _: None)

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import IMAGE_SHAPE, tiny_model_config
-from probvae.training import precision
 from probvae._keras import keras
 from probvae.model import VAE
-from probvae.training import StepTotals, make_train_step
+from probvae.training import StepTotals, make_train_step, precision
+
+from conftest import IMAGE_SHAPE, tiny_model_config
 
 
 @pytest.fixture

@@ -16,14 +16,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from scipy import stats
+from test_evaluation import LATENT, LOADINGS, OFFSET, PPCA_SHAPE, SCALE, exact_log_likelihood, ppca_images, set_ppca
 
-from conftest import tiny_model_config
 from probvae import annealing, evaluation
 from probvae.config import ModelConfig
 from probvae.errors import UserError
 from probvae.model import VAE
 from probvae.registry import LIKELIHOODS, PRIORS
-from test_evaluation import LATENT, LOADINGS, OFFSET, PPCA_SHAPE, SCALE, exact_log_likelihood, ppca_images, set_ppca
+
+from conftest import tiny_model_config
 
 
 @pytest.fixture(scope="module")

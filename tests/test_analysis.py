@@ -12,7 +12,6 @@ import tensorflow_probability as tfp
 from scipy import stats
 from scipy.special import logsumexp
 
-from conftest import gaussian_kl_to_standard_normal, iwae_reference
 from probvae import runs
 from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from probvae.data import make_shapes
@@ -25,6 +24,8 @@ from probvae.distributions import (
     unwrap,
 )
 from probvae.training import fit
+
+from conftest import gaussian_kl_to_standard_normal, iwae_reference
 
 tfd = tfp.distributions
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -140,7 +141,8 @@ def test_kl_per_dimension_is_the_marginal_closed_form():
     by_hand = stats.norm(q.mean().numpy()[0], marginal_sd).logpdf(z[0]) - stats.laplace().logpdf(z[0])
     np.testing.assert_allclose(kl_per_dimension(q, laplace, z).numpy()[0], by_hand, rtol=1e-5)
     with pytest.raises(ValueError, match="Normal or Gaussian-mixture marginals"):
-        kl_per_dimension(q, tfd.MultivariateStudentTLinearOperator(3.0, tf.zeros(2), tf.linalg.LinearOperatorIdentity(2)))
+        kl_per_dimension(q, tfd.MultivariateStudentTLinearOperator(3.0, tf.zeros(2),
+                                                                   tf.linalg.LinearOperatorIdentity(2)))
 
 
 def test_total_correlation_is_what_the_marginal_kls_miss():
@@ -252,7 +254,8 @@ print(json.dumps(outputs))
 @pytest.fixture(scope="module")
 def example_outputs(family_runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("example")
-    result = subprocess.run([sys.executable, "-c", _EXAMPLE_DRIVER, os.path.join(ROOT, "docs", "examples", "analyse_run.py"),
+    example = os.path.join(ROOT, "docs", "examples", "analyse_run.py")
+    result = subprocess.run([sys.executable, "-c", _EXAMPLE_DRIVER, example,
                              str(out), *family_runs.values()], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -3,11 +3,12 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from conftest import BATCH, IMAGE_SHAPE, LATENT_DIM, mvn_log_density, standard_normal_log_density, tiny_model_config
 from probvae import data
 from probvae._keras import keras
 from probvae.benchmarks.baseline import keras_recipe
 from probvae.model import VAE
+
+from conftest import BATCH, IMAGE_SHAPE, LATENT_DIM, mvn_log_density, standard_normal_log_density, tiny_model_config
 
 tfpl = tfp.layers
 

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import iwae_reference, tiny_model_config
 from probvae import data, evaluation
 from probvae._keras import keras
 from probvae.benchmarks import bench as benchmark
 from probvae.benchmarks import contenders, memory
 from probvae.model import VAE
+
+from conftest import iwae_reference, tiny_model_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "scripts", "bench.py")

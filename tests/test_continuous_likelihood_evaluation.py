@@ -17,6 +17,10 @@ import scipy.stats
 import tensorflow as tf
 from scipy import special
 
+from probvae import evaluation
+from probvae._keras import keras
+from probvae.model import VAE
+
 from conftest import (
     IMAGE_SHAPE,
     continuous_bernoulli_log_density_from_logits,
@@ -26,9 +30,6 @@ from conftest import (
     reparameterized_sample,
     tiny_model_config,
 )
-from probvae import evaluation
-from probvae._keras import keras
-from probvae.model import VAE
 
 PIXELS = 64
 K = 6

@@ -39,8 +39,8 @@ def test_the_chief_is_the_chief_task_else_worker_0(cluster, task, chief):
      "TF_CONFIG task 'worker' 3 is not in its cluster (1 worker)"),
 ])
 def test_a_bad_tf_config_is_one_line_naming_the_fix(text, problem):
-    from probvae.training import distribute
     from probvae.errors import UserError
+    from probvae.training import distribute
 
     with pytest.raises(UserError) as raised:
         distribute.cluster_from_env({"TF_CONFIG": text})
@@ -52,8 +52,8 @@ def test_strategy_choice():
     import tensorflow as tf
 
     from probvae import replicas
-    from probvae.training import distribute
     from probvae.errors import UserError
+    from probvae.training import distribute
 
     assert distribute.make_strategy("one-device", distribute.Cluster()) is tf.distribute.get_strategy()
     if not tf.config.list_physical_devices("GPU"):
@@ -86,8 +86,9 @@ def test_only_the_chief_writes_the_run_directory(tmp_path, monkeypatch):
 def test_the_rows_of_a_split_batch_draw_the_whole_batch_sample(covariance):
     import tensorflow as tf
 
-    from conftest import reparameterized_sample
     from probvae.distributions import posterior_distribution, posterior_params_size, sample_posterior
+
+    from conftest import reparameterized_sample
 
     params = np.random.default_rng(3).normal(size=(5, posterior_params_size(2, covariance))).astype(np.float32)
     seed = tf.constant([7, 8])
@@ -106,8 +107,9 @@ def test_the_rows_of_a_split_batch_draw_the_whole_batch_sample(covariance):
 def test_replica_shares_of_the_loss_sum_to_the_whole_batch_loss(binary_images, prior):
     import tensorflow as tf
 
-    from conftest import tiny_model_config
     from probvae.model import VAE
+
+    from conftest import tiny_model_config
 
     vae = VAE(tiny_model_config(prior=prior, prior_components=3), kl_weight=0.5)
     seed = tf.constant([2, 9])

@@ -12,6 +12,7 @@ import pytest
 
 from distributed_checks import FIT, STEPS, TIMEOUT, environment
 
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     try:
@@ -53,7 +54,7 @@ def test_two_worker_processes_train_like_one_process(tmp_path):
             if worker.poll() is None:
                 worker.kill()
                 worker.communicate()
-    for worker, (stdout, stderr) in zip(workers, outputs):
+    for worker, (_, stderr) in zip(workers, outputs):
         assert worker.returncode == 0, stderr[-3000:]
     assert "[worker 1] done; the chief writes the run to" in outputs[1][0]
     # Only the chief wrote the run directory; the other worker's temporary folder is gone.

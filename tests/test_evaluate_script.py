@@ -49,7 +49,8 @@ def run_dir(tmp_path_factory):
 def test_fit_puts_the_test_log_likelihood_in_the_metrics(run_dir):
     test = json.loads((run_dir / "metrics.json").read_text())["test"]
     assert {"elbo", "elbo_stderr", "reconstruction", "kl", "n_examples", "checkpoint"} <= set(test)
-    assert test["iwae_samples"] == 3 and test["n_examples"] == 500 and test["checkpoint"] == "best-4"  # the best epoch, named by global step: 200 / 50
+    # the best epoch, named by global step: 200 / 50
+    assert test["iwae_samples"] == 3 and test["n_examples"] == 500 and test["checkpoint"] == "best-4"
     assert math.isfinite(test["log_likelihood"]) and test["bits_per_dim"] > 0
 
 
@@ -70,7 +71,8 @@ def test_evaluate_writes_every_field_and_repeats_exactly(run_dir):
     # Active units from the posterior means of the run's model, computed here: Var_x E_q[z_i|x] > 0.01.
     model = runs.load_run(str(run_dir))
     images = data.load_config_dataset(runs.load_config(str(run_dir))).x_test
-    x = np.concatenate([model.posterior(b).mean().numpy() for b in data.evaluation_batches(images, 250, binarize=True, seed=0)])
+    x = np.concatenate([model.posterior(b).mean().numpy()
+                        for b in data.evaluation_batches(images, 250, binarize=True, seed=0)])
     np.testing.assert_allclose(first["posterior_mean_variance"], x.var(axis=0), rtol=1e-4)
     assert first["active_units"] == int(np.sum(x.var(axis=0) > 0.01))
     # The same evaluation again, in another process: the same numbers, bit for bit.
@@ -175,8 +177,10 @@ def test_the_binarization_seed_reaches_the_evaluation(run_dir):
         result = run(EVALUATE, str(run_dir), "--iwae-samples", "2", "--max-examples", "60", "--binarization-seed", seed)
         assert result.returncode == 0, result.stderr
         written[seed] = json.loads((run_dir / f"eval_test_iwae2_binarization{seed}_first60.json").read_text())
-        assert written[seed]["binarization_seed"] == int(seed) and written[seed]["binarization"] == f"fixed, seed {seed}"
-    assert written["1"]["elbo"] != written["2"]["elbo"] and written["1"]["reconstruction"] != written["2"]["reconstruction"]
+        assert written[seed]["binarization_seed"] == int(seed)
+        assert written[seed]["binarization"] == f"fixed, seed {seed}"
+    assert written["1"]["elbo"] != written["2"]["elbo"]
+    assert written["1"]["reconstruction"] != written["2"]["reconstruction"]
     here = evaluation.evaluate_run(str(run_dir), iwae_samples=2, max_examples=60, binarization_seed=1)
     assert here.elbo == pytest.approx(written["1"]["elbo"], rel=1e-6)
     assert here.binarization_seed == 1

@@ -18,8 +18,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 from scipy import special, stats
+from test_distributions import kl_to_standard_normal
 
-from conftest import IMAGE_SHAPE, iwae_reference, tiny_model_config
 from probvae import data, distributions, evaluation, objectives
 from probvae._keras import keras
 from probvae.config import ModelConfig
@@ -28,7 +28,8 @@ from probvae.distributions.posteriors import SCALE_FLOOR
 from probvae.evaluation import statistics
 from probvae.model import VAE
 from probvae.training import StepTotals, make_train_step
-from test_distributions import kl_to_standard_normal
+
+from conftest import IMAGE_SHAPE, iwae_reference, tiny_model_config
 
 tfb = tfp.bijectors
 

@@ -9,12 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import tiny_model_config
 from probvae import data, evaluation
 from probvae.errors import UserError
 from probvae.evaluation import estimators, files, names
 from probvae.evaluation.result import EvaluationResult
 from probvae.model import VAE
+
+from conftest import tiny_model_config
 
 # What `evaluate_run` wrote before EvaluationResult existed (eval_test_iwae20.json of a 2-latent run).
 TODAYS_FILE = {
@@ -141,8 +142,9 @@ def test_the_elbo_estimator_reports_the_elbo_as_its_bound(model_and_images):
 
 
 def test_an_image_stream_reports_its_skipped_images(tmp_path, model_and_images):
-    from probvae.data.folders import ImageFiles
     from test_image_streams import truncated_jpeg, write_png
+
+    from probvae.data.folders import ImageFiles
 
     model, _ = model_and_images
     paths = []

@@ -9,10 +9,11 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from conftest import BATCH, IMAGE_SHAPE, LATENT_DIM, tiny_model_config
 from probvae.distributions import posterior_layer, posterior_params_size, sample_posterior
 from probvae.errors import UserError
 from probvae.model import VAE
+
+from conftest import BATCH, IMAGE_SHAPE, LATENT_DIM, tiny_model_config
 
 tfd = tfp.distributions
 
@@ -104,7 +105,7 @@ def test_training_loss_is_reconstruction_plus_beta_times_the_layer_kl(prior, bin
 
 def test_posterior_adds_no_loss_and_needs_no_seed(binary_images):
     vae = VAE(tiny_model_config(arch="mlp", prior="vamp", prior_components=3))
-    vae.posterior_layer.activity_regularizer  # the layer carries the regularizer
+    assert isinstance(vae.posterior_layer.activity_regularizer, tfp.layers.KLDivergenceRegularizer)
     before = list(vae.posterior_layer.losses)
     q = vae.posterior(binary_images)
     assert isinstance(q, tfd.MultivariateNormalTriL) and q.event_shape == (LATENT_DIM,)

@@ -135,15 +135,19 @@ def config_text(text):
 CASES = {
     "unknown dataset": (lambda t: ["--dataset", "imagenet"], r"unknown dataset 'imagenet'; choose one of: "
                         r"fashion_mnist, mnist, kmnist, cifar10, shapes, celeb_a, npz:PATH, folder:PATH"),
-    "epochs below 1": (lambda t: ["--dataset", "shapes", "--epochs", "0"], "epochs must be a whole number of at least 1"),
-    "latent dim below 1": (lambda t: ["--dataset", "shapes", "--latent-dim", "-2"], "latent_dim must be a whole number"),
+    "epochs below 1": (lambda t: ["--dataset", "shapes", "--epochs", "0"],
+                       "epochs must be a whole number of at least 1"),
+    "latent dim below 1": (lambda t: ["--dataset", "shapes", "--latent-dim", "-2"],
+                           "latent_dim must be a whole number"),
     "negative beta": (lambda t: ["--dataset", "shapes", "--beta", "-0.5"], r"beta must be 0 or more \(got -0.5\)"),
     "learning rate not a number": (lambda t: ["--dataset", "shapes", "--learning-rate", "nan"],
                                    "learning_rate must be a finite number"),
-    "negative seed": (lambda t: ["--dataset", "shapes", "--seed", "-3"], r"seed must be a whole number in 0\.\.1073741823"),
+    "negative seed": (lambda t: ["--dataset", "shapes", "--seed", "-3"],
+                      r"seed must be a whole number in 0\.\.1073741823"),
     "not an integer": (lambda t: ["--epochs", "two"], r"argument --epochs: invalid int value: 'two'; see .* --help"),
     "unknown choice": (lambda t: ["--arch", "resnet"], r"argument --arch: invalid choice: 'resnet'"),
-    "batch larger than the data": (lambda t: ["--dataset", "shapes", "--max-train-examples", "20", "--batch-size", "50"],
+    "batch larger than the data": (lambda t: ["--dataset", "shapes", "--max-train-examples", "20",
+                                              "--batch-size", "50"],
                                    "batch size 50 is larger than the 20 training examples; lower --batch-size"),
     "image shape the data do not have": (
         lambda t: ["--dataset", "shapes", "--image-shape", "8,8,3"],
@@ -169,7 +173,8 @@ CASES = {
         r"y_test holds <U1 values; labels must be whole numbers \(class indices\) or left out"),
     "npz that does not exist": (lambda t: ["--dataset", f"npz:{t}/none.npz"], "npz file .*none.npz does not exist"),
     "run directory holding a run": (lambda t: ["--dataset", "shapes", "--run-dir", str(saved_run(t))],
-                                    r"already holds a run; pass --resume .*run to continue it, --overwrite to replace it"),
+                                    r"already holds a run; pass --resume .*run to continue it, "
+                                    r"--overwrite to replace it"),
     "run directory that is a file": (file_as_run_dir, "is a file; pass a folder path to --run-dir"),
     "images too large for memory": (
         huge_folder_images, r"images of shape 100000x100000x3 through the gated network and the diag posterior of "
@@ -197,13 +202,15 @@ CASES = {
                                         r"different configuration: its config.json has train.epochs 1 \(asked 4\); "
                                         "drop the contradicting flags"),
     "config from another version": (config_text(json.dumps({**RunConfig().to_dict(), "version": 99})),
-                                    r"config.json: config version 99 is not supported by this probvae \(it reads version 1\)"),
+                                    r"config.json: config version 99 is not supported by this probvae "
+                                    r"\(it reads version 1\)"),
     "corrupt config": (config_text('{"data": '), "config.json is not readable JSON"),
     "config with a wrong field": (lambda t: ["--resume", str(saved_run(t, **{"model.latent_dim": "two"}))],
                                   r"config.json: latent_dim must be a whole number of at least 1 \(got 'two'\)"),
     "corrupt checkpoint": (lambda t: ["--resume", str(with_checkpoint_files(t))],
                            r"cannot restore checkpoint .*ckpt-3 .*corrupt .*or start again with --overwrite"),
-    "missing checkpoint": (missing_checkpoint, r"checkpoint .*ckpt-3 named in .*checkpoint is missing; restore its files or start again"),
+    "missing checkpoint": (missing_checkpoint,
+                           r"checkpoint .*ckpt-3 named in .*checkpoint is missing; restore its files or start again"),
     "init from a run of another model": (
         lambda t: ["--dataset", "shapes", *TINY[:-1], "3", "--init-from", str(saved_run(t))],
         r"cannot start from the weights of .*run: its config.json has model.latent_dim 2 \(this run 3\); drop the "
@@ -357,7 +364,8 @@ def expected_problems(argv):
     if number("--checkpoint-every", 500) < 0:
         problems.append(r"checkpoint_every_steps must be a whole number of at least 0")
     if "--normal-scale" in final and final.get("--likelihood", "bernoulli") != "normal":
-        problems.append(r"--normal-scale belongs to the likelihood normal \(--likelihood\), which this run does not use")
+        problems.append(r"--normal-scale belongs to the likelihood normal \(--likelihood\), "
+                        r"which this run does not use")
     if problems:
         return problems
     if dataset == "npz:/nonexistent.npz":

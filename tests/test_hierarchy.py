@@ -83,7 +83,8 @@ def set_exact(model, shift=0.0, widen=1.0):
     gain, offset, covariance = condition(mean, cov, z2_index, x_index)
     kernel = np.zeros((6, 2))
     kernel[:, 0] = gain[0]
-    model.posterior_params.set_weights([f32(kernel), f32(np.concatenate([offset + shift, raw_tril(widen**2 * covariance)]))])
+    bias = np.concatenate([offset + shift, raw_tril(widen**2 * covariance)])
+    model.posterior_params.set_weights([f32(kernel), f32(bias)])
     level = model.levels[0]
     # q(z1 | x, z2): hidden(z2) puts z2 at unit 6; the joint layer passes [x, z2] through.
     above = np.zeros((1, UNITS))

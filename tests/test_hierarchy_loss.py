@@ -14,11 +14,12 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from conftest import IMAGE_SHAPE, tiny_model_config
 from probvae import seeds
 from probvae._keras import keras
 from probvae.model import VAE
 from probvae.training import StepTotals, make_train_step
+
+from conftest import IMAGE_SHAPE, tiny_model_config
 
 tfd = tfp.distributions
 

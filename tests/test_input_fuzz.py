@@ -10,10 +10,11 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import IMAGE_SHAPE, tiny_model_config
 from probvae import data
 from probvae.errors import UserError
 from probvae.model import VAE
+
+from conftest import IMAGE_SHAPE, tiny_model_config
 
 # Valid choices repeated, so that most draws get past the first check and reach the later ones.
 DTYPES = ["uint8"] * 4 + ["float32"] * 3 + ["int8", "int32", "int64", "float16", "float64", "bool", "complex64", "<U2"]

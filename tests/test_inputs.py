@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import IMAGE_SHAPE, tiny_model_config
 from probvae.errors import UserError
 from probvae.model import VAE
+
+from conftest import IMAGE_SHAPE, tiny_model_config
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import sys
 import pytest
 import scipy.stats
 from PIL import Image
+from test_plotting import picture
 
 from probvae import data, runs
 from probvae.analysis import inspection, report
 from probvae.errors import UserError
-from test_plotting import picture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT = os.path.join(ROOT, "scripts", "fit.py")

@@ -4,9 +4,10 @@ import scipy.stats
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from conftest import BATCH, IMAGE_SHAPE, LATENT_DIM, tiny_model_config
 from probvae.analysis import inspection
 from probvae.model import VAE
+
+from conftest import BATCH, IMAGE_SHAPE, LATENT_DIM, tiny_model_config
 
 tfd = tfp.distributions
 

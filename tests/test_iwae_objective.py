@@ -91,10 +91,8 @@ def test_config_checks():
 
 @pytest.mark.slow
 def test_fit_resume_and_load_a_hierarchical_model_trained_on_the_iwae_bound(tmp_path):
-    from probvae import evaluation, runs, training
+    from probvae import data, evaluation, runs, training
     from probvae.config import DataConfig, RunConfig
-
-    from probvae import data
 
     config = RunConfig(
         data=DataConfig(dataset="shapes", max_train_examples=60),

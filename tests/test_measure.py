@@ -3,11 +3,12 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework import ops
 
-from conftest import tiny_model_config
-from probvae.benchmarks import measure
 from probvae._keras import keras
+from probvae.benchmarks import measure
 from probvae.config import ModelConfig
 from probvae.model import VAE
+
+from conftest import tiny_model_config
 
 
 def test_layer_flops_follow_the_formulas():

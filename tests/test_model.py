@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
+from test_distributions import kl_to_standard_normal
+
+from probvae.model import VAE
 
 from conftest import BATCH, IMAGE_SHAPE, LATENT_DIM, tiny_model_config
-from probvae.model import VAE
-from test_distributions import kl_to_standard_normal
 
 tfd = tfp.distributions
 

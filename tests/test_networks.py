@@ -2,11 +2,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import tiny_model_config
 from probvae import networks
+from probvae._keras import keras
 from probvae.networks.conv import decoder_start_shape, encoder_conv_layers
 from probvae.networks.dense import GatedDense
-from probvae._keras import keras
+
+from conftest import tiny_model_config
 
 
 def parameter_count(model):

@@ -3,7 +3,6 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from conftest import LATENT_DIM, tiny_model_config
 from probvae import objectives
 from probvae.distributions import (
     DiagonalGaussianPrior,
@@ -13,6 +12,8 @@ from probvae.distributions import (
     posterior_params_size,
 )
 from probvae.model import VAE
+
+from conftest import LATENT_DIM, tiny_model_config
 from test_priors import gaussian_kl
 
 tfd = tfp.distributions

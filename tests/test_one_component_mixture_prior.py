@@ -12,6 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from probvae import data, evaluation
+from probvae._keras import keras
+from probvae.model import VAE
+
 from conftest import (
     BATCH,
     IMAGE_SHAPE,
@@ -23,9 +27,6 @@ from conftest import (
     standard_normal_log_density,
     tiny_model_config,
 )
-from probvae import data, evaluation
-from probvae._keras import keras
-from probvae.model import VAE
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
 import pytest
 
-from probvae.training import schedules
 from probvae._keras import keras
 from probvae.config import TrainConfig
 from probvae.model import VAE
+from probvae.training import schedules
+
 from conftest import tiny_model_config
 
 

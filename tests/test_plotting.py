@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import IMAGE_SHAPE, tiny_model_config
-from probvae.analysis import inspection
-from probvae.analysis import plot_curves, plotting
+from probvae.analysis import inspection, plot_curves, plotting
 from probvae.model import VAE
+
+from conftest import IMAGE_SHAPE, tiny_model_config
 
 
 def picture(path) -> np.ndarray:

@@ -3,9 +3,8 @@ import pytest
 import tensorflow as tf
 
 from probvae import presets
-from probvae.training import schedules
 from probvae.model import VAE
-from probvae.training import StepTotals, make_train_step
+from probvae.training import StepTotals, make_train_step, schedules
 
 # Image shapes to test each preset at: MNIST-sized as trained, faces downscaled from 128x128.
 TEST_SHAPES = {"celeba-faces": (16, 16, 3)}

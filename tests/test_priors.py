@@ -5,20 +5,21 @@ import tensorflow_probability as tfp
 from scipy import special, stats
 
 from probvae._keras import keras
-from conftest import BATCH, IMAGE_SHAPE, LATENT_DIM, tiny_model_config
 from probvae.distributions import (
     DiagonalGaussianPrior,
     MixturePrior,
-    kl_per_dimension,
-    prior_marginals,
     VampPrior,
+    kl_per_dimension,
     make_prior,
     posterior_layer,
     posterior_params_size,
     prior_layer,
+    prior_marginals,
     standard_normal,
 )
 from probvae.model import VAE
+
+from conftest import BATCH, IMAGE_SHAPE, LATENT_DIM, tiny_model_config
 
 tfd = tfp.distributions
 

@@ -290,5 +290,6 @@ if __name__ == "__main__":
         at = names.index("--why")
         names, why = names[:at], " ".join(names[at + 1:])
     if arguments[:1] != ["--record"] or not why or not set(names) <= set(RUNS):
-        sys.exit(f"usage: python tests/test_reference_runs.py --record [NAME ...] --why REASON; names: {', '.join(RUNS)}")
+        sys.exit("usage: python tests/test_reference_runs.py --record [NAME ...] --why REASON; "
+                 f"names: {', '.join(RUNS)}")
     _record(names, why)

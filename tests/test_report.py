@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from test_plotting import picture
 
-from conftest import IMAGE_SHAPE, tiny_model_config
 from probvae import data, runs
 from probvae.analysis import report
 from probvae.config import DataConfig, ModelConfig, RunConfig
 from probvae.model import VAE
-from test_plotting import picture
+
+from conftest import IMAGE_SHAPE, tiny_model_config
 
 
 def tiny_splits(n=12):
@@ -109,7 +110,8 @@ def test_the_index_lists_every_evaluation_side_by_side(tmp_path):
     runs.write_json(str(tmp_path / "eval_test_ais100x4.json"), dict(
         base, estimator="ais", ais={"num_steps": 100, "num_chains": 4}, log_likelihood=-230.12,
         bdmc={"gap": 0.42, "gap_stderr": 0.05, "examples": 50}))
-    runs.write_json(str(tmp_path / "eval_test.json"), dict(base, iwae_samples=100, log_likelihood=-230.97))  # older name
+    # an older name
+    runs.write_json(str(tmp_path / "eval_test.json"), dict(base, iwae_samples=100, log_likelihood=-230.97))
     (tmp_path / "eval_notes.json").write_text('["not an evaluation"]')
     lines = report.evaluation_lines(str(tmp_path))
     assert lines == [

@@ -213,3 +213,15 @@ def test_checkpoints_a_killed_run_left_unlisted_are_removed_at_the_next_save(tmp
     resumed.save({"epochs": []})
     assert _indexes(tmp_path) == ["ckpt-4.index", "ckpt-5.index"]
     assert not glob.glob(str(tmp_path / "ckpt-6*")) and not glob.glob(str(tmp_path / "ckpt-1*"))
+
+
+def test_a_state_file_that_is_not_utf8_falls_back_to_the_newest_checkpoint_file(tmp_path):
+    _saved(tmp_path, (2, 10, 4))
+    (tmp_path / "checkpoint").write_bytes(b"model_checkpoint_path: \"\xff\xfe\"\n")
+    warnings = []
+    state, weights = _state(tmp_path)
+    state.restore(log=warnings.append)
+    assert int(state.step.numpy()) == 10 and weights.numpy().tolist() == [10.0, 10.0]
+    assert "unreadable" in warnings[0] and "ckpt-10" in warnings[0]
+    # The damaged file is kept for the user, beside the state file the next save writes.
+    assert (tmp_path / "checkpoint.damaged").read_bytes().startswith(b"model_checkpoint_path")

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from probvae import data, runs
-from probvae.training import schedules
 from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from probvae.training import Trainer, fit
+from probvae.training import Trainer, fit, schedules
 
 
 def test_cosine_step_size_follows_the_closed_form():

@@ -107,11 +107,12 @@ def test_steps_from_a_tf_data_pipeline_do_not_depend_on_the_steps_per_call():
     """Image folders and TFDS streams train from tf.data: one step per call and
     several give the same weights bit for bit (with XLA, a KL weight between
     0 and 1)."""
-    from conftest import tiny_model_config
     from probvae import data
     from probvae._keras import keras
     from probvae.model import VAE
     from probvae.training import StepTotals, make_train_step
+
+    from conftest import tiny_model_config
 
     images, _ = data.make_shapes(60, seed=3, size=8)
     weights = []

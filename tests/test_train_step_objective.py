@@ -17,6 +17,10 @@ import pytest
 import tensorflow as tf
 from scipy import special
 
+from probvae._keras import keras
+from probvae.model import VAE
+from probvae.training import StepTotals, make_train_step
+
 from conftest import (
     BATCH,
     IMAGE_SHAPE,
@@ -26,9 +30,6 @@ from conftest import (
     reparameterized_sample,
     tiny_model_config,
 )
-from probvae._keras import keras
-from probvae.model import VAE
-from probvae.training import StepTotals, make_train_step
 
 SEED = 7
 

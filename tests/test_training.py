@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import IMAGE_SHAPE, tiny_model_config
 from probvae import data, evaluation, runs, seeds
 from probvae._keras import keras
 from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -15,6 +14,8 @@ from probvae.errors import NonFiniteError, TrainingInterrupted
 from probvae.model import VAE
 from probvae.objectives import ElboParts
 from probvae.training import NonFiniteFaults, StepTotals, Trainer, fit, make_train_step, prepare_run, seed_process
+
+from conftest import IMAGE_SHAPE, tiny_model_config
 
 FASHION_AVAILABLE = os.path.isdir(data.SYSTEM_IDX_DIRS["fashion_mnist"])
 
@@ -249,7 +250,7 @@ def test_the_xla_step_traces_once_and_computes_what_the_graph_step_does():
         train_step = make_train_step(vae, keras.optimizers.Adam(1e-2), totals, step, seed=0,
                                      batch_shape=(3,) + IMAGE_SHAPE, jit_compile=jit_compile)
         # The model's training loss at each step's seed, compiled the same way, before the step's update.
-        reference = tf.function(lambda x, seed: vae.training_loss(x, seed=seed)[0], jit_compile=jit_compile,
+        reference = tf.function(lambda x, seed, vae=vae: vae.training_loss(x, seed=seed)[0], jit_compile=jit_compile,
                                 autograph=False)
         expected, found = [], []
         for epoch in (1, 2, 3):

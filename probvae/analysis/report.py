@@ -33,8 +33,7 @@ import tensorflow as tf
 
 from probvae import data as data_lib
 from probvae import evaluation, runs
-from probvae.analysis import inspection
-from probvae.analysis import plotting
+from probvae.analysis import inspection, plotting
 from probvae.errors import UserError
 
 __all__ = ["SNAPSHOT_DIR", "GIF_NAME", "LatentSnapshots", "inspect_run", "write_index"]

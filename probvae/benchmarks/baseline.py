@@ -18,8 +18,8 @@ import tensorflow_probability as tfp
 
 from probvae import networks
 from probvae._keras import keras
-from probvae.training import precision
 from probvae.config import ModelConfig
+from probvae.training import precision
 
 tfd = tfp.distributions
 tfpl = tfp.layers

@@ -44,13 +44,13 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import data, evaluation
-from probvae.training import precision
+from probvae._keras import keras
 from probvae.benchmarks import measure
 from probvae.benchmarks.contenders import BenchConfig, fit_trainer, probvae_trainer
 from probvae.benchmarks.memory import measure_peaks
-from probvae._keras import keras
 from probvae.model import VAE
 from probvae.replicas import default_device
+from probvae.training import precision
 
 __all__ = ["run", "format_table"]
 
@@ -220,7 +220,8 @@ def device_info() -> dict:
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
         "tensorflow": tf.__version__,
-        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default") + f" (mkl build: {_pywrap_util_port.IsMklEnabled()})",
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")
+        + f" (mkl build: {_pywrap_util_port.IsMklEnabled()})",
         "load_average": list(os.getloadavg()),
     }
 

@@ -82,7 +82,8 @@ class BenchConfig:
 
 # A smoke configuration: tiny images and networks, a few steps.
 QUICK = BenchConfig(
-    batch_size=16, eval_batch_size=32, repeats=1, train_steps=(("mlp", 3), ("gated", 3), ("conv", 3)), eval_images=64, num_samples=20,
+    batch_size=16, eval_batch_size=32, repeats=1, train_steps=(("mlp", 3), ("gated", 3), ("conv", 3)), eval_images=64,
+    num_samples=20,
     iwae_images=2, sample_chunk=5, memory_samples=(5, 20), memory_images=4, matmul_size=256, image_size=8,
     model=(("latent_dim", 2), ("posterior", "full"), ("conv_filters", (4, 6)), ("dense_units", 8),
            ("hidden_units", (16,))),

@@ -33,7 +33,6 @@ import dataclasses
 import time
 from typing import Callable, Optional
 
-
 from probvae import data, evaluation
 from probvae._keras import keras
 from probvae.benchmarks.baseline import keras_recipe

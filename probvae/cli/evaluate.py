@@ -59,8 +59,8 @@ def parse_args(argv=None):
     parser.add_argument("--binarization-seed", type=int,
                         help="seed of the fixed binarization of Bernoulli data (default: the run's split seed)")
     parser.add_argument("--data-dir", help="read the data from this folder instead of the run's own --data-dir")
-    parser.add_argument("--checkpoint", help="checkpoint name or path, latest or best (default: the run's model: the best "
-                        "validation epoch's weights if the run kept them, else the latest)")
+    parser.add_argument("--checkpoint", help="checkpoint name or path, latest or best (default: the run's model: "
+                        "the best validation epoch's weights if the run kept them, else the latest)")
     parser.add_argument("--force", action="store_true",
                         help="run an evaluation of more than 1e11 decoder passes (refused otherwise)")
     return parser.parse_args(argv)

@@ -27,7 +27,8 @@ COMMANDS = {
     "inspect": ("inspect_run", "pictures of a trained run and an index.html"),
     "bench": ("bench", "speed and memory against the plain tf-keras recipe"),
     "compare": ("compare", "runs side by side: differing settings, test ELBO and log p(x), validation curves"),
-    "export": ("export", "a run as a TensorFlow SavedModel (encode, decode, log_likelihood) that loads without probvae"),
+    "export": ("export",
+               "a run as a TensorFlow SavedModel (encode, decode, log_likelihood) that loads without probvae"),
 }
 
 

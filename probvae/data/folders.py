@@ -360,7 +360,8 @@ def folder_splits(root: str, image_shape=None, validation_fraction: float = 0.1,
         train = train[:max_train_examples]
     source = f"image folder {root} ({len(paths)} images"
     if class_names:
-        source += f" in {len(class_names)} classes: {', '.join(class_names[:10])}{', ...' if len(class_names) > 10 else ''}"
+        more = ", ..." if len(class_names) > 10 else ""
+        source += f" in {len(class_names)} classes: {', '.join(class_names[:10])}{more}"
     if unreadable:
         names = ", ".join(os.path.relpath(p, root) for p in unreadable[:5])
         source += f"; {len(unreadable)} unreadable files skipped: {names}{', ...' if len(unreadable) > 5 else ''}"

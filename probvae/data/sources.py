@@ -34,10 +34,11 @@ import os
 from typing import Any, Iterator, Mapping, NamedTuple, Optional
 
 import numpy as np
+
 from probvae.config import DataConfig
 from probvae.data.arrays import labels_of, make_shapes, read_idx, to_uint8_images, to_unit_interval
-from probvae.errors import UserError
 from probvae.data.folders import ImageStream, TfdsImages, folder_splits
+from probvae.errors import UserError
 from probvae.registry import DATASETS, Entry
 
 __all__ = [
@@ -222,7 +223,8 @@ def npz_arrays(request: DataRequest) -> Arrays:
         raise UserError(f"cannot read {path} as .npz ({type(error).__name__}); save it with numpy.savez") from None
     missing = [key for key in ("x_train", "x_test") if key not in arrays]
     if missing:
-        raise UserError(f"{path} lacks array(s) {', '.join(missing)}; it needs x_train and x_test (y_train, y_test optional)")
+        raise UserError(f"{path} lacks array(s) {', '.join(missing)}; "
+                        "it needs x_train and x_test (y_train, y_test optional)")
     return Arrays(arrays["x_train"], arrays.get("y_train"), arrays["x_test"], arrays.get("y_test"), f"npz file {path}")
 
 
@@ -267,9 +269,11 @@ def _split_arrays(name: str, arrays: Arrays, validation_fraction: float, split_s
     x_train = to_uint8_images(x_train, f"{name} training images")
     x_test = to_uint8_images(x_test, f"{name} test images")
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise UserError(f"{name}: training images {x_train.shape[1:]} and test images {x_test.shape[1:]} differ in shape")
+        raise UserError(f"{name}: training images {x_train.shape[1:]} and test images {x_test.shape[1:]} "
+                        "differ in shape")
     if len(x_train) < 2 or len(x_test) < 1:
-        raise UserError(f"{name} has too few images ({len(x_train)} train, {len(x_test)} test); it needs at least 2 and 1")
+        raise UserError(f"{name} has too few images ({len(x_train)} train, {len(x_test)} test); "
+                        "it needs at least 2 and 1")
     order = np.random.default_rng(split_seed).permutation(len(x_train))
     num_validation = max(1, int(round(validation_fraction * len(x_train))))
     validation, train = order[:num_validation], order[num_validation:]

@@ -75,7 +75,7 @@ def kl_divergence(posterior, prior, z=None) -> tf.Tensor:
         return tfd.kl_divergence(posterior, prior)
     except NotImplementedError:
         if z is None:
-            raise UserError("this prior has no analytic KL; pass samples z to estimate it")
+            raise UserError("this prior has no analytic KL; pass samples z to estimate it") from None
         return posterior.log_prob(z) - prior.log_prob(z)
 
 

@@ -117,7 +117,8 @@ def evaluate(model, images: np.ndarray, settings: Optional[EvaluationSettings] =
     result.update(statistics.summarise(values, ("elbo", "reconstruction", "kl")))
     result.update(entry.estimate_function()(model, batches, values, settings, log, on_batch))
     result.update(_bits_per_dim(result, model.image_shape), **statistics.latent_summary(values),
-                  seed=[int(part) for part in settings.seed] if isinstance(settings.seed, (list, tuple)) else int(settings.seed),
+                  seed=([int(part) for part in settings.seed] if isinstance(settings.seed, (list, tuple))
+                        else int(settings.seed)),
                   batch_size=settings.batch_size, checkpoint=checkpoint,
                   **statistics.binarization(model, settings.binarization_seed))
     if isinstance(images, data_lib.ImageStream):

@@ -52,8 +52,8 @@ import tensorflow as tf
 
 from probvae import data as data_lib
 from probvae import objectives, replicas, seeds
-from probvae.evaluation.estimators import _whole
 from probvae.errors import UserError
+from probvae.evaluation.estimators import _whole
 from probvae.evaluation.result import mean_and_stderr
 
 __all__ = [

@@ -81,8 +81,8 @@ def encoder(config) -> keras.Sequential:
     body = [layers.InputLayer(input_shape=image_shape)]
     for filters, kernel, stride in encoder_conv_layers(config):
         body += _conv_block(
-            lambda activation: layers.Conv2D(filters, kernel, strides=stride, padding="same",
-                                             activation=activation),
+            lambda activation, filters=filters, kernel=kernel, stride=stride: layers.Conv2D(
+                filters, kernel, strides=stride, padding="same", activation=activation),
             config,
         )
     body.append(layers.Flatten())
@@ -105,8 +105,8 @@ def decoder(config, output_channels: int) -> keras.Sequential:
     ]
     for filters, kernel, stride in _decoder_conv_layers(config):
         body += _conv_block(
-            lambda activation: layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same",
-                                                      activation=activation),
+            lambda activation, filters=filters, kernel=kernel, stride=stride: layers.Conv2DTranspose(
+                filters, kernel, strides=stride, padding="same", activation=activation),
             config,
         )
     body.append(layers.Conv2D(output_channels, 3, padding="same", dtype="float32"))

@@ -16,9 +16,9 @@ Example:
     GATED.decoder(config, 1)(z)   # [n, 28, 28, 1]
 """
 
-import tensorflow as tf
-
 import math
+
+import tensorflow as tf
 
 from probvae._keras import keras
 from probvae.networks.family import Family, check_image_shape

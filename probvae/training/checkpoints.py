@@ -74,9 +74,27 @@ class RunState:
             self.checkpoint = tf.train.Checkpoint(
                 step=self.step, epoch=self.epoch, host_state=self._host_state, **trackables
             )
+            self._damaged_state_file = self._set_aside_damaged_state_file(directory)
             self.manager = tf.train.CheckpointManager(
                 self.checkpoint, directory, max_to_keep=max_to_keep, checkpoint_name=CHECKPOINT_PREFIX
             )
+
+    @staticmethod
+    def _set_aside_damaged_state_file(directory: str) -> Optional[str]:
+        """A state file TensorFlow cannot parse (not UTF-8, not its text format) is
+        renamed to checkpoint.damaged, kept for the user, so the checkpoint manager
+        can start; `restore` then warns and resumes from the newest checkpoint file.
+        Returns the damaged file's new path, or None."""
+        state_file = os.path.join(directory, "checkpoint")
+        if not os.path.isfile(state_file):
+            return None
+        try:
+            tf.train.get_checkpoint_state(directory)
+            return None
+        except ValueError:  # UnicodeDecodeError and text-format parse errors
+            kept = state_file + ".damaged"
+            os.replace(state_file, kept)
+            return kept
 
     @property
     def latest(self) -> Optional[str]:
@@ -155,6 +173,14 @@ class RunState:
 
     def _checkpoint_to_restore(self, directory: str, log) -> Optional[str]:
         state_file = os.path.join(directory, "checkpoint")
+        if self._damaged_state_file and not os.path.exists(state_file):
+            found = self._newest_on_disk(directory)
+            if found is None:
+                raise UserError(f"{state_file} is unreadable (kept as {self._damaged_state_file}) and no checkpoint "
+                                "files are left; start again with --overwrite")
+            log(f"warning: {state_file} is unreadable (kept as {self._damaged_state_file}); "
+                f"resuming from the newest checkpoint file {found}")
+            return found
         if not os.path.exists(state_file):
             # Written after the first checkpoint: without it there should be none.
             found = self._newest_on_disk(directory)

@@ -132,7 +132,8 @@ def cluster_from_env(environ=None) -> Cluster:
     if any(not isinstance(cluster[job], list) for job in cluster) or len(cluster.get("chief", [])) > 1:
         raise _tf_config_error("must list each job's addresses, with at most one chief")
     task_type, task_id = task.get("type"), task.get("index", 0)
-    if task_type not in _TASK_TYPES or not isinstance(task_id, int) or not 0 <= task_id < len(cluster.get(task_type, [])):
+    if (task_type not in _TASK_TYPES or not isinstance(task_id, int)
+            or not 0 <= task_id < len(cluster.get(task_type, []))):
         raise _tf_config_error(f"task {task_type!r} {task_id!r} is not in its cluster "
                                f"({', '.join(f'{len(v)} {k}' for k, v in sorted(cluster.items()))})")
     return Cluster(task_type, task_id, sum(len(cluster.get(job, [])) for job in _TASK_TYPES), "chief" in cluster)

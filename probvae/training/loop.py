@@ -106,7 +106,8 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
         except tf.errors.UnavailableError as error:  # a collective operation lost a worker
             if cluster.num_tasks == 1:
                 raise
-            raise UserError(f"lost contact with another worker ({type(error).__name__} in a collective operation); stop "
+            raise UserError(f"lost contact with another worker ({type(error).__name__} in a collective operation); "
+                            "stop "
                             f"every worker, then resume on each host with: fit.py --resume {run_dir} (newest "
                             f"checkpoint: {os.path.basename(trainer.state.latest or 'none')})") from None
         metrics["test"] = test

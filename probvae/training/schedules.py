@@ -17,7 +17,6 @@ Example:
 """
 
 from probvae._keras import keras
-
 from probvae.registry import OPTIMIZERS, SCHEDULES
 
 __all__ = ["constant", "cosine", "reduce_on_plateau", "learning_rate_schedule", "make_optimizer", "kl_weight",
