@@ -207,7 +207,7 @@ def test_export_refuses_paths_it_could_not_or_should_not_write(trained_run, tmp_
     earlier = tmp_path / "earlier"  # another export's folder, and the current directory of the command
     write_files(earlier, {"saved_model.pb": b"the earlier model", "variables/variables.index": b"v"})
     before = files_under(tmp_path)
-    cases = {"": "error: an empty path names no folder; give a new folder for the exported model",
+    cases = {"": "error: argument OUT: an empty value; give one",
              str(earlier): f"error: {earlier} exists; give a new folder for the exported model",
              str(tmp_path / "missing" / "out"): f"error: cannot create {tmp_path}/missing/out: {tmp_path}/missing "
                                                 "does not exist; give a new folder for the exported model in an "
@@ -259,7 +259,7 @@ def test_bench_checks_its_json_path_before_measuring(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "run", measured)
     monkeypatch.setattr(quality, "time_to_quality", measured)
     (tmp_path / "afile").write_text("x")
-    cases = {"": "an empty output path names no file",
+    cases = {"": "argument --json: an empty value; give one",
              str(tmp_path / "missing" / "b.json"): f"cannot write {tmp_path}/missing/b.json: No such file or directory",
              str(tmp_path / "afile" / "b.json"): f"cannot write {tmp_path}/afile/b.json: Not a directory",
              str(tmp_path): f"cannot write {tmp_path}: a folder of that name is in the way"}
