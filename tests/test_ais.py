@@ -108,6 +108,7 @@ def test_ais_reaches_the_exact_log_likelihood_within_its_error(ppca_model, initi
     assert 0.3 < np.mean(estimate.acceptance) < 1.0
 
 
+@pytest.mark.slow
 def test_bdmc_brackets_the_exact_value_and_its_gap_shrinks_with_steps(ppca_model):
     model = set_ppca(ppca_model, mean_shift=0.7, scale_factor=1.5)
     gaps, uppers = [], []
@@ -227,6 +228,7 @@ print(json.dumps({"start": start, "peak": measure.peak_memory_mb()}))
 """
 
 
+@pytest.mark.slow
 def test_memory_is_flat_in_chains():
     """Peak resident memory (the benchmark's measure, each in a fresh process)
     with 16 and with 512 chains per image: chunks of 64 rows keep it the same."""

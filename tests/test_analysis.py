@@ -34,6 +34,9 @@ PROBE = """
 import json, sys
 import numpy as np, tensorflow as tf
 import probvae
+
+# Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
 vae = probvae.load_run(sys.argv[1])
 x = np.load(sys.argv[2])
 q = vae.posterior(x)

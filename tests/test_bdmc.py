@@ -29,6 +29,9 @@ from probvae import annealing, evaluation
 from probvae.config import ModelConfig
 from probvae.model import VAE
 
+# Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 SHAPE = (3, 5, 1)  # 15 pixels
 LATENT = 2
 HIDDEN = 6

@@ -16,6 +16,9 @@ from probvae.model import VAE
 
 from conftest import iwae_reference, tiny_model_config
 
+# Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "scripts", "bench.py")
 

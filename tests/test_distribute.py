@@ -13,6 +13,9 @@ import pytest
 
 from distributed_checks import STEPS, run_checks
 
+# Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 # --- in this process: the cluster, the strategy choice, the split ------------------
 
 

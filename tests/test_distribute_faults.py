@@ -7,6 +7,9 @@ import pytest
 
 from distributed_checks import STEPS, run_checks
 
+# Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def mirrored(tmp_path_factory):

@@ -12,6 +12,9 @@ import pytest
 
 from distributed_checks import FIT, STEPS, TIMEOUT, environment
 
+# Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]

@@ -11,6 +11,9 @@ import pytest
 import probvae
 from probvae import data, evaluation, runs
 
+# Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT = os.path.join(ROOT, "scripts", "fit.py")
 EVALUATE = os.path.join(ROOT, "scripts", "evaluate.py")

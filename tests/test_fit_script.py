@@ -10,6 +10,9 @@ import pytest
 
 from probvae import runs
 
+# Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT = os.path.join(ROOT, "scripts", "fit.py")
 SMALL = ["--dataset", "shapes", "--arch", "mlp", "--latent-dim", "2", "--epochs", "1",

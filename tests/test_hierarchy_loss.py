@@ -21,6 +21,9 @@ from probvae.training import StepTotals, make_train_step
 
 from conftest import IMAGE_SHAPE, tiny_model_config
 
+# Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 tfd = tfp.distributions
 
 RUN_SEED = 11

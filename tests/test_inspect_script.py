@@ -14,6 +14,9 @@ from probvae import data, runs
 from probvae.analysis import inspection, report
 from probvae.errors import UserError
 
+# Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT = os.path.join(ROOT, "scripts", "fit.py")
 INSPECT = os.path.join(ROOT, "scripts", "inspect_run.py")

@@ -180,6 +180,7 @@ def test_the_plateau_step_size_against_a_scripted_history():
         TrainConfig(lr_schedule="plateau", lr_plateau_factor=1.0)
 
 
+@pytest.mark.slow
 def test_a_run_lowers_its_step_size_on_a_validation_plateau_and_resumes_the_same(tmp_path, monkeypatch,
                                                                                  shapes_splits):
     elbos = [-50.0, -40.0, -45.0, -41.0, -39.0, -42.0, -43.0]

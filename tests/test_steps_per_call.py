@@ -12,6 +12,9 @@ import tensorflow as tf
 from probvae.training import step as step_lib
 from probvae.training.step import StepLoop
 
+# Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT = os.path.join(ROOT, "scripts", "fit.py")
 

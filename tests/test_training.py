@@ -215,6 +215,7 @@ def _interrupt(x):
     return x
 
 
+@pytest.mark.slow
 def test_sigint_saves_a_checkpoint_and_resuming_repeats_the_uninterrupted_run(tmp_path, monkeypatch, shapes_splits):
     config = _tiny_config(checkpoint_every_steps=4)
     quiet = dict(splits=shapes_splits, log=lambda _: None)
@@ -345,6 +346,7 @@ def test_durations_read_as_a_person_writes_them():
         "0.0s", "0.4s", "9.9s", "10s", "42s", "3m20s", "1h05m"]
 
 
+@pytest.mark.slow
 def test_nothing_is_converted_by_autograph_in_training_and_evaluation(tmp_path, monkeypatch):
     """The library's compiled functions state their control flow (tf.cond,
     tf.while_loop) and trace with autograph off: its source transformation of
