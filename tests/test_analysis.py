@@ -27,6 +27,9 @@ from probvae.training import fit
 
 from conftest import gaussian_kl_to_standard_normal, iwae_reference
 
+# Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 tfd = tfp.distributions
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,8 +38,6 @@ import json, sys
 import numpy as np, tensorflow as tf
 import probvae
 
-# Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
-pytestmark = pytest.mark.slow
 vae = probvae.load_run(sys.argv[1])
 x = np.load(sys.argv[2])
 q = vae.posterior(x)
