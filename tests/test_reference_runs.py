@@ -36,7 +36,7 @@ the model's total weight (sum |w|, sum w^2) they stay small, which is how the
 weights are compared. With TF_ENABLE_ONEDNN_OPTS=0 (TensorFlow's Eigen
 convolutions, another algorithm) the conv run's training curves move by 5e-5.
 
-The AVX-512 and AMX Intel Xeon of issue 30 gave the conv run's validation
+An Intel Xeon with AVX-512 and AMX gave the conv run's validation
 ELBO -547.51 / -539.52 against -547.41 / -539.80 recorded here (2e-4, 5e-4),
 inside this spread.
 
