@@ -194,7 +194,7 @@ def test_an_unwritable_output_is_refused_before_the_evaluation(run_dir):
     result = run(EVALUATE, str(run_dir), "--iwae-samples", "4", "--max-examples", "30")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         f"error: cannot write {run_dir / 'eval_test_iwae4_first30.json'}: a folder of that name is in the way; "
-        "move it, then evaluate again"]  # and no "evaluated ... images" line: nothing was computed
+        "move it, or give a file name"]  # and no "evaluated ... images" line: nothing was computed
 
 
 def test_ctrl_c_stops_the_evaluation_with_one_line(run_dir):

@@ -16,12 +16,11 @@ No TensorFlow here.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Mapping, Optional
 
 from probvae import runs
-from probvae.errors import UserError
 from probvae.evaluation.estimators import estimator
+from probvae.run_dir import check_writable  # the output check every command makes before its work
 
 __all__ = ["evaluation_name", "evaluation_path", "read_evaluations", "check_writable"]
 
@@ -78,19 +77,3 @@ def read_evaluations(run_dir: str, split: Optional[str] = None) -> list:
             if isinstance(result, dict) and (split is None or result.get("split") == split):
                 results.append(dict(result, file=name))
     return results
-
-
-def check_writable(path: str) -> None:
-    """A UserError unless a file can be written at `path` (checked by creating
-    and removing a temporary file beside it), so a long evaluation is refused
-    before it starts rather than failing at its end."""
-    if os.path.isdir(path):
-        raise UserError(f"cannot write {path}: a folder of that name is in the way; move it, then evaluate again")
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-        os.close(handle)
-        os.remove(temporary)
-    except OSError as error:
-        raise UserError(f"cannot write {path}: {error.strerror}; make {directory} writable or free disk space, "
-                        "then evaluate again") from None
