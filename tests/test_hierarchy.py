@@ -250,3 +250,28 @@ def test_two_sample_ks_matches_scipy():
     a, b = rng.normal(size=(37, 3)), rng.normal(0.3, 1.2, size=(52, 3))
     expected = [stats.ks_2samp(a[:, j], b[:, j]).statistic for j in range(3)]
     np.testing.assert_allclose(inspection.two_sample_ks(a, b), expected, rtol=1e-12)
+
+
+def test_three_levels_each_conditioned_on_the_level_above(binary_images):
+    # Distinct sizes, so a level read in place of another fails on its shape or its value.
+    model = VAE(ModelConfig(arch="mlp", hidden_units=(7,), latent_dim=(2, 3, 4), latent_layers=3, level_units=5,
+                            image_shape=binary_images.shape[1:]))
+    x = tf.constant(binary_images)
+    terms = model.elbo_terms(x, seed=(4, 5))
+    z1, z2, z3 = tf.split(terms.z, [2, 3, 4], axis=-1)
+    features, top = model.encoder(x), terms.top
+    bottom, middle = model.levels
+    # Level by level: q(z_l | x, z_(l+1)) and p(z_l | z_(l+1)) at the sampled level above, analytic KLs.
+    q2, q1 = middle.posterior(features, z3), bottom.posterior(features, z2)
+    kl = (tfp.distributions.kl_divergence(top, model.prior_layer.distribution())
+          + tfp.distributions.kl_divergence(q2, middle.prior(z3))
+          + tfp.distributions.kl_divergence(q1, bottom.prior(z2)))
+    np.testing.assert_allclose(terms.parts.kl, kl, rtol=1e-5)
+    np.testing.assert_allclose(terms.parts.reconstruction, model.likelihood(terms.z).log_prob(x), rtol=1e-5)
+    np.testing.assert_allclose(terms.posterior.log_prob(terms.z), top.log_prob(z3) + q2.log_prob(z2) + q1.log_prob(z1),
+                               rtol=1e-5)
+    # The location: each level's mean at the location of the level above.
+    m3 = top.mean()
+    m2 = middle.posterior(features, m3).mean()
+    m1 = bottom.posterior(features, m2).mean()
+    np.testing.assert_allclose(model.location(x), tf.concat([m1, m2, m3], axis=-1), rtol=1e-5, atol=1e-6)
