@@ -163,7 +163,7 @@ def _faults(work_dir, splits, mirrored):
             "weight_max_abs_diff": _max_difference(one["weights"], two["weights"]),
             "replicas_differ": two["replicas_differ"],
         }
-    config = _config().replace(train={"mixed_precision": True, "jit_compile": False})
+    config = _config().replace(train={"precision": "float16", "jit_compile": False})
     one_trainer, one = _train(config, splits, os.path.join(work_dir, "mixed-one"),
                               distribute.make_strategy("one-device"))
     two_trainer, two = _train(config, splits, os.path.join(work_dir, "mixed-two"), mirrored,

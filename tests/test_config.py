@@ -106,15 +106,22 @@ def test_layer_specs_round_trip_as_nested_tuples_and_are_validated():
         ModelConfig(prior="flow")
 
 
-def test_jit_compile_and_mixed_precision_are_checked():
+def test_jit_compile_and_precision_are_checked():
     from probvae.errors import UserError
 
-    assert TrainConfig().jit_compile is None and TrainConfig().mixed_precision is False
+    assert TrainConfig().jit_compile is None and TrainConfig().precision is None
     assert TrainConfig.from_dict({"jit_compile": True}).jit_compile is True
     with pytest.raises(UserError, match="jit_compile must be true, false or null"):
         TrainConfig(jit_compile="yes")
-    with pytest.raises(UserError, match="mixed_precision must be true or false"):
-        TrainConfig(mixed_precision=1)
+    with pytest.raises(UserError, match="unknown precision .half.; choose one of: float32, bfloat16, float16"):
+        TrainConfig(precision="half")
+    assert TrainConfig(precision="bfloat16").precision == "bfloat16"
+
+
+@pytest.mark.parametrize("saved, expected", [(True, "float16"), (False, "float32")])
+def test_a_config_with_the_old_mixed_precision_flag_loads_as_its_precision(saved, expected):
+    train = TrainConfig.from_dict({"mixed_precision": saved, "epochs": 3})
+    assert train.precision == expected and train.epochs == 3
 
 
 # config.json of a run written before components were registered: every model field flat.
@@ -139,10 +146,12 @@ def test_a_config_written_before_the_registries_loads_and_round_trips():
     assert config.model.hidden_units == (512, 256) and config.model.prior_components == 10
     assert config.model.conv_filters == (32, 64) and config.train.lr_final == 0.05
     written = json.loads(config.to_json())
+    assert written["train"].pop("precision") == "float32"  # what "mixed_precision": false meant
     for section in ("data", "model", "train"):
-        # Every field written then is written again with its value; fields added since come with the
-        # values that reproduce the old behaviour.
-        assert {k: v for k, v in written[section].items() if k not in _ADDED} == _FLAT_CONFIG[section]
+        # Every field written then is written again with its value (or under its new name); fields
+        # added since come with the values that reproduce the old behaviour.
+        old = {k: v for k, v in _FLAT_CONFIG[section].items() if k != "mixed_precision"}
+        assert {k: v for k, v in written[section].items() if k not in _ADDED} == old
     assert {k: v for section in ("model", "train") for k, v in written[section].items() if k in _ADDED} == _ADDED
 
 

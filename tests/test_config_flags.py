@@ -46,10 +46,18 @@ def flag_and_value(section, name):
     return [parser_action.option_strings[0], str(value)], value
 
 
-def _actions():
+def _all_actions():
     parser = common.ArgumentParser()
     common.add_config_arguments(parser, {})
-    return {a.dest: a for a in parser._actions}
+    return parser._actions
+
+
+def _actions():
+    """The flag of each field (an older alias of the same field comes after it)."""
+    actions = {}
+    for action in _all_actions():
+        actions.setdefault(action.dest, action)
+    return actions
 
 
 def needs(section, name):
@@ -79,12 +87,20 @@ def test_every_field_has_a_flag_and_the_named_flags_keep_their_spelling():
     for section, fields in RunConfig.SECTIONS.items():
         own = [f.name for f in dataclasses.fields(fields) if f.name != "options"]
         assert set(own) <= set(SECTIONS[section]), section
-    actions = _actions()
+    actions = {index: action for index, action in enumerate(_all_actions())}
     for flag in ("--patience", "--keep-best", "--no-keep-best", "--lr-final", "--lr-plateau-factor",
                  "--lr-plateau-patience", "--lr-plateau-min", "--optimizer", "--jit-compile", "--mixed-precision",
                  "--latent-layers", "--level-units", "--decoder-arch", "--checkpoint-every", "--eval-batch-size",
                  "--split-seed", "--eager", "--deterministic", "--skip-nonfinite", "--init-from"):
         assert any(flag in a.option_strings for a in actions.values()), flag
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], None), (["--precision", "bfloat16"], "bfloat16"), (["--mixed-precision"], "float16"),
+    (["--precision", "float32"], "float32"),
+])
+def test_the_precision_flag_and_its_older_spelling_reach_the_config(argv, expected):
+    assert fit.config_from_args(fit.parse_args(argv)).train.precision == expected
 
 
 def test_what_a_resumed_run_may_change_comes_from_the_fields():

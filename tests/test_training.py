@@ -272,17 +272,21 @@ def test_the_xla_step_traces_once_and_computes_what_the_graph_step_does():
     assert not np.allclose(losses[True], losses[False], rtol=1e-6)
 
 
-def test_fit_with_xla_and_mixed_precision_writes_a_finite_float32_run(tmp_path):
+@pytest.mark.parametrize("compute", ["float16", "bfloat16"])
+def test_fit_with_xla_and_mixed_precision_writes_a_finite_float32_run(tmp_path, compute):
     config = RunConfig(
         data=DataConfig(dataset="shapes", max_train_examples=60),
         model=ModelConfig(arch="mlp", latent_dim=2, hidden_units=(16,)),
-        train=TrainConfig(epochs=1, batch_size=20, jit_compile=True, mixed_precision=True, eval_batch_size=250),
+        train=TrainConfig(epochs=1, batch_size=20, jit_compile=True, precision=compute, eval_batch_size=250),
     )
+    lines = []
     try:
-        metrics = fit(config, str(tmp_path / "run"), log=lambda _: None)
+        metrics = fit(config, str(tmp_path / "run"), log=lines.append)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert keras.mixed_precision.global_policy().name == "float32"
+    assert metrics["precision"] == compute and any(f"{compute} compute" in line for line in lines)
+    assert RunConfig.from_json((tmp_path / "run" / "config.json").read_text()).train.precision == compute
     for section in (metrics["epochs"][0]["train"], metrics["epochs"][0]["validation"], metrics["test"]):
         assert np.isfinite(section["elbo"]) and section["elbo"] < 0
 

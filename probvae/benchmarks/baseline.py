@@ -27,21 +27,22 @@ tfpl = tfp.layers
 __all__ = ["keras_recipe"]
 
 
-def keras_recipe(config: ModelConfig, learning_rate: float, mixed_precision: bool = False,
+def keras_recipe(config: ModelConfig, learning_rate: float, compute: str = "float32",
                  kl_weight: float = 1.0) -> keras.Model:
     """The plain TFP-layers VAE as the tutorials write it, compiled for `fit`,
     with the encoder and decoder bodies of `config`.
 
-    Under mixed precision the distribution layers compute in float32, as the
-    tf-keras guide advises, and `compile` adds loss scaling itself.
+    The networks compute in `compute` (`probvae.training.precision.PRECISIONS`);
+    below float32 the distribution layers compute in float32, as the tf-keras
+    guide advises, and for float16 `compile` adds loss scaling itself.
     Note: stock `tfpl.MultivariateNormalTriL` adds its KL regularizer twice
     (tensorflow/probability#1215); that changes the loss, not the work.
     `kl_weight` = 1/2 makes the loss the negative ELBO.
     """
     d, (height, width, channels) = config.latent_dim, tuple(config.image_shape)
     layers = keras.layers
-    dtype = "float32" if mixed_precision else None
-    with precision.mixed_precision_policy(mixed_precision):
+    dtype = None if compute == "float32" else "float32"
+    with precision.compute_policy(compute):
         prior = tfd.Independent(tfd.Normal(loc=tf.zeros(d), scale=1.0), reinterpreted_batch_ndims=1)
         model = keras.Sequential([
             layers.InputLayer(input_shape=(height, width, channels)),

@@ -149,7 +149,7 @@ def _trainers(config, bench: BenchConfig, images: np.ndarray, jit: bool) -> tupl
     for name, jit_compile, steps_per_call in (("probvae_xla", True, 0), ("probvae_graph", False, 0),
                                               ("probvae_one_step", jit, 1)):
         keras.utils.set_random_seed(bench.seed)
-        with precision.mixed_precision_policy(bench.use_mixed_precision):
+        with precision.compute_policy(bench.precision_of(config.arch)):
             models[name] = VAE(config)
         trainers[name] = probvae_trainer(models[name], bench, images, jit_compile, steps_per_call=steps_per_call)
     trainers["keras_fit"] = fit_trainer(config, bench, images)
@@ -245,7 +245,9 @@ def run(bench: BenchConfig, memory: bool = True, log=print) -> dict:
     return {
         "device": info["device"],
         "machine": info,
-        "config": dataclasses.asdict(bench) | {"mixed_precision": bench.use_mixed_precision},
+        "config": dataclasses.asdict(bench) | {"precision": {a: bench.precision_of(a) for a in bench.archs},
+                                               "baseline_precision": {a: bench.baseline_precision(a)
+                                                                      for a in bench.archs}},
         "iwae_implementation": "probvae.evaluation.log_likelihood",
         "train_speedup_vs_fit": {a: r["train_speedup_vs_fit"] for a, r in archs.items()},
         "utilisation": {a: r["utilisation"] for a, r in archs.items()},
@@ -256,11 +258,19 @@ def run(bench: BenchConfig, memory: bool = True, log=print) -> dict:
     }
 
 
+def _precisions(config: dict) -> str:
+    """"mlp bfloat16 (keras float32), ..." from a result's config."""
+    ours, theirs = config.get("precision", {}), config.get("baseline_precision", {})
+    if not isinstance(ours, dict):  # results written before --precision: a mixed-precision flag
+        return "float16" if config.get("mixed_precision") else "float32"
+    return ", ".join(f"{arch} {p} (keras {theirs.get(arch, p)})" for arch, p in ours.items())
+
+
 def format_table(result: dict) -> str:
     """The figures of `run` as aligned text tables."""
     m = result["machine"]
     lines = [f"device {result['device']} ({m['cpu_count']} cores, {m['processor']}), TensorFlow {m['tensorflow']}, "
-             f"oneDNN {m['onednn']}, mixed precision {'on' if result['config']['mixed_precision'] else 'off'}, "
+             f"oneDNN {m['onednn']}, precision {_precisions(result['config'])}, "
              f"load average {m['load_average'][0]:.1f} -> {m['load_average_end'][0]:.1f}",
              f"IWAE through {result['iwae_implementation']}", ""]
     header = ("arch", "probvae img/s", "xla", "graph", "1 step/call", "fit img/s", "speedup", "per CPU s",

@@ -56,8 +56,10 @@ class BenchConfig:
     memory_images: int = 200
     # Size of the square matmul that stands for the machine's attainable GFLOP/s.
     matmul_size: int = 2048
-    # float16 compute with loss scaling (GPU); None: on when a GPU is present.
-    mixed_precision: Optional[bool] = None
+    # What probvae's networks compute in (probvae.training.precision.PRECISIONS); None: each network's
+    # default on this machine (`precision.default_precision`). The keras recipe computes in float32 on a CPU
+    # and in probvae's precision on a GPU, unless a precision is given here.
+    precision: Optional[str] = None
     learning_rate: float = 1e-3
     seed: int = 0
     # Image side (square, one channel); ModelConfig fields changed from the defaults.
@@ -73,11 +75,15 @@ class BenchConfig:
         shape = (self.image_size, self.image_size, 1)
         return ModelConfig(arch=arch, image_shape=shape, **dict(self.model))
 
-    @property
-    def use_mixed_precision(self) -> bool:
-        if self.mixed_precision is None:
-            return bool(tf.config.list_logical_devices("GPU"))
-        return self.mixed_precision
+    def precision_of(self, arch: str) -> str:
+        """What probvae's networks compute in for `arch`."""
+        return precision.resolve(self.precision, arch)
+
+    def baseline_precision(self, arch: str) -> str:
+        """What the keras recipe computes in for `arch`."""
+        if self.precision is None and not tf.config.list_logical_devices("GPU"):
+            return "float32"
+        return self.precision_of(arch)
 
 
 # A smoke configuration: tiny images and networks, a few steps.
@@ -116,7 +122,7 @@ def probvae_trainer(model: VAE, bench: BenchConfig, images: np.ndarray, jit_comp
     step, where the host reads the fault record), and the metrics read once
     at the end of the epoch. No checkpoints and no validation: the steps alone."""
     optimizer = keras.optimizers.Adam(bench.learning_rate)
-    if bench.use_mixed_precision:
+    if model.dtype_policy.compute_dtype == "float16":
         optimizer = precision.loss_scaled(optimizer)
     totals, step, faults = StepTotals(), tf.Variable(0, dtype=tf.int64, trainable=False), NonFiniteFaults()
     started = time.perf_counter()
@@ -146,7 +152,7 @@ def probvae_trainer(model: VAE, bench: BenchConfig, images: np.ndarray, jit_comp
 
 def fit_trainer(config: ModelConfig, bench: BenchConfig, images: np.ndarray) -> Trainer:
     """The plain recipe trained with `model.fit` on the same batches."""
-    model = keras_recipe(config, bench.learning_rate, bench.use_mixed_precision)
+    model = keras_recipe(config, bench.learning_rate, bench.baseline_precision(config.arch))
     epochs = (dataset.map(lambda x: (x, x)) for dataset in _epochs(bench, images))
     started = time.perf_counter()
     model.fit(next(epochs).take(1), verbose=0)

@@ -46,7 +46,7 @@ def _run_child(spec: dict) -> dict:
 
 def measure_peaks(bench, arch: str) -> dict:
     """Peak MiB of training and of IWAE at each K in `bench.memory_samples`."""
-    spec = dataclasses.asdict(bench) | {"arch": arch, "mixed_precision": bench.use_mixed_precision}
+    spec = dataclasses.asdict(bench) | {"arch": arch, "precision": bench.precision_of(arch)}
     specs = [spec | {"task": "training"}] + [spec | {"task": "iwae", "num_samples": k} for k in bench.memory_samples]
     # The processes run side by side: each measures only its own peak.
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(specs)) as pool:
@@ -80,7 +80,7 @@ def child(spec_json: str) -> None:
         for k, v in spec.items() if k not in ("arch", "task")
     })
     keras.utils.set_random_seed(bench.seed)
-    with precision.mixed_precision_policy(bench.use_mixed_precision):
+    with precision.compute_policy(bench.precision_of(spec["arch"])):
         model = VAE(bench.model_config(spec["arch"]))
     jit_compile = precision.use_jit_compile(spec["arch"])
     if spec["task"] == "training":

@@ -92,7 +92,7 @@ def time_to_quality(bench: BenchConfig, quality: QualityConfig = QualityConfig()
         raise UserError(f"time to quality needs at least {bench.batch_size} training images")
 
     keras.utils.set_random_seed(bench.seed)
-    recipe = keras_recipe(config, bench.learning_rate, bench.use_mixed_precision, kl_weight=0.5)
+    recipe = keras_recipe(config, bench.learning_rate, bench.baseline_precision(quality.arch), kl_weight=0.5)
     keras_curve, seconds = [], 0.0
     for epoch in range(quality.epochs):
         batches = data.training_batches(images, bench.batch_size, binarize=True, seed=bench.seed, epoch=epoch)
@@ -105,7 +105,7 @@ def time_to_quality(bench: BenchConfig, quality: QualityConfig = QualityConfig()
     target = keras_curve[-1]["elbo"]
 
     keras.utils.set_random_seed(bench.seed)
-    with precision.mixed_precision_policy(bench.use_mixed_precision):
+    with precision.compute_policy(bench.precision_of(quality.arch)):
         model = VAE(config)
     # The benchmark's trainer runs successive epochs of `images` (its first, untimed call compiles).
     trainer = probvae_trainer(model, bench, images, precision.use_jit_compile(quality.arch))

@@ -12,6 +12,7 @@ import dataclasses
 import os
 
 from probvae.cli import common
+from probvae.config import PRECISIONS
 from probvae.registry import NETWORKS
 
 __all__ = ["parse_args", "main"]
@@ -23,8 +24,11 @@ def parse_args(argv=None):
                         help="network to measure (repeatable; default: mlp and conv)")
     parser.add_argument("--batch-size", type=int, help="training batch size (default 128)")
     parser.add_argument("--repeats", type=int, help="timed rounds per figure (default 7)")
-    parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
-                        help="float16 compute with loss scaling (default: on with a GPU)")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="what probvae's networks compute in (default: each network's default on this machine, "
+                        "as fit chooses it); the keras recipe computes in float32 on a CPU unless this is given")
+    parser.add_argument("--mixed-precision", dest="precision", action="store_const", const="float16",
+                        help=argparse.SUPPRESS)  # the flag before --precision
     parser.add_argument("--memory-images", type=int, help="images per IWAE memory figure (default 200)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak memory figures")
     parser.add_argument("--time-to-quality", action="store_true",
@@ -44,7 +48,7 @@ def main(argv=None):
     args = parse_args(argv)
     common.require_positive(args, "batch_size", "repeats", "memory_images", "quality_epochs")  # before TF loads
     changes = {"archs": tuple(dict.fromkeys(args.arch)) if args.arch else None, "batch_size": args.batch_size,
-               "repeats": args.repeats, "mixed_precision": args.mixed_precision,
+               "repeats": args.repeats, "precision": args.precision,
                "memory_images": args.memory_images}
     from probvae import runs
 

@@ -86,6 +86,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, titles: dict) -> dict:
                 choices = flag.registry.names()
             _add(group, flag.flag or _flag_of(name), name, flag.parse, choices, _with_default(text, default),
                  flag.metavar)
+            for alias, value in flag.aliases:
+                group.add_argument(alias, dest=name, action="store_const", const=value, help=argparse.SUPPRESS)
             names.append(name)
         sections[section] = tuple(names) + _add_component_fields(group, fields.registries())
     return sections

@@ -28,6 +28,7 @@ from probvae.checks import require as _require
 from probvae.config.fields import flags
 from probvae.config.sections import (
     OBJECTIVES,
+    PRECISIONS,
     STRATEGIES,
     DataConfig,
     ModelConfig,
@@ -43,6 +44,7 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "RunConfig",
+    "PRECISIONS",
     "STRATEGIES",
     "OBJECTIVES",
     "check_dataset_name",

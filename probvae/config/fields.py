@@ -39,6 +39,8 @@ class Flag:
       metavar: the value's name in --help.
       resume: whether a resumed run may change it (how the run is carried out,
         not what it computes from good batches).
+      aliases: (flag, value) pairs: older flags that set the field to a value
+        (e.g. ("--mixed-precision", "float16")), accepted and not listed in --help.
     """
 
     help: str = ""
@@ -49,6 +51,7 @@ class Flag:
     flag: Optional[str] = None
     metavar: Optional[str] = None
     resume: bool = False
+    aliases: Tuple[Tuple[str, Any], ...] = ()
 
 
 def setting(default: Any, help: str = "", **flag) -> Any:

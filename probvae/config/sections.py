@@ -20,6 +20,8 @@ __all__ = ["DataConfig", "ModelConfig", "TrainConfig", "STRATEGIES", "OBJECTIVES
 
 # How training is spread over devices and hosts (see probvae.training.distribute).
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
+# What the networks may compute in (probvae.training.precision).
+PRECISIONS = ("float32", "bfloat16", "float16")
 # Training objectives: the ELBO, or the importance-weighted bound (probvae.objectives).
 OBJECTIVES = ("elbo", "iwae")
 
@@ -51,6 +53,11 @@ def _one_of(choices):
 def _run_dir(name: str, value: Any) -> None:
     _require(isinstance(value, str) and value.strip() != "",
              f"{name} must name a run directory or be null (got {value!r})")
+
+
+def _optional_one_of(choices):
+    """The check of a field that takes one of `choices` or None."""
+    return lambda name, value: None if value is None else checks.choice(name, value, choices)
 
 
 def _optional_flag(name: str, value: Any) -> None:
@@ -212,8 +219,12 @@ class TrainConfig(_Section):
     # None: per architecture and device (probvae.training.precision.use_jit_compile).
     jit_compile: Optional[bool] = setting(None, "compile the step with XLA (default: dense networks always, "
                                           "conv on a GPU)", check=_optional_flag)
-    mixed_precision: bool = setting(False, "float16 compute, float32 variables and distributions, loss "
-                                    "scaling (for GPUs)", check=checks.flag)
+    # None: per network and device (probvae.training.precision.default_precision); a run records its choice.
+    precision: Optional[str] = setting(
+        None, "what the networks compute in, with float32 variables; distributions and the ELBO stay float32 "
+        "(default: bfloat16 where the device has its units and the network gains, else float32; float16 "
+        "scales the loss, for older GPUs)", parse=str, choices=PRECISIONS, check=_optional_one_of(PRECISIONS),
+        aliases=(("--mixed-precision", "float16"),))
     # "auto": multi-worker if TF_CONFIG names several tasks, mirrored with more than one GPU, else one-device.
     strategy: str = setting("auto", "tf.distribute strategy; --batch-size is the global batch", parse=str,
                             choices=STRATEGIES, check=_one_of(STRATEGIES), resume=True)
@@ -232,6 +243,9 @@ class TrainConfig(_Section):
     def from_dict(cls, values: dict):
         if isinstance(values, dict):
             values = {**{k: v for k, v in cls._BEFORE.items() if k not in values}, **values}
+            if "mixed_precision" in values and "precision" not in values:  # before --precision
+                mixed = values.pop("mixed_precision")
+                values["precision"] = "float16" if mixed is True else "float32" if mixed is False else mixed
         return super().from_dict(values)
 
     def _check(self):

@@ -15,6 +15,7 @@ from probvae import data as data_lib
 from probvae import networks, runs
 from probvae.config import RunConfig
 from probvae.errors import UserError
+from probvae.training import precision
 
 __all__ = ["prepare_run", "initial_checkpoint", "check_resumable"]
 
@@ -54,7 +55,8 @@ def prepare_run(config: RunConfig, run_dir: str, splits=None, overwrite: bool = 
         raise UserError(f"the model expects images of shape {config.model.image_shape} but {splits.name} "
                         f"has {splits.image_shape}; give images of that shape, or another --image-shape for a new run")
     networks.check_image_shape(splits.image_shape)
-    config = config.replace(model={"image_shape": splits.image_shape})
+    config = config.replace(model={"image_shape": splits.image_shape},
+                            train={"precision": precision.resolve(config.train.precision, config.model.arch)})
     networks.check_memory(config.model, config.train.batch_size)
     if config.train.batch_size > len(splits.x_train):
         raise UserError(f"batch size {config.train.batch_size} is larger than the {len(splits.x_train)} "

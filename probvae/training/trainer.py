@@ -70,13 +70,14 @@ class Trainer:
         self.strategy = strategy or tf.distribute.get_strategy()
         train = config.train
         replicas.check_batch_size(train.batch_size, self.strategy)
+        self.precision = precision.resolve(train.precision, config.model.arch)
         with self.strategy.scope():
-            with precision.mixed_precision_policy(train.mixed_precision):
+            with precision.compute_policy(self.precision):
                 self.model = VAE(config.model, kl_weight=train.beta, free_bits=train.free_bits,
                                  train_samples=train.train_samples if train.objective == "iwae" else 0)
             self.steps_per_epoch = len(splits.x_train) // train.batch_size
             self.optimizer = schedules.make_optimizer(train, self.steps_per_epoch)
-            if train.mixed_precision:
+            if precision.needs_loss_scale(self.precision):
                 self.optimizer = precision.loss_scaled(self.optimizer)
             self.totals, self.faults = StepTotals(), NonFiniteFaults()
         self.state = RunState(os.path.join(self.write_dir, runs.CHECKPOINT_DIR), strategy=self.strategy,
@@ -94,10 +95,12 @@ class Trainer:
                                                        binarize=self.model.likelihood_head.binarize)
         self.history = RunHistory(train_examples=len(splits.x_train))  # what the checkpoints carry besides tensors
         self.summaries = Summaries(os.path.join(self.write_dir, runs.LOG_DIR), lambda: self.state.latest)
-        self.run_info = _run_info(run_dir, splits, self.strategy, train.batch_size, self.model)
+        self.run_info = dict(_run_info(run_dir, splits, self.strategy, train.batch_size, self.model),
+                             precision=self.precision)
         model = config.model
         log(f"model: {model.arch}, latent {model.latent_dim}, {model.posterior} posterior, {model.likelihood} "
-            f"likelihood, {self.run_info['parameters']:,} parameters, on {self.run_info['distribution']['summary']}")
+            f"likelihood, {self.run_info['parameters']:,} parameters, {self.precision} compute, on "
+            f"{self.run_info['distribution']['summary']}")
 
     @property
     def metrics(self) -> dict:
