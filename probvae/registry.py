@@ -42,7 +42,7 @@ What a builder must be, per kind:
                 registered with `path=True` it is spelled "name:PATH" (npz:PATH)
 
 Traits the package asks about: a likelihood's `binarize` (the one place it is
-stated; the head reads it), a network's `xla_on_cpu`, a schedule's
+stated; the head reads it), a network's `xla_on_cpu` and `bfloat16_on_cpu`, a schedule's
 `after_validation`, a dataset's `tfds_name`, `idx` (IDX files first),
 `idx_dir`, `class_names`, `test_examples`, `splits` and `image_shape`.
 """
@@ -313,7 +313,7 @@ NETWORKS.register(
         Field("batch_norm", False, checks.flag, "batch normalisation after every convolution", None),
         Field("dense_units", 256, _dense_units, "width of the dense layer beside the latent (0: none)", int),
         _ACTIVATION,
-    ])
+    ], bfloat16_on_cpu=True)
 
 POSTERIORS.register("full", "probvae.distributions.posteriors:MultivariateNormalTriL",
                     summary="MultivariateNormalTriL, full covariance")
