@@ -24,40 +24,17 @@ SCRIPTS = os.path.join(ROOT, "scripts")
 TINY = ["--dataset", "shapes", "--arch", "mlp", "--hidden-units", "8", "--latent-dim", "2", "--epochs", "1",
         "--max-train-examples", "60", "--batch-size", "20", "--test-iwae-samples", "2", "--seed", "3"]
 
-# A factorised Student-t prior, as docs/extending.md writes it.
-STUDENT_T = '''
-import tensorflow as tf
-import tensorflow_probability as tfp
-
-from probvae import checks
-from probvae.distributions import Prior
-from probvae.registry import PRIORS, Field
 
 
-class StudentTPrior(Prior):
-    analytic_kl = False
-
-    def __init__(self, latent_dim, df=5.0, **kwargs):
-        super().__init__(latent_dim, **kwargs)
-        self.df = float(df)
-
-    @classmethod
-    def for_model(cls, config, encode=None):
-        return cls(config.latent_dim, df=config.student_t_df)
-
-    def distribution(self):
-        return tfp.distributions.Independent(
-            tfp.distributions.StudentT(self.df, tf.zeros([self.latent_dim]), 1.0), reinterpreted_batch_ndims=1)
+def _documented_prior() -> str:
+    """The my_prior.py of docs/extending.md: the Student-t prior the page walks through."""
+    with open(os.path.join(ROOT, "docs", "extending.md")) as stream:
+        text = stream.read()
+    block = text[text.index("```python\n# my_prior.py\n"):]
+    return block[len("```python\n"):block.index("\n```\n")] + "\n"
 
 
-def _degrees(name, value):
-    checks.finite_number(name, value)
-    checks.require(value > 0, f"{name} must be positive (got {value!r})")
-
-
-PRIORS.register("student_t", StudentTPrior, summary="factorised Student-t(df, 0, 1)",
-                fields=[Field("student_t_df", 5.0, _degrees, "degrees of freedom", float)])
-'''
+STUDENT_T = _documented_prior()
 
 # What loads the export: probvae and the prior's module cannot be imported (python -I: no PYTHONPATH either).
 LOAD_EXPORT = '''
