@@ -113,8 +113,9 @@ def import_components(run_dir: str) -> None:
     path = os.path.join(run_dir, CONFIG_FILE) if isinstance(run_dir, (str, os.PathLike)) else None
     if path is None or not os.path.isfile(path):
         return
+    values = read_json(path)  # (its errors name the file)
     try:
-        RunConfig.import_components(read_json(path))
+        RunConfig.import_components(values)
     except UserError as error:
         raise UserError(f"{path}: {error}") from error
 
