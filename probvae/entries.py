@@ -6,7 +6,8 @@ whose names may take a PATH.
 
 A name is owned by the module that registered it first (`Entry.module`):
 another module, or a built-in, registering it again is refused in one line
-naming both; the same module may replace its own entry with `replace=True`.
+naming both, even with `replace=True`, which only lets a module replace its
+own entry.
 Reading a registry (`[name]`, `in`, `names`, `entries`) first loads the
 installed packages' entry points (`probvae.components.load_entry_points`).
 A field's check is called as `check(name, value)`; a check that cannot be is
@@ -140,8 +141,9 @@ class Registry:
         check (a field means one thing).
 
         Raises:
-          UserError: a name that is not a plain identifier, or one registered
-            already (naming both owners) unless `replace`.
+          UserError: a name that is not a plain identifier, one another
+            module (or probvae) owns, naming both, or one this module
+            registered already, unless `replace`.
         """
         caller = sys._getframe(1).f_globals
         module = module or caller.get("__name__", "")
@@ -150,12 +152,12 @@ class Registry:
         checks.require(isinstance(name, str) and name.replace("_", "").replace("-", "").isalnum(),
                        f"a {self.kind} name must be letters, digits, _ or - (got {name!r})")
         taken = self._entries.get(name)
-        if taken is not None and not replace:
-            if taken.module == module:
-                raise UserError(f"{self.kind} {name!r} is registered already by {_owner(module)}; pass "
-                                "replace=True to replace it")
+        if taken is not None and taken.module != module:
             raise UserError(f"{self.kind} {name!r} is registered already by {_owner(taken.module)}; "
                             f"{_owner(module)} cannot register it too: give it another name")
+        if taken is not None and not replace:
+            raise UserError(f"{self.kind} {name!r} is registered already by {_owner(module)}; pass replace=True to "
+                            "replace it")
         entry = Entry(name, builder, summary, tuple(fields), tuple(sorted(traits.items())), module)
         for field in entry.fields:
             known = declared_field(field.name)

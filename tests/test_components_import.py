@@ -194,6 +194,14 @@ def test_a_name_another_module_or_probvae_owns_is_refused_naming_both(tmp_path, 
     with pytest.raises(UserError, match=r"^prior 'vamp' is registered already by probvae \(built in\); the module "
                                         r"my_vamp cannot register it too: give it another name$"):
         components.import_module(builtin)
+    with pytest.raises(UserError, match=r"^prior 'vamp' is registered already by probvae \(built in\); the module "
+                                        r"\S*test_components_import cannot register it too"):
+        registry.PRIORS.register("vamp", "probvae.distributions.priors:VampPrior", replace=True)
+    with pytest.raises(UserError, match=r"^prior 'light_t' is registered already by the module first_prior; the "
+                                        r"module second_prior cannot"):
+        registry.PRIORS.register("light_t", "probvae.distributions.priors:StandardNormalPrior", replace=True,
+                                 module="second_prior")
+    assert registry.PRIORS["vamp"].module == "probvae.registry"
     components.import_module(first)  # the same file again: the module it is already
 
 
