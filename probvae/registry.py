@@ -20,9 +20,18 @@ user's own entry passes the object itself:
                     fields=[Field("laplace_scale", 1.0, checks.finite_number, "b of every dimension", float)])
 
 after which `ModelConfig(prior="laplace", laplace_scale=0.5)` is a valid
-config and `VAE` builds it (docs/extending.md walks through it). A run that
-uses a user's component loads (`probvae.load_run`) in a process that has
-imported the module registering it.
+config and `VAE` builds it (docs/extending.md walks through it). An entry
+knows the module that registered it (`Entry.module`); a run records the
+modules of the components it uses in config.json and every reader imports
+them again (`probvae.components`). A name is owned by the module that
+registered it first: another module (or a built-in) registering it is
+refused, naming both. Installed packages register theirs through the
+entry-point group `probvae.components`, loaded when a registry is first read
+(`names`, `entries`, `[name]`, `in`), never when probvae is imported.
+
+A field's check is called as `check(name, value)` (the field's name, for the
+message) and raises a `UserError` for a bad value; a check that cannot be
+called so is refused when the field is declared.
 
 What a builder must be, per kind:
 
@@ -49,12 +58,10 @@ stated; the head reads it), a network's `xla_on_cpu` and `bfloat16_on_cpu`, a sc
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Optional, Tuple
 
-from probvae import checks
-from probvae.errors import UserError
+from probvae import checks, components
+from probvae.entries import DatasetRegistry, Entry, Field, Registry, check_signature, declared_field
 
 __all__ = [
     "Field",
@@ -74,133 +81,11 @@ __all__ = [
     "TRAIN_REGISTRIES",
     "int_list",
     "conv_layer_list",
+    "check_signature",
+    "find_field",
+    "owners",
+    "is_registered",
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class Field:
-    """A config field a component reads.
-
-    Attributes:
-      name: the field's name in its config section (and, with `_` as `-`, its flag).
-      default: its value when the config does not set it.
-      check: (name, value) -> None, raising a UserError for a bad value.
-      help: one line for `--help`.
-      parse: text -> value for the command line; None: no flag.
-      choices: the values the flag accepts, if it is a choice (argparse checks them).
-    """
-
-    name: str
-    default: Any
-    check: Callable[[str, Any], None]
-    help: str = ""
-    parse: Optional[Callable[[str], Any]] = None
-    choices: Optional[Tuple[str, ...]] = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One registered component."""
-
-    name: str
-    builder: Union[str, Any]
-    summary: str = ""
-    fields: Tuple[Field, ...] = ()
-    traits: Tuple[Tuple[str, Any], ...] = ()
-
-    def load(self):
-        """The builder object (imported on first use for "module:attribute" names)."""
-        return _resolve(self.builder)
-
-    def trait(self, name: str, default: Any = None) -> Any:
-        return dict(self.traits).get(name, default)
-
-    def load_trait(self, name: str) -> Any:
-        """A trait that names an object ("module:attribute", or the object), resolved; None if absent."""
-        value = self.trait(name)
-        return None if value is None else _resolve(value)
-
-
-def _resolve(reference):
-    """The object a "module:attribute" string names (imported now), or `reference` itself."""
-    if not isinstance(reference, str):
-        return reference
-    module, _, attribute = reference.partition(":")
-    value = importlib.import_module(module)
-    for part in attribute.split("."):
-        value = getattr(value, part)
-    return value
-
-
-class Registry:
-    """The components of one kind, by name.
-
-    Args:
-      kind: what the components are ("prior"), for messages.
-      option: the config field that names one ("prior"), in section `section`.
-    """
-
-    def __init__(self, kind: str, section: str, option: str):
-        self.kind, self.section, self.option = kind, section, option
-        self._entries: Dict[str, Entry] = {}
-
-    def register(self, name: str, builder: Union[str, Any], *, summary: str = "",
-                 fields: Iterable[Field] = (), replace: bool = False, **traits) -> Entry:
-        """Add a component; returns its entry.
-
-        A field another entry of any registry declares too must have the same
-        check (a field means one thing). Raises a UserError for a name taken
-        (unless `replace`) or not a plain identifier.
-        """
-        checks.require(isinstance(name, str) and name.replace("_", "").replace("-", "").isalnum(),
-                       f"a {self.kind} name must be letters, digits, _ or - (got {name!r})")
-        checks.require(replace or name not in self._entries,
-                       f"a {self.kind} called {name!r} is registered already; pass replace=True to replace it")
-        entry = Entry(name, builder, summary, tuple(fields), tuple(sorted(traits.items())))
-        for field in entry.fields:
-            known = find_field(field.name)
-            checks.require(known is None or known.check is field.check,
-                           f"field {field.name!r} is declared already with another check")
-        self._entries[name] = entry
-        return entry
-
-    def __getitem__(self, name: str) -> Entry:
-        if name not in self._entries:
-            raise UserError(f"unknown {self.option} {name!r}; choose one of: {', '.join(self._entries)}")
-        return self._entries[name]
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._entries
-
-    def names(self) -> Tuple[str, ...]:
-        return tuple(self._entries)
-
-    def entries(self) -> Tuple[Entry, ...]:
-        return tuple(self._entries.values())
-
-    def describe(self) -> str:
-        """"name: summary; ..." for --help."""
-        return "; ".join(f"{e.name}: {e.summary}" if e.summary else e.name for e in self._entries.values())
-
-
-class DatasetRegistry(Registry):
-    """The datasets by name. An entry registered with the trait `path=True`
-    takes a path: it is spelled "name:PATH" ("npz:data.npz", "folder:~/faces")."""
-
-    def __getitem__(self, name: str) -> Entry:
-        if isinstance(name, str):
-            prefix, colon, path = name.partition(":")
-            entry = self._entries.get(prefix if colon else name)
-            if entry is not None and bool(entry.trait("path")) == bool(colon) and (path or not colon):
-                return entry
-        raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(self.spellings())}")
-
-    def spellings(self) -> Tuple[str, ...]:
-        """How a config names each dataset: "shapes", ..., "npz:PATH"."""
-        return tuple(f"{e.name}:PATH" if e.trait("path") else e.name for e in self._entries.values())
-
-    def describe(self) -> str:
-        return "; ".join(f"{name}: {e.summary}" for name, e in zip(self.spellings(), self._entries.values()))
 
 
 # --- command-line parsers of field values -------------------------------------------------------
@@ -279,12 +164,21 @@ REGISTRIES = (NETWORKS, POSTERIORS, PRIORS, LIKELIHOODS, OPTIMIZERS, SCHEDULES, 
 
 def find_field(name: str) -> Optional[Field]:
     """The field called `name` that some registered component declares, or None."""
-    for registry in REGISTRIES:
-        for entry in registry.entries():
-            for field in entry.fields:
-                if field.name == name:
-                    return field
-    return None
+    components.load_entry_points()
+    return declared_field(name)
+
+
+def owners(entries: Iterable[Tuple["Registry", Entry]]) -> Dict[str, Dict[str, list]]:
+    """{module: {kind: [names]}} of the (registry, entry) pairs: who registered what."""
+    found: Dict[str, Dict[str, list]] = {}
+    for registry, entry in entries:
+        found.setdefault(entry.module, {}).setdefault(registry.kind, []).append(entry.name)
+    return found
+
+
+def is_registered(kind: str, name: str) -> bool:
+    """Whether a component `name` of `kind` ("prior", a registry's kind) is registered."""
+    return any(registry.kind == kind and name in registry for registry in REGISTRIES)
 
 
 def _hidden_units(default):

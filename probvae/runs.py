@@ -1,7 +1,9 @@
 """The run directory: what `fit` writes and what analysis code loads.
 
 `load_run(run_dir)` rebuilds the trained model from config.json and the
-latest (or a named) checkpoint. `resume_config(run_dir, requested)` is the
+latest (or a named) checkpoint. Reading config.json imports the modules it
+records as the owners of the run's components (a user's prior), so no
+reader needs to be told about them (`import_components` does only that). `resume_config(run_dir, requested)` is the
 config a resumed run continues with: the saved one, refusing requests that
 contradict it (only the keys in `RESUME_MAY_CHANGE` may differ).
 (`probvae.training.preflight.prepare_run` checks flags, data and directory before a run writes anything.)
@@ -64,6 +66,7 @@ __all__ = [
     "save_config",
     "run_checkpoint",
     "load_config",
+    "import_components",
     "complete_checkpoints",
     "best_checkpoint",
     "latest_checkpoint",
@@ -95,8 +98,26 @@ def load_config(run_dir: str) -> RunConfig:
     values = read_json(path)
     try:
         return RunConfig.from_dict(values)
-    except (ValueError, TypeError) as error:
-        raise UserError(f"{path}: {error}") from None
+    except (ValueError, TypeError) as error:  # (chained: --debug shows a failing module's traceback)
+        raise UserError(f"{path}: {error}") from error
+
+
+def import_components(run_dir: str) -> None:
+    """Import the modules `run_dir`'s config.json records as the owners of the
+    run's components (`RunConfig.import_components`); nothing if the file is
+    not there (its readers say so).
+
+    Raises:
+      UserError: a module that cannot be imported, with the file named.
+    """
+    path = os.path.join(run_dir, CONFIG_FILE) if isinstance(run_dir, (str, os.PathLike)) else None
+    if path is None or not os.path.isfile(path):
+        return
+    values = read_json(path)  # (its errors name the file)
+    try:
+        RunConfig.import_components(values)
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from error
 
 
 def resume_config(run_dir: str, requested: Optional[RunConfig] = None) -> RunConfig:

@@ -1,5 +1,6 @@
-"""One command-line surface: every command has --version and one-line errors;
-fit's --help states every default; the console command lists every command."""
+"""One command-line surface: every command has --version, --import and
+one-line errors naming the command as it was called; fit's --help states
+every default; the console command lists every command."""
 
 import os
 import subprocess
@@ -26,6 +27,38 @@ def test_every_command_has_a_script_and_a_version():
         assert result.returncode == 0 and result.stdout.strip() == f"probvae {__version__}", (name, result.stderr)
     result = run("-m", "probvae.cli.main", "--help")
     assert all(name in result.stdout for name in SCRIPTS)
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_each_command_names_itself_in_its_usage_and_its_errors(name):
+    script = SCRIPTS[name]
+    for args, prog in [((os.path.join(ROOT, "scripts", script),), script),
+                       (("-m", "probvae.cli.main", name), f"probvae {name}"),
+                       (("-c", "from probvae.cli.main import main; main()", name), f"probvae {name}")]:
+        usage = run(*args, "--help")
+        assert usage.returncode == 0 and usage.stdout.startswith(f"usage: {prog} [-h] [--version]"), usage.stdout
+        assert "--import MODULE" in usage.stdout
+        error = run(*args, "--no-such-flag")  # (or a missing RUN_DIR first)
+        lines = error.stderr.splitlines()
+        assert error.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), error.stderr
+        assert lines[0].endswith(f"; see {prog} --help"), lines[0]
+
+
+def test_import_takes_a_file_or_a_module_before_the_flags_are_made(tmp_path):
+    """--import (repeatable, comma-separated) registers before fit builds its choices from the registries."""
+    for index, name in enumerate(["first", "second", "third"]):
+        (tmp_path / f"{name}.py").write_text(
+            f"from probvae.registry import OPTIMIZERS\nOPTIMIZERS.register('sgd_{index}', 'tf_keras.optimizers:SGD')\n")
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, str(tmp_path)])}
+    result = subprocess.run([sys.executable, "-m", "probvae.cli.main", "fit", "--import", "first.py,second",
+                             "--optimizer", "sgd_2", "--import", "third", "--dataset", "shapes", "--dry-run"],
+                            capture_output=True, text=True, timeout=300, env=environment, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert '"optimizer": "sgd_2"' in result.stdout and '"module": "third"' in result.stdout
+    missing = run("-m", "probvae.cli.main", "evaluate", "somewhere", "--import", "no_such_module_xyz")
+    assert missing.returncode == 2 and missing.stderr.splitlines() == [
+        "error: cannot import no_such_module_xyz: no module of that name on the path; give its file (--import "
+        "path/to/no_such_module_xyz.py), add its folder to PYTHONPATH, or install the package that provides it"]
 
 
 def option_help(text, flag):

@@ -1,5 +1,7 @@
-"""The command line: one module per command, each with `parse_args(argv)` and
-`main(argv)`, all run through `common.run` (one-line errors, exit code 2).
+"""The command line: one module per command, each with `parse_args(argv, prog)`
+and `main(argv, prog)` (`prog`: the command as called, "probvae fit" or
+"fit.py"), all run through `common.run` (one-line errors, exit code 2); every
+command takes `--import MODULE` (`common.import_components`).
 
     probvae fit ...        probvae/cli/fit.py           (also python scripts/fit.py ...)
     probvae evaluate ...   probvae/cli/evaluate.py      (also python scripts/evaluate.py ...)

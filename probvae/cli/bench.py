@@ -18,8 +18,10 @@ from probvae.registry import NETWORKS
 __all__ = ["parse_args", "main"]
 
 
-def parse_args(argv=None):
-    parser = common.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None, prog="probvae bench"):
+    common.import_components(argv, prog)  # before the registries make the choices
+    parser = common.ArgumentParser(prog=prog, description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=NETWORKS.names(), action="append",
                         help="network to measure (repeatable; default: mlp and conv)")
     parser.add_argument("--batch-size", type=int, help="training batch size (default 128)")
@@ -43,9 +45,9 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None):
+def main(argv=None, prog="probvae bench"):
     """`bench.py` / `probvae bench`: measure and print the table."""
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     common.require_positive(args, "batch_size", "repeats", "memory_images", "quality_epochs")  # before TF loads
     changes = {"archs": tuple(dict.fromkeys(args.arch)) if args.arch else None, "batch_size": args.batch_size,
                "repeats": args.repeats, "precision": args.precision,

@@ -1,7 +1,10 @@
 """What every command-line entry point shares: one way of reporting errors
 (one line on stderr, exit code 2, the traceback only with --debug), an
-argument parser whose mistakes are reported the same way, and the flags of
-registered components (`probvae.registry`)."""
+argument parser named after its command ("probvae fit", or "fit.py" run as a
+script) whose mistakes are reported the same way ("...; see probvae fit
+--help"), `--import MODULE` (the user's components, imported before any
+flag or config is read: `import_components`), and the flags of registered
+components (`probvae.registry`)."""
 
 import argparse
 import contextlib
@@ -15,24 +18,16 @@ from typing import Callable, Optional, Sequence, Tuple
 
 from probvae.errors import TrainingInterrupted, UserError
 
-__all__ = ["ArgumentParser", "USAGE_ERROR", "add_config_arguments", "component_of", "prefer_onednn",
-           "prepare_process", "QuietTensorFlow", "stderr_silenced", "require_positive", "run"]
+__all__ = ["ArgumentParser", "USAGE_ERROR", "add_config_arguments", "component_of", "import_components",
+           "prefer_onednn", "prepare_process", "QuietTensorFlow", "stderr_silenced", "require_positive", "run"]
 
 USAGE_ERROR = 2
 
 
-class ArgumentParser(argparse.ArgumentParser):
+class _OneLineParser(argparse.ArgumentParser):
     """`argparse.ArgumentParser` whose errors are `UserError`s: one line
-    naming the argument and pointing at --help, instead of a usage block;
-    every command has --version, --verbose and --debug."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        from probvae import __version__
-
-        self.add_argument("--version", action="version", version=f"probvae {__version__}")
-        self.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages")
-        self.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's start-up messages")
+    naming the argument and pointing at the command's --help ("see probvae
+    fit --help"), instead of a usage block; empty values are refused."""
 
     def error(self, message):
         raise UserError(f"{message}; see {self.prog} --help")
@@ -43,6 +38,57 @@ class ArgumentParser(argparse.ArgumentParser):
             name = "/".join(action.option_strings) or action.metavar or action.dest
             self.error(f"argument {name}: an empty value; give one or leave the argument out")
         return super()._get_value(action, arg_string)
+
+
+IMPORT_HELP = ("import MODULE first: a module on the path (mylab.priors) or a .py file, e.g. one registering "
+               "components of your own (docs/extending.md); repeatable, or several separated by commas")
+
+
+def _add_import(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--import", dest="imports", metavar="MODULE", action="append", default=[],
+                        help=IMPORT_HELP)
+
+
+class ArgumentParser(_OneLineParser):
+    """The parser of a command: `prog` is how the user called it ("probvae
+    fit", "fit.py"); every command has --version, --verbose, --debug and
+    --import (see `import_components`, which reads --import before the
+    parser is built)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from probvae import __version__
+
+        self.add_argument("--version", action="version", version=f"probvae {__version__}")
+        self.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up messages")
+        self.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's start-up messages")
+        _add_import(self)
+
+
+def import_components(argv: Optional[Sequence[str]], prog: str, run_flags: Sequence[str] = ()) -> None:
+    """Import the modules `--import` names in `argv` (default sys.argv[1:]),
+    then, for each flag of `run_flags` given (fit's --resume, --init-from),
+    the modules that run's config.json records: before a parser builds its
+    choices and flags from the registries, so a user's components are among
+    them. Other arguments are left to the command's parser.
+
+    Raises:
+      UserError: a module that cannot be imported (one line).
+    """
+    parser = _OneLineParser(prog=prog, add_help=False)
+    _add_import(parser)
+    for flag in run_flags:
+        parser.add_argument(flag)
+    known, _ = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    from probvae import components
+
+    components.import_modules(known.imports)
+    from probvae import runs
+
+    for flag in run_flags:
+        run_dir = getattr(known, flag.lstrip("-").replace("-", "_"))
+        if run_dir is not None:
+            runs.import_components(run_dir)
 
 
 def _shown(value) -> str:

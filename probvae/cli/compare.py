@@ -16,8 +16,10 @@ __all__ = ["parse_args", "main"]
 PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp", "pgf")
 
 
-def parse_args(argv=None):
-    parser = common.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None, prog="probvae compare"):
+    common.import_components(argv, prog)  # before the registries make the choices
+    parser = common.ArgumentParser(prog=prog, description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run directories written by fit.py")
     parser.add_argument("--csv", metavar="FILE", help="also write the table as CSV to FILE")
     parser.add_argument("--plot", metavar="FILE", default="validation_curves.png",
@@ -25,11 +27,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None):
+def main(argv=None, prog="probvae compare"):
     """`probvae compare`: print the table, write the CSV and the plot, print their paths."""
     import os
 
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     for path in [args.csv, args.plot]:
         if path and os.path.isdir(path):
             raise common.UserError(f"{path} is a folder; give a file name")

@@ -31,8 +31,10 @@ FLAG_NAMES = {"iwae_samples": "--iwae-samples", "ais": "--ais-steps x --ais-chai
               "force": "--force"}
 
 
-def parse_args(argv=None):
-    parser = common.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None, prog="probvae evaluate"):
+    common.import_components(argv, prog)  # before the registries make the choices
+    parser = common.ArgumentParser(prog=prog, description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by fit.py")
     parser.add_argument("--split", choices=SPLITS, default="test", help="held-out split (default: test)")
     parser.add_argument("--iwae-samples", type=int, default=DEFAULT_IWAE_SAMPLES, metavar="K",
@@ -66,9 +68,9 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None):
+def main(argv=None, prog="probvae evaluate"):
     """`evaluate.py` / `probvae evaluate`: evaluate a run and write its JSON."""
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     common.require_positive(args, "iwae_samples", "batch_size", "max_examples", "ais_steps", "ais_chains",
                             "ais_leapfrog_steps")
     if args.bdmc < 0:

@@ -15,8 +15,10 @@ from probvae.cli import common
 __all__ = ["parse_args", "main"]
 
 
-def parse_args(argv=None):
-    parser = common.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None, prog="probvae export"):
+    common.import_components(argv, prog)  # before the registries make the choices
+    parser = common.ArgumentParser(prog=prog, description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by fit.py")
     parser.add_argument("out", metavar="OUT", help="a new folder for the SavedModel, in an existing folder")
     parser.add_argument("--checkpoint", help="checkpoint name or path, latest or best (default: the run's model: "
@@ -24,11 +26,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None):
+def main(argv=None, prog="probvae export"):
     """`probvae export`: write the SavedModel and print its path."""
     import os
 
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     from probvae import runs
 
     runs.load_config(args.run_dir)  # a wrong folder fails here, before TensorFlow loads

@@ -17,9 +17,12 @@ from probvae.cli import common
 __all__ = ["parse_args", "config_from_args", "main"]
 
 
-def parse_args(argv=None):
+def parse_args(argv=None, prog="probvae fit"):
     """The command line as flags; `args.sections` ({section: field names}) says which set the config."""
-    parser = common.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # --import, and the modules of the run resumed or started from, before the registries make the choices
+    common.import_components(argv, prog, run_flags=("--resume", "--init-from"))
+    parser = common.ArgumentParser(prog=prog, description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", help="start from a named configuration (see --list-presets)")
     parser.add_argument("--list-presets", action="store_true", help="print the presets, one a line, and exit")
     sections = common.add_config_arguments(parser, {"train": "training"})
@@ -66,9 +69,9 @@ def config_from_args(args):
     return config
 
 
-def main(argv=None):
+def main(argv=None, prog="probvae fit"):
     """`fit.py` / `probvae fit`: train, resume or check a run."""
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     from probvae import presets, runs
 
     if args.list_presets:

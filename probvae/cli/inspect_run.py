@@ -12,8 +12,10 @@ from probvae.evaluation.names import SPLITS
 __all__ = ["parse_args", "main"]
 
 
-def parse_args(argv=None):
-    parser = common.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None, prog="probvae inspect"):
+    common.import_components(argv, prog)  # before the registries make the choices
+    parser = common.ArgumentParser(prog=prog, description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by fit.py")
     parser.add_argument("--split", default="test", choices=SPLITS,
                         help="held-out images to look at (default test)")
@@ -37,8 +39,8 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(argv=None, prog="probvae inspect"):
+    args = parse_args(argv, prog)
     common.require_positive(args, "n", "max_examples", "grid_size")
     from probvae import runs
 

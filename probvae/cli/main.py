@@ -8,10 +8,12 @@
     probvae export RUN_DIR OUT
 
 `probvae COMMAND --help` shows a command's flags. Each command is the same
-as `python scripts/COMMAND.py` (inspect: scripts/inspect_run.py).
+as `python scripts/COMMAND.py` (inspect: scripts/inspect_run.py), and names
+itself as it was called: "usage: probvae fit ...", "usage: fit.py ...".
 """
 
 import importlib
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -39,12 +41,19 @@ def _usage() -> str:
         "\n\n`probvae COMMAND --help` shows a command's flags."
 
 
-def run_command(name: str, argv: Optional[Sequence[str]] = None) -> None:
-    """Run command `name` with `argv` (default: sys.argv[1:]) as the scripts do."""
+def run_command(name: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> None:
+    """Run command `name` with `argv` (default: sys.argv[1:]) as the scripts do.
+
+    `prog` is what its usage and errors call it; default: the script's file
+    name when run as one (python scripts/fit.py: "fit.py"), else "probvae NAME".
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if prog is None:
+        script = os.path.basename(sys.argv[0]) if sys.argv else ""
+        prog = script if script.endswith(".py") else f"probvae {name}"
     common.prepare_process(argv)
     module = importlib.import_module(f"probvae.cli.{COMMANDS[name][0]}")
-    common.run(lambda: module.main(argv), argv)
+    common.run(lambda: module.main(argv, prog), argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -59,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(f"error: unknown command {argv[0]!r}; choose one of: {', '.join(COMMANDS)} (probvae --help)",
               file=sys.stderr)
         sys.exit(common.USAGE_ERROR)
-    run_command(argv[0], argv[1:])
+    run_command(argv[0], argv[1:], prog=f"probvae {argv[0]}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,14 @@ model lives here.
 - `probvae.config.fields`: what a field is (default, check, flag: `setting`)
   and a section built from its fields and its components' fields;
 - `probvae.config.sections`: `DataConfig`, `ModelConfig`, `TrainConfig`;
-- here: `RunConfig`, the three sections together.
+- here: `RunConfig`, the three sections together, and the record of the
+  modules that registered its components.
+
+`to_dict` lists, under "components", the modules (not probvae's own) that
+registered the components the config chooses, and `from_dict` imports them
+again before it reads the sections (`probvae.components`), so a run of a
+user's own prior loads in any process that can import that module; a config
+written without the list loads as before.
 
 Example:
 
@@ -23,7 +30,7 @@ import dataclasses
 import json
 from typing import FrozenSet, List
 
-from probvae import checks
+from probvae import checks, components
 from probvae.checks import require as _require
 from probvae.config.fields import flags
 from probvae.config.sections import (
@@ -36,7 +43,7 @@ from probvae.config.sections import (
     check_dataset_name,
 )
 from probvae.errors import UserError
-from probvae.registry import DATASETS
+from probvae.registry import DATASETS, is_registered, owners
 
 __all__ = [
     "CONFIG_VERSION",
@@ -84,7 +91,25 @@ class RunConfig:
     def to_dict(self) -> dict:
         values = {name: getattr(self, name).to_dict() for name in self.SECTIONS}
         values["version"] = self.version
+        recorded = self.component_modules()
+        if recorded:
+            values["components"] = recorded
         return values
+
+    def component_modules(self) -> List[dict]:
+        """The modules that registered the components this config chooses,
+        as config.json records them (`probvae.components.records`): only those
+        a run uses, not every module imported; none for the built-in ones."""
+        chosen = [(registry, entry) for name in self.SECTIONS
+                  for _, registry, entry in getattr(self, name).components()]
+        return components.records(owners(chosen))
+
+    @staticmethod
+    def import_components(values: dict) -> None:
+        """Import the modules a config dict records ("components") whose
+        components are not registered yet; see `probvae.components.import_recorded`."""
+        if isinstance(values, dict) and "components" in values:
+            components.import_recorded(values["components"], is_registered)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -98,8 +123,9 @@ class RunConfig:
             f"config version {version!r} is not supported by this probvae "
             f"(it reads version {CONFIG_VERSION}); retrain with this version",
         )
-        unknown = sorted(set(values) - set(cls.SECTIONS) - {"version"})
+        unknown = sorted(set(values) - set(cls.SECTIONS) - {"version", "components"})
         _require(not unknown, f"config has unknown section(s): {', '.join(unknown)}")
+        cls.import_components(values)
         sections = {
             name: section.from_dict(values.get(name, {}))
             for name, section in cls.SECTIONS.items()

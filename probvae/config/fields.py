@@ -9,6 +9,12 @@ resumed run may change, and `_Section` its checks from these, as they do for
 the fields registered components declare (`probvae.registry.Field`).
 
     epochs: int = setting(100, "passes over the training images", parse=int, check=checks.positive_int)
+
+A check, here as in a component's `probvae.registry.Field`, is called as
+`check(name, value)`: the field's name (for the message) and the value; it
+returns None and raises a `UserError` for a bad value. A check that cannot be
+called with those two arguments is refused when the field is declared, in
+one line (`probvae.registry.check_signature`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import json
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from probvae.checks import require as _require
-from probvae.registry import find_field
+from probvae.registry import check_signature, find_field
 
 __all__ = ["Flag", "setting", "flags", "image_shape", "latent_sizes"]
 
@@ -30,8 +36,9 @@ class Flag:
     Attributes:
       help: one line for `--help`.
       parse: text -> value for the flag; None for a true/false field (--name / --no-name).
-      check: (name, value) -> None, raising a UserError; None is accepted only
-        by fields whose default is None.
+      check: called as check(name, value) -> None, raising a UserError for a
+        bad value (a function with another signature is refused when the
+        field is declared); None is accepted only by fields whose default is None.
       choices: the values the flag accepts.
       registry: the `probvae.registry.Registry` whose entry the field names
         (its entries' fields join the section; the flag's choices and help come from it).
@@ -55,7 +62,8 @@ class Flag:
 
 
 def setting(default: Any, help: str = "", **flag) -> Any:
-    """A section field with `default` and its `Flag(help, **flag)`."""
+    """A section field with `default` and its `Flag(help, **flag)` (its check
+    is judged when the section class is declared: `_Section.__init_subclass__`)."""
     return dataclasses.field(default=default, metadata={"flag": Flag(help, **flag)})
 
 
@@ -107,6 +115,14 @@ class _Section:
     """
 
     options: Tuple[Tuple[str, Any], ...]
+
+    def __init_subclass__(cls, **kwargs):
+        """Refuse, as the class is declared, a field whose check cannot be called as check(name, value)."""
+        super().__init_subclass__(**kwargs)
+        for name, value in vars(cls).items():
+            flag = value.metadata.get("flag") if isinstance(value, dataclasses.Field) else None
+            if flag is not None and flag.check is not None:
+                check_signature(flag.check, name)
 
     def __init__(self, **values):
         own = {f.name: f for f in dataclasses.fields(self) if f.name != "options"}
