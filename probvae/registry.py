@@ -31,7 +31,7 @@ What a builder must be, per kind:
     posterior   a posterior layer class with static params_size(d) and new(params, d)
                 (see probvae.distributions.posteriors); optionally for_config(config) -> its
                 keyword arguments, analytic_kl(config), input_size(d, config) and
-                size(d, config) (a flow: probvae.distributions.flows)
+                flow_size(d, config) (a flow: probvae.distributions.flows)
     prior       a probvae.distributions.Prior subclass; built as cls.from_config(config, encode=...)
     likelihood  a probvae.distributions.LikelihoodHead subclass; built as cls.from_config(config)
     optimizer   a tf-keras optimizer class, called with learning_rate=
@@ -324,8 +324,8 @@ POSTERIORS.register("diag", "probvae.distributions.posteriors:MultivariateNormal
 POSTERIORS.register(
     "iaf", "probvae.distributions.flows:IAFPosterior",
     summary="diagonal Gaussian followed by inverse autoregressive flow steps (MADEs conditioned on the encoder)",
-    fields=[Field("iaf_steps", 2, _non_negative_int, "inverse autoregressive flow steps after the Gaussian (0: the Gaussian)",
-                  int),
+    fields=[Field("iaf_steps", 2, _non_negative_int,
+                  "inverse autoregressive flow steps after the Gaussian (0: the Gaussian)", int),
             Field("iaf_units", 320, checks.positive_int,
                   "hidden units of each step's MADE (two layers) and size of the encoder's context vector", int)])
 

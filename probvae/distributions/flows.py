@@ -139,7 +139,7 @@ class IAFPosterior(_ExplicitKL, tfpl.DistributionLambda):
         return 2 * int(event_size) + (config.iaf_units if config.iaf_steps else 0)
 
     @staticmethod
-    def size(event_size, config):
+    def flow_size(event_size, config):
         """(weights, activations per example) of the flow's MADEs, in floats."""
         d, units, steps = int(event_size), config.iaf_units, config.iaf_steps
         made = (d + 1) * units + (units + 1) * units + (units + 1) * 2 * d + units * (2 * units + 2 * d)
