@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from probvae import evaluation, networks
+from probvae import evaluation, networks, objectives
 from probvae._keras import keras
 from probvae.config import ModelConfig
 from probvae.distributions import (
@@ -88,6 +88,11 @@ def test_log_q_is_the_change_of_variables_through_the_mades(flow):
     np.testing.assert_allclose(q.bijector.forward(u0.astype(np.float32)), z, rtol=1e-4, atol=1e-5)
     # A fresh tensor: no bijector cache, so TFP inverts the flow (the MAF's sequential pass).
     np.testing.assert_allclose(q.log_prob(tf.constant(z, tf.float32)), log_q, rtol=1e-4, atol=1e-4)
+    # Importance samples: the Gaussian's draws through the flow at once, as k calls of `sample` draw them.
+    seed = tf.constant([3, 4])
+    together = objectives.posterior_samples(q, seed, tf.range(5)).numpy()  # [5, 4, d]
+    one_by_one = np.stack([q.sample(seed=objectives.sample_seed(seed, k)).numpy() for k in range(5)])
+    np.testing.assert_allclose(together, one_by_one, rtol=1e-5, atol=1e-6)
     # The layer's Monte Carlo KL toward N(0, I) is log q - log p at its own sample.
     sample = sample_posterior(q, tf.constant([5, 6])).numpy()
     expected = q.log_prob(tf.constant(sample)).numpy() - np.sum(stats.norm().logpdf(sample), -1)
