@@ -22,7 +22,10 @@ Any TensorFlow program loads it with `tf.saved_model.load(OUT)` (also from
 C++, Java or TF Serving); `probvae.export.export_run` is the library call.
 `loc` is the posterior's location (`VAE.location`) and `scale_tril` the
 block-diagonal matrix of each level's scale, q(z_l | x, z_(l+1)) given the
-level above drawn with seed (0, 0); for one level they are q(z|x)'s own.
+level above drawn with seed (0, 0); for one level they are q(z|x)'s own. For
+a flow posterior ("iaf") they are those of its linearisation at its Gaussian's
+mean (`probvae.distributions.gaussian_approximation`): the flow's location and
+the Cholesky factor of J S S^T J^T; `log_likelihood` uses the flow's exact density.
 """
 
 import os
@@ -34,6 +37,7 @@ import tensorflow_probability as tfp
 
 from probvae import runs
 from probvae.distributions.analysis import unwrap
+from probvae.distributions.flows import gaussian_approximation
 from probvae.errors import UserError
 
 tfd = tfp.distributions
@@ -91,7 +95,8 @@ class Exported(tf.Module):
         @tf.function(input_signature=[image], autograph=False)
         def encode(images):
             terms = vae.elbo_terms(checked(images), seed=tf.constant([0, 0]))
-            scales = [unwrap(level.posterior).scale for level in terms.levels]  # [n, d_l, d_l] each
+            # [n, d_l, d_l] each; a flow's by its linearisation at its Gaussian's mean
+            scales = [unwrap(gaussian_approximation(level.posterior)).scale for level in terms.levels]
             return {"loc": vae.latent_statistics(terms).location,
                     "scale_tril": tf.linalg.LinearOperatorBlockDiag(scales).to_dense()}
 

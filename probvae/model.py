@@ -46,10 +46,11 @@ from probvae import hierarchy, inputs, latents, losses, networks, objectives, se
 from probvae._keras import keras
 from probvae.config import ModelConfig
 from probvae.distributions import (
+    gaussian_approximation,
     kl_divergence,
     posterior_distribution,
+    posterior_input_size,
     posterior_layer,
-    posterior_params_size,
     sample_posterior,
 )
 from probvae.distributions.analysis import unwrap
@@ -126,11 +127,12 @@ class VAE(keras.Model):
         self.kl_weight = tf.Variable(float(kl_weight), trainable=False, dtype=tf.float32, name="kl_weight")
         self.encoder = networks.encoder(config)
         self.posterior_params = keras.layers.Dense(
-            posterior_params_size(top, config.posterior), dtype="float32", name="posterior_params")
+            posterior_input_size(top, config), dtype="float32", name="posterior_params")
         # p(z_L): its variables (if any) live in this layer, so they train and checkpoint.
         self.prior_layer = PRIORS[config.prior].load().for_model(config.one_level(top), encode=self._encode_top)
         self.posterior_layer = posterior_layer(top, self.prior_layer.distribution, covariance=config.posterior,
-                                               kl_weight=self.kl_weight, use_exact_kl=self.prior_layer.analytic_kl)
+                                               kl_weight=self.kl_weight, use_exact_kl=self.prior_layer.analytic_kl,
+                                               config=config)
         # The levels below the top, bottom (z_1) first (probvae.hierarchy); none for one level.
         self.levels = [hierarchy.Level(config, d, index + 1) for index, d in enumerate(self.latent_dims[:-1])]
         self.likelihood_head = LIKELIHOODS[config.likelihood].load().for_model(config)
@@ -175,9 +177,14 @@ class VAE(keras.Model):
         head = self.likelihood_head
         return inputs.prepare_inputs(x, self.image_shape, head.binarize, head.unit_interval, binarization_seed)
 
+    def _top_posterior(self, features) -> tfd.Distribution:
+        """q(z_L|x) from encoder features [n, f], without the posterior layer's KL loss."""
+        return self.posterior_layer.distribution(self.posterior_params(features))
+
     def _encode_top(self, x, training=False) -> tfd.Distribution:
         """(q(z_L|x) without the posterior layer's KL loss): the VampPrior's components
-        (batch normalisation in inference mode, so pseudo-inputs never move its statistics)."""
+        (batch normalisation in inference mode, so pseudo-inputs never move its statistics);
+        for a flow posterior its Gaussian (`flows.IAFPosterior.new`)."""
         params = self.posterior_params(self.encoder(x, training=training))
         return posterior_distribution(params, self.latent_dims[-1], self.config.posterior)
 
@@ -186,8 +193,7 @@ class VAE(keras.Model):
         [n], event [D] (the joint q(z_L|x) q(z_(L-1)|x, z_L) ... over z = [z_1, ..., z_L]).
         Adds no loss and draws nothing."""
         features = self.encoder(self.prepare_inputs(x), training=training)
-        top = posterior_distribution(self.posterior_params(features), self.latent_dims[-1], self.config.posterior)
-        return self._joint_posterior(features, top)
+        return self._joint_posterior(features, self._top_posterior(features))
 
     def likelihood(self, z, training=False) -> tfd.Distribution:
         """p(x|z) for latents z [n, D]: batch [n], event [h, w, c]."""
@@ -237,7 +243,7 @@ class VAE(keras.Model):
 
     def _importance_sampling_graph(self, x, seed, num_samples, sample_chunk):
         features = self.encoder(x)
-        top = posterior_distribution(self.posterior_params(features), self.latent_dims[-1], self.config.posterior)
+        top = self._top_posterior(features)
         return objectives.importance_sampling(x, self._joint_posterior(features, top), self.prior, self.likelihood,
                                               seed, num_samples, sample_chunk)
 
@@ -256,12 +262,16 @@ class VAE(keras.Model):
         mean of q(z|x); in a hierarchy each level's conditional mean at the
         location of the level above (the mean itself has no closed form)."""
         features = self.encoder(self.prepare_inputs(x), training=training)
-        top = posterior_distribution(self.posterior_params(features), self.latent_dims[-1], self.config.posterior)
-        return latents.location(self, features, top)
+        return latents.location(self, features, gaussian_approximation(self._top_posterior(features)))
 
     def latent_statistics(self, terms: "ElboTerms") -> LatentStatistics:
         """Per-dimension statistics of the posterior behind an `elbo_terms` result
-        (`probvae.latents.latent_statistics`)."""
+        (`probvae.latents.latent_statistics`); a flow's top level by its
+        linearisation (`distributions.gaussian_approximation`)."""
+        top = gaussian_approximation(terms.top)
+        if top is not terms.top:
+            levels = terms.levels[:-1] + (terms.levels[-1]._replace(posterior=top),)
+            terms = ElboTerms(*terms, levels=levels, features=terms.features, top=top)
         return latents.latent_statistics(self, terms)
 
     def joint_sample(self, features, top, seed, rows=None) -> tf.Tensor:

@@ -40,6 +40,7 @@ import tensorflow_probability as tfp
 
 from probvae import checks
 from probvae.distributions.analysis import kl_per_dimension
+from probvae.distributions.flows import is_flow
 from probvae.distributions.posteriors import kl_divergence
 from probvae.errors import UserError
 from probvae.seeds import as_seed, sample_seed
@@ -74,10 +75,10 @@ class ElboParts(NamedTuple):
 
 
 def _marginal_kls(posterior, prior):
-    """KL(q(z_j|x) || p(z_j)) [n, d] for a prior with Normal marginals, else None."""
+    """KL(q(z_j|x) || p(z_j)) [n, d] for a Gaussian posterior and a prior with Normal marginals, else None."""
     try:
         return kl_per_dimension(posterior, prior)
-    except UserError:
+    except (UserError, NotImplementedError):  # NotImplementedError: a flow posterior's marginals have no closed form
         return None
 
 
@@ -168,9 +169,13 @@ def posterior_samples(posterior, seed, ks) -> tf.Tensor:
     instead of solving scale eps = z - loc. The values are bit for bit those
     of S calls of `sample` (`_affine_draws_are_tfps` checks that once per
     process against the installed TFP; any other posterior, or a TFP that
-    draws differently, takes S calls of `sample`).
+    draws differently, takes S calls of `sample`). A flow of such a posterior
+    (`probvae.distributions.flows`) draws its Gaussian so and applies the flow
+    once to all S draws, so `log_prob(z)` takes them from the flow's cache.
     """
     posterior = getattr(posterior, "tensor_distribution", posterior)  # a tfp.layers output: its distribution
+    if is_flow(posterior) and _affine_normal(posterior.distribution):
+        return posterior.bijector.forward(posterior_samples(posterior.distribution, seed, ks))
     if _affine_normal(posterior) and _affine_draws_are_tfps():
         n, d = tf.shape(posterior.loc)[0], tf.shape(posterior.loc)[1]
         eps = tf.map_fn(lambda k: tf.random.stateless_normal([d, n], seed=sample_seed(seed, k)), ks,

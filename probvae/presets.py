@@ -130,6 +130,14 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
         dict(_PUBLISHED_TRAINING),
     ),
     _preset(
+        "fashion-vamp-iaf",
+        "fashion-vamp with an inverse autoregressive flow posterior: 2 steps of MADEs with two hidden layers of "
+        "320 units (Kingma et al. 2016's smallest IAF)",
+        dict(dataset="fashion_mnist"),
+        dict(_PUBLISHED_VAE, prior="vamp", prior_components=500, posterior="iaf", iaf_steps=2, iaf_units=320),
+        dict(_PUBLISHED_TRAINING),
+    ),
+    _preset(
         "fashion-hvae",
         "two-level hierarchical VAE p(z2) p(z1|z2) p(x|z1,z2), 40 + 40 latents, gated 300-unit networks, VampPrior "
         "of 500 pseudo-inputs on z2 (the VampPrior paper's HVAE)",

@@ -38,7 +38,9 @@ What a builder must be, per kind:
     network     an object with encoder(config) -> keras layer [n, h, w, c] -> [n, f]
                 and decoder(config, channels) -> keras layer [n, d] -> [n, h, w, channels]
     posterior   a posterior layer class with static params_size(d) and new(params, d)
-                (see probvae.distributions.posteriors)
+                (see probvae.distributions.posteriors); optionally for_config(config) -> its
+                keyword arguments, analytic_kl(config), input_size(d, config) and
+                flow_size(d, config) (a flow: probvae.distributions.flows)
     prior       a probvae.distributions.Prior subclass; built as cls.from_config(config, encode=...)
     likelihood  a probvae.distributions.LikelihoodHead subclass; built as cls.from_config(config)
     optimizer   a tf-keras optimizer class, called with learning_rate=
@@ -134,7 +136,7 @@ def _conv_filters(name: str, value: Any) -> None:
     checks.require(len(value) >= 1, f"{name} needs one entry or more")
 
 
-def _dense_units(name: str, value: Any) -> None:
+def _non_negative_int(name: str, value: Any) -> None:
     checks.non_negative(name, value, whole=True)
 
 
@@ -205,7 +207,7 @@ NETWORKS.register(
         Field("decoder_conv_layers", (), _conv_layers,
               "decoder transposed convolutions as triples (default: the encoder's, reversed)", conv_layer_list),
         Field("batch_norm", False, checks.flag, "batch normalisation after every convolution", None),
-        Field("dense_units", 256, _dense_units, "width of the dense layer beside the latent (0: none)", int),
+        Field("dense_units", 256, _non_negative_int, "width of the dense layer beside the latent (0: none)", int),
         _ACTIVATION,
     ], bfloat16_on_cpu=True)
 
@@ -213,6 +215,13 @@ POSTERIORS.register("full", "probvae.distributions.posteriors:MultivariateNormal
                     summary="MultivariateNormalTriL, full covariance")
 POSTERIORS.register("diag", "probvae.distributions.posteriors:MultivariateNormalDiag",
                     summary="diagonal covariance")
+POSTERIORS.register(
+    "iaf", "probvae.distributions.flows:IAFPosterior",
+    summary="diagonal Gaussian followed by inverse autoregressive flow steps (MADEs conditioned on the encoder)",
+    fields=[Field("iaf_steps", 2, _non_negative_int,
+                  "inverse autoregressive flow steps after the Gaussian (0: the Gaussian)", int),
+            Field("iaf_units", 320, checks.positive_int,
+                  "hidden units of each step's MADE (two layers) and size of the encoder's context vector", int)])
 
 _COMPONENTS = Field("prior_components", 10, checks.positive_int, "mixture components or VampPrior pseudo-inputs", int)
 PRIORS.register("standard_normal", "probvae.distributions.priors:StandardNormalPrior", summary="N(0, I), fixed")

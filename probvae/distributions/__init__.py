@@ -6,6 +6,9 @@
   are `POSTERIORS`'s and `LIKELIHOODS`'s.
 - `posteriors`: the q(z|x) layers (`tfp.layers.MultivariateNormalTriL` with a
   `KLDivergenceRegularizer`, or a diagonal variant).
+- `flows`: the inverse autoregressive flow posterior (`IAFPosterior`: a
+  diagonal Gaussian and T MADE steps, `tfd.TransformedDistribution`), and its
+  linearisation `gaussian_approximation` for per-dimension statistics.
 - `likelihoods`: p(x|z) over whole images (Bernoulli, Normal, continuous Bernoulli).
 - `analysis`: what an analyst builds from posteriors: the aggregate posterior
   (a `MixtureSameFamily`), Normal marginals, per-dimension KL to the prior
@@ -23,6 +26,7 @@ from probvae.distributions.analysis import (
     total_correlation,
     unwrap,
 )
+from probvae.distributions.flows import IAFPosterior, flow_location, gaussian_approximation, is_flow
 from probvae.distributions.likelihoods import (
     BernoulliHead,
     ContinuousBernoulliHead,
@@ -40,6 +44,7 @@ from probvae.distributions.posteriors import (
     MultivariateNormalTriL,
     kl_divergence,
     posterior_distribution,
+    posterior_input_size,
     posterior_layer,
     posterior_params_size,
     sample_posterior,
@@ -59,6 +64,7 @@ __all__ = [
     "BernoulliHead",
     "ContinuousBernoulliHead",
     "DiagonalGaussianPrior",
+    "IAFPosterior",
     "KLDivergenceRegularizer",
     "LikelihoodHead",
     "MixturePrior",
@@ -72,6 +78,9 @@ __all__ = [
     "LogitBernoulli",
     "bernoulli",
     "continuous_bernoulli",
+    "flow_location",
+    "gaussian_approximation",
+    "is_flow",
     "kl_divergence",
     "kl_per_dimension",
     "prior_marginals",
@@ -80,6 +89,7 @@ __all__ = [
     "marginals",
     "normal",
     "posterior_distribution",
+    "posterior_input_size",
     "posterior_layer",
     "posterior_params_size",
     "prior_layer",

@@ -56,6 +56,7 @@ __all__ = [
     "MultivariateNormalTriL",
     "posterior_distribution",
     "posterior_layer",
+    "posterior_input_size",
     "posterior_params_size",
     "sample_posterior",
 ]
@@ -77,6 +78,15 @@ def kl_divergence(posterior, prior, z=None) -> tf.Tensor:
         if z is None:
             raise UserError("this prior has no analytic KL; pass samples z to estimate it") from None
         return posterior.log_prob(z) - prior.log_prob(z)
+
+
+def _is_flow(distribution) -> bool:
+    """A transformed multivariate Normal that is not itself one (a flow posterior). Duck-typed:
+    `tfd.TransformedDistribution(...)` of a bijector that is no `CompositeTensor` is TFP's private
+    `_TransformedDistribution`, not an instance of the public class."""
+    return (isinstance(getattr(distribution, "bijector", None), tfp.bijectors.Bijector)
+            and not isinstance(distribution, tfd.MultivariateNormalLinearOperator)
+            and isinstance(distribution.distribution, tfd.MultivariateNormalLinearOperator))
 
 
 class KLDivergenceRegularizer(tfpl.KLDivergenceRegularizer):
@@ -151,6 +161,10 @@ class _ExplicitKL:
     def _handle_activity_regularization(self, inputs, outputs):
         """Applied in `call`, where the seed, rows and prior are known."""
 
+    def distribution(self, inputs) -> tfd.Distribution:
+        """q(z|x) from the layer's inputs [n, input_size], without the KL loss: batch [n], event [d]."""
+        return self._make_distribution_fn(inputs)
+
 
 class MultivariateNormalTriL(_ExplicitKL, tfpl.MultivariateNormalTriL):
     """`tfp.layers.MultivariateNormalTriL` whose KL regularizer counts once, from explicit inputs."""
@@ -181,8 +195,16 @@ class MultivariateNormalDiag(_ExplicitKL, tfpl.DistributionLambda):
 
 
 def posterior_params_size(latent_dim: int, covariance: str = "full") -> int:
-    """How many encoder outputs the posterior layer takes."""
+    """How many parameters the posterior's Gaussian takes (`new`; a flow's context comes on top)."""
     return POSTERIORS[covariance].load().params_size(latent_dim)
+
+
+def posterior_input_size(latent_dim: int, config) -> int:
+    """How many encoder outputs the posterior layer of a `ModelConfig` takes: its
+    `params_size`, plus a flow's context (`flows.IAFPosterior.input_size`)."""
+    cls = POSTERIORS[config.posterior].load()
+    size = getattr(cls, "input_size", None)
+    return cls.params_size(latent_dim) if size is None else size(latent_dim, config)
 
 
 def posterior_distribution(params, latent_dim: int, covariance: str = "full") -> tfd.Distribution:
@@ -194,7 +216,7 @@ def posterior_distribution(params, latent_dim: int, covariance: str = "full") ->
     return POSTERIORS[covariance].load().new(params, latent_dim)
 
 
-def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_exact_kl=True):
+def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_exact_kl=True, config=None):
     """The q(z|x) layer with its KL regularizer toward `prior`.
 
     Call it as `layer(params, seed=None, rows=None, prior=None)` (`_ExplicitKL`):
@@ -209,19 +231,28 @@ def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_ex
       kl_weight: scalar (or non-trainable `tf.Variable`) multiplying the KL
         loss; None means 1.
       use_exact_kl: analytic KL; pass False for priors without a closed form
-        (the layer then needs a seed when called).
+        (the layer then needs a seed when called). A posterior whose class
+        says it has none (`analytic_kl(config)`, a flow) never uses it.
+      config: the `ModelConfig`, for a posterior with fields of its own
+        (`for_config(config)`: the flow's steps and units); None: their defaults.
 
     Returns:
       A Keras layer mapping params [n, params_size] to a float32 distribution
       with batch shape [n] and event shape [d].
     """
+    cls = POSTERIORS[covariance].load()
+    options = {}
+    if hasattr(cls, "for_config"):
+        options = cls.for_config(config) if config is not None else {}
+        use_exact_kl = use_exact_kl and config is not None and cls.analytic_kl(config)
     regularizer = KLDivergenceRegularizer(prior, use_exact_kl=use_exact_kl, weight=kl_weight)
-    return POSTERIORS[covariance].load()(
+    return cls(
         latent_dim,
         convert_to_tensor_fn=tfd.Distribution.mean,
         activity_regularizer=regularizer,
         name="posterior",
         dtype="float32",  # q(z|x) stays float32 under a mixed-precision policy
+        **options,
     )
 
 
@@ -236,11 +267,14 @@ def sample_posterior(posterior, seed=None, rows=None) -> tf.Tensor:
 
     Args:
       posterior: q(z|x) from a posterior layer or `posterior_distribution`
-        (a multivariate Normal with `loc` [n, d] and `scale`), batch [n], event [d].
+        (a multivariate Normal with `loc` [n, d] and `scale`, or a flow of one,
+        `probvae.distributions.flows`: z = f(u), u the Normal's sample), batch [n], event [d].
       seed: a stateless seed (shape [2] int32 tensor); None draws unseeded noise.
       rows: (offset, total), ints or int32 scalars; None means (0, n).
     """
     distribution = unwrap(posterior)
+    if _is_flow(distribution):  # z = f(u), u the Gaussian's sample: f(u) carries the flow's cache of u
+        return distribution.bijector.forward(sample_posterior(distribution.distribution, seed, rows))
     loc = tf.convert_to_tensor(distribution.loc)  # [n, d]
     shape = tf.shape(loc)
     offset, total = (0, shape[0]) if rows is None else rows

@@ -51,9 +51,12 @@ def memory_estimate(config, rows: int) -> int:
     else:
         pixels = math.prod(config.image_shape)
         weights, activations = 2 * 512 * pixels, 4 * pixels
-    params = POSTERIORS[config.posterior].load().params_size(config.latent_dims[-1])
+    posterior, top = POSTERIORS[config.posterior].load(), config.latent_dims[-1]
+    # A flow posterior takes a context besides its Gaussian's parameters, and has networks of its own.
+    params = posterior.input_size(top, config) if hasattr(posterior, "input_size") else posterior.params_size(top)
+    flow = posterior.flow_size(top, config) if hasattr(posterior, "flow_size") else (0, 0)
     features = family.features(config) if getattr(family, "features", None) is not None else 512
-    weights, activations = weights + (features + 1) * params, activations + params
+    weights, activations = weights + (features + 1) * params + flow[0], activations + params + flow[1]
     return 4 * (4 * weights + rows * activations)
 
 
