@@ -30,8 +30,9 @@ so it needs the encoder: the VAE passes `encode`, a function from images
 
 Example:
 
-    prior = standard_normal(2)
-    prior.log_prob([0., 0.])  # -log(2 pi) = -1.8379 nats
+    >>> prior = standard_normal(2)
+    >>> print(f"{float(prior.log_prob([0., 0.])):.4f}")  # -log(2 pi) nats
+    -1.8379
 
 References:
   Tomczak & Welling (2018), VAE with a VampPrior. AISTATS.
@@ -70,7 +71,13 @@ _RAW_UNIT_SCALE = float(np.log(np.expm1(1.0 - PRIOR_SCALE_FLOOR)))
 
 
 def standard_normal(latent_dim: int) -> tfd.Distribution:
-    """N(0, I_d) as a `MultivariateNormalDiag`: batch shape [], event shape [d]."""
+    """N(0, I_d) as a `MultivariateNormalDiag`: batch shape [], event shape [d].
+
+    Example:
+      >>> prior = standard_normal(3)
+      >>> print(prior.batch_shape, prior.event_shape, prior.dtype.name)
+      () (3,) float32
+    """
     return tfd.MultivariateNormalDiag(
         loc=tf.zeros([latent_dim], tf.float32),
         scale_diag=tf.ones([latent_dim], tf.float32),
@@ -89,6 +96,11 @@ class Prior(keras.layers.Layer):
       latent_dim: d.
       analytic_kl: whether KL(Normal q || p) has a closed form; if not, the
         posterior layer's regularizer estimates it by Monte Carlo.
+
+    Example:
+      >>> layer = prior_layer("diag_gaussian", 2)  # a Prior subclass
+      >>> isinstance(layer, Prior), layer.analytic_kl, len(layer.trainable_weights)
+      (True, True, 2)
     """
 
     analytic_kl = True
@@ -109,14 +121,26 @@ class Prior(keras.layers.Layer):
 
 
 class StandardNormalPrior(Prior):
-    """p(z) = N(0, I): no variables."""
+    """p(z) = N(0, I): no variables.
+
+    Example:
+      >>> layer = StandardNormalPrior(2)
+      >>> print(layer.distribution().event_shape, layer.weights)
+      (2,) []
+    """
 
     def distribution(self):
         return standard_normal(self.latent_dim)
 
 
 class DiagonalGaussianPrior(Prior):
-    """p(z) = N(loc, diag(scale^2)), loc and scale learned, starting at N(0, I)."""
+    """p(z) = N(loc, diag(scale^2)), loc and scale learned, starting at N(0, I).
+
+    Example:
+      >>> prior = DiagonalGaussianPrior(3).distribution()
+      >>> print(prior.event_shape, np.round(prior.stddev().numpy(), 3))
+      (3,) [1. 1. 1.]
+    """
 
     def __init__(self, latent_dim, **kwargs):
         super().__init__(latent_dim, **kwargs)
@@ -136,6 +160,11 @@ class MixturePrior(Prior):
 
     Components start with equal weights, unit scales and locations drawn from
     N(0, I) (so they differ); tfd.MixtureSameFamily sums them in log space.
+
+    Example:
+      >>> prior = MixturePrior(2, components=4).distribution()
+      >>> print(prior.event_shape, np.round(prior.mixture_distribution.probs_parameter().numpy(), 2))
+      (2,) [0.25 0.25 0.25 0.25]
     """
 
     analytic_kl = False
@@ -172,6 +201,14 @@ class VampPrior(Prior):
         It must not add regularization losses (the VAE passes the encoder and
         `posterior_layer.new`, not the layer call).
       components: K.
+
+    Example:
+      >>> def encode(images):  # images [K, 4, 4, 1] -> q(z|u): batch [K], event [2]
+      ...     loc = tf.reshape(images, [-1, 16])[:, :2]
+      ...     return tfd.MultivariateNormalDiag(loc, tf.ones_like(loc))
+      >>> layer = VampPrior(2, (4, 4, 1), encode, components=3)
+      >>> print(layer.pseudo_inputs.shape, layer.distribution().event_shape)
+      (3, 4, 4, 1) (2,)
     """
 
     analytic_kl = False
@@ -209,6 +246,11 @@ def prior_layer(name: str, latent_dim: int, components: int = 10, image_shape=No
 
     Raises:
       UserError: for an unknown name, listing the known ones.
+
+    Example:
+      >>> layer = prior_layer("mixture", 2, components=4)
+      >>> type(layer).__name__, layer.components, layer.analytic_kl
+      ('MixturePrior', 4, False)
     """
     config = ModelConfig(latent_dim=latent_dim, prior=name, prior_components=components, image_shape=image_shape)
     return PRIORS[name].load().for_model(config, encode=encode)
@@ -220,6 +262,14 @@ def make_prior(name: str, latent_dim: int) -> tfd.Distribution:
 
     Raises:
       UserError: for an unknown name, listing the known ones, or a learned prior.
+
+    Example:
+      >>> print(make_prior("standard_normal", 3).event_shape)
+      (3,)
+      >>> make_prior("mixture", 3)
+      Traceback (most recent call last):
+      ...
+      probvae.errors.UserError: the mixture prior is learned; build it with prior_layer() inside a model ...
     """
     layer = prior_layer(name, latent_dim)
     if layer.weights:
