@@ -32,6 +32,13 @@ class LatentStatistics(NamedTuple):
     In a hierarchy a lower level's stddev and KL are those of q(z_l | x, z_(l+1))
     given the sampled z_(l+1), and its location the conditional mean at the
     location of the level above.
+
+    Example:
+      With the `vae` and `images` of `encode`'s example:
+
+      >>> stats = vae.latent_statistics(vae.elbo_terms(vae.prepare_inputs(images), seed=1))
+      >>> [tuple(value.shape) for value in stats]
+      [(5, 2), (5, 2), (5, 2), (5,)]
     """
 
     location: tf.Tensor  # [n, D]: the posterior mean (see `VAE.location`)
@@ -41,7 +48,15 @@ class LatentStatistics(NamedTuple):
 
 
 class Encoding(NamedTuple):
-    """Posterior parameters of a dataset as NumPy arrays (`encode`)."""
+    """Posterior parameters of a dataset as NumPy arrays (`encode`).
+
+    Example:
+      With the `vae` and `images` of `encode`'s example:
+
+      >>> encoding = encode(vae, images)
+      >>> encoding._fields, type(encoding.loc).__name__
+      (('loc', 'scale'), 'ndarray')
+    """
 
     loc: np.ndarray  # [n, D]: the posterior's location (`VAE.location`)
     scale: np.ndarray  # [n, D]: its standard deviation per dimension (in a hierarchy, given the level above)
@@ -49,7 +64,15 @@ class Encoding(NamedTuple):
 
 def location(model, features, top) -> tf.Tensor:
     """[n, D]: q(z_L|x)'s mean, then each lower level's conditional mean at the
-    location of the level above, bottom level first."""
+    location of the level above, bottom level first.
+
+    Example:
+      With the `vae` and `images` of `encode`'s example:
+
+      >>> terms = vae.elbo_terms(vae.prepare_inputs(images), seed=1)
+      >>> bool(tf.reduce_all(location(vae, terms.features, terms.top) == terms.top.mean()))  # one level
+      True
+    """
     means = [top.mean()]
     for level in reversed(model.levels):
         means.insert(0, level.posterior(features, means[0]).mean())
@@ -57,7 +80,15 @@ def location(model, features, top) -> tf.Tensor:
 
 
 def latent_statistics(model, terms) -> LatentStatistics:
-    """Per-dimension statistics of the posterior behind an `elbo_terms` result."""
+    """Per-dimension statistics of the posterior behind an `elbo_terms` result.
+
+    Example:
+      With the `vae` and `images` of `encode`'s example:
+
+      >>> stats = latent_statistics(vae, vae.elbo_terms(vae.prepare_inputs(images), seed=1))
+      >>> print(stats.kl_per_dimension.shape, (stats.total_correlation.numpy() == 0).all())  # diagonal q
+      (5, 2) True
+    """
     levels = terms.levels
     return LatentStatistics(
         location=location(model, terms.features, terms.top),
@@ -78,6 +109,14 @@ def encode(model, images, batch_size: int = 1000, binarization_seed: int = 0, se
         `binarization_seed`, as held-out evaluation does.
       seed: an int or a pair: the sample of the upper levels that a lower
         level's scale is conditioned on (a one-level model draws nothing).
+
+    Example:
+      >>> from probvae import VAE, ModelConfig
+      >>> vae = VAE(ModelConfig(arch="mlp", hidden_units=(8,), latent_dim=2, image_shape=(4, 4, 1)))
+      >>> images = np.random.default_rng(0).integers(0, 256, (5, 4, 4), dtype=np.uint8)
+      >>> loc, scale = encode(vae, images, batch_size=2)  # 3 batches: 2, 2 and 1 images
+      >>> print(loc.shape, scale.shape, loc.dtype, bool(np.all(scale > 0)))
+      (5, 2) (5, 2) float32 True
     """
     batch_size = objectives.whole_number("batch_size", batch_size)
     seed = seeds.as_seed(seed)

@@ -8,8 +8,8 @@ dtypes, coarsely rounded values or comparisons that print True, so they do
 not depend on the CPU.
 
 In `probvae.model` the methods' examples use the `vae` and `x` of the `VAE`
-class example: that one runs first and its names are given to the rest, so
-the module builds one tiny model.
+class example (in `probvae.latents`, those of `encode`): that one runs first
+and its names are given to the rest, so each module builds one tiny model.
 """
 
 import doctest
@@ -33,7 +33,7 @@ MODULES = {
     "probvae.model": True,
 }
 # The example whose names the other examples of its module use.
-SETUP = {"probvae.model": "probvae.model.VAE"}
+SETUP = {"probvae.model": "probvae.model.VAE", "probvae.latents": "probvae.latents.encode"}
 
 
 def _examples(module_name):

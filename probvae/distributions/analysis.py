@@ -46,12 +46,27 @@ __all__ = ["unwrap", "aggregate_posterior", "marginals", "prior_marginals", "kl_
 
 
 def unwrap(distribution) -> tfd.Distribution:
-    """The plain `tfd.Distribution` behind a Keras distribution layer's output."""
+    """The plain `tfd.Distribution` behind a Keras distribution layer's output.
+
+    Example:
+      >>> import tensorflow_probability as tfp
+      >>> layer = tfp.layers.MultivariateNormalTriL(2)
+      >>> q = layer(tf.zeros([3, 5]))  # the layer's output: a Keras tensor wrapper
+      >>> type(unwrap(q)).__name__, unwrap(unwrap(q)) is unwrap(q)
+      ('MultivariateNormalTriL', True)
+    """
     return getattr(distribution, "tensor_distribution", distribution)
 
 
 def aggregate_posterior(posterior) -> tfd.MixtureSameFamily:
-    """The equal-weight mixture of a batch [n] of posteriors: batch [], event [d]."""
+    """The equal-weight mixture of a batch [n] of posteriors: batch [], event [d].
+
+    Example:
+      >>> q = tfd.MultivariateNormalDiag(tf.constant([[0., 0.], [2., 0.], [0., 2.]]), tf.ones([3, 2]))
+      >>> q_agg = aggregate_posterior(q)
+      >>> print(q_agg.batch_shape, q_agg.event_shape, q_agg.mean().numpy().round(3))
+      () (2,) [0.667 0.667]
+    """
     components = unwrap(posterior)
     if len(components.batch_shape) != 1:
         raise UserError(
@@ -62,7 +77,14 @@ def aggregate_posterior(posterior) -> tfd.MixtureSameFamily:
 
 
 def marginals(posterior) -> tfd.Normal:
-    """The Normal marginals N(m_i, S_ii) of a Gaussian posterior: batch [n, d]."""
+    """The Normal marginals N(m_i, S_ii) of a Gaussian posterior: batch [n, d].
+
+    Example:
+      >>> q = tfd.MultivariateNormalTriL(tf.zeros([3, 2]), tf.constant([[1., 0.], [1., 1.]]))  # S = [[1, 1], [1, 2]]
+      >>> m = marginals(q)
+      >>> print(m.batch_shape, (m.stddev().numpy()[0] ** 2).round(3))
+      (3, 2) [1. 2.]
+    """
     posterior = unwrap(posterior)
     return tfd.Normal(loc=posterior.mean(), scale=posterior.stddev(), name="posterior_marginals")
 
@@ -81,6 +103,14 @@ def prior_marginals(prior):
 
     Raises:
       UserError: a prior whose marginals are none of these.
+
+    Example:
+      >>> print(prior_marginals(tfd.MultivariateNormalDiag(tf.zeros(3))).batch_shape)
+      (3,)
+      >>> mixture = tfd.MixtureSameFamily(tfd.Categorical(logits=tf.zeros(4)),
+      ...                                 tfd.MultivariateNormalDiag(tf.zeros([4, 3]), tf.ones([4, 3])))
+      >>> type(prior_marginals(mixture)).__name__, prior_marginals(mixture).batch_shape
+      ('MixtureSameFamily', TensorShape([3]))
     """
     prior = unwrap(prior)
     if _has_normal_marginals(prior):
@@ -115,6 +145,12 @@ def kl_per_dimension(posterior, prior, z=None) -> tf.Tensor:
 
     Raises:
       UserError: no closed form and no `z`, or marginals of another kind.
+
+    Example:
+      >>> q = tfd.MultivariateNormalDiag(tf.zeros([3, 2]), tf.fill([3, 2], 0.5))
+      >>> kl = kl_per_dimension(q, tfd.MultivariateNormalDiag(tf.zeros(2)))
+      >>> print(kl.shape, kl.numpy()[0].round(3))  # 0.5 * (0.25 - 1) - log 0.5
+      (3, 2) [0.318 0.318]
     """
     marginal = prior_marginals(prior)
     try:
@@ -128,7 +164,13 @@ def kl_per_dimension(posterior, prior, z=None) -> tf.Tensor:
 
 
 def total_correlation(posterior) -> tf.Tensor:
-    """TC(q) = sum_i H(q(z_i|x)) - H(q(z|x)) of a multivariate Normal posterior, [n], nats."""
+    """TC(q) = sum_i H(q(z_i|x)) - H(q(z|x)) of a multivariate Normal posterior, [n], nats.
+
+    Example:
+      >>> q = tfd.MultivariateNormalTriL(tf.zeros([3, 2]), tf.constant([[1., 0.], [1., 1.]]))  # correlation 1/2**0.5
+      >>> print(total_correlation(q).numpy().round(4))  # -0.5 log(1 - 1/2) = 0.5 log 2
+      [0.3466 0.3466 0.3466]
+    """
     posterior = unwrap(posterior)
     if not isinstance(posterior, tfd.MultivariateNormalLinearOperator):
         raise UserError(f"total correlation needs a multivariate Normal posterior, not {type(posterior).__name__}")
