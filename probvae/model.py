@@ -76,6 +76,13 @@ class ElboTerms(_ElboTerms):
     `levels` holds the `hierarchy.LevelTerms` of every level, bottom level
     first (one for a one-level model), `features` the encoder's output [n, f]
     and `top` q(z_L|x); they are attributes, so the terms still unpack as four.
+
+    Example:
+      With the `vae` and `x` of the `VAE` example:
+
+      >>> terms = vae.elbo_terms(vae.prepare_inputs(x), seed=1)
+      >>> print(terms._fields, len(terms.levels), terms.features.shape, terms.top.event_shape)
+      ('parts', 'posterior', 'prior', 'z') 1 (3, 8) (2,)
     """
 
     def __new__(cls, parts, posterior, prior, z, levels=(), features=None, top=None):
@@ -85,7 +92,14 @@ class ElboTerms(_ElboTerms):
 
 
 class Samples(NamedTuple):
-    """Draws of the generative model (`VAE.sample`)."""
+    """Draws of the generative model (`VAE.sample`).
+
+    Example:
+      With the `vae` of the `VAE` example:
+
+      >>> vae.sample(2, seed=3)._fields
+      ('z', 'mean', 'x')
+    """
 
     z: tf.Tensor  # [n, D], z ~ p(z)
     mean: tf.Tensor  # [n, h, w, c], the mean of p(x|z)
@@ -110,6 +124,16 @@ class VAE(keras.Model):
         free (`objectives.free_bits_kl`); 0 for none.
       train_samples: K >= 1 trains on the importance-weighted bound of K
         samples (`objectives.iwae_bound`); 0 trains on the ELBO.
+
+    Example:
+      A tiny model and three raw images; the methods' examples use both.
+
+      >>> import numpy as np
+      >>> from probvae import ModelConfig, VAE
+      >>> vae = VAE(ModelConfig(arch="mlp", hidden_units=(8,), latent_dim=2, image_shape=(4, 4, 1)))
+      >>> x = np.random.default_rng(0).integers(0, 256, (3, 4, 4), dtype=np.uint8)
+      >>> vae.latent_dims, vae.image_shape, vae.config.prior
+      ((2,), (4, 4, 1), 'standard_normal')
     """
 
     def __init__(self, config: ModelConfig, kl_weight: float = 1.0, free_bits: float = 0.0,
@@ -149,12 +173,27 @@ class VAE(keras.Model):
     @property
     def prior(self) -> tfd.Distribution:
         """p(z) from the current prior variables: batch shape [], event shape [D]
-        (the joint p(z_L) p(z_(L-1) | z_L) ... over z = [z_1, ..., z_L])."""
+        (the joint p(z_L) p(z_(L-1) | z_L) ... over z = [z_1, ..., z_L]).
+
+        Example:
+          With the `vae` and `x` of the `VAE` example:
+
+          >>> p = vae.prior
+          >>> print(type(p).__name__, p.batch_shape, p.event_shape, p.log_prob(np.zeros([5, 2], np.float32)).shape)
+          MultivariateNormalDiag () (2,) (5,)
+        """
         return self._joint_prior(self.prior_layer.distribution())
 
     @property
     def latent_dim(self) -> int:
-        """D, the size of z: d_1 + ... + d_L (d for one level)."""
+        """D, the size of z: d_1 + ... + d_L (d for one level).
+
+        Example:
+          With the `vae` of the `VAE` example (one level, d = 2):
+
+          >>> vae.latent_dim, vae.latent_dims
+          (2, (2,))
+        """
         return sum(self.latent_dims)
 
     def _joint_prior(self, top: tfd.Distribution) -> tfd.Distribution:
@@ -173,6 +212,13 @@ class VAE(keras.Model):
         Raises:
           UserError: no images, a shape that does not fit the model, NaN or
             infinite values, values out of range, or an unknown dtype.
+
+        Example:
+          With the `vae` and `x` of the `VAE` example:
+
+          >>> prepared = vae.prepare_inputs(x)  # uint8 [3, 4, 4], binarized for the Bernoulli likelihood
+          >>> print(prepared.shape, prepared.dtype.name, np.unique(prepared.numpy()))
+          (3, 4, 4, 1) float32 [0. 1.]
         """
         head = self.likelihood_head
         return inputs.prepare_inputs(x, self.image_shape, head.binarize, head.unit_interval, binarization_seed)
@@ -191,12 +237,28 @@ class VAE(keras.Model):
     def posterior(self, x, training=False) -> tfd.Distribution:
         """q(z|x) for images x (see `prepare_inputs`): a `tfd.Distribution` with batch
         [n], event [D] (the joint q(z_L|x) q(z_(L-1)|x, z_L) ... over z = [z_1, ..., z_L]).
-        Adds no loss and draws nothing."""
+        Adds no loss and draws nothing.
+
+        Example:
+          With the `vae` and `x` of the `VAE` example:
+
+          >>> q = vae.posterior(x)
+          >>> print(type(q).__name__, q.batch_shape, q.event_shape, q.sample(seed=(1, 2)).shape)
+          MultivariateNormalDiag (3,) (2,) (3, 2)
+        """
         features = self.encoder(self.prepare_inputs(x), training=training)
         return self._joint_posterior(features, self._top_posterior(features))
 
     def likelihood(self, z, training=False) -> tfd.Distribution:
-        """p(x|z) for latents z [n, D]: batch [n], event [h, w, c]."""
+        """p(x|z) for latents z [n, D]: batch [n], event [h, w, c].
+
+        Example:
+          With the `vae` and `x` of the `VAE` example:
+
+          >>> p_x = vae.likelihood(tf.zeros([5, 2]))
+          >>> print(type(p_x).__name__, p_x.batch_shape, p_x.event_shape, p_x.log_prob(vae.prepare_inputs(x)[:1]).shape)
+          Independent (5,) (4, 4, 1) (5,)
+        """
         return self.likelihood_head.distribution(self.decoder(z, training=training))
 
     def elbo_terms(self, x, seed=None, training=False, rows=None) -> "ElboTerms":
@@ -207,6 +269,13 @@ class VAE(keras.Model):
 
         Calls the posterior layer, whose `losses` then hold kl_weight * mean KL
         of the top level at this seed and rows (`probvae.losses`).
+
+        Example:
+          With the `vae` and `x` of the `VAE` example:
+
+          >>> parts, q, p, z = vae.elbo_terms(vae.prepare_inputs(x), seed=(1, 2))
+          >>> print(parts.elbo.shape, z.shape, len(vae.elbo_terms(vae.prepare_inputs(x), seed=1).levels))
+          (3,) (3, 2) 1
         """
         seed = _seed(seed)
         features = self.encoder(x, training=training)
@@ -226,17 +295,44 @@ class VAE(keras.Model):
 
         Without an analytic KL, the KL part is log q(z|x) - log p(z) at the
         same z as the reconstruction, so the ELBO estimate stays unbiased.
+
+        Example:
+          With the `vae` and `x` of the `VAE` example:
+
+          >>> parts = vae.elbo(x, seed=1)  # ElboParts(elbo, reconstruction, kl)
+          >>> print(parts.elbo.shape, parts.elbo.dtype.name, bool(tf.reduce_all(parts.elbo <= 0)))  # binary pixels
+          (3,) float32 True
+          >>> bool(tf.reduce_all(parts.elbo == vae.elbo(x, seed=(1, 0)).elbo))  # an int s is the pair (s, 0)
+          True
         """
         return self.elbo_terms(self.prepare_inputs(x), seed, training).parts
 
     def training_loss(self, x, seed=None, rows=None):
         """(loss, ElboParts) of the training objective, scalar loss in nats
-        (`probvae.losses.training_loss`; rows = (offset, total) under tf.distribute)."""
+        (`probvae.losses.training_loss`; rows = (offset, total) under tf.distribute).
+
+        Example:
+          With the `vae` and `x` of the `VAE` example:
+
+          >>> loss, parts = vae.training_loss(vae.prepare_inputs(x), seed=1)
+          >>> print(loss.shape, parts.elbo.shape)  # kl_weight 1: loss = -mean ELBO
+          () (3,)
+          >>> abs(float(loss) + float(tf.reduce_mean(parts.elbo))) < 1e-3
+          True
+        """
         return losses.training_loss(self, x, seed, rows)
 
     def importance_sampling(self, x, num_samples, seed, sample_chunk=0) -> objectives.ImportanceEstimate:
         """`objectives.importance_sampling` of model-ready images x [n, h, w, c]
-        (int32 scalars num_samples and sample_chunk, seed an int or a pair), compiled once."""
+        (int32 scalars num_samples and sample_chunk, seed an int or a pair), compiled once.
+
+        Example:
+          With the `vae` and `x` of the `VAE` example:
+
+          >>> estimate = vae.importance_sampling(vae.prepare_inputs(x), num_samples=4, seed=0)
+          >>> print(estimate.log_likelihood.shape)
+          (3,)
+        """
         return self._importance_sampling(tf.convert_to_tensor(x, tf.float32), seeds.as_seed(seed),
                                          tf.convert_to_tensor(num_samples, tf.int32),
                                          tf.convert_to_tensor(sample_chunk, tf.int32))
@@ -253,6 +349,13 @@ class VAE(keras.Model):
         log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), K = num_samples
         (Burda et al., 2015): the estimator `evaluate.py` uses, computed in
         chunks of samples so memory does not grow with K.
+
+        Example:
+          With the `vae` and `x` of the `VAE` example:
+
+          >>> log_px = vae.log_likelihood(x, num_samples=5, seed=0)
+          >>> print(log_px.shape, log_px.dtype.name, bool(tf.reduce_all(log_px == vae.log_likelihood(x, 5, seed=0))))
+          (3,) float32 True
         """
         num_samples = objectives.whole_number("num_samples", num_samples)
         return self.importance_sampling(self.prepare_inputs(x), num_samples, seed, 0).log_likelihood
@@ -260,14 +363,30 @@ class VAE(keras.Model):
     def location(self, x, training=False) -> tf.Tensor:
         """The posterior's location [n, D] for images x (see `prepare_inputs`): the
         mean of q(z|x); in a hierarchy each level's conditional mean at the
-        location of the level above (the mean itself has no closed form)."""
+        location of the level above (the mean itself has no closed form).
+
+        Example:
+          With the `vae` and `x` of the `VAE` example:
+
+          >>> location = vae.location(x)
+          >>> print(location.shape, bool(tf.reduce_all(location == vae.posterior(x).mean())))  # one Gaussian level
+          (3, 2) True
+        """
         features = self.encoder(self.prepare_inputs(x), training=training)
         return latents.location(self, features, gaussian_approximation(self._top_posterior(features)))
 
     def latent_statistics(self, terms: "ElboTerms") -> LatentStatistics:
         """Per-dimension statistics of the posterior behind an `elbo_terms` result
         (`probvae.latents.latent_statistics`); a flow's top level by its
-        linearisation (`distributions.gaussian_approximation`)."""
+        linearisation (`distributions.gaussian_approximation`).
+
+        Example:
+          With the `vae` and `x` of the `VAE` example:
+
+          >>> stats = vae.latent_statistics(vae.elbo_terms(vae.prepare_inputs(x), seed=1))
+          >>> print(stats.location.shape, stats.stddev.shape, stats.kl_per_dimension.shape)
+          (3, 2) (3, 2) (3, 2)
+        """
         top = gaussian_approximation(terms.top)
         if top is not terms.top:
             levels = terms.levels[:-1] + (terms.levels[-1]._replace(posterior=top),)
@@ -275,7 +394,15 @@ class VAE(keras.Model):
         return latents.latent_statistics(self, terms)
 
     def joint_sample(self, features, top, seed, rows=None) -> tf.Tensor:
-        """z = [z_1, ..., z_L] [n, D] drawn as `elbo_terms` draws it."""
+        """z = [z_1, ..., z_L], [n, D], drawn as `elbo_terms` draws it.
+
+        Example:
+          With the `vae` and `x` of the `VAE` example:
+
+          >>> terms = vae.elbo_terms(vae.prepare_inputs(x), seed=(1, 2))
+          >>> bool(tf.reduce_all(vae.joint_sample(terms.features, terms.top, seed=(1, 2)) == terms.z))
+          True
+        """
         return tf.concat([z for _, z in self._sample_levels(features, top, seed, rows)], axis=-1)
 
     def _sample_levels(self, features, top, seed, rows=None):
@@ -295,6 +422,13 @@ class VAE(keras.Model):
 
         Raises:
           UserError: z is not numbers of shape [n, D].
+
+        Example:
+          With the `vae` and `x` of the `VAE` example:
+
+          >>> images = vae.decode(np.zeros([2, 2], np.float32))
+          >>> print(images.shape, bool(tf.reduce_all((images > 0) & (images < 1))))  # Bernoulli means
+          (2, 4, 4, 1) True
         """
         return self.likelihood(inputs.latents(z, self.latent_dim)).mean()
 
@@ -305,6 +439,15 @@ class VAE(keras.Model):
         Raises:
           UserError: num_samples is not a whole number of at least 1, or its
             draws cannot fit in this machine's memory.
+
+        Example:
+          With the `vae` and `x` of the `VAE` example:
+
+          >>> samples = vae.sample(4, seed=0)  # Samples(z, mean, x)
+          >>> print(samples.z.shape, samples.mean.shape, samples.x.shape)
+          (4, 2) (4, 4, 4, 1) (4, 4, 4, 1)
+          >>> bool(tf.reduce_all(vae.sample(4, seed=(0, 0)).x == samples.x))  # the same seed, the same draws
+          True
         """
         num_samples = objectives.whole_number("num_samples", num_samples)
         inputs.check_sample_size(num_samples, self.latent_dim, self.image_shape, networks.machine_memory())
@@ -314,5 +457,12 @@ class VAE(keras.Model):
         return Samples(z, likelihood.mean(), tf.cast(likelihood.sample(seed=image_seed), tf.float32))
 
     def call(self, x, training=False):
-        """Mean of p(x|z) at the posterior's location: a deterministic reconstruction [n, h, w, c]."""
+        """Mean of p(x|z) at the posterior's location: a deterministic reconstruction [n, h, w, c].
+
+        Example:
+          With the `vae` and `x` of the `VAE` example:
+
+          >>> print(vae(vae.prepare_inputs(x)).shape)
+          (3, 4, 4, 1)
+        """
         return self.likelihood(self.location(x, training=training), training=training).mean()
