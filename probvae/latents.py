@@ -33,7 +33,7 @@ class LatentStatistics(NamedTuple):
     given the sampled z_(l+1), and its location the conditional mean at the
     location of the level above.
 
-    Example:
+    Examples:
       With the `vae` and `images` of `encode`'s example:
 
       >>> stats = vae.latent_statistics(vae.elbo_terms(vae.prepare_inputs(images), seed=1))
@@ -50,7 +50,7 @@ class LatentStatistics(NamedTuple):
 class Encoding(NamedTuple):
     """Posterior parameters of a dataset as NumPy arrays (`encode`).
 
-    Example:
+    Examples:
       With the `vae` and `images` of `encode`'s example:
 
       >>> encoding = encode(vae, images)
@@ -66,7 +66,7 @@ def location(model, features, top) -> tf.Tensor:
     """[n, D]: q(z_L|x)'s mean, then each lower level's conditional mean at the
     location of the level above, bottom level first.
 
-    Example:
+    Examples:
       With the `vae` and `images` of `encode`'s example:
 
       >>> terms = vae.elbo_terms(vae.prepare_inputs(images), seed=1)
@@ -82,7 +82,7 @@ def location(model, features, top) -> tf.Tensor:
 def latent_statistics(model, terms) -> LatentStatistics:
     """Per-dimension statistics of the posterior behind an `elbo_terms` result.
 
-    Example:
+    Examples:
       With the `vae` and `images` of `encode`'s example:
 
       >>> stats = latent_statistics(vae, vae.elbo_terms(vae.prepare_inputs(images), seed=1))
@@ -110,7 +110,7 @@ def encode(model, images, batch_size: int = 1000, binarization_seed: int = 0, se
       seed: an int or a pair: the sample of the upper levels that a lower
         level's scale is conditioned on (a one-level model draws nothing).
 
-    Example:
+    Examples:
       >>> from probvae import VAE, ModelConfig
       >>> vae = VAE(ModelConfig(arch="mlp", hidden_units=(8,), latent_dim=2, image_shape=(4, 4, 1)))
       >>> images = np.random.default_rng(0).integers(0, 256, (5, 4, 4), dtype=np.uint8)

@@ -77,7 +77,7 @@ class ElboTerms(_ElboTerms):
     first (one for a one-level model), `features` the encoder's output [n, f]
     and `top` q(z_L|x); they are attributes, so the terms still unpack as four.
 
-    Example:
+    Examples:
       >>> terms = vae.elbo_terms(vae.prepare_inputs(x), seed=1)
       >>> print(terms._fields, len(terms.levels), terms.features.shape, terms.top.event_shape)
       ('parts', 'posterior', 'prior', 'z') 1 (3, 8) (2,)
@@ -92,7 +92,7 @@ class ElboTerms(_ElboTerms):
 class Samples(NamedTuple):
     """Draws of the generative model (`VAE.sample`).
 
-    Example:
+    Examples:
       >>> vae.sample(2, seed=3)._fields
       ('z', 'mean', 'x')
     """
@@ -121,7 +121,7 @@ class VAE(keras.Model):
       train_samples: K >= 1 trains on the importance-weighted bound of K
         samples (`objectives.iwae_bound`); 0 trains on the ELBO.
 
-    Example:
+    Examples:
       A tiny model and three raw images, which the examples of its methods use:
 
       >>> import numpy as np
@@ -171,7 +171,7 @@ class VAE(keras.Model):
         """p(z) from the current prior variables: batch shape [], event shape [D]
         (the joint p(z_L) p(z_(L-1) | z_L) ... over z = [z_1, ..., z_L]).
 
-        Example:
+        Examples:
           >>> print(type(vae.prior).__name__, vae.prior.batch_shape, vae.prior.event_shape)
           MultivariateNormalDiag () (2,)
         """
@@ -181,7 +181,7 @@ class VAE(keras.Model):
     def latent_dim(self) -> int:
         """D, the size of z: d_1 + ... + d_L (d for one level).
 
-        Example:
+        Examples:
           >>> vae.latent_dim, vae.latent_dims
           (2, (2,))
         """
@@ -204,7 +204,7 @@ class VAE(keras.Model):
           UserError: no images, a shape that does not fit the model, NaN or
             infinite values, values out of range, or an unknown dtype.
 
-        Example:
+        Examples:
           >>> prepared = vae.prepare_inputs(x)  # uint8 [3, 4, 4], binarized for the Bernoulli likelihood
           >>> print(prepared.shape, prepared.dtype.name, np.unique(prepared.numpy()))
           (3, 4, 4, 1) float32 [0. 1.]
@@ -228,7 +228,7 @@ class VAE(keras.Model):
         [n], event [D] (the joint q(z_L|x) q(z_(L-1)|x, z_L) ... over z = [z_1, ..., z_L]).
         Adds no loss and draws nothing.
 
-        Example:
+        Examples:
           >>> q = vae.posterior(x)
           >>> print(type(q).__name__, q.batch_shape, q.event_shape, q.sample(seed=(1, 2)).shape)
           MultivariateNormalDiag (3,) (2,) (3, 2)
@@ -239,7 +239,7 @@ class VAE(keras.Model):
     def likelihood(self, z, training=False) -> tfd.Distribution:
         """p(x|z) for latents z [n, D]: batch [n], event [h, w, c].
 
-        Example:
+        Examples:
           >>> p_x = vae.likelihood(tf.zeros([5, 2]))
           >>> print(type(p_x).__name__, p_x.batch_shape, p_x.event_shape, p_x.log_prob(vae.prepare_inputs(x)[:1]).shape)
           Independent (5,) (4, 4, 1) (5,)
@@ -255,7 +255,7 @@ class VAE(keras.Model):
         Calls the posterior layer, whose `losses` then hold kl_weight * mean KL
         of the top level at this seed and rows (`probvae.losses`).
 
-        Example:
+        Examples:
           >>> parts, q, p, z = vae.elbo_terms(vae.prepare_inputs(x), seed=(1, 2))
           >>> print(parts.elbo.shape, z.shape, len(vae.elbo_terms(vae.prepare_inputs(x), seed=1).levels))
           (3,) (3, 2) 1
@@ -279,7 +279,7 @@ class VAE(keras.Model):
         Without an analytic KL, the KL part is log q(z|x) - log p(z) at the
         same z as the reconstruction, so the ELBO estimate stays unbiased.
 
-        Example:
+        Examples:
           >>> parts = vae.elbo(x, seed=1)  # ElboParts(elbo, reconstruction, kl)
           >>> print(parts.elbo.shape, parts.elbo.dtype.name, bool(tf.reduce_all(parts.elbo <= 0)))  # binary pixels
           (3,) float32 True
@@ -292,7 +292,7 @@ class VAE(keras.Model):
         """(loss, ElboParts) of the training objective, scalar loss in nats
         (`probvae.losses.training_loss`; rows = (offset, total) under tf.distribute).
 
-        Example:
+        Examples:
           >>> loss, parts = vae.training_loss(vae.prepare_inputs(x), seed=1)
           >>> loss.shape, abs(float(loss) + float(tf.reduce_mean(parts.elbo))) < 1e-3  # kl_weight 1: -mean ELBO
           (TensorShape([]), True)
@@ -303,7 +303,7 @@ class VAE(keras.Model):
         """`objectives.importance_sampling` of model-ready images x [n, h, w, c]
         (int32 scalars num_samples and sample_chunk, seed an int or a pair), compiled once.
 
-        Example:
+        Examples:
           >>> estimate = vae.importance_sampling(vae.prepare_inputs(x), num_samples=4, seed=0)
           >>> print(estimate.log_likelihood.shape)
           (3,)
@@ -325,7 +325,7 @@ class VAE(keras.Model):
         (Burda et al., 2015): the estimator `evaluate.py` uses, computed in
         chunks of samples so memory does not grow with K.
 
-        Example:
+        Examples:
           >>> log_px = vae.log_likelihood(x, num_samples=5, seed=0)
           >>> print(log_px.shape, log_px.dtype.name, bool(tf.reduce_all(log_px == vae.log_likelihood(x, 5, seed=0))))
           (3,) float32 True
@@ -338,7 +338,7 @@ class VAE(keras.Model):
         mean of q(z|x); in a hierarchy each level's conditional mean at the
         location of the level above (the mean itself has no closed form).
 
-        Example:
+        Examples:
           >>> location = vae.location(x)
           >>> print(location.shape, bool(tf.reduce_all(location == vae.posterior(x).mean())))  # one Gaussian level
           (3, 2) True
@@ -351,7 +351,7 @@ class VAE(keras.Model):
         (`probvae.latents.latent_statistics`); a flow's top level by its
         linearisation (`distributions.gaussian_approximation`).
 
-        Example:
+        Examples:
           >>> stats = vae.latent_statistics(vae.elbo_terms(vae.prepare_inputs(x), seed=1))
           >>> print(stats.location.shape, stats.stddev.shape, stats.kl_per_dimension.shape)
           (3, 2) (3, 2) (3, 2)
@@ -365,7 +365,7 @@ class VAE(keras.Model):
     def joint_sample(self, features, top, seed, rows=None) -> tf.Tensor:
         """z = [z_1, ..., z_L], [n, D], drawn as `elbo_terms` draws it.
 
-        Example:
+        Examples:
           >>> terms = vae.elbo_terms(vae.prepare_inputs(x), seed=(1, 2))
           >>> bool(tf.reduce_all(vae.joint_sample(terms.features, terms.top, seed=(1, 2)) == terms.z))
           True
@@ -390,7 +390,7 @@ class VAE(keras.Model):
         Raises:
           UserError: z is not numbers of shape [n, D].
 
-        Example:
+        Examples:
           >>> images = vae.decode(np.zeros([2, 2], np.float32))
           >>> print(images.shape, bool(tf.reduce_all((images > 0) & (images < 1))))  # Bernoulli means
           (2, 4, 4, 1) True
@@ -405,7 +405,7 @@ class VAE(keras.Model):
           UserError: num_samples is not a whole number of at least 1, or its
             draws cannot fit in this machine's memory.
 
-        Example:
+        Examples:
           >>> samples = vae.sample(4, seed=0)  # Samples(z, mean, x); the same seed, the same draws:
           >>> print(samples.z.shape, samples.x.shape, bool(tf.reduce_all(vae.sample(4, seed=(0, 0)).x == samples.x)))
           (4, 2) (4, 4, 4, 1) True
@@ -420,7 +420,7 @@ class VAE(keras.Model):
     def call(self, x, training=False):
         """Mean of p(x|z) at the posterior's location: a deterministic reconstruction [n, h, w, c].
 
-        Example:
+        Examples:
           >>> print(vae(vae.prepare_inputs(x)).shape)
           (3, 4, 4, 1)
         """

@@ -48,7 +48,7 @@ __all__ = ["unwrap", "aggregate_posterior", "marginals", "prior_marginals", "kl_
 def unwrap(distribution) -> tfd.Distribution:
     """The plain `tfd.Distribution` behind a Keras distribution layer's output.
 
-    Example:
+    Examples:
       >>> import tensorflow_probability as tfp
       >>> layer = tfp.layers.MultivariateNormalTriL(2)
       >>> q = layer(tf.zeros([3, 5]))  # the layer's output: a Keras tensor wrapper
@@ -61,7 +61,7 @@ def unwrap(distribution) -> tfd.Distribution:
 def aggregate_posterior(posterior) -> tfd.MixtureSameFamily:
     """The equal-weight mixture of a batch [n] of posteriors: batch [], event [d].
 
-    Example:
+    Examples:
       >>> q = tfd.MultivariateNormalDiag(tf.constant([[0., 0.], [2., 0.], [0., 2.]]), tf.ones([3, 2]))
       >>> q_agg = aggregate_posterior(q)
       >>> print(q_agg.batch_shape, q_agg.event_shape, q_agg.mean().numpy().round(3))
@@ -79,7 +79,7 @@ def aggregate_posterior(posterior) -> tfd.MixtureSameFamily:
 def marginals(posterior) -> tfd.Normal:
     """The Normal marginals N(m_i, S_ii) of a Gaussian posterior: batch [n, d].
 
-    Example:
+    Examples:
       >>> q = tfd.MultivariateNormalTriL(tf.zeros([3, 2]), tf.constant([[1., 0.], [1., 1.]]))  # S = [[1, 1], [1, 2]]
       >>> m = marginals(q)
       >>> print(m.batch_shape, (m.stddev().numpy()[0] ** 2).round(3))
@@ -104,7 +104,7 @@ def prior_marginals(prior):
     Raises:
       UserError: a prior whose marginals are none of these.
 
-    Example:
+    Examples:
       >>> print(prior_marginals(tfd.MultivariateNormalDiag(tf.zeros(3))).batch_shape)
       (3,)
       >>> mixture = tfd.MixtureSameFamily(tfd.Categorical(logits=tf.zeros(4)),
@@ -146,7 +146,7 @@ def kl_per_dimension(posterior, prior, z=None) -> tf.Tensor:
     Raises:
       UserError: no closed form and no `z`, or marginals of another kind.
 
-    Example:
+    Examples:
       >>> q = tfd.MultivariateNormalDiag(tf.zeros([3, 2]), tf.fill([3, 2], 0.5))
       >>> kl = kl_per_dimension(q, tfd.MultivariateNormalDiag(tf.zeros(2)))
       >>> print(kl.shape, kl.numpy()[0].round(3))  # 0.5 * (0.25 - 1) - log 0.5
@@ -166,7 +166,7 @@ def kl_per_dimension(posterior, prior, z=None) -> tf.Tensor:
 def total_correlation(posterior) -> tf.Tensor:
     """TC(q) = sum_i H(q(z_i|x)) - H(q(z|x)) of a multivariate Normal posterior, [n], nats.
 
-    Example:
+    Examples:
       >>> q = tfd.MultivariateNormalTriL(tf.zeros([3, 2]), tf.constant([[1., 0.], [1., 1.]]))  # correlation 1/2**0.5
       >>> print(total_correlation(q).numpy().round(4))  # -0.5 log(1 - 1/2) = 0.5 log 2
       [0.3466 0.3466 0.3466]

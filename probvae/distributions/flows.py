@@ -62,7 +62,7 @@ __all__ = ["IAFPosterior", "flow_location", "gaussian_approximation", "is_flow"]
 def is_flow(distribution) -> bool:
     """Whether `distribution` is a flow of a Gaussian posterior (an `IAFPosterior` output).
 
-    Example:
+    Examples:
       >>> layer = IAFPosterior(2, steps=1, units=4)  # inputs: loc (2), raw scale (2), context (4)
       >>> is_flow(layer.distribution(tf.zeros([3, 8]))), is_flow(layer.new(tf.zeros([3, 4]), 2))
       (True, False)
@@ -75,7 +75,7 @@ def flow_location(distribution) -> tf.Tensor:
 
     A deterministic point of q(z|x), not its mean (which has no closed form).
 
-    Example:
+    Examples:
       >>> q = IAFPosterior(2, steps=1, units=4).distribution(tf.zeros([3, 8]))
       >>> z = flow_location(q)
       >>> print(z.shape, bool(tf.reduce_all(z == q.bijector.forward(q.distribution.mean()))))
@@ -92,7 +92,7 @@ def gaussian_approximation(distribution) -> tfd.Distribution:
     N(f(loc), (J S)(J S)^T) with S the Gaussian's scale and J = df/du [n, d, d]
     at u = loc, as a `MultivariateNormalTriL` (batch [n], event [d]).
 
-    Example:
+    Examples:
       >>> layer = IAFPosterior(2, steps=1, units=4)
       >>> linearised = gaussian_approximation(layer.distribution(tf.zeros([3, 8])))
       >>> print(type(linearised).__name__, linearised.batch_shape, linearised.event_shape)
@@ -130,7 +130,7 @@ class IAFPosterior(_ExplicitKL, tfpl.DistributionLambda):
       steps: T >= 0, the number of flow steps.
       units: width of each MADE's two hidden layers and of the context h.
 
-    Example:
+    Examples:
       >>> layer = IAFPosterior(2, steps=2, units=4)
       >>> q = layer.distribution(tf.zeros([3, 8]))  # [loc (2), raw scale (2), context h (4)]
       >>> z = q.sample(seed=(1, 2))

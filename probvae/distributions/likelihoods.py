@@ -75,7 +75,7 @@ class LogitBernoulli(tfd.Bernoulli):
     interpolation x * l - softplus(l) (to rounding). Everything else is
     `tfd.Bernoulli`'s.
 
-    Example:
+    Examples:
       >>> logits, x = tf.constant([-30.0, -1.5, 0.0, 2.0]), tf.constant([1.0, 0.0, 1.0, 1.0])
       >>> ours = LogitBernoulli(logits=logits, dtype=tf.float32).log_prob(x)
       >>> bool(tf.reduce_all(ours == tfd.Bernoulli(logits=logits, dtype=tf.float32).log_prob(x)))
@@ -93,7 +93,7 @@ class LogitBernoulli(tfd.Bernoulli):
 def bernoulli(logits) -> tfd.Distribution:
     """Independent Bernoulli pixels from logits [n, h, w, c]; event shape [h, w, c].
 
-    Example:
+    Examples:
       >>> p = bernoulli(tf.zeros([3, 4, 4, 1]))
       >>> print(p.batch_shape, p.event_shape, np.round(p.log_prob(tf.ones([3, 4, 4, 1])).numpy(), 2))  # 16 log 1/2
       (3,) (4, 4, 1) [-11.09 -11.09 -11.09]
@@ -107,7 +107,7 @@ def bernoulli(logits) -> tfd.Distribution:
 def continuous_bernoulli(logits) -> tfd.Distribution:
     """Independent continuous Bernoulli pixels from logits [n, h, w, c]; event shape [h, w, c].
 
-    Example:
+    Examples:
       >>> p = continuous_bernoulli(tf.fill([3, 4, 4, 1], np.log(3.0)))  # lambda = 3/4
       >>> # log p(1/2) = 16 (log C + log(3/4 * 1/4) / 2), C = 2 artanh(1/2) / (1/2) = 2 log 3
       >>> print(p.batch_shape, p.event_shape, np.round(p.log_prob(tf.fill([3, 4, 4, 1], 0.5)).numpy(), 2))
@@ -120,7 +120,7 @@ def continuous_bernoulli(logits) -> tfd.Distribution:
 def normal(loc, scale) -> tfd.Distribution:
     """Independent Normal pixels; `scale` broadcasts against `loc` [n, h, w, c].
 
-    Example:
+    Examples:
       >>> p = normal(tf.fill([3, 4, 4, 1], 0.5), 0.1)
       >>> # at the mean: 16 * (-log 0.1 - log(2 pi) / 2) nats, a density
       >>> print(p.batch_shape, p.event_shape, np.round(p.log_prob(tf.fill([3, 4, 4, 1], 0.5)).numpy(), 2))
@@ -134,7 +134,7 @@ def normal(loc, scale) -> tfd.Distribution:
 class LikelihoodHead(keras.layers.Layer):
     """Maps decoder outputs [n, h, w, c] to p(x|z).
 
-    Example:
+    Examples:
       >>> head = make_likelihood_head("bernoulli", (4, 4, 1))  # a LikelihoodHead subclass
       >>> isinstance(head, LikelihoodHead), head.binarize, head.unit_interval, head.decoder_channels
       (True, True, True, 1)
@@ -170,7 +170,7 @@ class LikelihoodHead(keras.layers.Layer):
 class BernoulliHead(LikelihoodHead):
     """p(x|z) = prod Bernoulli(x_i; sigmoid(logit_i)).
 
-    Example:
+    Examples:
       >>> p = BernoulliHead((4, 4, 1)).distribution(tf.zeros([3, 4, 4, 1]))  # logits
       >>> print(p.batch_shape, p.event_shape, np.round(p.mean().numpy().max(), 2))
       (3,) (4, 4, 1) 0.5
@@ -185,7 +185,7 @@ class BernoulliHead(LikelihoodHead):
 class ContinuousBernoulliHead(LikelihoodHead):
     """p(x|z) = prod CB(x_i; sigmoid(logit_i)), for grey levels in [0, 1].
 
-    Example:
+    Examples:
       >>> head = ContinuousBernoulliHead((4, 4, 1))
       >>> p = head.distribution(tf.zeros([3, 4, 4, 1]))  # logits
       >>> print(head.binarize, p.batch_shape, p.event_shape)
@@ -201,7 +201,7 @@ class ContinuousBernoulliHead(LikelihoodHead):
 class NormalHead(LikelihoodHead):
     """p(x|z) = prod N(x_i; loc_i, scale), scale learned: shared, per channel or per pixel.
 
-    Example:
+    Examples:
       >>> head = NormalHead((4, 4, 3), scale="channel")  # one scale per channel, starting at 0.1
       >>> p = head.distribution(tf.zeros([2, 4, 4, 3]))  # the mean
       >>> print(head.raw_scale.shape, np.round(head.scale.numpy(), 3), p.event_shape)
@@ -250,7 +250,7 @@ def make_likelihood_head(name, image_shape, normal_scale="shared") -> Likelihood
     Raises:
       UserError: for an unknown name, listing the known ones.
 
-    Example:
+    Examples:
       >>> head = make_likelihood_head("normal", (4, 4, 1), normal_scale="pixel")
       >>> type(head).__name__, head.raw_scale.shape
       ('NormalHead', TensorShape([4, 4, 1]))

@@ -47,7 +47,7 @@ class GaussianMixture(tfd.MixtureSameFamily):
     (location-scale) components, batch [K] and event [d], with the fast
     `log_prob` described in this module's docstring.
 
-    Example:
+    Examples:
       >>> components = tfd.MultivariateNormalDiag(tf.constant([[0., 0.], [1., 2.], [-1., 3.]]), tf.ones([3, 2]))
       >>> mixture = GaussianMixture(mixture_distribution=tfd.Categorical(logits=tf.zeros(3)),
       ...                           components_distribution=components)
@@ -96,7 +96,7 @@ def gaussian_mixture(logits, components, name: str = "gaussian_mixture") -> tfd.
     with batch [K]: a `GaussianMixture` when they are location-scale
     multivariate Normals, else a plain `tfd.MixtureSameFamily`.
 
-    Example:
+    Examples:
       >>> components = tfd.MultivariateNormalDiag(tf.zeros([3, 2]), tf.ones([3, 2]))  # batch [3], event [2]
       >>> p = gaussian_mixture(tf.zeros(3), components)
       >>> print(type(p).__name__, p.batch_shape, p.event_shape, f"{float(p.log_prob([0., 0.])):.4f}")

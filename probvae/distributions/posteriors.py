@@ -72,7 +72,7 @@ def kl_divergence(posterior, prior, z=None) -> tf.Tensor:
     The one KL of probvae: the posterior layer's regularizer, the ELBO and
     evaluation all compute it with this function, from q, p and z.
 
-    Example:
+    Examples:
       >>> q = posterior_distribution(tf.zeros([3, 4]), 2, "diag")  # N(0, s^2 I), s = softplus(0) + 1e-5
       >>> p = tfd.MultivariateNormalDiag(tf.zeros(2))
       >>> print(np.round(kl_divergence(q, p).numpy(), 3))  # 2 * 0.5 * (s^2 - 1 - 2 log s)
@@ -107,7 +107,7 @@ class KLDivergenceRegularizer(tfpl.KLDivergenceRegularizer):
     (called if it is a callable). The same inputs give the same KL in any
     thread: nothing is kept between calls.
 
-    Example:
+    Examples:
       >>> regularizer = KLDivergenceRegularizer(tfd.MultivariateNormalDiag(tf.zeros(2)), use_exact_kl=True)
       >>> q = posterior_distribution(tf.zeros([3, 4]), 2, "diag")
       >>> print(np.round(regularizer.kl(q).numpy(), 3), f"{float(regularizer(q)):.2f}")  # per example; sum
@@ -181,7 +181,7 @@ class _ExplicitKL:
 class MultivariateNormalTriL(_ExplicitKL, tfpl.MultivariateNormalTriL):
     """`tfp.layers.MultivariateNormalTriL` whose KL regularizer counts once, from explicit inputs.
 
-    Example:
+    Examples:
       >>> layer = MultivariateNormalTriL(2)  # d + d (d + 1) / 2 = 5 parameters
       >>> q = layer.distribution(tf.zeros([3, 5]))
       >>> print(type(q).__name__, q.batch_shape, q.event_shape, q.covariance().shape)
@@ -192,7 +192,7 @@ class MultivariateNormalTriL(_ExplicitKL, tfpl.MultivariateNormalTriL):
 class MultivariateNormalDiag(_ExplicitKL, tfpl.DistributionLambda):
     """A d-variate Normal with diagonal covariance from 2d parameters.
 
-    Example:
+    Examples:
       >>> q = MultivariateNormalDiag(2).distribution(tf.zeros([3, 4]))  # [loc, raw scale]
       >>> print(MultivariateNormalDiag.params_size(2), q.batch_shape, q.event_shape)
       4 (3,) (2,)
@@ -224,7 +224,7 @@ class MultivariateNormalDiag(_ExplicitKL, tfpl.DistributionLambda):
 def posterior_params_size(latent_dim: int, covariance: str = "full") -> int:
     """How many parameters the posterior's Gaussian takes (`new`; a flow's context comes on top).
 
-    Example:
+    Examples:
       >>> posterior_params_size(3, "full"), posterior_params_size(3, "diag")  # 3 + 6, 3 + 3
       (9, 6)
     """
@@ -235,7 +235,7 @@ def posterior_input_size(latent_dim: int, config) -> int:
     """How many encoder outputs the posterior layer of a `ModelConfig` takes: its
     `params_size`, plus a flow's context (`flows.IAFPosterior.input_size`).
 
-    Example:
+    Examples:
       >>> from probvae.config import ModelConfig
       >>> posterior_input_size(2, ModelConfig(posterior="diag"))
       4
@@ -253,7 +253,7 @@ def posterior_distribution(params, latent_dim: int, covariance: str = "full") ->
     The same distribution the posterior layer returns, batch [n], event [d];
     used where a posterior must not regularize, e.g. the VampPrior's components.
 
-    Example:
+    Examples:
       >>> q = posterior_distribution(tf.zeros([3, 5]), 2, "full")
       >>> print(type(q).__name__, q.batch_shape, q.event_shape)
       MultivariateNormalTriL (3,) (2,)
@@ -285,7 +285,7 @@ def posterior_layer(latent_dim, prior, covariance="full", kl_weight=None, use_ex
       A Keras layer mapping params [n, params_size] to a float32 distribution
       with batch shape [n] and event shape [d].
 
-    Example:
+    Examples:
       >>> layer = posterior_layer(2, tfd.MultivariateNormalDiag(tf.zeros(2)), covariance="diag")
       >>> q = layer(tf.zeros([3, 4]))
       >>> print(q.batch_shape, q.event_shape, f"{float(layer.losses[0]):.3f}")  # mean KL, nats
@@ -323,7 +323,7 @@ def sample_posterior(posterior, seed=None, rows=None) -> tf.Tensor:
       seed: a stateless seed (shape [2] int32 tensor); None draws unseeded noise.
       rows: (offset, total), ints or int32 scalars; None means (0, n).
 
-    Example:
+    Examples:
       >>> q = posterior_distribution(tf.reshape(tf.range(12.), [3, 4]) / 10, 2, "diag")
       >>> z = sample_posterior(q, seed=(1, 2))
       >>> print(z.shape, bool(tf.reduce_all(z == q.sample(seed=(1, 2)))))

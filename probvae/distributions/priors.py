@@ -28,7 +28,7 @@ learned pseudo-inputs u_k = sigmoid(raw_k), images of the data's shape:
 so it needs the encoder: the VAE passes `encode`, a function from images
 [K, h, w, c] to the posterior q(z|u) with batch shape [K].
 
-Example:
+Examples:
 
     >>> prior = standard_normal(2)
     >>> print(f"{float(prior.log_prob([0., 0.])):.4f}")  # -log(2 pi) nats
@@ -73,7 +73,7 @@ _RAW_UNIT_SCALE = float(np.log(np.expm1(1.0 - PRIOR_SCALE_FLOOR)))
 def standard_normal(latent_dim: int) -> tfd.Distribution:
     """N(0, I_d) as a `MultivariateNormalDiag`: batch shape [], event shape [d].
 
-    Example:
+    Examples:
       >>> prior = standard_normal(3)
       >>> print(prior.batch_shape, prior.event_shape, prior.dtype.name)
       () (3,) float32
@@ -97,7 +97,7 @@ class Prior(keras.layers.Layer):
       analytic_kl: whether KL(Normal q || p) has a closed form; if not, the
         posterior layer's regularizer estimates it by Monte Carlo.
 
-    Example:
+    Examples:
       >>> layer = prior_layer("diag_gaussian", 2)  # a Prior subclass
       >>> isinstance(layer, Prior), layer.analytic_kl, len(layer.trainable_weights)
       (True, True, 2)
@@ -123,7 +123,7 @@ class Prior(keras.layers.Layer):
 class StandardNormalPrior(Prior):
     """p(z) = N(0, I): no variables.
 
-    Example:
+    Examples:
       >>> layer = StandardNormalPrior(2)
       >>> print(layer.distribution().event_shape, layer.weights)
       (2,) []
@@ -136,7 +136,7 @@ class StandardNormalPrior(Prior):
 class DiagonalGaussianPrior(Prior):
     """p(z) = N(loc, diag(scale^2)), loc and scale learned, starting at N(0, I).
 
-    Example:
+    Examples:
       >>> prior = DiagonalGaussianPrior(3).distribution()
       >>> print(prior.event_shape, np.round(prior.stddev().numpy(), 3))
       (3,) [1. 1. 1.]
@@ -161,7 +161,7 @@ class MixturePrior(Prior):
     Components start with equal weights, unit scales and locations drawn from
     N(0, I) (so they differ); tfd.MixtureSameFamily sums them in log space.
 
-    Example:
+    Examples:
       >>> prior = MixturePrior(2, components=4).distribution()
       >>> print(prior.event_shape, np.round(prior.mixture_distribution.probs_parameter().numpy(), 2))
       (2,) [0.25 0.25 0.25 0.25]
@@ -202,7 +202,7 @@ class VampPrior(Prior):
         `posterior_layer.new`, not the layer call).
       components: K.
 
-    Example:
+    Examples:
       >>> def encode(images):  # images [K, 4, 4, 1] -> q(z|u): batch [K], event [2]
       ...     loc = tf.reshape(images, [-1, 16])[:, :2]
       ...     return tfd.MultivariateNormalDiag(loc, tf.ones_like(loc))
@@ -247,7 +247,7 @@ def prior_layer(name: str, latent_dim: int, components: int = 10, image_shape=No
     Raises:
       UserError: for an unknown name, listing the known ones.
 
-    Example:
+    Examples:
       >>> layer = prior_layer("mixture", 2, components=4)
       >>> type(layer).__name__, layer.components, layer.analytic_kl
       ('MixturePrior', 4, False)
@@ -263,7 +263,7 @@ def make_prior(name: str, latent_dim: int) -> tfd.Distribution:
     Raises:
       UserError: for an unknown name, listing the known ones, or a learned prior.
 
-    Example:
+    Examples:
       >>> print(make_prior("standard_normal", 3).event_shape)
       (3,)
       >>> make_prior("mixture", 3)
