@@ -5,12 +5,12 @@ Learned priors live in a Keras layer (`Prior`) that holds their variables, so
 the VAE that owns the layer trains and checkpoints them; `layer.distribution()`
 builds p(z) from the current values (call it again after an update).
 
-| name            | p(z)                                          | KL(q(z|x) || p(z)) |
-|-----------------|-----------------------------------------------|--------------------|
-| standard_normal | N(0, I), fixed                                | analytic           |
-| diag_gaussian   | N(m, diag(s^2)), m and s learned              | analytic           |
-| mixture         | sum_k pi_k N(m_k, diag(s_k^2)), all learned   | Monte Carlo        |
-| vamp            | (1/K) sum_k q(z | u_k), pseudo-inputs u learned | Monte Carlo        |
+    | name            | p(z)                                          | KL(q(z|x) || p(z)) |
+    |-----------------|-----------------------------------------------|--------------------|
+    | standard_normal | N(0, I), fixed                                | analytic           |
+    | diag_gaussian   | N(m, diag(s^2)), m and s learned              | analytic           |
+    | mixture         | sum_k pi_k N(m_k, diag(s_k^2)), all learned   | Monte Carlo        |
+    | vamp            | (1/K) sum_k q(z | u_k), pseudo-inputs u learned | Monte Carlo        |
 
 Scales are softplus(raw) + 1e-5. With a Normal posterior q = N(m_q, S):
 
