@@ -50,7 +50,7 @@ def _made_numpy(made, u, context):
 
 
 def _flow_numpy(layer, params, u0):
-    """z and log q(z|x) [n] by hand: u_t = P (g_t u_(t-1) + (1 - g_t) m_t), g_t = sigmoid(s_t + 2),
+    """z and log q(z|x) [n] by hand: u_t = P (g_t u_(t-1) + (1 - g_t) m_t), g_t = 0.001 + 0.999 sigmoid(s_t + 2),
     log q = log N(u_0) - sum_t sum_i log g_t,i."""
     params = params.astype(np.float64)
     loc, scale = params[:, :D], np.log1p(np.exp(params[:, D:2 * D])) + 1e-5
@@ -61,7 +61,7 @@ def _flow_numpy(layer, params, u0):
         if step:
             u = u[:, ::-1]  # the reversal between steps
         shift, raw = _made_numpy(made, u, context)
-        gate = 1.0 / (1.0 + np.exp(-(raw + 2.0)))  # Kingma et al.'s forget-gate bias of 2
+        gate = 1e-3 + (1 - 1e-3) / (1.0 + np.exp(-(raw + 2.0)))  # forget-gate bias 2 (Kingma et al.), floor 1e-3
         u = gate * u + (1.0 - gate) * shift
         log_q -= np.sum(np.log(gate), -1)  # the step's Jacobian is triangular with diagonal g
     return u, log_q
