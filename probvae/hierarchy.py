@@ -127,7 +127,7 @@ class Level(keras.layers.Layer):
 
     def posterior(self, features, z_above) -> tfd.Distribution:
         """q(z_l | x, z_(l+1)) from features of x [n, f] (the encoder's, or the level
-        encoder's: `VAE.encode_levels`) and z_(l+1) [..., n, d]
+        encoder's, `VAE.level_encoder`) and z_(l+1) [..., n, d]
         (or any shape that broadcasts against [n], e.g. [m, 1, d]): batch [..., n]."""
         above = self.posterior_above(z_above)  # [..., n or 1, units]
         features = tf.cast(features, above.dtype)

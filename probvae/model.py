@@ -74,7 +74,7 @@ class ElboTerms(_ElboTerms):
 
     `levels` holds the `hierarchy.LevelTerms` of every level, bottom level
     first (one for a one-level model), `features` the features of x the lower
-    levels read [n, f] (the encoder's output, or the level encoder's: `VAE.encode_levels`)
+    levels read [n, f] (the encoder's output, or `level_encoder`'s if the network has one)
     and `top` q(z_L|x); they are attributes, so the terms still unpack as four.
     """
 
@@ -178,7 +178,7 @@ class VAE(keras.Model):
         head = self.likelihood_head
         return inputs.prepare_inputs(x, self.image_shape, head.binarize, head.unit_interval, binarization_seed)
 
-    def encode_levels(self, x, training=False):
+    def _encode_levels(self, x, training=False):
         """(features, below) of model-ready images x [n, h, w, c]: the encoder's
         features [n, f], which give q(z_L|x), and the features of x the lower
         levels read [n, f_l]: the level encoder's, else the same features."""
@@ -197,7 +197,7 @@ class VAE(keras.Model):
         """q(z|x) for images x (see `prepare_inputs`): a `tfd.Distribution` with batch
         [n], event [D] (the joint q(z_L|x) q(z_(L-1)|x, z_L) ... over z = [z_1, ..., z_L]).
         Adds no loss and draws nothing."""
-        features, below = self.encode_levels(self.prepare_inputs(x), training=training)
+        features, below = self._encode_levels(self.prepare_inputs(x), training=training)
         top = posterior_distribution(self.posterior_params(features), self.latent_dims[-1], self.config.posterior)
         return self._joint_posterior(below, top)
 
@@ -215,7 +215,7 @@ class VAE(keras.Model):
         of the top level at this seed and rows (`probvae.losses`).
         """
         seed = _seed(seed)
-        features, below = self.encode_levels(x, training=training)
+        features, below = self._encode_levels(x, training=training)
         prior_top = self.prior_layer.distribution()  # built once (a VampPrior encodes its pseudo-inputs)
         top = unwrap(self.posterior_layer(self.posterior_params(features), seed=seed, rows=rows, prior=prior_top))
         drawn = self._sample_levels(below, top, seed, rows)  # [(q_l, z_l)], bottom first
@@ -248,7 +248,7 @@ class VAE(keras.Model):
                                          tf.convert_to_tensor(sample_chunk, tf.int32))
 
     def _importance_sampling_graph(self, x, seed, num_samples, sample_chunk):
-        features, below = self.encode_levels(x)
+        features, below = self._encode_levels(x)
         top = posterior_distribution(self.posterior_params(features), self.latent_dims[-1], self.config.posterior)
         return objectives.importance_sampling(x, self._joint_posterior(below, top), self.prior, self.likelihood,
                                               seed, num_samples, sample_chunk)
@@ -267,7 +267,7 @@ class VAE(keras.Model):
         """The posterior's location [n, D] for images x (see `prepare_inputs`): the
         mean of q(z|x); in a hierarchy each level's conditional mean at the
         location of the level above (the mean itself has no closed form)."""
-        features, below = self.encode_levels(self.prepare_inputs(x), training=training)
+        features, below = self._encode_levels(self.prepare_inputs(x), training=training)
         top = posterior_distribution(self.posterior_params(features), self.latent_dims[-1], self.config.posterior)
         return latents.location(self, below, top)
 
