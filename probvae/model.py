@@ -74,7 +74,8 @@ class ElboTerms(_ElboTerms):
     """A one-sample ELBO and what it was computed from: (parts, posterior, prior, z).
 
     `levels` holds the `hierarchy.LevelTerms` of every level, bottom level
-    first (one for a one-level model), `features` the encoder's output [n, f]
+    first (one for a one-level model), `features` the features of x the lower
+    levels read [n, f] (the encoder's output, or `level_encoder`'s if the network has one)
     and `top` q(z_L|x); they are attributes, so the terms still unpack as four.
     """
 
@@ -126,6 +127,8 @@ class VAE(keras.Model):
         # Weight of the KL loss the posterior layer adds (beta, warm-up).
         self.kl_weight = tf.Variable(float(kl_weight), trainable=False, dtype=tf.float32, name="kl_weight")
         self.encoder = networks.encoder(config)
+        # The lower levels' own network of x, if the network family has one (None: they read the encoder's).
+        self.level_encoder = networks.level_encoder(config)
         self.posterior_params = keras.layers.Dense(
             posterior_input_size(top, config), dtype="float32", name="posterior_params")
         # p(z_L): its variables (if any) live in this layer, so they train and checkpoint.
@@ -136,7 +139,7 @@ class VAE(keras.Model):
         # The levels below the top, bottom (z_1) first (probvae.hierarchy); none for one level.
         self.levels = [hierarchy.Level(config, d, index + 1) for index, d in enumerate(self.latent_dims[:-1])]
         self.likelihood_head = LIKELIHOODS[config.likelihood].load().for_model(config)
-        self.decoder = networks.decoder(config.one_level(self.latent_dim), self.likelihood_head.decoder_channels)
+        self.decoder = networks.decoder(config, self.likelihood_head.decoder_channels)
         image = tf.TensorSpec([None] + list(self.image_shape), tf.float32)
         count = tf.TensorSpec([], tf.int32)
         self._importance_sampling = tf.function(
@@ -181,6 +184,15 @@ class VAE(keras.Model):
         """q(z_L|x) from encoder features [n, f], without the posterior layer's KL loss."""
         return self.posterior_layer.distribution(self.posterior_params(features))
 
+    def _encode_levels(self, x, training=False):
+        """(features, below) of model-ready images x [n, h, w, c]: the encoder's
+        features [n, f], which give q(z_L|x), and the features of x the lower
+        levels read [n, f_l]: the level encoder's, else the same features."""
+        features = self.encoder(x, training=training)
+        if self.level_encoder is None:
+            return features, features
+        return features, self.level_encoder(x, training=training)
+
     def _encode_top(self, x, training=False) -> tfd.Distribution:
         """(q(z_L|x) without the posterior layer's KL loss): the VampPrior's components
         (batch normalisation in inference mode, so pseudo-inputs never move its statistics);
@@ -192,8 +204,8 @@ class VAE(keras.Model):
         """q(z|x) for images x (see `prepare_inputs`): a `tfd.Distribution` with batch
         [n], event [D] (the joint q(z_L|x) q(z_(L-1)|x, z_L) ... over z = [z_1, ..., z_L]).
         Adds no loss and draws nothing."""
-        features = self.encoder(self.prepare_inputs(x), training=training)
-        return self._joint_posterior(features, self._top_posterior(features))
+        features, below = self._encode_levels(self.prepare_inputs(x), training=training)
+        return self._joint_posterior(below, self._top_posterior(features))
 
     def likelihood(self, z, training=False) -> tfd.Distribution:
         """p(x|z) for latents z [n, D]: batch [n], event [h, w, c]."""
@@ -209,17 +221,17 @@ class VAE(keras.Model):
         of the top level at this seed and rows (`probvae.losses`).
         """
         seed = _seed(seed)
-        features = self.encoder(x, training=training)
+        features, below = self._encode_levels(x, training=training)
         prior_top = self.prior_layer.distribution()  # built once (a VampPrior encodes its pseudo-inputs)
         top = unwrap(self.posterior_layer(self.posterior_params(features), seed=seed, rows=rows, prior=prior_top))
-        drawn = self._sample_levels(features, top, seed, rows)  # [(q_l, z_l)], bottom first
+        drawn = self._sample_levels(below, top, seed, rows)  # [(q_l, z_l)], bottom first
         priors = [level.prior(above) for level, (_, above) in zip(self.levels, drawn[1:])] + [prior_top]
         levels = tuple(hierarchy.LevelTerms(q, p, z, kl_divergence(q, p, z)) for (q, z), p in zip(drawn, priors))
         z = tf.concat([level.z for level in levels], axis=-1)  # [n, D]
         likelihood = lambda z: self.likelihood(z, training=training)  # noqa: E731
         parts = objectives.elbo_parts(x, None, None, likelihood, z=z, kl=tf.add_n([level.kl for level in levels]))
-        return ElboTerms(parts, self._joint_posterior(features, top), self._joint_prior(prior_top), z, levels,
-                         features=features, top=top)
+        return ElboTerms(parts, self._joint_posterior(below, top), self._joint_prior(prior_top), z, levels,
+                         features=below, top=top)
 
     def elbo(self, x, seed=None, training=False) -> objectives.ElboParts:
         """One-sample ELBO per example, [n] each, in nats (KL weight 1, no free bits).
@@ -242,9 +254,9 @@ class VAE(keras.Model):
                                          tf.convert_to_tensor(sample_chunk, tf.int32))
 
     def _importance_sampling_graph(self, x, seed, num_samples, sample_chunk):
-        features = self.encoder(x)
+        features, below = self._encode_levels(x)
         top = self._top_posterior(features)
-        return objectives.importance_sampling(x, self._joint_posterior(features, top), self.prior, self.likelihood,
+        return objectives.importance_sampling(x, self._joint_posterior(below, top), self.prior, self.likelihood,
                                               seed, num_samples, sample_chunk)
 
     def log_likelihood(self, x, num_samples: int = 1000, seed=0) -> tf.Tensor:
@@ -261,8 +273,8 @@ class VAE(keras.Model):
         """The posterior's location [n, D] for images x (see `prepare_inputs`): the
         mean of q(z|x); in a hierarchy each level's conditional mean at the
         location of the level above (the mean itself has no closed form)."""
-        features = self.encoder(self.prepare_inputs(x), training=training)
-        return latents.location(self, features, gaussian_approximation(self._top_posterior(features)))
+        features, below = self._encode_levels(self.prepare_inputs(x), training=training)
+        return latents.location(self, below, gaussian_approximation(self._top_posterior(features)))
 
     def latent_statistics(self, terms: "ElboTerms") -> LatentStatistics:
         """Per-dimension statistics of the posterior behind an `elbo_terms` result
