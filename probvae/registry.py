@@ -219,7 +219,8 @@ NETWORKS.register(
                   "the lower levels' gated convolutions of x, as triples", conv_layer_list),
             Field("gated_decoder_filters", (64, 64, 64, 64), _conv_filters,
                   "filters of the decoder's 3x3 gated convolutions at the image size", int_list),
-            Field("gated_decoder_units", 300, checks.positive_int, "decoder gated dense width per level", int)])
+            Field("gated_decoder_units", 300, checks.positive_int, "decoder gated dense width per level", int)],
+    bfloat16_on_cpu=True)
 
 POSTERIORS.register("full", "probvae.distributions.posteriors:MultivariateNormalTriL",
                     summary="MultivariateNormalTriL, full covariance")
