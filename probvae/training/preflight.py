@@ -12,7 +12,7 @@ import os
 from typing import Callable
 
 from probvae import data as data_lib
-from probvae import networks, runs
+from probvae import checks, networks, runs
 from probvae.config import RunConfig
 from probvae.errors import UserError
 
@@ -54,6 +54,7 @@ def prepare_run(config: RunConfig, run_dir: str, splits=None, overwrite: bool = 
         raise UserError(f"the model expects images of shape {config.model.image_shape} but {splits.name} "
                         f"has {splits.image_shape}; give images of that shape, or another --image-shape for a new run")
     networks.check_image_shape(splits.image_shape)
+    _check_test_cost(config, splits)
     config = config.replace(model={"image_shape": splits.image_shape})
     networks.check_memory(config.model, config.train.batch_size)
     if config.train.batch_size > len(splits.x_train):
@@ -62,6 +63,15 @@ def prepare_run(config: RunConfig, run_dir: str, splits=None, overwrite: bool = 
     if config.train.init_from is not None and not resume:
         initial_checkpoint(config)
     return config, splits
+
+
+def _check_test_cost(config: RunConfig, splits) -> None:
+    """The final test evaluation's cost on the test images the data really
+    hold: `RunConfig` checks it for the datasets that state their test size,
+    the others (npz, image folders) only here, once they are loaded."""
+    images, samples = len(splits.x_test), config.train.test_iwae_samples
+    checks.decoder_passes_within(f"test_iwae_samples {samples} on {images} {splits.name} test images",
+                                 images * samples, "lower --test-iwae-samples (evaluate.py re-evaluates with any K)")
 
 
 def _check_init_from(config: RunConfig, run_dir: str) -> RunConfig:
