@@ -82,6 +82,7 @@ class ImageStream:
 
     dtype = np.dtype(np.uint8)
     ndim = 4
+    labels = None  # int labels [n] in the fixed order, or None
 
     def __init__(self, image_shape: Sequence[int], num_examples: int):
         self.image_shape = tuple(int(s) for s in image_shape)
@@ -166,6 +167,12 @@ class ImageStream:
         images = np.stack([found[p] for p in kept]) if len(kept) else np.zeros((0,) + self.image_shape, np.uint8)
         return images, kept
 
+    def labelled(self, index) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(images, labels) at `index`: the labels of the images that decoded, paired by
+        the positions carried through the pipeline (labels None without classes)."""
+        images, positions = self.read(index)
+        return images, None if self.labels is None else np.asarray(self.labels)[positions]
+
     def __getitem__(self, index) -> np.ndarray:
         """The images at `index` (int, slice or integer array) in the fixed order, uint8."""
         images, _ = self.read(index)
@@ -191,12 +198,6 @@ class ImageFiles(ImageStream):
         self.paths = np.asarray(list(paths), dtype=object)
         self.labels = labels
         self.unreadable = tuple(unreadable)
-
-    def labelled(self, index) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """(images, labels) at `index`: the labels of the images that decoded, paired by
-        the positions carried through the pipeline (labels None without classes)."""
-        images, positions = self.read(index)
-        return images, None if self.labels is None else np.asarray(self.labels)[positions]
 
     def subset(self, index) -> "ImageFiles":
         """The files at `index` as a new stream (labels kept)."""

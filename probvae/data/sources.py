@@ -137,6 +137,17 @@ class Splits:
             raise UserError(f"unknown split {name!r}; choose one of: train, validation, test")
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
+    def labelled(self, name: str, count: Optional[int] = None):
+        """(uint8 images [m, h, w, c], int labels [m] or None) of the first `count`
+        images (default all) of split `name`, each label with its own image: a
+        streamed image that no longer decodes is left out with its label
+        (`ImageStream.labelled`), so labels never shift onto other images."""
+        images, labels = self.split(name)
+        index = slice(None, count)
+        if isinstance(images, ImageStream):
+            return images.labelled(index)
+        return images[index], None if labels is None else labels[index]
+
 
 def _from_idx(directory: str):
     arrays = {key: read_idx(os.path.join(directory, name)) for key, name in IDX_FILES.items()}
