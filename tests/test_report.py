@@ -150,8 +150,12 @@ def test_snapshots_pair_each_label_with_its_image_past_a_file_that_stops_decodin
     damage_one_before_another_label(splits.x_validation)  # after the listing, as during a run
     drawn = {}
     scatter = report.plotting.plot_latent_scatter
-    monkeypatch.setattr(report.plotting, "plot_latent_scatter",
-                        lambda loc, path, labels=None, **kw: drawn.update(labels=labels) or scatter(loc, path, labels, **kw))
+
+    def scatter_and_keep(loc, path, labels=None, **options):
+        drawn["labels"] = labels
+        return scatter(loc, path, labels, **options)
+
+    monkeypatch.setattr(report.plotting, "plot_latent_scatter", scatter_and_keep)
     model = VAE(tiny_model_config(arch="mlp", latent_dim=2, image_shape=(HEIGHT, WIDTH, 1)))
     prepare = model.prepare_inputs
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from probvae import data as data_lib
 from probvae import checks, networks, runs
+from probvae import data as data_lib
 from probvae.config import RunConfig
 from probvae.errors import UserError
 
