@@ -36,6 +36,8 @@ __all__ = [
     "estimator",
     "MAX_DECODER_PASSES",
     "API_NAMES",
+    "BDMC_GAP_WARNING_NATS",
+    "bdmc_gap_warning",
     "decoder_passes",
     "check_cost",
     "estimator_label",
@@ -48,7 +50,10 @@ MAX_DECODER_PASSES = checks.MAX_DECODER_PASSES
 AIS_CHUNK_ROWS = 2048
 # How `check_cost` names what to change, in the API's words; the command line passes its flags.
 API_NAMES = {"iwae_samples": "iwae_samples", "ais": "num_steps x num_chains x num_leapfrog_steps",
-             "force": "force=True"}
+             "force": "force=True", "ais_initial": "initial='prior'", "ais_steps": "num_steps"}
+# A BDMC gap (upper - lower bound, mean nats per simulated image) above this is
+# warned about: AIS with those settings may be off by as much (docs/evaluation.md).
+BDMC_GAP_WARNING_NATS = 1.0
 
 
 def _whole(name: str, value) -> int:
@@ -208,3 +213,17 @@ def check_cost(num_images: int, estimator: str = "iwae", iwae_samples: int = DEF
         raise UserError(f"{what} on {num_images} images means {passes:.2g} decoder passes, more than "
                         f"{MAX_DECODER_PASSES:.0e} (K = 5000 on 10,000 images is 5e+07): days to years of "
                         f"computing; ask for less, or pass {names['force']} to run it anyway")
+
+
+def bdmc_gap_warning(gap: Optional[float], ais: AISSettings, names: Optional[dict] = None) -> Optional[str]:
+    """The warning for a BDMC `gap` (mean nats per image; None or NaN when not
+    finite) above BDMC_GAP_WARNING_NATS, naming what to change with `names`
+    (default `API_NAMES`); None for a small gap."""
+    if gap is not None and gap <= BDMC_GAP_WARNING_NATS:
+        return None
+    names = dict(API_NAMES, **(names or {}))
+    start = f"start the chains at the prior ({names['ais_initial']}) or " if ais.initial == "posterior" else ""
+    size = "not finite" if gap is None or not np.isfinite(gap) else f"{gap:.2f} nats per image"
+    return (f"the BDMC gap is {size}, more than {BDMC_GAP_WARNING_NATS:g}: AIS with these settings may "
+            f"underestimate log p(x) by as much; {start}anneal longer (more {names['ais_steps']}, now "
+            f"{ais.num_steps})")
