@@ -126,8 +126,9 @@ def evaluate(model, images: np.ndarray, settings: Optional[EvaluationSettings] =
         if on_batch is not None:
             on_batch(done)
 
-    values = statistics.per_example(model, batches, settings.seed, iwae_samples=entry.pass_samples(settings),
-                                    sample_chunk=settings.sample_chunk, on_batch=after_batch, strategy=strategy)
+    values = statistics.decoded(statistics.per_example(
+        model, batches, settings.seed, iwae_samples=entry.pass_samples(settings), sample_chunk=settings.sample_chunk,
+        on_batch=after_batch, strategy=strategy), images)
     result = {"n_examples": int(n), "image_shape": list(model.image_shape), "likelihood": model.config.likelihood,
               "estimator": settings.estimator}
     result.update(statistics.summarise(values, ("elbo", "reconstruction", "kl")))

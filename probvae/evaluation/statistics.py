@@ -52,7 +52,7 @@ import tensorflow as tf
 
 from probvae import data as data_lib
 from probvae import objectives, replicas, seeds
-from probvae.errors import UserError
+from probvae.errors import UnreadableImagesError, UserError
 from probvae.evaluation.estimators import _whole
 from probvae.evaluation.result import mean_and_stderr
 
@@ -280,6 +280,18 @@ def latent_summary(values: Dict[str, np.ndarray]) -> dict:
     )
 
 
+def decoded(values: Dict[str, np.ndarray], images) -> Dict[str, np.ndarray]:
+    """`values` of `per_example`, or an `UnreadableImagesError` if no image was
+    evaluated: a stream (`images`) whose every file failed to decode in the pass."""
+    if values.get("elbo") is not None and len(values["elbo"]):
+        return values
+    failing = images.failing() if isinstance(images, data_lib.ImageStream) else []
+    names = f" ({', '.join(failing[:3])}{', ...' if len(failing) > 3 else ''})" if failing else ""
+    raise UnreadableImagesError(
+        f"none of the {len(images)} images could be read{names}: their files changed or were removed since "
+        "the data were listed; restore them, or load the data again")
+
+
 def evaluate_elbo(model, images: np.ndarray, *, seed=0, batch_size: int = 1000,
                   binarization_seed: int = 0, strategy=None, with_latents: bool = False,
                   iwae_samples: int = 0) -> dict:
@@ -306,7 +318,7 @@ def evaluate_elbo(model, images: np.ndarray, *, seed=0, batch_size: int = 1000,
     batches = data_lib.evaluation_batches(images, batch_size, binarize=model.likelihood_head.binarize,
                                           seed=binarization_seed)
     iwae_samples = _whole("iwae_samples", iwae_samples) if iwae_samples else 0
-    parts = per_example(model, batches, seed, iwae_samples=iwae_samples, strategy=strategy)
+    parts = decoded(per_example(model, batches, seed, iwae_samples=iwae_samples, strategy=strategy), images)
     summary = {"n_examples": int(len(parts["elbo"]))}
     if isinstance(images, data_lib.ImageStream):
         summary["skipped_images"] = images.skipped
