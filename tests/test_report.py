@@ -159,7 +159,7 @@ def test_snapshots_pair_each_label_with_its_image_past_a_file_that_stops_decodin
     model = VAE(tiny_model_config(arch="mlp", latent_dim=2, image_shape=(HEIGHT, WIDTH, 1)))
     prepare = model.prepare_inputs
 
-    def prepare_and_keep(images, seed=None):  # the first call has the uint8 images the labels belong to
+    def prepare_and_keep(images, seed=0):  # the first call has the uint8 images the labels belong to
         drawn.setdefault("images", np.asarray(images))
         return prepare(images, seed)
 

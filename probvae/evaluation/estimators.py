@@ -36,6 +36,7 @@ __all__ = [
     "estimator",
     "MAX_DECODER_PASSES",
     "API_NAMES",
+    "ais_settings",
     "BDMC_GAP_WARNING_NATS",
     "bdmc_gap_warning",
     "decoder_passes",
@@ -95,6 +96,22 @@ class AISSettings(NamedTuple):
         return self.num_chains * self.num_steps * self.num_leapfrog_steps * 3
 
 
+def ais_settings(value=None, **fields) -> AISSettings:
+    """`AISSettings` from None (the defaults), an `AISSettings` or a dict of its
+    fields, with `fields` replaced; a UserError naming an unknown field or type."""
+    if value is None:
+        value = {}
+    if isinstance(value, AISSettings):
+        value = value._asdict()
+    if not isinstance(value, Mapping):
+        raise UserError(f"ais takes AISSettings(...) or a dict of its fields, got {type(value).__name__}")
+    value = dict(value, **fields)
+    unknown = sorted(set(value) - set(AISSettings._fields))
+    if unknown:
+        raise UserError(f"AISSettings has no field {unknown[0]}; known fields: {', '.join(AISSettings._fields)}")
+    return AISSettings(**value)
+
+
 Seed = Union[int, tuple, list]
 
 
@@ -113,15 +130,19 @@ class EvaluationSettings:
     force: bool = False  # run even past MAX_DECODER_PASSES
 
     def checked(self) -> "EvaluationSettings":
-        """These settings with `ais` filled in, or a UserError naming the first that is out of range."""
+        """These settings with `ais` filled in (an `AISSettings`, or a dict of its
+        fields), or a UserError naming the first that is out of range."""
         checks.choice("estimator", self.estimator, tuple(ESTIMATORS))
         changes = dict(iwae_samples=_whole("iwae_samples", self.iwae_samples),
-                       ais=(AISSettings() if self.ais is None else self.ais).checked(),
+                       ais=ais_settings(self.ais).checked(),
                        bdmc_examples=_whole("bdmc_examples", self.bdmc_examples) if self.bdmc_examples else 0)
         if self.batch_size is not None:
             changes["batch_size"] = _whole("batch_size", self.batch_size)
         if self.sample_chunk is not None:
             changes["sample_chunk"] = _whole("sample_chunk", self.sample_chunk)
+        if self.binarization_seed is not None:
+            changes["binarization_seed"] = checks.whole_number("binarization_seed", self.binarization_seed)
+        checks.flag("force", self.force)
         if isinstance(self.seed, (bool, float)) or not isinstance(self.seed, (int, np.integer, tuple, list)):
             raise UserError(f"a seed is an integer or a pair of integers, got {self.seed!r}")
         return dataclasses.replace(self, **changes)

@@ -41,6 +41,9 @@ DEFAULT_BATCH_SIZE = 1000
 
 def _settings(settings: Optional[EvaluationSettings], fields: dict) -> EvaluationSettings:
     """`settings` (default `EvaluationSettings()`) with `fields` replaced, checked."""
+    if settings is not None and not isinstance(settings, EvaluationSettings):
+        raise UserError(f"settings must be EvaluationSettings(...), got {type(settings).__name__}; or pass its "
+                        "fields as keyword arguments")
     unknown = sorted(set(fields) - set(EvaluationSettings.__dataclass_fields__))
     if unknown:
         raise TypeError(f"unexpected keyword argument {unknown[0]!r}; see EvaluationSettings")
@@ -108,6 +111,7 @@ def evaluate(model, images: np.ndarray, settings: Optional[EvaluationSettings] =
       passes raises a UserError unless `force`.
     """
     settings = _settings(settings, fields)
+    images = statistics.held_out_images(images, model.image_shape)
     settings = settings.replace(batch_size=settings.batch_size or DEFAULT_BATCH_SIZE,
                                 binarization_seed=settings.binarization_seed or 0)
     entry = settings.entry

@@ -16,12 +16,20 @@ from probvae import data as data_lib
 from probvae.config import RunConfig
 from probvae.errors import UserError
 
-__all__ = ["prepare_run", "initial_checkpoint", "check_resumable"]
+__all__ = ["check_arguments", "prepare_run", "initial_checkpoint", "check_resumable"]
 
 # What a run started from another run's weights must share with it: the model,
 # and the train/validation/test split (else it would validate on images the
 # weights were trained on).
 _INIT_FROM_SAME = ("data.dataset", "data.validation_fraction", "data.split_seed", "data.options")
+
+
+def check_arguments(config, run_dir) -> None:
+    """A UserError unless `fit` was given a `RunConfig` and a run directory path."""
+    if not isinstance(config, RunConfig):
+        raise UserError(f"fit takes a RunConfig, got {type(config).__name__}; e.g. fit(RunConfig(), 'runs/first')")
+    if not isinstance(run_dir, (str, os.PathLike)) or not os.fspath(run_dir):
+        raise UserError(f"a run directory is a path (the folder to write the run to), got {run_dir!r}")
 
 
 def prepare_run(config: RunConfig, run_dir: str, splits=None, overwrite: bool = False, resume: bool = False,
