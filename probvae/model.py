@@ -42,7 +42,7 @@ from typing import NamedTuple
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from probvae import hierarchy, inputs, latents, losses, networks, objectives, seeds
+from probvae import checks, hierarchy, inputs, latents, losses, networks, objectives, seeds
 from probvae._keras import keras
 from probvae.config import ModelConfig
 from probvae.distributions import (
@@ -116,6 +116,11 @@ class VAE(keras.Model):
     def __init__(self, config: ModelConfig, kl_weight: float = 1.0, free_bits: float = 0.0,
                  train_samples: int = 0, **kwargs):
         super().__init__(name="vae", **kwargs)
+        checks.require(isinstance(config, ModelConfig), f"VAE takes a ModelConfig, got {type(config).__name__}; "
+                       "e.g. VAE(ModelConfig(latent_dim=2, image_shape=(28, 28, 1)))")
+        checks.non_negative_number("kl_weight", kl_weight)
+        checks.non_negative_number("free_bits", free_bits)
+        checks.non_negative("train_samples", train_samples, whole=True)
         if config.image_shape is None:
             raise UserError("ModelConfig.image_shape is not set; it comes from the data")
         self.config = config
@@ -266,8 +271,10 @@ class VAE(keras.Model):
         (Burda et al., 2015): the estimator `evaluate.py` uses, computed in
         chunks of samples so memory does not grow with K.
         """
-        num_samples = objectives.whole_number("num_samples", num_samples)
-        return self.importance_sampling(self.prepare_inputs(x), num_samples, seed, 0).log_likelihood
+        x = self.prepare_inputs(x)
+        num_samples = checks.importance_samples(num_samples, int(x.shape[0] or 0), fix="ask for fewer, or call "
+                                                "probvae.evaluation.log_likelihood(..., force=True)")
+        return self.importance_sampling(x, num_samples, seed, 0).log_likelihood
 
     def location(self, x, training=False) -> tf.Tensor:
         """The posterior's location [n, D] for images x (see `prepare_inputs`): the
