@@ -5,6 +5,8 @@
   with code 2.
 - `NonFiniteError` is the `UserError` training raises when a loss or gradient
   becomes NaN or infinite; the message names the step and the term.
+- `UnreadableImagesError` is the `UserError` of a pass over streamed images
+  (an image folder) in which none of them could be read any more.
 - `TrainingInterrupted` is raised after SIGINT or SIGTERM, once a checkpoint is
   saved; entry points print its message (how to resume) and exit with
   128 + the signal number, as a shell does for a killed process.
@@ -12,7 +14,7 @@
 Any other exception is a bug and keeps its traceback.
 """
 
-__all__ = ["UserError", "NonFiniteError", "TrainingInterrupted"]
+__all__ = ["UserError", "NonFiniteError", "UnreadableImagesError", "TrainingInterrupted"]
 
 
 class UserError(ValueError):
@@ -21,6 +23,10 @@ class UserError(ValueError):
 
 class NonFiniteError(UserError):
     """Training met a non-finite loss or gradient and stopped before saving it."""
+
+
+class UnreadableImagesError(UserError):
+    """No image of a streamed split decoded in a pass (files changed or removed on disk)."""
 
 
 class TrainingInterrupted(Exception):

@@ -11,7 +11,12 @@ toward p(z_L). Each lower level l < L is a `Level` layer holding
     p(z_l | z_(l+1))    = N(loc, diag(scale^2)),  [loc, scale] from h(h(z_(l+1)))
 
 with f(x) the encoder's features and h the network family's hidden layer
-(`probvae.networks.hidden_layer`, gated for "gated"), `level_units` wide.
+(`probvae.networks.hidden_layer`, gated for "gated"), `level_units` wide. A
+family with its own network of x for the lower levels
+(`probvae.networks.level_encoder`, the convHVAE's "gatedconv") gives f(x)
+from that network, f_l wide, and maps z_(l+1) to the same width f_l (the
+first h above); the model computes it once per batch and passes it as the
+features.
 
 The model's latent is the flat vector z = [z_1, ..., z_L] of D = sum_l d_l
 numbers (bottom level first): p(x | z) decodes all levels together, and
@@ -111,7 +116,8 @@ class Level(keras.layers.Layer):
         self.latent_dim = int(latent_dim)
         self._posterior = POSTERIORS[config.posterior].load()  # resolved once, outside compiled code
         units = config.level_units
-        self.posterior_above = networks.hidden_layer(config, units)
+        # z_(l+1)'s branch is as wide as the lower levels' own features of x, if the family has them.
+        self.posterior_above = networks.hidden_layer(config, networks.level_features(config) or units)
         self.posterior_joint = networks.hidden_layer(config, units)
         self.posterior_params = keras.layers.Dense(
             self._posterior.params_size(self.latent_dim), dtype="float32", name="posterior_params")
@@ -120,7 +126,8 @@ class Level(keras.layers.Layer):
             MultivariateNormalDiag.params_size(self.latent_dim), dtype="float32", name="prior_params")
 
     def posterior(self, features, z_above) -> tfd.Distribution:
-        """q(z_l | x, z_(l+1)) from encoder features [n, f] and z_(l+1) [..., n, d]
+        """q(z_l | x, z_(l+1)) from features of x [n, f] (the encoder's, or the level
+        encoder's, `VAE.level_encoder`) and z_(l+1) [..., n, d]
         (or any shape that broadcasts against [n], e.g. [m, 1, d]): batch [..., n]."""
         above = self.posterior_above(z_above)  # [..., n or 1, units]
         features = tf.cast(features, above.dtype)

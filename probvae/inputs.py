@@ -12,6 +12,7 @@ for a likelihood over the unit interval.
 import numpy as np
 import tensorflow as tf
 
+from probvae import checks
 from probvae import data as data_lib
 from probvae.errors import UserError
 
@@ -49,6 +50,7 @@ def prepare_inputs(x, image_shape, binarize: bool, unit_interval: bool, binariza
         infinite values, values out of range, or an unknown dtype.
     """
     image_shape = tuple(image_shape)
+    binarization_seed = checks.whole_number("binarization_seed", binarization_seed)
     if tf.is_tensor(x) and not hasattr(x, "numpy"):
         return _symbolic(x, image_shape)
     model_ready = tf.is_tensor(x) and x.dtype.is_floating

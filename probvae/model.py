@@ -42,7 +42,7 @@ from typing import NamedTuple
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from probvae import hierarchy, inputs, latents, losses, networks, objectives, seeds
+from probvae import checks, hierarchy, inputs, latents, losses, networks, objectives, seeds
 from probvae._keras import keras
 from probvae.config import ModelConfig
 from probvae.distributions import (
@@ -74,7 +74,8 @@ class ElboTerms(_ElboTerms):
     """A one-sample ELBO and what it was computed from: (parts, posterior, prior, z).
 
     `levels` holds the `hierarchy.LevelTerms` of every level, bottom level
-    first (one for a one-level model), `features` the encoder's output [n, f]
+    first (one for a one-level model), `features` the features of x the lower
+    levels read [n, f] (the encoder's output, or `level_encoder`'s if the network has one)
     and `top` q(z_L|x); they are attributes, so the terms still unpack as four.
 
     Examples:
@@ -135,6 +136,11 @@ class VAE(keras.Model):
     def __init__(self, config: ModelConfig, kl_weight: float = 1.0, free_bits: float = 0.0,
                  train_samples: int = 0, **kwargs):
         super().__init__(name="vae", **kwargs)
+        checks.require(isinstance(config, ModelConfig), f"VAE takes a ModelConfig, got {type(config).__name__}; "
+                       "e.g. VAE(ModelConfig(latent_dim=2, image_shape=(28, 28, 1)))")
+        checks.non_negative_number("kl_weight", kl_weight)
+        checks.non_negative_number("free_bits", free_bits)
+        checks.non_negative("train_samples", train_samples, whole=True)
         if config.image_shape is None:
             raise UserError("ModelConfig.image_shape is not set; it comes from the data")
         self.config = config
@@ -146,6 +152,8 @@ class VAE(keras.Model):
         # Weight of the KL loss the posterior layer adds (beta, warm-up).
         self.kl_weight = tf.Variable(float(kl_weight), trainable=False, dtype=tf.float32, name="kl_weight")
         self.encoder = networks.encoder(config)
+        # The lower levels' own network of x, if the network family has one (None: they read the encoder's).
+        self.level_encoder = networks.level_encoder(config)
         self.posterior_params = keras.layers.Dense(
             posterior_input_size(top, config), dtype="float32", name="posterior_params")
         # p(z_L): its variables (if any) live in this layer, so they train and checkpoint.
@@ -156,7 +164,7 @@ class VAE(keras.Model):
         # The levels below the top, bottom (z_1) first (probvae.hierarchy); none for one level.
         self.levels = [hierarchy.Level(config, d, index + 1) for index, d in enumerate(self.latent_dims[:-1])]
         self.likelihood_head = LIKELIHOODS[config.likelihood].load().for_model(config)
-        self.decoder = networks.decoder(config.one_level(self.latent_dim), self.likelihood_head.decoder_channels)
+        self.decoder = networks.decoder(config, self.likelihood_head.decoder_channels)
         image = tf.TensorSpec([None] + list(self.image_shape), tf.float32)
         count = tf.TensorSpec([], tf.int32)
         self._importance_sampling = tf.function(
@@ -216,6 +224,15 @@ class VAE(keras.Model):
         """q(z_L|x) from encoder features [n, f], without the posterior layer's KL loss."""
         return self.posterior_layer.distribution(self.posterior_params(features))
 
+    def _encode_levels(self, x, training=False):
+        """(features, below) of model-ready images x [n, h, w, c]: the encoder's
+        features [n, f], which give q(z_L|x), and the features of x the lower
+        levels read [n, f_l]: the level encoder's, else the same features."""
+        features = self.encoder(x, training=training)
+        if self.level_encoder is None:
+            return features, features
+        return features, self.level_encoder(x, training=training)
+
     def _encode_top(self, x, training=False) -> tfd.Distribution:
         """(q(z_L|x) without the posterior layer's KL loss): the VampPrior's components
         (batch normalisation in inference mode, so pseudo-inputs never move its statistics);
@@ -233,8 +250,8 @@ class VAE(keras.Model):
           >>> print(type(q).__name__, q.batch_shape, q.event_shape, q.sample(seed=(1, 2)).shape)
           MultivariateNormalDiag (3,) (2,) (3, 2)
         """
-        features = self.encoder(self.prepare_inputs(x), training=training)
-        return self._joint_posterior(features, self._top_posterior(features))
+        features, below = self._encode_levels(self.prepare_inputs(x), training=training)
+        return self._joint_posterior(below, self._top_posterior(features))
 
     def likelihood(self, z, training=False) -> tfd.Distribution:
         """p(x|z) for latents z [n, D]: batch [n], event [h, w, c].
@@ -261,17 +278,17 @@ class VAE(keras.Model):
           (3,) (3, 2) 1
         """
         seed = _seed(seed)
-        features = self.encoder(x, training=training)
+        features, below = self._encode_levels(x, training=training)
         prior_top = self.prior_layer.distribution()  # built once (a VampPrior encodes its pseudo-inputs)
         top = unwrap(self.posterior_layer(self.posterior_params(features), seed=seed, rows=rows, prior=prior_top))
-        drawn = self._sample_levels(features, top, seed, rows)  # [(q_l, z_l)], bottom first
+        drawn = self._sample_levels(below, top, seed, rows)  # [(q_l, z_l)], bottom first
         priors = [level.prior(above) for level, (_, above) in zip(self.levels, drawn[1:])] + [prior_top]
         levels = tuple(hierarchy.LevelTerms(q, p, z, kl_divergence(q, p, z)) for (q, z), p in zip(drawn, priors))
         z = tf.concat([level.z for level in levels], axis=-1)  # [n, D]
         likelihood = lambda z: self.likelihood(z, training=training)  # noqa: E731
         parts = objectives.elbo_parts(x, None, None, likelihood, z=z, kl=tf.add_n([level.kl for level in levels]))
-        return ElboTerms(parts, self._joint_posterior(features, top), self._joint_prior(prior_top), z, levels,
-                         features=features, top=top)
+        return ElboTerms(parts, self._joint_posterior(below, top), self._joint_prior(prior_top), z, levels,
+                         features=below, top=top)
 
     def elbo(self, x, seed=None, training=False) -> objectives.ElboParts:
         """One-sample ELBO per example, [n] each, in nats (KL weight 1, no free bits).
@@ -313,9 +330,9 @@ class VAE(keras.Model):
                                          tf.convert_to_tensor(sample_chunk, tf.int32))
 
     def _importance_sampling_graph(self, x, seed, num_samples, sample_chunk):
-        features = self.encoder(x)
+        features, below = self._encode_levels(x)
         top = self._top_posterior(features)
-        return objectives.importance_sampling(x, self._joint_posterior(features, top), self.prior, self.likelihood,
+        return objectives.importance_sampling(x, self._joint_posterior(below, top), self.prior, self.likelihood,
                                               seed, num_samples, sample_chunk)
 
     def log_likelihood(self, x, num_samples: int = 1000, seed=0) -> tf.Tensor:
@@ -330,8 +347,10 @@ class VAE(keras.Model):
           >>> print(log_px.shape, log_px.dtype.name, bool(tf.reduce_all(log_px == vae.log_likelihood(x, 5, seed=0))))
           (3,) float32 True
         """
-        num_samples = objectives.whole_number("num_samples", num_samples)
-        return self.importance_sampling(self.prepare_inputs(x), num_samples, seed, 0).log_likelihood
+        x = self.prepare_inputs(x)
+        num_samples = checks.importance_samples(num_samples, int(x.shape[0] or 0), fix="ask for fewer, or call "
+                                                "probvae.evaluation.log_likelihood(..., force=True)")
+        return self.importance_sampling(x, num_samples, seed, 0).log_likelihood
 
     def location(self, x, training=False) -> tf.Tensor:
         """The posterior's location [n, D] for images x (see `prepare_inputs`): the
@@ -343,8 +362,8 @@ class VAE(keras.Model):
           >>> print(location.shape, bool(tf.reduce_all(location == vae.posterior(x).mean())))  # one Gaussian level
           (3, 2) True
         """
-        features = self.encoder(self.prepare_inputs(x), training=training)
-        return latents.location(self, features, gaussian_approximation(self._top_posterior(features)))
+        features, below = self._encode_levels(self.prepare_inputs(x), training=training)
+        return latents.location(self, below, gaussian_approximation(self._top_posterior(features)))
 
     def latent_statistics(self, terms: "ElboTerms") -> LatentStatistics:
         """Per-dimension statistics of the posterior behind an `elbo_terms` result

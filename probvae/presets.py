@@ -147,6 +147,15 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
         dict(_PUBLISHED_TRAINING),
     ),
     _preset(
+        "fashion-convhvae",
+        "the VampPrior paper's convolutional two-level VAE (convHVAE): gated convolutions, 40 + 40 latents, "
+        "VampPrior of 500 pseudo-inputs on z2, fashion-vamp's schedule",
+        dict(dataset="fashion_mnist"),
+        dict(_PUBLISHED_VAE, arch="gatedconv", latent_dim=(40, 40), latent_layers=2, level_units=300,
+             prior="vamp", prior_components=500),
+        dict(_PUBLISHED_TRAINING),
+    ),
+    _preset(
         "celeba-faces",
         "128x128 RGB faces (TFDS celeb_a or --dataset folder:PATH): four stride-2 convs 32, 64, 64, 64 with batch "
         "norm, mirrored decoder, 200-D latent, Normal likelihood",

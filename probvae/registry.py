@@ -211,6 +211,17 @@ NETWORKS.register(
         _ACTIVATION,
     ], bfloat16_on_cpu=True)
 
+NETWORKS.register(
+    "gatedconv", "probvae.networks.gatedconv:GATED_CONV", summary="gated convolutions (W * x + b) * sigmoid(V * x + c)",
+    fields=[Field("gated_conv_layers", ((32, 7, 1), (32, 3, 2), (64, 5, 1), (64, 3, 2), (6, 3, 1)), _conv_layers,
+                  "encoder gated convolutions as filters:kernel:stride triples", conv_layer_list),
+            Field("level_conv_layers", ((32, 3, 1), (32, 3, 2), (64, 3, 1), (64, 3, 2), (6, 3, 1)), _conv_layers,
+                  "the lower levels' gated convolutions of x, as triples", conv_layer_list),
+            Field("gated_decoder_filters", (64, 64, 64, 64), _conv_filters,
+                  "filters of the decoder's 3x3 gated convolutions at the image size", int_list),
+            Field("gated_decoder_units", 300, checks.positive_int, "decoder gated dense width per level", int)],
+    bfloat16_on_cpu=True)
+
 POSTERIORS.register("full", "probvae.distributions.posteriors:MultivariateNormalTriL",
                     summary="MultivariateNormalTriL, full covariance")
 POSTERIORS.register("diag", "probvae.distributions.posteriors:MultivariateNormalDiag",

@@ -92,6 +92,10 @@ def load_config(run_dir: str) -> RunConfig:
     """The RunConfig saved in `run_dir`, with the file named in any error."""
     if not isinstance(run_dir, (str, os.PathLike)):
         raise UserError(f"a run directory is a path (the folder fit.py printed), got {run_dir!r}")
+    if not os.fspath(run_dir):
+        raise UserError("an empty path names no run directory; pass the folder fit.py printed")
+    if os.path.isfile(run_dir):
+        raise UserError(f"run directory {run_dir} is a file; pass the folder fit.py printed")
     if not os.path.isdir(run_dir):
         raise UserError(f"run directory {run_dir} does not exist; pass the folder fit.py printed")
     path = os.path.join(run_dir, CONFIG_FILE)

@@ -11,6 +11,7 @@ import probvae
 from probvae import inputs
 from probvae.config import ModelConfig, RunConfig
 from probvae.errors import UserError
+from probvae.export import export_run
 
 IMAGE_SHAPE = (4, 3, 1)  # distinct height and width
 
@@ -44,6 +45,61 @@ MISUSES = {
     "evaluate_elbo of no images": (lambda vae: probvae.evaluate_elbo(vae, _raw(0)), "at least one image"),
     "elbo of images out of range": (lambda vae: vae.elbo(np.full((2,) + IMAGE_SHAPE, -1.0, np.float32)),
                                     "[0, 1]"),
+    # Importance samples: K is an int32 in the compiled loop (2**32 + 5 once wrapped round to K = 5), and the
+    # cost policy of the evaluate command (1e11 decoder passes) holds in the API.
+    "log_likelihood beyond int32 samples": (lambda vae: vae.log_likelihood(_raw(), 2**32 + 5),
+                                            "more than the 2147483647 importance samples"),
+    "log_likelihood past the cost limit": (lambda vae: vae.log_likelihood(_raw(60), 2 * 10**9),
+                                           "1.2e+11 decoder passes"),
+    "evaluation.log_likelihood past the cost limit": (
+        lambda vae: probvae.evaluation.log_likelihood(vae, vae.prepare_inputs(_raw(60)), 2 * 10**9, 0),
+        "pass force=True"),
+    "importance_sampling beyond int32 samples": (
+        lambda vae: probvae.evaluation.importance_sampling(vae, vae.prepare_inputs(_raw()), 10**12, 0, force=True),
+        "importance samples per image"),
+    # Evaluation.
+    "evaluate of None": (lambda vae: probvae.evaluation.evaluate(vae, None), "[n, height, width]"),
+    "evaluate of the wrong shape": (lambda vae: probvae.evaluation.evaluate(vae, _raw()[:, :3]),
+                                    "images must be [n, 4, 3, 1] for this model"),
+    "evaluate of floats out of range": (
+        lambda vae: probvae.evaluation.evaluate(vae, np.full((2,) + IMAGE_SHAPE, 3.0, np.float32)), "[0, 1]"),
+    "evaluate with settings of another type": (lambda vae: probvae.evaluation.evaluate(vae, _raw(), settings=5),
+                                               "EvaluationSettings"),
+    "evaluate with a text binarization seed": (
+        lambda vae: probvae.evaluation.evaluate(vae, _raw(), binarization_seed="a"),
+        "binarization_seed must be a whole number"),
+    "evaluate with an unknown AIS field": (
+        lambda vae: probvae.evaluation.evaluate(vae, _raw(), estimator="ais", ais={"steps": 3}),
+        "AISSettings has no field steps"),
+    "evaluate with ais of another type": (
+        lambda vae: probvae.evaluation.evaluate(vae, _raw(), estimator="ais", ais=3), "AISSettings(...)"),
+    "evaluate_elbo with batch_size 0": (lambda vae: probvae.evaluate_elbo(vae, _raw(), batch_size=0),
+                                        "batch_size must be a whole number"),
+    "evaluate_elbo of None": (lambda vae: probvae.evaluate_elbo(vae, None), "[n, height, width]"),
+    "per_example of an array": (lambda vae: probvae.evaluation.per_example(vae, _raw(), 0),
+                                "evaluation_batches"),
+    "bdmc with an unknown setting": (lambda vae: probvae.evaluation.bdmc(vae, 2, steps=3),
+                                     "AISSettings has no field steps"),
+    # Data.
+    "binarize_fixed with a text seed": (lambda vae: probvae.data.binarize_fixed(_raw(), "a"), "binarization_seed"),
+    "evaluation_batches of batch size 0": (
+        lambda vae: probvae.data.evaluation_batches(_raw(), 0, binarize=True, seed=0), "batch_size"),
+    "training_batches of batch size 0": (
+        lambda vae: probvae.data.training_batches(_raw(), 0, binarize=True, seed=0, epoch=1), "batch_size"),
+    "prepare_inputs with a text seed": (lambda vae: vae.prepare_inputs(_raw(), "a"), "binarization_seed"),
+    "load_dataset with a bad image shape": (lambda vae: probvae.load_dataset("shapes", image_shape=(0, 3)),
+                                            "three whole numbers"),
+    "load_dataset with a number for data_dir": (lambda vae: probvae.load_dataset("mnist", data_dir=5),
+                                                "data_dir is a folder path"),
+    # Runs, the model, fit.
+    "load_run of a file": (lambda vae: probvae.load_run(__file__), "is a file"),
+    "load_run of an empty path": (lambda vae: probvae.load_run(""), "an empty path"),
+    "VAE of None": (lambda vae: probvae.VAE(None), "VAE takes a ModelConfig"),
+    "VAE with a negative kl_weight": (lambda vae: probvae.VAE(vae.config, kl_weight=-1.0), "kl_weight"),
+    "VAE with negative train_samples": (lambda vae: probvae.VAE(vae.config, train_samples=-1), "train_samples"),
+    "fit of None": (lambda vae: probvae.fit(None, "unused"), "fit takes a RunConfig"),
+    "fit into None": (lambda vae: probvae.fit(RunConfig(), None), "a run directory is a path"),
+    "export_run of None": (lambda vae: export_run(None, "unused"), "a run directory is a path"),
 }
 
 
@@ -61,3 +117,8 @@ def test_a_sample_that_fits_is_drawn(vae):
     inputs.check_sample_size(3, 2, IMAGE_SHAPE, available=1000)  # 2*4*3*(2+24) = 624 bytes: fits
     with pytest.raises(UserError, match="GiB"):
         inputs.check_sample_size(3, 2, IMAGE_SHAPE, available=600)
+
+
+def test_ais_settings_as_a_dict_are_taken(vae):
+    result = probvae.evaluation.evaluate(vae, _raw(), estimator="ais", ais={"num_steps": 2, "num_chains": 1})
+    assert result["ais"]["num_steps"] == 2 and result["ais"]["num_chains"] == 1

@@ -244,3 +244,13 @@ def test_array_held_out_binarization_depends_on_its_seed_only():
 def test_load_dataset_applies_the_configs_checks(changes, message):
     with pytest.raises(UserError, match=message):
         data.load_dataset("shapes", **changes)
+
+
+def test_unbinarized_evaluation_batches_keep_floats_in_the_unit_interval_and_scale_uint8():
+    rng = np.random.default_rng(9)
+    floats = rng.uniform(size=(5, 3, 2, 1)).astype(np.float32)
+    batches = np.concatenate(list(data.evaluation_batches(floats, 2, binarize=False, seed=0).as_numpy_iterator()))
+    np.testing.assert_array_equal(batches, floats)  # not divided by 255 a second time
+    grey = rng.integers(0, 256, (5, 3, 2, 1), dtype=np.uint8)
+    batches = np.concatenate(list(data.evaluation_batches(grey, 3, binarize=False, seed=0).as_numpy_iterator()))
+    np.testing.assert_array_equal(batches, grey.astype(np.float32) / np.float32(255))

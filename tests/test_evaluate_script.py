@@ -133,6 +133,10 @@ def test_ais_and_bdmc_from_the_command_line(run_dir):
     assert bdmc["gap"] > -3 * bdmc["gap_stderr"]
     # (The gap of this one-epoch model at T = 50 is measured in the hundreds of thousands of nats, so no upper
     # limit here tells a loosened bound apart: test_ais.py checks the bounds against the exact value.)
+    # So large a gap is warned about in one line, in the command's words, and recorded.
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "--ais-initial prior" in warned[0] and "--ais-steps, now 50" in warned[0], warned
+    assert warned[0] == f"warning: {bdmc['warning']}"
     # AIS is above the ELBO, and (50 steps) above the importance-weighted bound of 5 samples.
     assert written["log_likelihood"] > written["elbo"]
     iwae = evaluation.evaluate_run(str(run_dir), iwae_samples=5, max_examples=100, seed=3)

@@ -50,7 +50,8 @@ def _made_numpy(made, u, context):
 
 
 def _flow_numpy(layer, params, u0):
-    """z and log q(z|x) [n] by hand: u_t = P (u_(t-1) - m_t) exp(-s_t), log q = log N(u_0) + sum_t sum_i s_t,i."""
+    """z and log q(z|x) [n] by hand: u_t = P (g_t u_(t-1) + (1 - g_t) m_t), g_t = 0.001 + 0.999 sigmoid(s_t + 2),
+    log q = log N(u_0) - sum_t sum_i log g_t,i."""
     params = params.astype(np.float64)
     loc, scale = params[:, :D], np.log1p(np.exp(params[:, D:2 * D])) + 1e-5
     context = params[:, 2 * D:]
@@ -59,9 +60,10 @@ def _flow_numpy(layer, params, u0):
     for step, made in enumerate(layer.made):
         if step:
             u = u[:, ::-1]  # the reversal between steps
-        shift, log_scale = _made_numpy(made, u, context)
-        u = (u - shift) * np.exp(-log_scale)
-        log_q += np.sum(log_scale, -1)  # the inverse's Jacobian is triangular with diagonal exp(s)
+        shift, raw = _made_numpy(made, u, context)
+        gate = 1e-3 + (1 - 1e-3) / (1.0 + np.exp(-(raw + 2.0)))  # forget-gate bias 2 (Kingma et al.), floor 1e-3
+        u = gate * u + (1.0 - gate) * shift
+        log_q -= np.sum(np.log(gate), -1)  # the step's Jacobian is triangular with diagonal g
     return u, log_q
 
 

@@ -1,4 +1,5 @@
 import os
+import re
 
 import numpy as np
 import pytest
@@ -153,3 +154,22 @@ def test_the_decode_check_finds_corrupt_bodies_and_reports_its_progress(folder, 
     readable, unreadable, labels, _ = list_image_files(str(folder), log=lines.append)
     assert sorted(os.path.basename(p) for p in unreadable) == ["corrupt.png", "empty.jpg", "notes.png"]
     assert len(readable) == len(labels) == 12 and labels.tolist() == [0] * 6 + [1] * 6
+
+
+def test_a_stream_whose_every_file_fails_is_one_user_error(tmp_path):
+    from probvae import evaluation
+    from probvae.config import ModelConfig
+    from probvae.errors import UserError
+    from probvae.model import VAE
+
+    paths = [str(tmp_path / f"cut{index}.jpg") for index in range(2)]
+    for path in paths:
+        truncated_jpeg(path)
+    stream = ImageFiles(paths, (7, 6, 1))
+    assert stream.failing() == paths
+    model = VAE(ModelConfig(arch="mlp", hidden_units=(3,), latent_dim=2, image_shape=(7, 6, 1)))
+    message = f"none of the 2 images could be read ({paths[0]}, {paths[1]}): their files changed or were removed"
+    with pytest.raises(UserError, match=re.escape(message)):
+        evaluation.evaluate(model, stream, iwae_samples=2, batch_size=2)
+    with pytest.raises(UserError, match=re.escape(message)):
+        evaluation.evaluate_elbo(model, stream, batch_size=3)

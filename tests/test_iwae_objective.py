@@ -70,6 +70,31 @@ def test_more_samples_give_a_higher_bound_and_the_reported_elbo_stays_the_elbo()
     np.testing.assert_allclose(parts.elbo, elbo_parts.elbo, rtol=1e-6)
 
 
+def test_with_the_exact_posterior_the_bound_is_log_p_x_for_every_k():
+    """A decoder that ignores z (zero kernels: logits = the last bias b) and
+    q(z|x) = p(z) = N(0, I) make every weight log w_k = log p(x) =
+    sum_pixels log Bernoulli(x; b), so L_K = log p(x) exactly for every K
+    (a bound without its -log K would sit log K above it)."""
+    rng = np.random.default_rng(3)
+    x = images(4, 5)
+    for k in (1, 5, 25):
+        vae = model(k)
+        vae.training_loss(x, tf.constant([1, 2]))  # builds the weights
+        dense = [layer for layer in vae.decoder.layers if layer.get_weights()]  # Dense(9), Dense(20); Reshape
+        for layer in dense:
+            kernel, bias = layer.get_weights()
+            layer.set_weights([np.zeros_like(kernel), rng.normal(size=bias.shape).astype(np.float32)])
+        kernel, bias = vae.posterior_params.get_weights()
+        raw_scale = np.log(np.expm1(1.0 - 1e-5))  # softplus(raw) + 1e-5 = 1
+        vae.posterior_params.set_weights([np.zeros_like(kernel), np.repeat([0.0, raw_scale], 3).astype(np.float32)])
+        logits = np.asarray(dense[-1].get_weights()[1], np.float64).reshape(SHAPE)
+        pixels = x.numpy().astype(np.float64)
+        # log Bernoulli(x; logits) = x * logits - log(1 + exp(logits))
+        log_px = (pixels * logits - np.logaddexp(0.0, logits)).reshape(len(pixels), -1).sum(-1)
+        loss, _ = vae.training_loss(x, tf.constant([7, k]))
+        assert float(loss) == pytest.approx(-log_px.mean(), rel=1e-5, abs=1e-4), k
+
+
 def test_the_kl_weight_anneals_inside_each_weight():
     log_px = tf.constant([[-3.0, -1.0], [-2.0, -4.0]])  # [K, n]
     log_w = log_px + tf.constant([[-0.5, 0.2], [-1.0, -0.3]])

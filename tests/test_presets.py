@@ -53,6 +53,12 @@ def test_presets_say_what_the_write_ups_say():
     hvae = presets.get("fashion-hvae")
     assert hvae.model.latent_dims == (40, 40) and hvae.model.latent_layers == 2 and hvae.model.level_units == 300
     assert hvae.model.replace(latent_dim=40, latent_layers=1) == vamp.model and hvae.train == vamp.train
+    conv = presets.get("fashion-convhvae")
+    assert conv.model.arch == "gatedconv" and conv.model.latent_dims == (40, 40) and conv.model.prior_components == 500
+    assert conv.model.gated_conv_layers == ((32, 7, 1), (32, 3, 2), (64, 5, 1), (64, 3, 2), (6, 3, 1))
+    assert conv.model.level_conv_layers == ((32, 3, 1), (32, 3, 2), (64, 3, 1), (64, 3, 2), (6, 3, 1))
+    assert conv.model.gated_decoder_filters == (64,) * 4 and conv.model.gated_decoder_units == 300
+    assert conv.model.replace(arch="gated") == hvae.model and conv.train == hvae.train
     for name in presets.PRESETS:
         if name.endswith("-2d"):
             assert presets.get(name).model.latent_dim == 2

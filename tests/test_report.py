@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 from test_plotting import picture
+from test_split_label_alignment import FOLDER_LABELS, HEIGHT, WIDTH, check_split, write_folder
 
 from probvae import data, runs
 from probvae.analysis import report
@@ -15,6 +16,8 @@ from probvae.config import DataConfig, ModelConfig, RunConfig
 from probvae.model import VAE
 
 from conftest import IMAGE_SHAPE, tiny_model_config
+
+report_inputs = report._Inputs
 
 
 def tiny_splits(n=12):
@@ -122,3 +125,71 @@ def test_the_index_lists_every_evaluation_side_by_side(tmp_path):
         "Test split, 1000 images, K=5000: log p(x) -230.55 +- 0.75 nats (Monte Carlo error 0.01); ELBO -233.99 "
         "(eval_test_iwae5000.json).",
     ]
+
+
+def damage(path):
+    """Overwrite 8 bytes in the middle of an image file: it still looks like a PNG but fails to decode."""
+    encoded = bytearray(open(path, "rb").read())
+    encoded[len(encoded) // 2: len(encoded) // 2 + 8] = b"\xff" * 8
+    open(path, "wb").write(bytes(encoded))
+
+
+def damage_one_before_another_label(stream):
+    """Damage the file of the first image whose label differs from the next image's, so
+    labels paired by position (labels[:len(images)]) would shift a wrong label onto it."""
+    labels = np.asarray(stream.labels)
+    position = int(np.flatnonzero(labels[:-1] != labels[1:])[0])
+    damage(stream.paths[position])
+    return position
+
+
+def test_snapshots_pair_each_label_with_its_image_past_a_file_that_stops_decoding(tmp_path, monkeypatch):
+    write_folder(tmp_path, FOLDER_LABELS)
+    splits = data.load_dataset(f"folder:{tmp_path}", validation_fraction=0.3, split_seed=3,
+                               image_shape=(HEIGHT, WIDTH, 1))
+    damage_one_before_another_label(splits.x_validation)  # after the listing, as during a run
+    drawn = {}
+    scatter = report.plotting.plot_latent_scatter
+
+    def scatter_and_keep(loc, path, labels=None, **options):
+        drawn["labels"] = labels
+        return scatter(loc, path, labels, **options)
+
+    monkeypatch.setattr(report.plotting, "plot_latent_scatter", scatter_and_keep)
+    model = VAE(tiny_model_config(arch="mlp", latent_dim=2, image_shape=(HEIGHT, WIDTH, 1)))
+    prepare = model.prepare_inputs
+
+    def prepare_and_keep(images, seed=0):  # the first call has the uint8 images the labels belong to
+        drawn.setdefault("images", np.asarray(images))
+        return prepare(images, seed)
+
+    model.prepare_inputs = prepare_and_keep
+    report.LatentSnapshots(num_examples=10)(1, model, splits, str(tmp_path))
+    assert len(drawn["images"]) == 5 == len(splits.x_validation) - 1
+    check_split(drawn["images"], drawn["labels"], "snapshot")
+
+
+def test_inspect_run_pairs_each_label_with_its_image_past_a_file_that_stops_decoding(tmp_path, monkeypatch):
+    folder = tmp_path / "images"
+    write_folder(folder, FOLDER_LABELS)
+    config = RunConfig(data=DataConfig(dataset=f"folder:{folder}", validation_fraction=0.3),
+                       model=ModelConfig(arch="mlp", latent_dim=2, hidden_units=(5,), image_shape=(HEIGHT, WIDTH, 1)))
+    run_dir = str(tmp_path / "run")
+    runs.prepare_run_dir(run_dir)
+    runs.save_config(run_dir, config)
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=VAE(config.model)),
+                               os.path.join(run_dir, runs.CHECKPOINT_DIR), max_to_keep=1).save()
+    load = report.data_lib.load_config_dataset
+
+    def load_then_damage(run_config):  # a test file stops decoding after the folder is listed
+        splits = load(run_config)
+        damage_one_before_another_label(splits.x_test)
+        return splits
+
+    monkeypatch.setattr(report.data_lib, "load_config_dataset", load_then_damage)
+    shown = []
+    monkeypatch.setattr(report, "_Inputs", lambda **fields: shown.append(fields) or report_inputs(**fields))
+    report.inspect_run(run_dir, out_dir=str(tmp_path / "plots"), grid_size=2, log=lambda _: None)
+    images, labels = shown[0]["images"], shown[0]["labels"]
+    assert len(images) == 5
+    check_split(images, labels, "inspected")

@@ -123,10 +123,10 @@ def test_folder_labels_follow_their_images_past_a_file_that_fails_to_decode(tmp_
     assert sum(len(splits.split(name)[0]) for name in ("train", "validation", "test")) == len(FOLDER_LABELS)
     for name in ("train", "validation", "test"):
         images, labels = splits.split(name)
-        images = images[:]
-        # Paired as report.LatentSnapshots pairs them (labels[:len(images)]), then whole.
-        check_split(images, np.asarray(labels)[: len(images)], name)
-        check_split(images, labels, name)
+        check_split(images[:], labels, name)
+        # Paired as the report pairs them (Splits.labelled), whole and the first 3.
+        check_split(*splits.labelled(name), name)
+        check_split(*splits.labelled(name, 3), name)
 
 
 def test_labels_travel_with_their_images_past_a_file_that_stops_decoding(tmp_path):

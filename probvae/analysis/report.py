@@ -77,12 +77,12 @@ class LatentSnapshots:
                 os.remove(stale)
             self.frames = []
         dims = inspection.choose_dims(np.zeros(model.latent_dim), self.dims)
-        images, labels = splits.x_validation[: self.num_examples], splits.y_validation
+        images, labels = splits.labelled("validation", self.num_examples)
         x = model.prepare_inputs(images, self.binarization_seed)
         loc = model.location(x).numpy()[:, list(dims)]
         frame = plotting.plot_latent_scatter(
             loc, os.path.join(directory, f"epoch_{epoch:04d}.png"),
-            labels=None if labels is None else labels[: len(images)],
+            labels=labels,
             class_names=data_lib.CLASS_NAMES.get(splits.name), dims=dims,
             title=f"Epoch {epoch}: posterior means of {len(images)} validation images",
             limit=SNAPSHOT_LIMIT, tight=False)
@@ -325,9 +325,7 @@ def inspect_run(run_dir: str, split: str = "test", out_dir: Optional[str] = None
         config = config.replace(data={"data_dir": data_dir})
     d = config.data
     splits = data_lib.load_config_dataset(config)
-    images, labels = splits.split(split)
-    if max_examples is not None:
-        images, labels = images[:max_examples], None if labels is None else labels[:max_examples]
+    images, labels = splits.labelled(split, max_examples)
     chosen = _check_indices(indices, len(images), "--examples") if indices else list(range(min(num_shown, len(images))))
     if interpolate is not None and len(interpolate) != 2:
         raise UserError(f"--interpolate takes two example indices, got {len(interpolate)}")

@@ -28,7 +28,7 @@ __all__ = ["parse_args", "main"]
 
 # probvae.evaluation.API_NAMES as flags.
 FLAG_NAMES = {"iwae_samples": "--iwae-samples", "ais": "--ais-steps x --ais-chains x --ais-leapfrog-steps",
-              "force": "--force"}
+              "force": "--force", "ais_initial": "--ais-initial prior", "ais_steps": "--ais-steps"}
 
 
 def parse_args(argv=None, prog="probvae evaluate"):

@@ -16,7 +16,7 @@ import numpy as np
 
 from probvae.errors import UserError
 
-__all__ = ["read_idx", "to_uint8_images", "to_unit_interval", "make_shapes", "labels_of"]
+__all__ = ["read_idx", "checked_images", "to_uint8_images", "to_unit_interval", "make_shapes", "labels_of"]
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -61,14 +61,21 @@ def _check_range(x, what):
         raise UserError(f"{what} are integers outside 0..255; pass uint8 0..255 or floats in [0, 1]")
 
 
+def checked_images(x, what: str = "images") -> np.ndarray:
+    """Images as they are, [n, h, w, c] (a 3-D array [n, h, w] gets a channel
+    axis), if they are uint8 0..255 or floats in [0, 1]; a UserError otherwise."""
+    x = _with_channels(x, what)
+    _check_range(x, what)
+    return x
+
+
 def to_uint8_images(x, what: str = "images") -> np.ndarray:
     """Images as uint8 [n, h, w, c] from uint8 0..255 or float 0..1 arrays.
 
     A 3-D array [n, h, w] gets a channel axis. Raises UserError for other
     shapes or values outside those ranges.
     """
-    x = _with_channels(x, what)
-    _check_range(x, what)
+    x = checked_images(x, what)
     if np.issubdtype(x.dtype, np.floating):
         return np.round(x * 255.0).astype(np.uint8)
     return x.astype(np.uint8)
@@ -77,8 +84,7 @@ def to_uint8_images(x, what: str = "images") -> np.ndarray:
 def to_unit_interval(x, what: str = "images") -> np.ndarray:
     """Images as float32 [n, h, w, c] in [0, 1] from uint8 0..255 or float 0..1
     arrays (floats are kept as they are, not quantised)."""
-    x = _with_channels(x, what)
-    _check_range(x, what)
+    x = checked_images(x, what)
     if np.issubdtype(x.dtype, np.floating):
         return x.astype(np.float32)
     return x.astype(np.float32) / 255.0

@@ -24,7 +24,8 @@ marker (empty, truncated, other formats), then decodes every other file once
 pass) and leaves out those that fail (a corrupt body). So a split's length,
 its labels and its images agree. A file that stops decoding later (changed
 on disk during a run) is dropped inside the pipeline by
-`Dataset.ignore_errors`, and `stream.skipped` counts it in the latest pass.
+`Dataset.ignore_errors`, and `stream.skipped` counts it in the latest pass
+(`stream.failing()` names the files that fail now).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class ImageStream:
 
     dtype = np.dtype(np.uint8)
     ndim = 4
+    labels = None  # int labels [n] in the fixed order, or None
 
     def __init__(self, image_shape: Sequence[int], num_examples: int):
         self.image_shape = tuple(int(s) for s in image_shape)
@@ -166,6 +168,17 @@ class ImageStream:
         images = np.stack([found[p] for p in kept]) if len(kept) else np.zeros((0,) + self.image_shape, np.uint8)
         return images, kept
 
+    def failing(self) -> list:
+        """The files of the split that fail to decode now, for messages; a stream
+        that cannot name its images (TFDS) gives []."""
+        return []
+
+    def labelled(self, index) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(images, labels) at `index`: the labels of the images that decoded, paired by
+        the positions carried through the pipeline (labels None without classes)."""
+        images, positions = self.read(index)
+        return images, None if self.labels is None else np.asarray(self.labels)[positions]
+
     def __getitem__(self, index) -> np.ndarray:
         """The images at `index` (int, slice or integer array) in the fixed order, uint8."""
         images, _ = self.read(index)
@@ -192,11 +205,9 @@ class ImageFiles(ImageStream):
         self.labels = labels
         self.unreadable = tuple(unreadable)
 
-    def labelled(self, index) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """(images, labels) at `index`: the labels of the images that decoded, paired by
-        the positions carried through the pipeline (labels None without classes)."""
-        images, positions = self.read(index)
-        return images, None if self.labels is None else np.asarray(self.labels)[positions]
+    def failing(self) -> list:
+        """The paths of the files that fail to decode now (each decoded once more)."""
+        return [str(path) for path, ok in zip(self.paths, decodable(self.paths)) if not ok]
 
     def subset(self, index) -> "ImageFiles":
         """The files at `index` as a new stream (labels kept)."""

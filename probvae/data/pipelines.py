@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from probvae import seeds
+from probvae import checks, seeds
 from probvae.data.folders import ImageStream
 from probvae.data.sources import to_unit_interval
 from probvae.errors import UserError
@@ -47,6 +47,7 @@ def binarized(x, seed) -> tf.Tensor:
 def binarize_fixed(images: np.ndarray, seed: int) -> np.ndarray:
     """One seeded binarization of images (uint8 0..255 or float 0..1), as a
     float32 {0, 1} array: `binarized` with the seed (seed, 0x5EED)."""
+    seed = checks.whole_number("binarization_seed", seed)
     return binarized(tf.constant(to_unit_interval(images)), seeds.held_out_binarization_seed(seed)).numpy()
 
 
@@ -68,6 +69,7 @@ def training_batches(images, batch_size: int, *, binarize: bool, seed: int, epoc
     stream whose files stop decoding after the listing has fewer steps, and resuming it skips
     start_step * batch_size files of the epoch's order).
     """
+    checks.positive_int("batch_size", batch_size)
     num_examples = len(images)
     steps = num_examples // batch_size
     if steps < 1:
@@ -157,6 +159,8 @@ def evaluation_batches(images, batch_size: int, *, binarize: bool, seed: int) ->
     split is binarized from fold_in((seed, 0x5EED), i) (`seeds.sample_seed`), the same on
     every pass and whatever the batch size.
     """
+    checks.positive_int("batch_size", batch_size)
+    seed = checks.whole_number("binarization_seed", seed)
     if isinstance(images, ImageStream):
         base = tf.constant(seeds.held_out_binarization_seed(seed), tf.int64)
 
@@ -165,5 +169,5 @@ def evaluation_batches(images, batch_size: int, *, binarize: bool, seed: int) ->
             return binarized(x, seeds.sample_seed(base, position)) if binarize else x
 
         return images.dataset(positions=True).map(prepare).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    x = binarize_fixed(images, seed) if binarize else _scale(images).numpy()
+    x = binarize_fixed(images, seed) if binarize else to_unit_interval(images, "images")  # floats in [0, 1] kept
     return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).cache().prefetch(tf.data.AUTOTUNE)

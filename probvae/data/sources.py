@@ -36,7 +36,7 @@ from typing import Any, Iterator, Mapping, NamedTuple, Optional
 import numpy as np
 
 from probvae.config import DataConfig
-from probvae.data.arrays import labels_of, make_shapes, read_idx, to_uint8_images, to_unit_interval
+from probvae.data.arrays import checked_images, labels_of, make_shapes, read_idx, to_uint8_images, to_unit_interval
 from probvae.data.folders import ImageStream, TfdsImages, folder_splits
 from probvae.errors import UserError
 from probvae.registry import DATASETS, Entry
@@ -48,6 +48,7 @@ __all__ = [
     "SYSTEM_IDX_DIRS",
     "Splits",
     "Arrays",
+    "checked_images",
     "DataRequest",
     "ImageStream",
     "load_dataset",
@@ -136,6 +137,17 @@ class Splits:
         if name not in ("train", "validation", "test"):
             raise UserError(f"unknown split {name!r}; choose one of: train, validation, test")
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+    def labelled(self, name: str, count: Optional[int] = None):
+        """(uint8 images [m, h, w, c], int labels [m] or None) of the first `count`
+        images (default all) of split `name`, each label with its own image: a
+        streamed image that no longer decodes is left out with its label
+        (`ImageStream.labelled`), so labels never shift onto other images."""
+        images, labels = self.split(name)
+        index = slice(None, count)
+        if isinstance(images, ImageStream):
+            return images.labelled(index)
+        return images[index], None if labels is None else labels[index]
 
 
 def _from_idx(directory: str):
@@ -253,6 +265,7 @@ def load_dataset(name: str, data_dir: Optional[str] = None, validation_fraction:
     """
     DataConfig(dataset=name, data_dir=data_dir, validation_fraction=validation_fraction, split_seed=split_seed,
                max_train_examples=max_train_examples)  # the config's checks
+    _check_request(data_dir, image_shape)
     entry = DATASETS[name]
     path = os.path.expanduser(name.partition(":")[2]) if entry.trait("path") else None
     built = entry.load()(DataRequest(name, entry, path, data_dir, validation_fraction, split_seed,
@@ -260,6 +273,18 @@ def load_dataset(name: str, data_dir: Optional[str] = None, validation_fraction:
     if isinstance(built, Splits):
         return built
     return _split_arrays(name, built, validation_fraction, split_seed, max_train_examples)
+
+
+def _check_request(data_dir, image_shape) -> None:
+    """What `DataConfig` leaves to `load_dataset`: the folder's type, the image shape's form."""
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise UserError(f"data_dir is a folder path, got {data_dir!r}")
+    if image_shape is not None:
+        shape = tuple(image_shape) if isinstance(image_shape, (tuple, list)) else None
+        if shape is None or len(shape) != 3 or not all(
+                isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in shape):
+            raise UserError(f"image_shape must be [height, width, channels], three whole numbers of at least 1 "
+                            f"(got {image_shape!r})")
 
 
 def _split_arrays(name: str, arrays: Arrays, validation_fraction: float, split_seed: int,

@@ -23,7 +23,8 @@ from probvae.evaluation.names import AIS_INITIAL, DEFAULT_IWAE_SAMPLES, SPLITS
 
 _EXPORTS = {
     "estimators": ("AIS_CHUNK_ROWS", "AISSettings", "EvaluationSettings", "Estimator", "ESTIMATORS", "estimator",
-                   "MAX_DECODER_PASSES", "API_NAMES", "decoder_passes", "check_cost", "estimator_label"),
+                   "MAX_DECODER_PASSES", "API_NAMES", "BDMC_GAP_WARNING_NATS", "bdmc_gap_warning", "decoder_passes",
+                   "check_cost", "estimator_label"),
     "result": ("EvaluationResult", "mean_and_stderr", "json_safe"),
     "files": ("evaluation_name", "evaluation_path", "read_evaluations", "check_writable"),
     "statistics": ("ACTIVE_UNIT_THRESHOLD", "unit_activity", "active_units", "BatchStatistics",

@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import annealing, seeds
-from probvae.evaluation.estimators import AIS_CHUNK_ROWS, AISSettings, _whole, check_cost
+from probvae.evaluation.estimators import AIS_CHUNK_ROWS, AISSettings, _whole, ais_settings, check_cost
 from probvae.evaluation.result import mean_and_stderr
 
 __all__ = ["AISSettings", "AISEstimate", "ais_log_likelihood", "BDMCResult", "simulate", "bdmc", "estimate_ais"]
@@ -283,7 +283,7 @@ def bdmc(model, num_examples: int, num_steps: int = 1000, num_chains: int = 16, 
     `on_chunk(direction, images_done)` reports progress. The cost policy of
     `ais_log_likelihood` holds (`force`).
     """
-    settings = AISSettings(num_steps, num_chains, **settings).checked()
+    settings = ais_settings(num_steps=num_steps, num_chains=num_chains, **settings).checked()
     num_examples = _whole("num_examples", num_examples)
     if not force:
         check_cost(0, "ais", ais=settings, bdmc_examples=num_examples)

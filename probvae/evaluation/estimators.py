@@ -36,6 +36,9 @@ __all__ = [
     "estimator",
     "MAX_DECODER_PASSES",
     "API_NAMES",
+    "ais_settings",
+    "BDMC_GAP_WARNING_NATS",
+    "bdmc_gap_warning",
     "decoder_passes",
     "check_cost",
     "estimator_label",
@@ -48,7 +51,10 @@ MAX_DECODER_PASSES = checks.MAX_DECODER_PASSES
 AIS_CHUNK_ROWS = 2048
 # How `check_cost` names what to change, in the API's words; the command line passes its flags.
 API_NAMES = {"iwae_samples": "iwae_samples", "ais": "num_steps x num_chains x num_leapfrog_steps",
-             "force": "force=True"}
+             "force": "force=True", "ais_initial": "initial='prior'", "ais_steps": "num_steps"}
+# A BDMC gap (upper - lower bound, mean nats per simulated image) above this is
+# warned about: AIS with those settings may be off by as much (docs/evaluation.md).
+BDMC_GAP_WARNING_NATS = 1.0
 
 
 def _whole(name: str, value) -> int:
@@ -90,6 +96,22 @@ class AISSettings(NamedTuple):
         return self.num_chains * self.num_steps * self.num_leapfrog_steps * 3
 
 
+def ais_settings(value=None, **fields) -> AISSettings:
+    """`AISSettings` from None (the defaults), an `AISSettings` or a dict of its
+    fields, with `fields` replaced; a UserError naming an unknown field or type."""
+    if value is None:
+        value = {}
+    if isinstance(value, AISSettings):
+        value = value._asdict()
+    if not isinstance(value, Mapping):
+        raise UserError(f"ais takes AISSettings(...) or a dict of its fields, got {type(value).__name__}")
+    value = dict(value, **fields)
+    unknown = sorted(set(value) - set(AISSettings._fields))
+    if unknown:
+        raise UserError(f"AISSettings has no field {unknown[0]}; known fields: {', '.join(AISSettings._fields)}")
+    return AISSettings(**value)
+
+
 Seed = Union[int, tuple, list]
 
 
@@ -108,15 +130,19 @@ class EvaluationSettings:
     force: bool = False  # run even past MAX_DECODER_PASSES
 
     def checked(self) -> "EvaluationSettings":
-        """These settings with `ais` filled in, or a UserError naming the first that is out of range."""
+        """These settings with `ais` filled in (an `AISSettings`, or a dict of its
+        fields), or a UserError naming the first that is out of range."""
         checks.choice("estimator", self.estimator, tuple(ESTIMATORS))
         changes = dict(iwae_samples=_whole("iwae_samples", self.iwae_samples),
-                       ais=(AISSettings() if self.ais is None else self.ais).checked(),
+                       ais=ais_settings(self.ais).checked(),
                        bdmc_examples=_whole("bdmc_examples", self.bdmc_examples) if self.bdmc_examples else 0)
         if self.batch_size is not None:
             changes["batch_size"] = _whole("batch_size", self.batch_size)
         if self.sample_chunk is not None:
             changes["sample_chunk"] = _whole("sample_chunk", self.sample_chunk)
+        if self.binarization_seed is not None:
+            changes["binarization_seed"] = checks.whole_number("binarization_seed", self.binarization_seed)
+        checks.flag("force", self.force)
         if isinstance(self.seed, (bool, float)) or not isinstance(self.seed, (int, np.integer, tuple, list)):
             raise UserError(f"a seed is an integer or a pair of integers, got {self.seed!r}")
         return dataclasses.replace(self, **changes)
@@ -208,3 +234,17 @@ def check_cost(num_images: int, estimator: str = "iwae", iwae_samples: int = DEF
         raise UserError(f"{what} on {num_images} images means {passes:.2g} decoder passes, more than "
                         f"{MAX_DECODER_PASSES:.0e} (K = 5000 on 10,000 images is 5e+07): days to years of "
                         f"computing; ask for less, or pass {names['force']} to run it anyway")
+
+
+def bdmc_gap_warning(gap: Optional[float], ais: AISSettings, names: Optional[dict] = None) -> Optional[str]:
+    """The warning for a BDMC `gap` (mean nats per image; None or NaN when not
+    finite) above BDMC_GAP_WARNING_NATS, naming what to change with `names`
+    (default `API_NAMES`); None for a small gap."""
+    if gap is not None and gap <= BDMC_GAP_WARNING_NATS:
+        return None
+    names = dict(API_NAMES, **(names or {}))
+    start = f"start the chains at the prior ({names['ais_initial']}) or " if ais.initial == "posterior" else ""
+    size = "not finite" if gap is None or not np.isfinite(gap) else f"{gap:.2f} nats per image"
+    return (f"the BDMC gap is {size}, more than {BDMC_GAP_WARNING_NATS:g}: AIS with these settings may "
+            f"underestimate log p(x) by as much; {start}anneal longer (more {names['ais_steps']}, now "
+            f"{ais.num_steps})")

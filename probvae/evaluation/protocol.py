@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from typing import Callable, Optional
 
 import numpy as np
@@ -27,10 +28,10 @@ from probvae import data as data_lib
 from probvae import runs
 from probvae.errors import UserError
 from probvae.evaluation import statistics
-from probvae.evaluation.estimators import EvaluationSettings, _whole, check_cost
+from probvae.evaluation.estimators import EvaluationSettings, _whole, bdmc_gap_warning, check_cost
 from probvae.evaluation.files import check_writable, evaluation_path
 from probvae.evaluation.names import DEFAULT_IWAE_SAMPLES, check_split
-from probvae.evaluation.result import EvaluationResult
+from probvae.evaluation.result import EvaluationResult, json_safe
 
 __all__ = ["evaluate", "evaluate_run"]
 
@@ -40,6 +41,9 @@ DEFAULT_BATCH_SIZE = 1000
 
 def _settings(settings: Optional[EvaluationSettings], fields: dict) -> EvaluationSettings:
     """`settings` (default `EvaluationSettings()`) with `fields` replaced, checked."""
+    if settings is not None and not isinstance(settings, EvaluationSettings):
+        raise UserError(f"settings must be EvaluationSettings(...), got {type(settings).__name__}; or pass its "
+                        "fields as keyword arguments")
     unknown = sorted(set(fields) - set(EvaluationSettings.__dataclass_fields__))
     if unknown:
         raise TypeError(f"unexpected keyword argument {unknown[0]!r}; see EvaluationSettings")
@@ -55,7 +59,8 @@ def _bits_per_dim(result: dict, image_shape) -> dict:
                 elbo_bits_per_dim_stderr=result["elbo_stderr"] * nats_to_bits_per_dim)
 
 
-def _bdmc(model, settings: EvaluationSettings, log, on_chunk, started: float) -> dict:
+def _bdmc(model, settings: EvaluationSettings, log, on_chunk, started: float, names: Optional[dict]) -> dict:
+    """BDMC's summary, with a `warning` when its gap is large (logged, or a Python warning without `log`)."""
     from probvae.evaluation.ais import bdmc
 
     def progress(direction, done):
@@ -65,13 +70,22 @@ def _bdmc(model, settings: EvaluationSettings, log, on_chunk, started: float) ->
         if on_chunk is not None:
             on_chunk(done)
 
-    return bdmc(model, settings.bdmc_examples, seed=settings.seed, on_chunk=progress, force=True,
-                **settings.ais._asdict()).summary()
+    summary = bdmc(model, settings.bdmc_examples, seed=settings.seed, on_chunk=progress, force=True,
+                   **settings.ais._asdict()).summary()
+    warning = bdmc_gap_warning(json_safe(summary["gap"]), settings.ais, names)
+    if warning is not None:
+        summary["warning"] = warning
+        if log is not None:
+            log(f"warning: {warning}")
+        else:
+            warnings.warn(warning, stacklevel=3)
+    return summary
 
 
 def evaluate(model, images: np.ndarray, settings: Optional[EvaluationSettings] = None, *,
              checkpoint: Optional[str] = None, log: Optional[Callable[[str], None]] = None, strategy=None,
-             on_batch: Optional[Callable[[int], None]] = None, **fields) -> EvaluationResult:
+             on_batch: Optional[Callable[[int], None]] = None, names: Optional[dict] = None,
+             **fields) -> EvaluationResult:
     """Every held-out number of a model on uint8 images [n, h, w, c] (or an `ImageStream`).
 
     Args:
@@ -86,6 +100,10 @@ def evaluate(model, images: np.ndarray, settings: Optional[EvaluationSettings] =
       on_batch: called with the number of images done after each batch of
         the ELBO pass and each chunk of AIS or BDMC; an exception it raises
         stops the evaluation there (the commands stop on a signal so).
+      names: how messages name the settings (`API_NAMES`; the commands pass
+        their flags): the cost check's and the warning of a BDMC gap above
+        BDMC_GAP_WARNING_NATS nats, which `result["bdmc"]["warning"]` keeps
+        and `log` gets (a Python warning without `log`).
 
     Returns:
       `EvaluationResult` (a mapping of the JSON keys too); docs/evaluation.md
@@ -93,11 +111,13 @@ def evaluate(model, images: np.ndarray, settings: Optional[EvaluationSettings] =
       passes raises a UserError unless `force`.
     """
     settings = _settings(settings, fields)
+    images = statistics.held_out_images(images, model.image_shape)
     settings = settings.replace(batch_size=settings.batch_size or DEFAULT_BATCH_SIZE,
                                 binarization_seed=settings.binarization_seed or 0)
     entry = settings.entry
     if not settings.force:
-        check_cost(len(images), settings.estimator, settings.iwae_samples, settings.ais, settings.bdmc_examples)
+        check_cost(len(images), settings.estimator, settings.iwae_samples, settings.ais, settings.bdmc_examples,
+                   names)
     started = time.time()
     batches = data_lib.evaluation_batches(images, settings.batch_size, binarize=model.likelihood_head.binarize,
                                           seed=settings.binarization_seed)
@@ -110,8 +130,9 @@ def evaluate(model, images: np.ndarray, settings: Optional[EvaluationSettings] =
         if on_batch is not None:
             on_batch(done)
 
-    values = statistics.per_example(model, batches, settings.seed, iwae_samples=entry.pass_samples(settings),
-                                    sample_chunk=settings.sample_chunk, on_batch=after_batch, strategy=strategy)
+    values = statistics.decoded(statistics.per_example(
+        model, batches, settings.seed, iwae_samples=entry.pass_samples(settings), sample_chunk=settings.sample_chunk,
+        on_batch=after_batch, strategy=strategy), images)
     result = {"n_examples": int(n), "image_shape": list(model.image_shape), "likelihood": model.config.likelihood,
               "estimator": settings.estimator}
     result.update(statistics.summarise(values, ("elbo", "reconstruction", "kl")))
@@ -124,7 +145,7 @@ def evaluate(model, images: np.ndarray, settings: Optional[EvaluationSettings] =
     if isinstance(images, data_lib.ImageStream):
         result["skipped_images"] = images.skipped
     if settings.bdmc_examples:
-        result["bdmc"] = _bdmc(model, settings, log, on_batch, started)
+        result["bdmc"] = _bdmc(model, settings, log, on_batch, started, names)
     return EvaluationResult(**result, seconds=time.time() - started)
 
 
@@ -181,7 +202,7 @@ def evaluate_run(run_dir: str, split: str = "test", iwae_samples: int = DEFAULT_
                binarization_seed=binarization_seed if model.likelihood_head.binarize else None)
     path = evaluation_path(run_dir, key, _is_model_checkpoint(run_dir, checkpoint), config.data.split_seed)
     check_writable(path)
-    result = evaluate(model, images, settings, checkpoint=key["checkpoint"], log=log, on_batch=on_batch)
+    result = evaluate(model, images, settings, checkpoint=key["checkpoint"], log=log, on_batch=on_batch, names=names)
     result = result.replace(**about)
     runs.write_json(path, result.as_dict(with_file=False))
     return result.replace(file=path)

@@ -50,9 +50,9 @@ from typing import Callable, Dict, NamedTuple, Optional
 import numpy as np
 import tensorflow as tf
 
+from probvae import checks, objectives, replicas, seeds
 from probvae import data as data_lib
-from probvae import objectives, replicas, seeds
-from probvae.errors import UserError
+from probvae.errors import UnreadableImagesError, UserError
 from probvae.evaluation.estimators import _whole
 from probvae.evaluation.result import mean_and_stderr
 
@@ -180,8 +180,8 @@ def _check_prepared(x, image_shape) -> None:
                         "pass vae.prepare_inputs(images) (it scales and binarizes raw images)")
 
 
-def importance_sampling(model, x, num_samples: int, seed,
-                        sample_chunk: Optional[int] = None) -> objectives.ImportanceEstimate:
+def importance_sampling(model, x, num_samples: int, seed, sample_chunk: Optional[int] = None,
+                        force: bool = False) -> objectives.ImportanceEstimate:
     """The K-sample importance-weighted log p(x) and the effective sample size.
 
     Args:
@@ -194,23 +194,26 @@ def importance_sampling(model, x, num_samples: int, seed,
       sample_chunk: samples per compiled chunk; default max(1, CHUNK_ROWS // n).
         Memory grows with sample_chunk * n, not with K; the result does not
         depend on it.
+      force: run even if n K decoder passes exceed MAX_DECODER_PASSES (a
+        UserError otherwise, as `probvae evaluate` refuses it).
 
     Returns:
       `ImportanceEstimate` of [n] tensors.
     """
-    num_samples = _whole("num_samples", num_samples)
     sample_chunk = 0 if sample_chunk is None else _whole("sample_chunk", sample_chunk)
     _check_prepared(x, model.image_shape)
+    num_samples = checks.importance_samples(num_samples, int(x.shape[0] or 0), force)
     return model.importance_sampling(x, tf.constant(num_samples), seeds.as_seed(seed), tf.constant(sample_chunk))
 
 
-def log_likelihood(model, x, num_samples: int, seed, sample_chunk: Optional[int] = None) -> tf.Tensor:
+def log_likelihood(model, x, num_samples: int, seed, sample_chunk: Optional[int] = None,
+                   force: bool = False) -> tf.Tensor:
     """Importance-weighted estimate of log p(x) per example, [n] float32, nats.
 
     LL = log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), with
     K = num_samples; see `importance_sampling` for the arguments.
     """
-    return importance_sampling(model, x, num_samples, seed, sample_chunk).log_likelihood
+    return importance_sampling(model, x, num_samples, seed, sample_chunk, force).log_likelihood
 
 
 def per_example(model, batches: tf.data.Dataset, seed, iwae_samples: int = 0,
@@ -222,6 +225,10 @@ def per_example(model, batches: tf.data.Dataset, seed, iwae_samples: int = 0,
     `on_batch(examples_done)` is called after each batch (each round of R
     batches under a `strategy` of R > 1 replicas, which spreads the batches
     over its replicas with the numbers of one device)."""
+    if isinstance(batches, np.ndarray) or tf.is_tensor(batches):  # images, which would iterate one by one
+        raise UserError(f"batches are prepared image batches (a tf.data.Dataset or a list of arrays [b, h, w, c]), "
+                        f"got one {type(batches).__name__}; make them with probvae.data.evaluation_batches(images, "
+                        "batch_size, ...)")
     compiled = _compiled(model)
     seed, whole = _evaluation_seed(seed)
     if strategy is not None and strategy.num_replicas_in_sync > 1:
@@ -234,7 +241,7 @@ def per_example(model, batches: tf.data.Dataset, seed, iwae_samples: int = 0,
         batch_seed = _batch_seed(seed, whole, index)
         results = compiled.statistics(x, batch_seed)._asdict()
         if iwae_samples:
-            results.update(importance_sampling(model, x, iwae_samples, batch_seed, sample_chunk)._asdict())
+            results.update(importance_sampling(model, x, iwae_samples, batch_seed, sample_chunk, force=True)._asdict())
         for name, value in results.items():
             values.setdefault(name, []).append(value.numpy())
         done += int(x.shape[0])
@@ -280,6 +287,35 @@ def latent_summary(values: Dict[str, np.ndarray]) -> dict:
     )
 
 
+def held_out_images(images, image_shape):
+    """`images` to evaluate, checked: an `ImageStream` or an array (NumPy or a
+    tensor) of uint8 0..255 or floats in [0, 1], [n, h, w, c] (or [n, h, w] of
+    one channel) of the model's `image_shape`; a UserError naming what is wrong."""
+    if isinstance(images, data_lib.ImageStream):
+        shape = images.image_shape
+    else:
+        images = data_lib.checked_images(images.numpy() if tf.is_tensor(images) else images, "images")
+        shape = images.shape[1:]
+    if tuple(shape) != tuple(image_shape):
+        raise UserError(f"images must be [n, {', '.join(map(str, image_shape))}] for this model, got images of "
+                        f"shape {tuple(shape)}")
+    if len(images) == 0:
+        raise UserError("images hold no examples; pass at least one image to evaluate")
+    return images
+
+
+def decoded(values: Dict[str, np.ndarray], images) -> Dict[str, np.ndarray]:
+    """`values` of `per_example`, or an `UnreadableImagesError` if no image was
+    evaluated: a stream (`images`) whose every file failed to decode in the pass."""
+    if values.get("elbo") is not None and len(values["elbo"]):
+        return values
+    failing = images.failing() if isinstance(images, data_lib.ImageStream) else []
+    names = f" ({', '.join(failing[:3])}{', ...' if len(failing) > 3 else ''})" if failing else ""
+    raise UnreadableImagesError(
+        f"none of the {len(images)} images could be read{names}: their files changed or were removed since "
+        "the data were listed; restore them, or load the data again")
+
+
 def evaluate_elbo(model, images: np.ndarray, *, seed=0, batch_size: int = 1000,
                   binarization_seed: int = 0, strategy=None, with_latents: bool = False,
                   iwae_samples: int = 0) -> dict:
@@ -301,12 +337,11 @@ def evaluate_elbo(model, images: np.ndarray, *, seed=0, batch_size: int = 1000,
         importance-weighted training objective maximises; at a small K a
         bound on log p(x), not an estimate of it), and `iwae_samples`.
     """
-    if len(images) == 0:
-        raise UserError("images hold no examples; pass at least one image to evaluate")
+    images = held_out_images(images, model.image_shape)
     batches = data_lib.evaluation_batches(images, batch_size, binarize=model.likelihood_head.binarize,
                                           seed=binarization_seed)
     iwae_samples = _whole("iwae_samples", iwae_samples) if iwae_samples else 0
-    parts = per_example(model, batches, seed, iwae_samples=iwae_samples, strategy=strategy)
+    parts = decoded(per_example(model, batches, seed, iwae_samples=iwae_samples, strategy=strategy), images)
     summary = {"n_examples": int(len(parts["elbo"]))}
     if isinstance(images, data_lib.ImageStream):
         summary["skipped_images"] = images.skipped

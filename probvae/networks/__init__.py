@@ -3,7 +3,8 @@
 `decoder_arch`, default the same):
 
 - `dense`: "mlp" (dense layers) and "gated" (gated dense layers);
-- `conv`: "conv" (strided convolutions, transposed-convolution decoder).
+- `conv`: "conv" (strided convolutions, transposed-convolution decoder);
+- `gatedconv`: "gatedconv" (gated convolutions, the convHVAE's networks).
 """
 
 import math
@@ -14,8 +15,8 @@ from probvae.errors import UserError
 from probvae.networks.family import Family, check_image_shape
 from probvae.registry import NETWORKS, POSTERIORS
 
-__all__ = ["Family", "check_image_shape", "encoder", "decoder", "hidden_layer", "memory_estimate", "machine_memory",
-           "check_memory"]
+__all__ = ["Family", "check_image_shape", "encoder", "level_encoder", "level_features", "decoder", "hidden_layer",
+           "memory_estimate", "machine_memory", "check_memory"]
 
 
 def encoder(config):
@@ -23,10 +24,33 @@ def encoder(config):
     return NETWORKS[config.arch].load().encoder(config)
 
 
+def level_encoder(config):
+    """Images [n, h, w, c] -> features [n, f_l] that the lower levels of a
+    hierarchy read (the family's `level_encoder`), or None: they read the
+    encoder's features (so does a model of one level)."""
+    family = NETWORKS[config.arch].load()
+    if len(config.latent_dims) == 1 or getattr(family, "level_encoder", None) is None:
+        return None
+    return family.level_encoder(config)
+
+
+def level_features(config):
+    """f_l, the width of `level_encoder(config)`'s output, or None without one."""
+    family = NETWORKS[config.arch].load()
+    if len(config.latent_dims) == 1 or getattr(family, "level_encoder", None) is None:
+        return None
+    return family.level_features(config)
+
+
 def decoder(config, output_channels: int):
-    """Latents [n, d] -> likelihood parameters [n, h, w, output_channels]: the
-    decoder of `config.decoder_arch` (default `config.arch`)."""
-    return NETWORKS[config.decoder_arch or config.arch].load().decoder(config, output_channels)
+    """Latents [n, D] (D = sum_l d_l, every level) -> likelihood parameters
+    [n, h, w, output_channels]: the decoder of `config.decoder_arch` (default
+    `config.arch`), built for one level of D latents unless the family
+    `decodes_levels`."""
+    family = NETWORKS[config.decoder_arch or config.arch].load()
+    if not getattr(family, "decodes_levels", False):
+        config = config.one_level(sum(config.latent_dims))
+    return family.decoder(config, output_channels)
 
 
 def hidden_layer(config, units: int):

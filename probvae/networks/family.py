@@ -25,6 +25,16 @@ class Family(NamedTuple):
     output, which the estimate multiplies by the posterior's `params_size`
     (the dense layer of posterior parameters: d(d + 3)/2 outputs for a
     full covariance); without it f = 512 is assumed.
+
+    Two options for a hierarchy (`probvae.hierarchy`), both as in the
+    convHVAE (`probvae.networks.gatedconv`): level_encoder(config), if given,
+    is the lower levels' own network of x, images [n, h, w, c] -> [n, f_l],
+    and level_features(config) -> f_l its width; q(z_l | x, z_(l+1)) then
+    joins its features with z_(l+1) mapped to the same width f_l. Without
+    it the lower levels read the encoder's features. decodes_levels: the
+    decoder is given the hierarchy's config and reads each level of
+    z = [z_1, ..., z_L] (config.latent_dims); otherwise it is built for one
+    level of D = sum_l d_l latents.
     """
 
     encoder: Callable
@@ -32,6 +42,9 @@ class Family(NamedTuple):
     hidden: Optional[Callable] = None
     size: Optional[Callable] = None
     features: Optional[Callable] = None
+    level_encoder: Optional[Callable] = None
+    level_features: Optional[Callable] = None
+    decodes_levels: bool = False
 
 
 def check_image_shape(image_shape: Sequence[int]) -> None:

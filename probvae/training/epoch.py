@@ -12,11 +12,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable, Tuple
 
 from probvae import data as data_lib
 from probvae import replicas, seeds
+from probvae.errors import UnreadableImagesError, UserError
 from probvae.training.callbacks import Decision, follow_validation, monitored, track_best
 from probvae.training.step import FAULT_CHECK_EVERY, StepLoop
 
@@ -67,11 +69,34 @@ def epoch_batches(trainer, epoch: int, position: int):
 def validate(trainer, epoch: int) -> Tuple[dict, list]:
     """The validation figures after `epoch` (`Trainer.evaluate` with the
     epoch's seed, and the bound the run is judged by) and the per-dimension
-    KL, which goes to TensorBoard only."""
-    train = trainer.config.train
-    validation = trainer.evaluate(trainer.splits.x_validation, seed=seeds.validation_seed(train.seed, epoch),
-                                  with_latents=True, iwae_samples=monitored(train).iwae_samples)
+    KL, which goes to TensorBoard only.
+
+    Raises:
+      UserError: a validation image (of an image folder) can no longer be
+        read: the epoch's figures would not compare with the others', so the
+        run stops before anything of the epoch is written.
+    """
+    train, images = trainer.config.train, trainer.splits.x_validation
+    try:
+        validation = trainer.evaluate(images, seed=seeds.validation_seed(train.seed, epoch),
+                                      with_latents=True, iwae_samples=monitored(train).iwae_samples)
+    except UnreadableImagesError:
+        validation = {"skipped_images": len(images)}
+    if validation.get("skipped_images"):
+        raise UserError(_unreadable(trainer, epoch, validation["skipped_images"]))
     return validation, validation.pop("kl_per_dimension")
+
+
+def _unreadable(trainer, epoch: int, skipped: int) -> str:
+    """Why the run stops when `skipped` validation images failed after `epoch`, and how to continue."""
+    images = trainer.splits.x_validation
+    failing = images.failing()
+    names = f" ({', '.join(failing[:3])}{', ...' if len(failing) > 3 else ''})" if failing else ""
+    latest = os.path.basename(trainer.state.latest) if trainer.state.latest else "none yet"
+    return (f"validation after epoch {epoch}: {skipped} of {len(images)} validation images can no longer be "
+            f"read{names}; their files changed or were removed since the data were listed, and a validation "
+            f"without them would not compare with the other epochs'; nothing of epoch {epoch} was written: "
+            f"restore the files, then continue with fit.py --resume {trainer.run_dir} (newest checkpoint: {latest})")
 
 
 def apply_decision(trainer, decision: Decision, epoch: int) -> None:

@@ -26,7 +26,7 @@ from probvae.errors import TrainingInterrupted, UserError
 from probvae.training import distribute
 from probvae.training.callbacks import monitored
 from probvae.training.checkpoints import StopSignals
-from probvae.training.preflight import prepare_run
+from probvae.training.preflight import check_arguments, prepare_run
 from probvae.training.trainer import Trainer
 
 __all__ = ["Trainer", "fit", "final_test", "seed_process"]
@@ -72,6 +72,7 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
         checkpoint is kept); NonFiniteError: a non-finite loss or gradient.
       TrainingInterrupted: SIGINT or SIGTERM, after saving a checkpoint.
     """
+    check_arguments(config, run_dir)
     strategy = distribute.make_strategy(config.train.strategy) if strategy is None else strategy
     cluster = distribute.cluster_of(strategy)
     log = distribute.worker_log(log, cluster)

@@ -11,18 +11,26 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+from probvae import checks, networks, runs
 from probvae import data as data_lib
-from probvae import networks, runs
 from probvae.config import RunConfig
 from probvae.errors import UserError
 from probvae.training import precision
 
-__all__ = ["prepare_run", "initial_checkpoint", "check_resumable"]
+__all__ = ["check_arguments", "prepare_run", "initial_checkpoint", "check_resumable"]
 
 # What a run started from another run's weights must share with it: the model,
 # and the train/validation/test split (else it would validate on images the
 # weights were trained on).
 _INIT_FROM_SAME = ("data.dataset", "data.validation_fraction", "data.split_seed", "data.options")
+
+
+def check_arguments(config, run_dir) -> None:
+    """A UserError unless `fit` was given a `RunConfig` and a run directory path."""
+    if not isinstance(config, RunConfig):
+        raise UserError(f"fit takes a RunConfig, got {type(config).__name__}; e.g. fit(RunConfig(), 'runs/first')")
+    if not isinstance(run_dir, (str, os.PathLike)) or not os.fspath(run_dir):
+        raise UserError(f"a run directory is a path (the folder to write the run to), got {run_dir!r}")
 
 
 def prepare_run(config: RunConfig, run_dir: str, splits=None, overwrite: bool = False, resume: bool = False,
@@ -55,6 +63,7 @@ def prepare_run(config: RunConfig, run_dir: str, splits=None, overwrite: bool = 
         raise UserError(f"the model expects images of shape {config.model.image_shape} but {splits.name} "
                         f"has {splits.image_shape}; give images of that shape, or another --image-shape for a new run")
     networks.check_image_shape(splits.image_shape)
+    _check_test_cost(config, splits)
     config = config.replace(model={"image_shape": splits.image_shape},
                             train={"precision": precision.resolve(config.train.precision, config.model.arch)})
     networks.check_memory(config.model, config.train.batch_size)
@@ -64,6 +73,15 @@ def prepare_run(config: RunConfig, run_dir: str, splits=None, overwrite: bool = 
     if config.train.init_from is not None and not resume:
         initial_checkpoint(config)
     return config, splits
+
+
+def _check_test_cost(config: RunConfig, splits) -> None:
+    """The final test evaluation's cost on the test images the data really
+    hold: `RunConfig` checks it for the datasets that state their test size,
+    the others (npz, image folders) only here, once they are loaded."""
+    images, samples = len(splits.x_test), config.train.test_iwae_samples
+    checks.decoder_passes_within(f"test_iwae_samples {samples} on {images} {splits.name} test images",
+                                 images * samples, "lower --test-iwae-samples (evaluate.py re-evaluates with any K)")
 
 
 def _check_init_from(config: RunConfig, run_dir: str) -> RunConfig:
