@@ -8,7 +8,7 @@ vector h: params = [loc (d), raw scale (d), h (c)], c = `units`. A sample is
     g_t = GATE_FLOOR + (1 - GATE_FLOOR) * sigmoid(s_t + FORGET_BIAS)
     z   = u_T
 
-with [m_t, s_t](u_(t-1), h) one MADE (`tfb.AutoregressiveNetwork`, two hidden
+with m_t, s_t = MADE_t(u_(t-1), h), one MADE (`tfb.AutoregressiveNetwork`, two hidden
 layers of `units`, ELU, conditioned on h) whose i-th outputs see only inputs
 before i, and P the reversal of the dimensions between steps (none after the
 last). This is Kingma et al.'s numerically stable step: each dimension moves
