@@ -21,9 +21,9 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import objectives, seeds
-from probvae.distributions import kl_per_dimension, total_correlation
+from probvae.distributions import gaussian_approximation, kl_per_dimension, total_correlation
 
-__all__ = ["LatentStatistics", "Encoding", "latent_statistics", "location", "encode"]
+__all__ = ["LatentStatistics", "Encoding", "latent_statistics", "location", "encode", "Inference"]
 
 
 class LatentStatistics(NamedTuple):
@@ -128,3 +128,43 @@ def encode(model, images, batch_size: int = 1000, binarization_seed: int = 0, se
         locs.append(latent.location.numpy())
         scales.append(latent.stddev.numpy())
     return Encoding(np.concatenate(locs), np.concatenate(scales))
+
+
+class Inference:
+    """The methods of `probvae.VAE` that read its posterior's location and
+    per-dimension statistics (the functions above, with a flow's top level
+    linearised by `distributions.gaussian_approximation`).
+
+    Examples:
+      >>> isinstance(vae, Inference)  # the model of `encode`'s example
+      True
+    """
+
+    def location(self, x, training=False) -> tf.Tensor:
+        """The posterior's location [n, D] for images x (see `prepare_inputs`): the
+        mean of q(z|x); in a hierarchy each level's conditional mean at the
+        location of the level above (the mean itself has no closed form).
+
+        Examples:
+          >>> location = vae.location(images)
+          >>> print(location.shape, bool(tf.reduce_all(location == vae.posterior(images).mean())))  # one Gaussian level
+          (5, 2) True
+        """
+        features, below = self._encode_levels(self.prepare_inputs(x), training=training)
+        return location(self, below, gaussian_approximation(self._top_posterior(features)))
+
+    def latent_statistics(self, terms) -> LatentStatistics:
+        """Per-dimension statistics of the posterior behind an `elbo_terms` result
+        (`probvae.latents.latent_statistics`); a flow's top level by its
+        linearisation (`distributions.gaussian_approximation`).
+
+        Examples:
+          >>> stats = vae.latent_statistics(vae.elbo_terms(vae.prepare_inputs(images), seed=1))
+          >>> print(stats.location.shape, stats.stddev.shape, stats.kl_per_dimension.shape)
+          (5, 2) (5, 2) (5, 2)
+        """
+        top = gaussian_approximation(terms.top)
+        if top is not terms.top:
+            levels = terms.levels[:-1] + (terms.levels[-1]._replace(posterior=top),)
+            terms = type(terms)(*terms, levels=levels, features=terms.features, top=top)
+        return latent_statistics(self, terms)

@@ -42,11 +42,10 @@ from typing import NamedTuple
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from probvae import checks, hierarchy, inputs, latents, losses, networks, objectives, seeds
+from probvae import checks, hierarchy, inputs, losses, networks, objectives, seeds
 from probvae._keras import keras
 from probvae.config import ModelConfig
 from probvae.distributions import (
-    gaussian_approximation,
     kl_divergence,
     posterior_distribution,
     posterior_input_size,
@@ -55,7 +54,8 @@ from probvae.distributions import (
 )
 from probvae.distributions.analysis import unwrap
 from probvae.errors import UserError
-from probvae.latents import Encoding, LatentStatistics, encode
+from probvae.generation import Generation, Samples
+from probvae.latents import Encoding, Inference, LatentStatistics, encode
 from probvae.registry import LIKELIHOODS, PRIORS
 
 tfd = tfp.distributions
@@ -90,19 +90,6 @@ class ElboTerms(_ElboTerms):
         return terms
 
 
-class Samples(NamedTuple):
-    """Draws of the generative model (`VAE.sample`).
-
-    Examples:
-      >>> vae.sample(2, seed=3)._fields
-      ('z', 'mean', 'x')
-    """
-
-    z: tf.Tensor  # [n, D], z ~ p(z)
-    mean: tf.Tensor  # [n, h, w, c], the mean of p(x|z)
-    x: tf.Tensor  # [n, h, w, c], x ~ p(x|z)
-
-
 def _seed(seed) -> tf.Tensor:
     """A stateless seed [2] from an int, a pair or a tensor; a fresh one for None."""
     if seed is None:
@@ -110,7 +97,7 @@ def _seed(seed) -> tf.Tensor:
     return seeds.as_seed(seed)
 
 
-class VAE(keras.Model):
+class VAE(Inference, Generation, keras.Model):
     """A variational autoencoder built from a `ModelConfig`.
 
     Args:
@@ -121,6 +108,10 @@ class VAE(keras.Model):
         free (`objectives.free_bits_kl`); 0 for none.
       train_samples: K >= 1 trains on the importance-weighted bound of K
         samples (`objectives.iwae_bound`); 0 trains on the ELBO.
+
+    Its generative methods (`sample`, `decode`, `call`) are
+    `probvae.generation.Generation`'s; `location` and `latent_statistics` are
+    `probvae.latents.Inference`'s.
 
     Examples:
       A tiny model and three raw images, which the examples of its methods use:
@@ -352,35 +343,6 @@ class VAE(keras.Model):
                                                 "probvae.evaluation.log_likelihood(..., force=True)")
         return self.importance_sampling(x, num_samples, seed, 0).log_likelihood
 
-    def location(self, x, training=False) -> tf.Tensor:
-        """The posterior's location [n, D] for images x (see `prepare_inputs`): the
-        mean of q(z|x); in a hierarchy each level's conditional mean at the
-        location of the level above (the mean itself has no closed form).
-
-        Examples:
-          >>> location = vae.location(x)
-          >>> print(location.shape, bool(tf.reduce_all(location == vae.posterior(x).mean())))  # one Gaussian level
-          (3, 2) True
-        """
-        features, below = self._encode_levels(self.prepare_inputs(x), training=training)
-        return latents.location(self, below, gaussian_approximation(self._top_posterior(features)))
-
-    def latent_statistics(self, terms: "ElboTerms") -> LatentStatistics:
-        """Per-dimension statistics of the posterior behind an `elbo_terms` result
-        (`probvae.latents.latent_statistics`); a flow's top level by its
-        linearisation (`distributions.gaussian_approximation`).
-
-        Examples:
-          >>> stats = vae.latent_statistics(vae.elbo_terms(vae.prepare_inputs(x), seed=1))
-          >>> print(stats.location.shape, stats.stddev.shape, stats.kl_per_dimension.shape)
-          (3, 2) (3, 2) (3, 2)
-        """
-        top = gaussian_approximation(terms.top)
-        if top is not terms.top:
-            levels = terms.levels[:-1] + (terms.levels[-1]._replace(posterior=top),)
-            terms = ElboTerms(*terms, levels=levels, features=terms.features, top=top)
-        return latents.latent_statistics(self, terms)
-
     def joint_sample(self, features, top, seed, rows=None) -> tf.Tensor:
         """z = [z_1, ..., z_L], [n, D], drawn as `elbo_terms` draws it.
 
@@ -401,46 +363,3 @@ class VAE(keras.Model):
             z = sample_posterior(posterior, seeds.sample_seed(seed, index + 1), rows)
             drawn.insert(0, (posterior, z))
         return drawn
-
-    def decode(self, z) -> tf.Tensor:
-        """The mean of p(x|z) for latents z [n, D]: images [n, h, w, c]
-        (`likelihood(z)` is the distribution itself).
-
-        Raises:
-          UserError: z is not numbers of shape [n, D].
-
-        Examples:
-          >>> images = vae.decode(np.zeros([2, 2], np.float32))
-          >>> print(images.shape, bool(tf.reduce_all((images > 0) & (images < 1))))  # Bernoulli means
-          (2, 4, 4, 1) True
-        """
-        return self.likelihood(inputs.latents(z, self.latent_dim)).mean()
-
-    def sample(self, num_samples: int, seed=0) -> "Samples":
-        """`Samples` (z, mean, x) of num_samples draws z ~ p(z), x ~ p(x|z), from
-        the stateless seed `seed` (an int or a pair): the same seed, the same draws.
-
-        Raises:
-          UserError: num_samples is not a whole number of at least 1, or its
-            draws cannot fit in this machine's memory.
-
-        Examples:
-          >>> samples = vae.sample(4, seed=0)  # Samples(z, mean, x); the same seed, the same draws:
-          >>> print(samples.z.shape, samples.x.shape, bool(tf.reduce_all(vae.sample(4, seed=(0, 0)).x == samples.x)))
-          (4, 2) (4, 4, 4, 1) True
-        """
-        num_samples = objectives.whole_number("num_samples", num_samples)
-        inputs.check_sample_size(num_samples, self.latent_dim, self.image_shape, networks.machine_memory())
-        latent_seed, image_seed = seeds.split(seed, 2)
-        z = self.prior.sample(num_samples, seed=latent_seed)
-        likelihood = self.likelihood(z)
-        return Samples(z, likelihood.mean(), tf.cast(likelihood.sample(seed=image_seed), tf.float32))
-
-    def call(self, x, training=False):
-        """Mean of p(x|z) at the posterior's location: a deterministic reconstruction [n, h, w, c].
-
-        Examples:
-          >>> print(vae(vae.prepare_inputs(x)).shape)
-          (3, 4, 4, 1)
-        """
-        return self.likelihood(self.location(x, training=training), training=training).mean()

@@ -8,7 +8,8 @@ dtypes, coarsely rounded values or comparisons that print True, so they do
 not depend on the CPU.
 
 In `probvae.model` the methods' examples use the `vae` and `x` of the `VAE`
-class example (in `probvae.latents`, those of `encode`): that one runs first
+class example (in `probvae.generation`, of the `Generation` example; in
+`probvae.latents`, the `vae` and `images` of `encode`): that one runs first
 and its names are given to the rest, so each module builds one tiny model.
 """
 
@@ -30,10 +31,12 @@ MODULES = {
     "probvae.distributions.mixtures": False,
     "probvae.distributions.analysis": False,
     "probvae.latents": False,
+    "probvae.generation": True,
     "probvae.model": True,
 }
 # The example whose names the other examples of its module use.
-SETUP = {"probvae.model": "probvae.model.VAE", "probvae.latents": "probvae.latents.encode"}
+SETUP = {"probvae.model": "probvae.model.VAE", "probvae.latents": "probvae.latents.encode",
+         "probvae.generation": "probvae.generation.Generation"}
 
 
 def _examples(module_name):
