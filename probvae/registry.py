@@ -209,7 +209,7 @@ NETWORKS.register(
         Field("batch_norm", False, checks.flag, "batch normalisation after every convolution", None),
         Field("dense_units", 256, _non_negative_int, "width of the dense layer beside the latent (0: none)", int),
         _ACTIVATION,
-    ], bfloat16_on_cpu=True)
+    ])
 
 NETWORKS.register(
     "gatedconv", "probvae.networks.gatedconv:GATED_CONV", summary="gated convolutions (W * x + b) * sigmoid(V * x + c)",

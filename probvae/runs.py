@@ -130,7 +130,8 @@ def resume_config(run_dir: str, requested: Optional[RunConfig] = None) -> RunCon
     Args:
       run_dir: a run directory holding config.json.
       requested: the config asked for (e.g. from command-line flags), or None
-        for the saved one. Its `model.image_shape` may be None (from the data).
+        for the saved one. Its `model.image_shape` may be None (from the data)
+        and its `train.precision` None (the run's own).
 
     Returns:
       The saved config, with the `RESUME_MAY_CHANGE` keys taken from `requested`.
@@ -155,6 +156,8 @@ def resume_config(run_dir: str, requested: Optional[RunConfig] = None) -> RunCon
         return saved
     if requested.model.image_shape is None:
         requested = requested.replace(model={"image_shape": saved.model.image_shape})
+    if requested.train.precision is None:  # the default: what the run chose when it started
+        requested = requested.replace(train={"precision": saved.train.precision})
     differing = [key for key in saved.differences(requested) if key not in RESUME_MAY_CHANGE]
     if differing:
         saved_values, requested_values = saved.flat(), requested.flat()

@@ -119,7 +119,8 @@ def test_list_presets_prints_one_line_each():
     assert result.returncode == 0, result.stderr
     names = [line.split()[0] for line in result.stdout.strip().splitlines()]
     assert names == ["mnist-dense-2d", "mnist-conv-2d", "mnist-dcgan-2d", "mnist-dlwp-2d", "fashion-conv",
-                     "fashion-conv-2d", "fashion-best", "fashion-vae", "fashion-vamp", "fashion-hvae", "celeba-faces"]
+                     "fashion-conv-2d", "fashion-best", "fashion-vae", "fashion-vamp", "fashion-vamp-iaf",
+                     "fashion-hvae", "fashion-convhvae", "celeba-faces"]
 
 
 def test_a_preset_trains_on_an_image_folder_with_flags_overriding_it(tmp_path):

@@ -64,7 +64,7 @@ def test_metrics_json_keeps_its_keys(trained):
     _, run_dir = trained
     metrics = runs.read_json(os.path.join(run_dir, runs.METRICS_FILE))
     assert sorted(metrics) == ["best", "data_source", "dataset", "device", "distribution", "epochs", "parameters",
-                               "resumes", "run_dir", "skipped_nonfinite_batches", "stopped_early", "test",
+                               "precision", "resumes", "run_dir", "skipped_nonfinite_batches", "stopped_early", "test",
                                "train_seconds", "units"]
     # (the default step size follows the validation ELBO, so each epoch records its own)
     assert [sorted(e) for e in metrics["epochs"]] == [["epoch", "learning_rate", "seconds", "train", "validation"]] * 2
