@@ -28,7 +28,7 @@ def parse_args(argv=None, prog="probvae bench"):
     parser.add_argument("--repeats", type=int, help="timed rounds per figure (default 7)")
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="what probvae's networks compute in (default: each network's default on this machine, "
-                        "as fit chooses it); the keras recipe computes in float32 on a CPU unless this is given")
+                        "as fit chooses it); the keras recipe computes in float32 on a CPU")
     parser.add_argument("--mixed-precision", dest="precision", action="store_const", const="float16",
                         help=argparse.SUPPRESS)  # the flag before --precision
     parser.add_argument("--memory-images", type=int, help="images per IWAE memory figure (default 200)")
