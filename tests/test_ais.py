@@ -165,6 +165,10 @@ def test_a_fixed_step_size_on_a_linear_schedule_keeps_every_weight_exact(ppca_mo
                                           schedule="linear", step_size=0.3)
     np.testing.assert_allclose(fixed.step_size, 0.3, rtol=1e-6)
     assert abs(fixed.mean - exact.mean()) < 3 * fixed.mean_mc_stderr + 0.02, (fixed.mean, exact.mean())
+    # The schedule is the one asked for: 4 steps of 0.25 anneal otherwise than the sigmoid's, on the same draws.
+    linear, sigmoid = (evaluation.ais_log_likelihood(model, images[:3], num_steps=4, num_chains=2, seed=2, adapt=False,
+                                                     schedule=name, step_size=0.3) for name in ("linear", "sigmoid"))
+    assert np.all(np.abs(linear.log_weights - sigmoid.log_weights) > 1e-4), (linear.log_weights, sigmoid.log_weights)
 
 
 def test_huge_requests_are_refused_in_the_api_words(ppca_model):
