@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from scipy import stats
+from scipy import special, stats
 from test_evaluation import LATENT, LOADINGS, OFFSET, PPCA_SHAPE, SCALE, exact_log_likelihood, ppca_images, set_ppca
 
 from probvae import annealing, evaluation
@@ -130,6 +130,24 @@ def test_bdmc_brackets_the_exact_value_and_its_gap_shrinks_with_steps(ppca_model
     assert abs(upper) < 3 * upper_stderr + 0.005, uppers
 
 
+def test_bdmc_combines_the_chains_of_each_direction_by_their_log_mean_weight(ppca_model, monkeypatch):
+    """With the annealing replaced by fixed log weights [3 chains, 2 images]:
+    lower = log (1/C) sum_c w_c of the forward ones, upper = -log (1/C) sum_c w_c
+    of the backward ones (not their mean, which is a looser bound by Jensen)."""
+    from probvae.evaluation import ais
+
+    forward = np.array([[0.0, -1.0], [-2.0, -3.0], [1.0, 0.5]])
+    backward = np.array([[0.3, 2.0], [-1.5, 0.0], [0.5, -2.5]])
+
+    def fixed_weights(model, x, exact_z, settings, seed, reverse, on_chunk=None):
+        assert (exact_z is not None) == reverse and x.shape[0] == 2
+        return (backward if reverse else forward), np.full(2, 0.8), np.full(2, 0.1)
+
+    monkeypatch.setattr(ais, "_anneal", fixed_weights)
+    result = evaluation.bdmc(ppca_model, 2, num_steps=4, num_chains=3, seed=6)
+    np.testing.assert_allclose(result.lower, special.logsumexp(forward, axis=0) - np.log(3), rtol=1e-12)
+    np.testing.assert_allclose(result.upper, np.log(3) - special.logsumexp(backward, axis=0), rtol=1e-12)
+
 def test_a_fixed_step_size_on_a_linear_schedule_keeps_every_weight_exact(ppca_model):
     """adapt=False, schedule="linear": with the exact posterior every AIS weight is
     still log p(x); with a wrong one the estimate reaches it within its error, and
@@ -147,6 +165,10 @@ def test_a_fixed_step_size_on_a_linear_schedule_keeps_every_weight_exact(ppca_mo
                                           schedule="linear", step_size=0.3)
     np.testing.assert_allclose(fixed.step_size, 0.3, rtol=1e-6)
     assert abs(fixed.mean - exact.mean()) < 3 * fixed.mean_mc_stderr + 0.02, (fixed.mean, exact.mean())
+    # The schedule is the one asked for: 4 steps of 0.25 anneal otherwise than the sigmoid's, on the same draws.
+    linear, sigmoid = (evaluation.ais_log_likelihood(model, images[:3], num_steps=4, num_chains=2, seed=2, adapt=False,
+                                                     schedule=name, step_size=0.3) for name in ("linear", "sigmoid"))
+    assert np.all(np.abs(linear.log_weights - sigmoid.log_weights) > 1e-4), (linear.log_weights, sigmoid.log_weights)
 
 
 def test_huge_requests_are_refused_in_the_api_words(ppca_model):

@@ -150,3 +150,22 @@ def test_images_outside_the_unit_interval_are_refused(tmp_path):
     inside = saved.signatures["log_likelihood"](images=tf.constant(np.full((2, 4, 3, 1), 0.25, np.float32)),
                                                 num_samples=tf.constant(2))
     assert np.all(np.isfinite(inside["log_likelihood"]))
+
+
+def test_export_run_writes_the_checkpoint_it_is_given(tmp_path):
+    """Of a two-epoch run (checkpoints ckpt-4 after epoch 1, best-8): export_run with
+    checkpoint="ckpt-4" decodes as that checkpoint's weights do, not as the best's."""
+    from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from probvae.export import export_run
+    from probvae.training import fit
+
+    run_dir = str(tmp_path / "run")
+    fit(RunConfig(data=DataConfig(dataset="shapes", max_train_examples=40, validation_fraction=0.25),
+                  model=ModelConfig(arch="mlp", hidden_units=(7,), latent_dim=2),
+                  train=TrainConfig(epochs=2, batch_size=10, test_iwae_samples=2, jit_compile=False, seed=3)),
+        run_dir, log=lambda _: None)
+    out = export_run(run_dir, str(tmp_path / "saved"), checkpoint="ckpt-4")
+    z = np.random.default_rng(5).normal(size=(3, 2)).astype(np.float32)
+    decoded = tf.saved_model.load(out).signatures["decode"](z=tf.constant(z))["mean"].numpy()
+    np.testing.assert_allclose(decoded, runs.load_run(run_dir, "ckpt-4").decode(z), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(decoded, runs.load_run(run_dir).decode(z), rtol=1e-3, atol=1e-4)

@@ -16,6 +16,7 @@ from probvae.cli import fit as fit_command
 from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from probvae.errors import UserError
 from probvae.training import RunHistory, Trainer, fit
+from probvae.training.history import check_restored
 
 # 30 shapes in batches of 10: 3 steps per epoch, 2 epochs.
 CONFIG = RunConfig(data=DataConfig(dataset="shapes", max_train_examples=30),
@@ -110,6 +111,14 @@ def test_a_checkpoint_that_does_not_fit_the_steps_per_epoch_is_refused(trained, 
     trainer = Trainer(config.replace(train={"batch_size": 5}), splits, run_dir, log=lambda _: None)
     with pytest.raises(UserError, match=r"\(step 6, epoch 2\) does not fit 6 steps per epoch"):
         trainer.restore()
+
+
+def test_a_checkpoint_whose_history_counts_other_epochs_is_refused():
+    """Step 6 after epoch 2 of 3 steps each sits at an epoch end, but the history lists one epoch only."""
+    history = RunHistory(epochs=[{"epoch": 1}], train_examples=30)
+    with pytest.raises(UserError, match=r"\(step 6, epoch 2\) does not fit 3 steps per epoch"):
+        check_restored(history, "ckpt-6", 6, 2, 3, 30)
+    check_restored(dataclasses.replace(history, epochs=[{"epoch": 1}, {"epoch": 2}]), "ckpt-6", 6, 2, 3, 30)
 
 
 def test_the_history_reads_back_old_and_new_checkpoints():
