@@ -86,3 +86,23 @@ def test_encoder_and_decoder_families_are_chosen_separately():
     assert any(isinstance(layer, keras.layers.Conv2D) for layer in encoder.layers)
     assert [layer.units for layer in decoder.layers if isinstance(layer, GatedDense)] == [4, 7]
     assert decoder(np.zeros((3, 2), np.float32)).shape == (3, 8, 8, 1)
+
+
+def test_bfloat16_refuses_a_conv_net_whose_strides_reach_a_1x1_input():
+    """oneDNN's bfloat16 convolution of a 1x1 input returns non-finite numbers on a CPU
+    (docs/performance.md): the celeba-faces layers on 8x8 images reach 1x1 before their last
+    convolution (8, 4, 2, 1), so bfloat16 is refused there in one line; float32 is not, and
+    neither is a net that stops at 2x2."""
+    from probvae import networks
+    from probvae.config import ModelConfig
+    from probvae.errors import UserError
+
+    layers = ((32, 3, 2), (64, 3, 2), (64, 3, 2), (64, 3, 2))
+    tiny = ModelConfig(arch="conv", conv_layers=layers, image_shape=(8, 8, 3))
+    with pytest.raises(UserError, match="encoder convolution 4 of the conv network takes a 1x1 input"):
+        networks.check_precision(tiny, "bfloat16")
+    networks.check_precision(tiny, "float32")
+    networks.check_precision(tiny, "float16")
+    networks.check_precision(ModelConfig(arch="conv", conv_layers=layers[:3], image_shape=(8, 8, 3)), "bfloat16")
+    networks.check_precision(ModelConfig(arch="conv", image_shape=(28, 28, 1)), "bfloat16")
+    networks.check_precision(ModelConfig(arch="mlp", image_shape=(1, 1, 1)), "bfloat16")

@@ -16,7 +16,7 @@ from probvae.networks.family import Family, check_image_shape
 from probvae.registry import NETWORKS, POSTERIORS
 
 __all__ = ["Family", "check_image_shape", "encoder", "level_encoder", "level_features", "decoder", "hidden_layer",
-           "memory_estimate", "machine_memory", "check_memory"]
+           "memory_estimate", "machine_memory", "check_memory", "check_precision"]
 
 
 def encoder(config):
@@ -82,6 +82,14 @@ def memory_estimate(config, rows: int) -> int:
     features = family.features(config) if getattr(family, "features", None) is not None else 512
     weights, activations = weights + (features + 1) * params + flow[0], activations + params + flow[1]
     return 4 * (4 * weights + rows * activations)
+
+
+def check_precision(config, precision: str) -> None:
+    """A UserError if the encoder of `config` cannot compute in `precision`
+    on this device (its family's `check_precision`)."""
+    family = NETWORKS[config.arch].load()
+    if getattr(family, "check_precision", None) is not None:
+        family.check_precision(config, precision)
 
 
 def machine_memory() -> int:

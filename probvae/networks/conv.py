@@ -31,8 +31,11 @@ Example (the DCGAN-like encoder of the mnist-dcgan-2d preset):
 
 import math
 
+import tensorflow as tf
+
 from probvae import replicas
 from probvae._keras import keras
+from probvae.errors import UserError
 from probvae.networks.family import Family, check_image_shape
 
 layers = keras.layers
@@ -141,5 +144,20 @@ def features(config) -> int:
     return config.dense_units or -(-height // scale) * -(-width // scale) * encoder_conv_layers(config)[-1][0]
 
 
+def check_precision(config, precision: str) -> None:
+    """A UserError if an encoder convolution takes a 1x1 input in bfloat16 on a
+    CPU: oneDNN's bfloat16 convolution of a 1x1 input returns non-finite
+    numbers (docs/performance.md, "Precision")."""
+    if precision != "bfloat16" or tf.config.list_logical_devices("GPU"):
+        return
+    height, width, _ = tuple(config.image_shape)
+    for index, (_, _, stride) in enumerate(encoder_conv_layers(config)):
+        if height == 1 and width == 1:
+            raise UserError(f"encoder convolution {index + 1} of the conv network takes a 1x1 input, which bfloat16 "
+                            "convolutions on a CPU turn into non-finite numbers; use --precision float32, or fewer "
+                            "stride-2 convolutions (--conv-layers) for images this small")
+        height, width = -(-height // stride), -(-width // stride)
+
+
 CONV = Family(encoder, decoder, lambda config, units: layers.Dense(units, activation=config.activation), size,
-              features)
+              features, check_precision=check_precision)

@@ -35,6 +35,10 @@ class Family(NamedTuple):
     decoder is given the hierarchy's config and reads each level of
     z = [z_1, ..., z_L] (config.latent_dims); otherwise it is built for one
     level of D = sum_l d_l latents.
+
+    check_precision(config, precision), if given, raises a UserError when the
+    network cannot compute in `precision` on this device
+    (`probvae.networks.check_precision`).
     """
 
     encoder: Callable
@@ -45,6 +49,7 @@ class Family(NamedTuple):
     level_encoder: Optional[Callable] = None
     level_features: Optional[Callable] = None
     decodes_levels: bool = False
+    check_precision: Optional[Callable] = None
 
 
 def check_image_shape(image_shape: Sequence[int]) -> None:

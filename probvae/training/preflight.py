@@ -67,6 +67,7 @@ def prepare_run(config: RunConfig, run_dir: str, splits=None, overwrite: bool = 
     config = config.replace(model={"image_shape": splits.image_shape},
                             train={"precision": precision.resolve(config.train.precision, config.model.arch)})
     networks.check_memory(config.model, config.train.batch_size)
+    networks.check_precision(config.model, config.train.precision)
     if config.train.batch_size > len(splits.x_train):
         raise UserError(f"batch size {config.train.batch_size} is larger than the {len(splits.x_train)} "
                         "training examples; lower --batch-size")
