@@ -45,19 +45,25 @@ def exported(request, family_run, tmp_path_factory):
     return run_dir, out
 
 
+def outputs_without_probvae(script: str, out, images, z, tmp_path):
+    """The arrays `script` (LOADER or the like) writes from the SavedModel in `out` for
+    `images` and `z`, in a process whose path holds no probvae."""
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "z.npy", z)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", script, str(out), str(tmp_path / "images.npy"),
+                             str(tmp_path / "z.npy"), str(tmp_path / "outputs.npz")],
+                            capture_output=True, text=True, timeout=300, cwd=str(tmp_path), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.load(tmp_path / "outputs.npz")
+
+
 def test_the_saved_model_computes_the_library_numbers_without_probvae(exported, tmp_path):
     run_dir, out = exported
     vae = runs.load_run(run_dir)
     images = vae.prepare_inputs(make_shapes(5, seed=3)[0]).numpy()
     z = vae.sample(4, seed=1).z.numpy()
-    np.save(tmp_path / "images.npy", images)
-    np.save(tmp_path / "z.npy", z)
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", LOADER, str(out), str(tmp_path / "images.npy"),
-                             str(tmp_path / "z.npy"), str(tmp_path / "outputs.npz")],
-                            capture_output=True, text=True, timeout=300, cwd=str(tmp_path), env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    outputs = np.load(tmp_path / "outputs.npz")
+    outputs = outputs_without_probvae(LOADER, out, images, z, tmp_path)
     np.testing.assert_allclose(outputs["loc"], vae.location(tf.constant(images)), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(outputs["mean"], vae.decode(z), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(outputs["log_likelihood"], vae.log_likelihood(tf.constant(images), 7, seed=(0, 0)),

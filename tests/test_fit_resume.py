@@ -140,23 +140,31 @@ def checkpoint_tensors(prefix):
             if key.endswith("VARIABLE_VALUE") and not key.startswith(("host_state", "save_counter"))}
 
 
-@pytest.mark.slow
-def test_a_killed_run_of_a_learned_prior_and_batch_norm_resumes_to_the_uninterrupted_state(tmp_path):
-    import tensorflow as tf
-
-    args = STATEFUL
-    whole_dir, broken_dir = str(tmp_path / "whole"), str(tmp_path / "broken")
+def kill_and_resume(args, whole_dir: str, broken_dir: str, timeout: int = 300) -> int:
+    """Train `args` into whole_dir uninterrupted and into broken_dir killed with SIGKILL
+    right after a mid-epoch checkpoint, then resumed there; both must end cleanly.
+    Returns the step the run was killed at."""
     whole = fit(*args, "--run-dir", whole_dir)
     first = fit(*args, "--run-dir", broken_dir)
     killed_at = signal_after_checkpoint(first, broken_dir, signal.SIGKILL, after_step=-1)
     first.communicate(timeout=60)
     assert first.returncode == -signal.SIGKILL and 3 <= killed_at < 12
     resumed = fit("--resume", broken_dir)
-    out, err = resumed.communicate(timeout=300)
+    out, err = resumed.communicate(timeout=timeout)
     assert resumed.returncode == 0, err
     assert f"resuming from {broken_dir}/checkpoints/ckpt-" in out
-    _, err = whole.communicate(timeout=300)
+    _, err = whole.communicate(timeout=timeout)
     assert whole.returncode == 0, err
+    return killed_at
+
+
+@pytest.mark.slow
+def test_a_killed_run_of_a_learned_prior_and_batch_norm_resumes_to_the_uninterrupted_state(tmp_path):
+    import tensorflow as tf
+
+    args = STATEFUL
+    whole_dir, broken_dir = str(tmp_path / "whole"), str(tmp_path / "broken")
+    killed_at = kill_and_resume(args, whole_dir, broken_dir)
 
     mine, reference = metrics_of(broken_dir), metrics_of(whole_dir)
     assert [e["epoch"] for e in mine["epochs"]] == [1, 2] and len(mine["resumes"]) == 1

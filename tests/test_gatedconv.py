@@ -4,20 +4,20 @@ the hierarchy's own network of x for the lower level, and a tiny run that
 resumes exactly after SIGKILL, loads in a fresh process and exports."""
 
 import os
-import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_export import outputs_without_probvae
 
 from probvae import networks, runs
 from probvae.config import ModelConfig
 from probvae.model import VAE
 from probvae.networks.gatedconv import GatedConv2D, LevelsGatedDense
 
-from test_fit_resume import checkpoint_tensors, fit, metrics_of, signal_after_checkpoint
+from test_fit_resume import checkpoint_tensors, kill_and_resume, metrics_of
 
 
 def parameter_count(model):
@@ -151,17 +151,7 @@ def resumed_run(tmp_path_factory):
     """(the run killed with SIGKILL and resumed, the same run never interrupted)."""
     base = tmp_path_factory.mktemp("gatedconv")
     whole_dir, broken_dir = str(base / "whole"), str(base / "broken")
-    whole = fit(*RUN, "--run-dir", whole_dir)
-    first = fit(*RUN, "--run-dir", broken_dir)
-    killed_at = signal_after_checkpoint(first, broken_dir, signal.SIGKILL, after_step=-1)
-    first.communicate(timeout=60)
-    assert first.returncode == -signal.SIGKILL and 3 <= killed_at < 12
-    resumed = fit("--resume", broken_dir)
-    out, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, err
-    assert f"resuming from {broken_dir}/checkpoints/ckpt-" in out
-    _, err = whole.communicate(timeout=600)
-    assert whole.returncode == 0, err
+    kill_and_resume(RUN, whole_dir, broken_dir, timeout=600)
     return broken_dir, whole_dir
 
 
@@ -226,14 +216,7 @@ def test_the_trained_conv_hierarchy_loads_in_a_fresh_process_and_exports(resumed
     result = subprocess.run([sys.executable, export, run_dir, str(out)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     z = vae.sample(3, seed=2).z.numpy()
-    np.save(tmp_path / "images.npy", images.numpy())
-    np.save(tmp_path / "z.npy", z)
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", EXPORTED, str(out), str(tmp_path / "images.npy"),
-                             str(tmp_path / "z.npy"), str(tmp_path / "exported.npz")],
-                            capture_output=True, text=True, timeout=300, cwd=str(tmp_path), env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    exported = np.load(tmp_path / "exported.npz")
+    exported = outputs_without_probvae(EXPORTED, out, images.numpy(), z, tmp_path)
     np.testing.assert_allclose(exported["mean"], vae.decode(z), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(exported["log_likelihood"], vae.log_likelihood(images, 7, seed=(0, 0)), rtol=1e-5,
                                atol=1e-4)
