@@ -272,8 +272,10 @@ def test_the_xla_step_traces_once_and_computes_what_the_graph_step_does():
     assert not np.allclose(losses[True], losses[False], rtol=1e-6)
 
 
-@pytest.mark.parametrize("compute", ["float16", "bfloat16"])
+@pytest.mark.parametrize("compute", ["float16", "bfloat16", None])
 def test_fit_with_xla_and_mixed_precision_writes_a_finite_float32_run(tmp_path, compute):
+    """None: the run records the default it chose, a precision, not null (a resumed run keeps it)."""
+    from probvae.training import precision
     config = RunConfig(
         data=DataConfig(dataset="shapes", max_train_examples=60),
         model=ModelConfig(arch="mlp", latent_dim=2, hidden_units=(16,)),
@@ -285,8 +287,9 @@ def test_fit_with_xla_and_mixed_precision_writes_a_finite_float32_run(tmp_path, 
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert keras.mixed_precision.global_policy().name == "float32"
-    assert metrics["precision"] == compute and any(f"{compute} compute" in line for line in lines)
-    assert RunConfig.from_json((tmp_path / "run" / "config.json").read_text()).train.precision == compute
+    chosen = compute or precision.default_precision("mlp")
+    assert metrics["precision"] == chosen and any(f"{chosen} compute" in line for line in lines)
+    assert RunConfig.from_json((tmp_path / "run" / "config.json").read_text()).train.precision == chosen
     for section in (metrics["epochs"][0]["train"], metrics["epochs"][0]["validation"], metrics["test"]):
         assert np.isfinite(section["elbo"]) and section["elbo"] < 0
 
