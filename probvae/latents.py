@@ -168,3 +168,13 @@ class Inference:
             levels = terms.levels[:-1] + (terms.levels[-1]._replace(posterior=top),)
             terms = type(terms)(*terms, levels=levels, features=terms.features, top=top)
         return latent_statistics(self, terms)
+
+    def joint_sample(self, features, top, seed, rows=None) -> tf.Tensor:
+        """z = [z_1, ..., z_L], [n, D], drawn as `elbo_terms` draws it.
+
+        Examples:
+          >>> terms = vae.elbo_terms(vae.prepare_inputs(images), seed=(1, 2))
+          >>> bool(tf.reduce_all(vae.joint_sample(terms.features, terms.top, seed=(1, 2)) == terms.z))
+          True
+        """
+        return tf.concat([z for _, z in self._sample_levels(features, top, seed, rows)], axis=-1)

@@ -110,8 +110,8 @@ class VAE(Inference, Generation, keras.Model):
         samples (`objectives.iwae_bound`); 0 trains on the ELBO.
 
     Its generative methods (`sample`, `decode`, `call`) are
-    `probvae.generation.Generation`'s; `location` and `latent_statistics` are
-    `probvae.latents.Inference`'s.
+    `probvae.generation.Generation`'s; `location`, `latent_statistics` and
+    `joint_sample` are `probvae.latents.Inference`'s.
 
     Examples:
       A tiny model and three raw images, which the examples of its methods use:
@@ -342,16 +342,6 @@ class VAE(Inference, Generation, keras.Model):
         num_samples = checks.importance_samples(num_samples, int(x.shape[0] or 0), fix="ask for fewer, or call "
                                                 "probvae.evaluation.log_likelihood(..., force=True)")
         return self.importance_sampling(x, num_samples, seed, 0).log_likelihood
-
-    def joint_sample(self, features, top, seed, rows=None) -> tf.Tensor:
-        """z = [z_1, ..., z_L], [n, D], drawn as `elbo_terms` draws it.
-
-        Examples:
-          >>> terms = vae.elbo_terms(vae.prepare_inputs(x), seed=(1, 2))
-          >>> bool(tf.reduce_all(vae.joint_sample(terms.features, terms.top, seed=(1, 2)) == terms.z))
-          True
-        """
-        return tf.concat([z for _, z in self._sample_levels(features, top, seed, rows)], axis=-1)
 
     def _sample_levels(self, features, top, seed, rows=None):
         """[(q(z_l | x, z_(l+1)), z_l)] for l = 1 .. L, drawn from the top level down:
