@@ -10,6 +10,12 @@ import random
 import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One thread per operation, in the test processes and the commands they start:
+# each number then comes from one way of splitting a sum, whatever the cores
+# of the machine (tests/test_reference_runs.py pins its runs the same way).
+# pytest-xdist already runs one worker per core; the suite took as long with
+# one thread per worker as with two (10:56 against 11:05 on 2 cores).
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

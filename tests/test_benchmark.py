@@ -89,6 +89,12 @@ def test_bench_quick_runs_end_to_end_and_writes_every_figure(tmp_path):
         assert r["step_breakdown"]["parts_cpu_ms"]["decoder"] > 0
     assert figures["config"]["archs"] == ["mlp"]
     assert "speedup" in result.stdout and "IWAE eff" in result.stdout
+    # The evaluation workloads, projected, and each figure with a target against it.
+    for name in ("iwae", "ais"):
+        workload = figures["workloads"][name]
+        assert workload["projected_seconds"] > 0 and workload["floor_seconds"] > 0
+    assert [row["figure"].split()[0] for row in figures["targets"]] == ["mlp", "IWAE", "AIS"]
+    assert "against the targets" in result.stdout
 
 
 def test_bench_refuses_a_bad_batch_size_in_one_line():
@@ -164,3 +170,58 @@ def test_the_probvae_contender_cuts_its_calls_where_fits_loop_does(monkeypatch):
     sizes.clear()
     assert trainer.run() == 7 * 4
     assert sizes == [3, 3, 1]  # calls end at steps 3 and 6 and at the epoch's end
+
+
+def test_the_workloads_project_their_timings_and_floors_by_hand_arithmetic(monkeypatch):
+    """A fake clock: the IWAE slice takes 2 s, an AIS chunk 0.5 s plus 0.01 s per
+    step, the matmul 1 s per 1e11 FLOPs; the projections and floors are then
+    numbers written out here for the default Fashion-MNIST model."""
+    import time
+
+    from probvae.benchmarks import workloads
+
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+
+    def advance(seconds):
+        clock[0] += seconds
+
+    monkeypatch.setattr(workloads.evaluation, "per_example", lambda *args, **kwargs: advance(2.0))
+    steps_seen = []
+
+    def fake_ais(model, x, num_steps, num_chains, **kwargs):
+        steps_seen.append((len(x), num_steps, num_chains, kwargs["num_leapfrog_steps"], kwargs["chunk_rows"]))
+        advance(0.5 + 0.01 * num_steps)
+
+    monkeypatch.setattr(workloads.evaluation, "ais_log_likelihood", fake_ais)
+
+    def matmul():
+        advance(1.0)
+        return 1e11
+
+    result = workloads.measure_workloads(workloads.Workloads(), matmul, log=lambda line: None)
+    # gated 300-300 decoder from 40 to 784 pixels: two dense layers per gated layer.
+    decoder = 2 * (2 * 40 * 300 + 2 * 300 * 300) + 2 * 300 * 784
+    assert result["decoder_mflops"] * 1e6 == pytest.approx(decoder) and result["matmul_gflops"] == pytest.approx(100)
+    iwae = result["iwae"]
+    assert iwae["pairs_per_s"] == pytest.approx(40 * 5000 / 2.0)
+    assert iwae["projected_seconds"] == pytest.approx(10_000 * 5000 / 1e5)
+    assert iwae["floor_seconds"] == pytest.approx(10_000 * 5000 * decoder / 1e11)
+    # 2048 rows per chunk = 128 images x 16 chains, timed at T = 10 and 30; 1000 images make 8 chunks.
+    assert set(steps_seen) == {(128, 10, 16, 10, 2048), (128, 30, 16, 10, 2048)}
+    ais = result["ais"]
+    assert ais["seconds_per_transition_per_chunk"] == pytest.approx(0.01)
+    assert ais["fixed_seconds_per_chunk"] == pytest.approx(0.5) and ais["chunks"] == 8
+    assert ais["projected_seconds"] == pytest.approx(8 * 0.5 + 1000 * 0.01 * 16_000 / 2048)
+    assert ais["floor_seconds"] == pytest.approx(16_000 * (1 + 999 * 10) * 2 * decoder / 1e11)
+
+
+def test_the_table_sets_each_figure_against_its_target():
+    archs = {"mlp": {"train_speedup_vs_fit": 2.5}, "conv": {"train_speedup_vs_fit": 1.1}}
+    workloads = {"iwae": {"what": "IWAE", "projected_seconds": 300.0, "floor_seconds": 250.0},
+                 "ais": {"what": "AIS", "projected_seconds": 500.0, "floor_seconds": 400.0}}
+    rows = {row["figure"]: row for row in benchmark.against_targets({"archs": archs, "workloads": workloads})}
+    assert [(r["measured"], r["target"], r["met"]) for r in rows.values()] == [
+        (2.5, 2.2, True), (1.1, 2.0, False), (300.0, 240.0, False), (500.0, 600.0, True)]
+    assert rows["IWAE, projected"]["floor"] == 250.0
+    assert benchmark.against_targets({"archs": {"gated": {"train_speedup_vs_fit": 9.0}}, "workloads": None}) == []

@@ -28,7 +28,11 @@ Figures (see `probvae.benchmarks.measure` for how they are timed):
 - peak memory of training and of IWAE at two K, each in its own process
   (`probvae.benchmarks.memory`);
 - time to the first training step (tracing and compilation) and the number
-  of traces of each compiled step after the first and the last epoch.
+  of traces of each compiled step after the first and the last epoch;
+- the evaluation workloads of the targets (IWAE at K = 5000 on 10 000
+  images, AIS at T = 1000 x 16 chains on 1 000), projected from a slice,
+  with the floor the matmul rate sets (`probvae.benchmarks.workloads`);
+- each figure that has a target (`TARGETS`, docs/performance.md) against it.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -48,12 +52,18 @@ from probvae._keras import keras
 from probvae.benchmarks import measure
 from probvae.benchmarks.contenders import BenchConfig, fit_trainer, probvae_trainer
 from probvae.benchmarks.memory import measure_peaks
+from probvae.benchmarks.workloads import Workloads, measure_workloads
 from probvae.model import VAE
 from probvae.replicas import default_device
 from probvae.training import precision
 
-__all__ = ["run", "format_table"]
+__all__ = ["TARGETS", "run", "against_targets", "format_table"]
 
+# The speed targets (docs/performance.md, "Against the targets"): training speed-up over the keras recipe's
+# `fit` per network (wall time, higher is better) and the evaluation workloads' projected wall seconds (lower
+# is better). Time to quality has its own, `probvae.benchmarks.quality.TARGET_SPEEDUP`.
+TARGETS = {"train_speedup_vs_fit": {"mlp": 2.2, "conv": 2.0},
+           "workload_seconds": {"iwae": 240.0, "ais": 600.0}}
 
 
 def step_stages(model: VAE, x, jit_compile: bool, train_step) -> Dict[str, Callable]:
@@ -226,8 +236,9 @@ def device_info() -> dict:
     }
 
 
-def run(bench: BenchConfig, memory: bool = True, log=print) -> dict:
-    """All figures for `bench.archs`, as the JSON-ready dict bench.py writes."""
+def run(bench: BenchConfig, memory: bool = True, workloads: Optional[Workloads] = None, log=print) -> dict:
+    """All figures for `bench.archs` (and the evaluation `workloads`, if
+    given), as the JSON-ready dict bench.py writes."""
     info = device_info()
     # The first XLA compilation of a process also starts XLA; keep that out of the first-step times.
     started = time.perf_counter()
@@ -240,9 +251,10 @@ def run(bench: BenchConfig, memory: bool = True, log=print) -> dict:
         for arch in bench.archs:
             log(f"{arch}: peak memory (one process per figure)")
             peak[arch] = measure_peaks(bench, arch)
+    evaluated = measure_workloads(workloads, matmul, log) if workloads is not None else None
     info["load_average_end"] = list(os.getloadavg())
     first = next(iter(archs.values()))
-    return {
+    result = {
         "device": info["device"],
         "machine": info,
         "config": dataclasses.asdict(bench) | {"precision": {a: bench.precision_of(a) for a in bench.archs},
@@ -255,7 +267,28 @@ def run(bench: BenchConfig, memory: bool = True, log=print) -> dict:
         "peak_memory_mb": peak,
         "matmul_gflops": first["matmul_gflops"],
         "archs": archs,
+        "workloads": evaluated,
     }
+    result["targets"] = against_targets(result)
+    return result
+
+
+def against_targets(result: dict) -> list:
+    """Each figure of `result` that has a target in `TARGETS`: a list of
+    {figure, measured, target, met} (and the floor, for a workload)."""
+    rows = []
+    for arch, target in TARGETS["train_speedup_vs_fit"].items():
+        if arch in result["archs"]:
+            measured = result["archs"][arch]["train_speedup_vs_fit"]
+            rows.append({"figure": f"{arch} training speed-up over keras fit", "measured": measured, "unit": "x",
+                         "target": target, "met": measured >= target})
+    for name, target in TARGETS["workload_seconds"].items():
+        if result.get("workloads"):
+            workload = result["workloads"][name]
+            rows.append({"figure": f"{workload['what']}, projected", "measured": workload["projected_seconds"],
+                         "unit": "s", "target": target, "met": workload["projected_seconds"] <= target,
+                         "floor": workload["floor_seconds"]})
+    return rows
 
 
 def _precisions(config: dict) -> str:
@@ -312,6 +345,28 @@ def format_table(result: dict) -> str:
         for arch, p in result["peak_memory_mb"].items():
             rows.append((arch, f"{p['start']:.0f}", f"{p['training']:.0f}") + tuple(
                 f"{p['iwae'][str(k)]:.0f}" for k in result["config"]["memory_samples"]))
+        lines += _aligned(header, rows)
+    if result.get("workloads"):
+        w = result["workloads"]
+        lines += ["", f"evaluation workloads ({w['model']}; decoder {w['decoder_mflops']:.2f} MFLOP per pass, "
+                      f"matmul {w['matmul_gflops']:.1f} GFLOP/s)"]
+        header = ("workload", "measured on", "projected s", "TFLOP", "achieved GFLOP/s", "floor s")
+        rows = [(w["iwae"]["what"], f"{w['iwae']['measured_images']} images", f"{w['iwae']['projected_seconds']:.0f}",
+                 f"{w['iwae']['tflops']:.1f}", f"{w['iwae']['achieved_gflops']:.1f}",
+                 f"{w['iwae']['floor_seconds']:.0f}"),
+                (w["ais"]["what"], f"{w['ais']['chunk_rows']} rows at T = {w['ais']['measured_steps']}",
+                 f"{w['ais']['projected_seconds']:.0f}", f"{w['ais']['tflops']:.1f}",
+                 f"{w['ais']['achieved_gflops'] or 0:.1f}", f"{w['ais']['floor_seconds']:.0f}")]
+        lines += _aligned(header, rows)
+    if result.get("targets"):
+        lines += ["", "against the targets (floor: the workload's FLOPs at the matmul rate)"]
+        header = ("figure", "measured", "target", "met", "floor")
+        rows = []
+        for row in result["targets"]:
+            fmt = (lambda v: f"{v:.2f}x") if row["unit"] == "x" else (lambda v: f"{v:.0f} s")
+            rows.append((row["figure"], fmt(row["measured"]), ("<= " if row["unit"] == "s" else ">= ")
+                         + fmt(row["target"]), "yes" if row["met"] else "no",
+                         fmt(row["floor"]) if "floor" in row else ""))
         lines += _aligned(header, rows)
     return "\n".join(lines)
 

@@ -33,6 +33,8 @@ def parse_args(argv=None, prog="probvae bench"):
                         help=argparse.SUPPRESS)  # the flag before --precision
     parser.add_argument("--memory-images", type=int, help="images per IWAE memory figure (default 200)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak memory figures")
+    parser.add_argument("--no-workloads", action="store_true", help="skip the evaluation workloads (IWAE at "
+                        "K = 5000 and AIS at T = 1000, each timed on a slice and projected)")
     parser.add_argument("--time-to-quality", action="store_true",
                         help="instead of the speed figures, train probvae and the keras recipe to the held-out "
                         "ELBO keras reaches in --quality-epochs epochs (Fashion-MNIST if installed) and compare "
@@ -70,7 +72,10 @@ def main(argv=None, prog="probvae bench"):
         result = time_to_quality(bench, quality)
         print(format_quality(result))
     else:
-        result = run(bench, memory=not args.no_memory)
+        from probvae.benchmarks.workloads import QUICK_WORKLOADS, Workloads
+
+        workloads = None if args.no_workloads else QUICK_WORKLOADS if args.quick else Workloads()
+        result = run(bench, memory=not args.no_memory, workloads=workloads)
         print(format_table(result))
     if args.json is not None:
         runs.write_json(args.json, result)
