@@ -7,7 +7,8 @@ global batch (`distribute_batches`), knows its rows (`replica_rows`), and
 takes batch means over the whole global batch where the loss needs them
 (`global_mean`). Evaluation runs one whole held-out batch per replica (batch
 k on replica k mod R) and gathers the per-example results in order
-(`gathered`, `map_batches`), so the numbers are those of a single device.
+(`gathered`, `map_batches`), so the numbers are those of a single device;
+AIS runs one chunk per replica the same way (`run_each`).
 Strategies, clusters and workers are `probvae.training.distribute`'s.
 """
 
@@ -29,6 +30,7 @@ __all__ = [
     "global_mean",
     "gathered",
     "map_batches",
+    "run_each",
 ]
 
 
@@ -131,3 +133,15 @@ def map_batches(strategy, run: Callable, batches: tf.data.Dataset, *args,
     if not rounds:
         return None
     return tf.nest.map_structure(lambda *values: np.concatenate(values), *rounds)
+
+
+def run_each(strategy, run: Callable, arguments: list) -> list:
+    """`run(*arguments[r])` on replica r of `strategy`, for each of its R replicas
+    (R argument tuples of tensors, shapes free to differ); the R outputs in
+    replica order, each as `run` returns it (a tuple of tensors)."""
+    def argument(i):
+        return strategy.experimental_distribute_values_from_function(
+            lambda context: arguments[context.replica_id_in_sync_group][i])
+
+    outputs = strategy.run(run, args=tuple(argument(i) for i in range(len(arguments[0]))))
+    return list(zip(*(strategy.experimental_local_results(part) for part in outputs)))

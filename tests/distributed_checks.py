@@ -181,6 +181,44 @@ def _faults(work_dir, splits, mirrored):
     return report
 
 
+def _ais(work_dir, splits, mirrored):
+    """AIS and BDMC of the same weights on one device and spread over two replicas,
+    in chunks that split the images (3 chunks: the last round leaves a replica
+    idle) and the chains (6 chunks of 2 + 1 chains)."""
+    from probvae import evaluation
+    from probvae.model import VAE
+    from probvae.training import distribute
+
+    config = _config().model.replace(image_shape=splits.image_shape)
+    with distribute.make_strategy("one-device").scope():
+        one = VAE(config)
+    with mirrored.scope():
+        two = VAE(config)
+    two.set_weights(one.get_weights())
+    report = {}
+    for name, images, ais in (("images", 5, dict(num_chains=2, chunk_rows=4)),
+                              ("chains", 3, dict(num_chains=3, chunk_rows=2))):
+        ais = dict(ais, num_steps=5, num_leapfrog_steps=2)
+        x = one.prepare_inputs(splits.x_test[:images])
+        progress = {"one": [], "two": []}
+        estimates = {key: evaluation.ais_log_likelihood(model, x, seed=7, strategy=strategy,
+                                                        on_chunk=progress[key].append, **ais)
+                     for key, model, strategy in (("one", one, None), ("two", two, mirrored))}
+        results = {key: evaluation.evaluate(model, splits.x_test[:images], estimator="ais", ais=ais, bdmc_examples=3,
+                                            seed=7, strategy=strategy).as_dict()
+                   for key, model, strategy in (("one", one, None), ("two", two, mirrored))}
+        report[name] = {
+            "log_weights": [estimates[key].log_weights.tolist() for key in ("one", "two")],
+            "acceptance": [estimates[key].acceptance.tolist() for key in ("one", "two")],
+            "step_size": [estimates[key].step_size.tolist() for key in ("one", "two")],
+            "progress": [progress["one"], progress["two"]],
+            "evaluations": [{k: v for k, v in results[key].items() if "seconds" not in k and k != "bdmc"}
+                            for key in ("one", "two")],
+            "bdmc": [{k: v for k, v in results[key]["bdmc"].items() if k != "seconds"} for key in ("one", "two")],
+        }
+    return report
+
+
 def _fit_and_resume(work_dir, splits, mirrored):
     """fit on one device; fit on two replicas; the latter again, resumed from
     its checkpoint at step 12 as if killed there (2 epochs of 8 steps)."""
@@ -225,7 +263,7 @@ def run_checks(checks, tmp_path):
 # --- script mode ------------------------------------------------------------------
 
 
-_CHECKS = {"steps": _compare_steps, "faults": _faults, "fit": _fit_and_resume}
+_CHECKS = {"steps": _compare_steps, "faults": _faults, "fit": _fit_and_resume, "ais": _ais}
 
 
 def _script(checks, out_path):

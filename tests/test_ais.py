@@ -139,7 +139,7 @@ def test_bdmc_combines_the_chains_of_each_direction_by_their_log_mean_weight(ppc
     forward = np.array([[0.0, -1.0], [-2.0, -3.0], [1.0, 0.5]])
     backward = np.array([[0.3, 2.0], [-1.5, 0.0], [0.5, -2.5]])
 
-    def fixed_weights(model, x, exact_z, settings, seed, reverse, on_chunk=None):
+    def fixed_weights(model, x, exact_z, settings, seed, reverse, on_chunk=None, strategy=None):
         assert (exact_z is not None) == reverse and x.shape[0] == 2
         return (backward if reverse else forward), np.full(2, 0.8), np.full(2, 0.1)
 

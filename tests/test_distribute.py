@@ -133,7 +133,7 @@ def test_replica_shares_of_the_loss_sum_to_the_whole_batch_loss(binary_images, p
 @pytest.fixture(scope="module")
 def mirrored(tmp_path_factory):
     """The step comparisons with one device, in one process (it starts TensorFlow once)."""
-    return run_checks(["steps"], tmp_path_factory.mktemp("mirrored"))
+    return run_checks(["steps", "ais"], tmp_path_factory.mktemp("mirrored"))
 
 
 def test_mirrored_training_on_two_devices_matches_one_device(mirrored):
@@ -161,3 +161,26 @@ def test_mirrored_training_on_two_devices_matches_one_device(mirrored):
     # which Adam turns into steps of +-learning rate: those weights are not comparable,
     # while the losses (batch statistics over the global batch) are.
 
+
+
+def test_ais_and_bdmc_spread_over_replicas_give_the_numbers_of_one_device(mirrored):
+    """Chunk k of an AIS run goes to replica k mod 2 with the seed it has on one
+    device: every log weight, acceptance rate, step size, progress report and
+    evaluation figure is the one device's."""
+    for name, chunks in (("images", [2, 4, 5]), ("chains", [1, 2, 3])):
+        report = mirrored["ais"][name]
+        one, two = report["log_weights"]
+        assert np.isfinite(one).all() and len(one) == (2 if name == "images" else 3)
+        np.testing.assert_allclose(two, one, rtol=1e-6, err_msg=name)
+        for key in ("acceptance", "step_size"):
+            np.testing.assert_allclose(report[key][1], report[key][0], rtol=1e-6, err_msg=(name, key))
+        # Progress after each finished run of images; two replicas run two chunks a round
+        # (so with chunks of images the first report comes after two of them).
+        rounds = [4, 5] if name == "images" else chunks
+        assert report["progress"] == [chunks, rounds], report["progress"]
+        for key, value in report["evaluations"][0].items():
+            if isinstance(value, float):
+                assert report["evaluations"][1][key] == pytest.approx(value, rel=1e-6), (name, key)
+        assert report["evaluations"][1]["estimator"] == "ais"
+        for key in ("lower", "upper", "gap"):
+            assert report["bdmc"][1][key] == pytest.approx(report["bdmc"][0][key], rel=1e-6), (name, key)

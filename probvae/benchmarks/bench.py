@@ -346,29 +346,39 @@ def format_table(result: dict) -> str:
             rows.append((arch, f"{p['start']:.0f}", f"{p['training']:.0f}") + tuple(
                 f"{p['iwae'][str(k)]:.0f}" for k in result["config"]["memory_samples"]))
         lines += _aligned(header, rows)
-    if result.get("workloads"):
-        w = result["workloads"]
-        lines += ["", f"evaluation workloads ({w['model']}; decoder {w['decoder_mflops']:.2f} MFLOP per pass, "
-                      f"matmul {w['matmul_gflops']:.1f} GFLOP/s)"]
-        header = ("workload", "measured on", "projected s", "TFLOP", "achieved GFLOP/s", "floor s")
-        rows = [(w["iwae"]["what"], f"{w['iwae']['measured_images']} images", f"{w['iwae']['projected_seconds']:.0f}",
-                 f"{w['iwae']['tflops']:.1f}", f"{w['iwae']['achieved_gflops']:.1f}",
-                 f"{w['iwae']['floor_seconds']:.0f}"),
-                (w["ais"]["what"], f"{w['ais']['chunk_rows']} rows at T = {w['ais']['measured_steps']}",
-                 f"{w['ais']['projected_seconds']:.0f}", f"{w['ais']['tflops']:.1f}",
-                 f"{w['ais']['achieved_gflops'] or 0:.1f}", f"{w['ais']['floor_seconds']:.0f}")]
-        lines += _aligned(header, rows)
-    if result.get("targets"):
-        lines += ["", "against the targets (floor: the workload's FLOPs at the matmul rate)"]
-        header = ("figure", "measured", "target", "met", "floor")
-        rows = []
-        for row in result["targets"]:
-            fmt = (lambda v: f"{v:.2f}x") if row["unit"] == "x" else (lambda v: f"{v:.0f} s")
-            rows.append((row["figure"], fmt(row["measured"]), ("<= " if row["unit"] == "s" else ">= ")
-                         + fmt(row["target"]), "yes" if row["met"] else "no",
-                         fmt(row["floor"]) if "floor" in row else ""))
-        lines += _aligned(header, rows)
+    lines += _workload_lines(result) + _target_lines(result)
     return "\n".join(lines)
+
+
+def _workload_lines(result: dict) -> list:
+    """The evaluation workloads' table (none if they were skipped)."""
+    if not result.get("workloads"):
+        return []
+    w = result["workloads"]
+    lines = ["", f"evaluation workloads ({w['model']}; decoder {w['decoder_mflops']:.2f} MFLOP per pass, "
+                 f"matmul {w['matmul_gflops']:.1f} GFLOP/s)"]
+    header = ("workload", "measured on", "projected s", "TFLOP", "achieved GFLOP/s", "floor s")
+    rows = [(w["iwae"]["what"], f"{w['iwae']['measured_images']} images", f"{w['iwae']['projected_seconds']:.0f}",
+             f"{w['iwae']['tflops']:.1f}", f"{w['iwae']['achieved_gflops']:.1f}",
+             f"{w['iwae']['floor_seconds']:.0f}"),
+            (w["ais"]["what"], f"{w['ais']['chunk_rows']} rows at T = {w['ais']['measured_steps']}",
+             f"{w['ais']['projected_seconds']:.0f}", f"{w['ais']['tflops']:.1f}",
+             f"{w['ais']['achieved_gflops'] or 0:.1f}", f"{w['ais']['floor_seconds']:.0f}")]
+    return lines + _aligned(header, rows)
+
+
+def _target_lines(result: dict) -> list:
+    """Each figure with a target against it."""
+    if not result.get("targets"):
+        return []
+    header = ("figure", "measured", "target", "met", "floor")
+    rows = []
+    for row in result["targets"]:
+        fmt = (lambda v: f"{v:.2f}x") if row["unit"] == "x" else (lambda v: f"{v:.0f} s")
+        rows.append((row["figure"], fmt(row["measured"]), ("<= " if row["unit"] == "s" else ">= ")
+                     + fmt(row["target"]), "yes" if row["met"] else "no",
+                     fmt(row["floor"]) if "floor" in row else ""))
+    return ["", "against the targets (floor: the workload's FLOPs at the matmul rate)"] + _aligned(header, rows)
 
 
 def _aligned(header, rows):

@@ -30,7 +30,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 import tensorflow as tf
 
-from probvae import annealing, seeds
+from probvae import annealing, replicas, seeds
 from probvae.evaluation.estimators import AIS_CHUNK_ROWS, AISSettings, _whole, ais_settings, check_cost
 from probvae.evaluation.result import mean_and_stderr
 
@@ -162,36 +162,57 @@ class _Annealer:
 _ANNEALERS = weakref.WeakKeyDictionary()
 
 
+def _chunks(n: int, settings: AISSettings):
+    """The compiled calls of an AIS run over n images: (start, stop, first, last),
+    images [start, stop) x chains [first, last), images outermost."""
+    chains = settings.num_chains
+    chains_per_call = min(chains, settings.chunk_rows)
+    images_per_call = max(1, settings.chunk_rows // chains_per_call)
+    return [(start, min(n, start + images_per_call), first, min(chains, first + chains_per_call))
+            for start in range(0, n, images_per_call) for first in range(0, chains, chains_per_call)]
+
+
 def _anneal(model, x, exact_z, settings: AISSettings, seed, reverse: bool,
-            on_chunk: Optional[Callable[[int], None]] = None):
+            on_chunk: Optional[Callable[[int], None]] = None, strategy=None):
     """Run AIS over x [n, h, w, c] in chunks of at most `settings.chunk_rows`
-    chains x examples: (log weights [C, n] float64, acceptance [n], step size [n])."""
+    chains x examples: (log weights [C, n] float64, acceptance [n], step size [n]).
+
+    Under a tf.distribute `strategy` of R > 1 replicas (the model built in its
+    scope), chunk k runs on replica k mod R, R chunks at a time, each with the
+    seed it has on one device: the numbers of one device."""
     if model not in _ANNEALERS:
         _ANNEALERS[model] = _Annealer(model)
     compiled = _ANNEALERS[model]
     n, chains = int(x.shape[0]), settings.num_chains
-    chains_per_call = min(chains, settings.chunk_rows)
-    images_per_call = max(1, settings.chunk_rows // chains_per_call)
     betas = annealing.schedule(settings.schedule, settings.num_steps)
     betas = tf.constant(betas[::-1].copy() if reverse else betas, tf.float64)
     step_size = tf.constant(settings.step_size, tf.float32)
     seed = seeds.as_seed(seed)
+
+    def inputs(chunk):
+        start, stop, first, last = chunk
+        exact = exact_z[start:stop] if exact_z is not None else tf.zeros([0, model.latent_dim])
+        return (x[start:stop], exact, seeds.sample_seed(seeds.sample_seed(seed, start), first), betas,
+                tf.constant(last - first), step_size)
+
     log_weights = np.empty((chains, n), np.float64)
     acceptance, step = np.zeros(n), np.zeros(n)
-    for start in range(0, n, images_per_call):
-        stop = min(n, start + images_per_call)
-        images = x[start:stop]
-        exact = exact_z[start:stop] if exact_z is not None else tf.zeros([0, model.latent_dim])
-        for first in range(0, chains, chains_per_call):
-            last = min(chains, first + chains_per_call)
-            chunk_seed = seeds.sample_seed(seeds.sample_seed(seed, start), first)
-            weights, accepted, final = compiled(settings, reverse, images, exact, chunk_seed, betas,
-                                                tf.constant(last - first), step_size)
+    chunks = _chunks(n, settings)
+    per_round = strategy.num_replicas_in_sync if strategy is not None else 1
+    for index in range(0, len(chunks), per_round):
+        done = chunks[index:index + per_round]
+        if per_round == 1:
+            results = [compiled(settings, reverse, *inputs(done[0]))]
+        else:  # replicas past the last chunk repeat the round's first; their results are dropped
+            arguments = [inputs(done[k] if k < len(done) else done[0]) for k in range(per_round)]
+            results = replicas.run_each(strategy, lambda *a: compiled(settings, reverse, *a), arguments)[:len(done)]
+        for (start, stop, first, last), (weights, accepted, final) in zip(done, results):
             log_weights[first:last, start:stop] = weights.numpy()
             share = (last - first) / chains
             acceptance[start:stop] += share * accepted.numpy()
             step[start:stop] += share * final.numpy()
-        if on_chunk is not None:
+        after, stop = index + len(done), done[-1][1]
+        if on_chunk is not None and (after == len(chunks) or chunks[after][0] >= stop):  # a run of images done
             on_chunk(stop)
     return log_weights, acceptance, step
 
@@ -199,7 +220,8 @@ def _anneal(model, x, exact_z, settings: AISSettings, seed, reverse: bool,
 def ais_log_likelihood(model, x, num_steps: int = 1000, num_chains: int = 16, seed=0, *,
                        num_leapfrog_steps: int = 10, step_size: float = 0.5, schedule: str = "sigmoid",
                        initial: str = "posterior", adapt: bool = True, chunk_rows: int = AIS_CHUNK_ROWS,
-                       on_chunk: Optional[Callable[[int], None]] = None, force: bool = False) -> AISEstimate:
+                       on_chunk: Optional[Callable[[int], None]] = None, force: bool = False,
+                       strategy=None) -> AISEstimate:
     """Annealed importance sampling estimate of log p(x) per example.
 
     C = num_chains independent chains per image walk T = num_steps geometric
@@ -221,6 +243,8 @@ def ais_log_likelihood(model, x, num_steps: int = 1000, num_chains: int = 16, se
       on_chunk: called with the number of images done after each chunk.
       force: run even if it costs more than MAX_DECODER_PASSES decoder
         passes (a UserError otherwise, as `probvae evaluate` refuses it).
+      strategy: a tf.distribute strategy the model was built under: the
+        chunks are spread over its replicas, with the numbers of one device.
 
     Returns:
       `AISEstimate` ([n] arrays; `.mean`, `.stderr` over images, `.mean_mc_stderr`).
@@ -231,7 +255,8 @@ def ais_log_likelihood(model, x, num_steps: int = 1000, num_chains: int = 16, se
     if not force:
         check_cost(int(x.shape[0]), "ais", ais=settings)
     started = time.time()
-    log_weights, acceptance, step = _anneal(model, x, None, settings, seed, reverse=False, on_chunk=on_chunk)
+    log_weights, acceptance, step = _anneal(model, x, None, settings, seed, reverse=False, on_chunk=on_chunk,
+                                            strategy=strategy)
     return AISEstimate.from_log_weights(log_weights, acceptance, step, settings, time.time() - started)
 
 
@@ -269,7 +294,8 @@ def simulate(model, num_examples: int, seed=0):
 
 
 def bdmc(model, num_examples: int, num_steps: int = 1000, num_chains: int = 16, seed=0,
-         on_chunk: Optional[Callable[[str, int], None]] = None, force: bool = False, **settings) -> BDMCResult:
+         on_chunk: Optional[Callable[[str, int], None]] = None, force: bool = False, strategy=None,
+         **settings) -> BDMCResult:
     """Bidirectional Monte Carlo (Grosse et al., 2015): sandwich log p(x) on
     `num_examples` images simulated from the model itself.
 
@@ -281,7 +307,7 @@ def bdmc(model, num_examples: int, num_steps: int = 1000, num_chains: int = 16, 
     from p(z|x): a narrow q far from it gives a valid but huge gap
     (docs/evaluation.md). `settings` are `ais_log_likelihood`'s keyword arguments;
     `on_chunk(direction, images_done)` reports progress. The cost policy of
-    `ais_log_likelihood` holds (`force`).
+    `ais_log_likelihood` holds (`force`), and so does its `strategy`.
     """
     settings = ais_settings(num_steps=num_steps, num_chains=num_chains, **settings).checked()
     num_examples = _whole("num_examples", num_examples)
@@ -290,18 +316,19 @@ def bdmc(model, num_examples: int, num_steps: int = 1000, num_chains: int = 16, 
     started = time.time()
     z, x = simulate(model, num_examples, seeds.sample_seed(seeds.as_seed(seed), 1))
     report = (lambda direction: None if on_chunk is None else (lambda done: on_chunk(direction, done)))  # noqa: E731
-    forward = _anneal(model, x, None, settings, seed, reverse=False, on_chunk=report("forward"))
+    forward = _anneal(model, x, None, settings, seed, reverse=False, on_chunk=report("forward"), strategy=strategy)
     forward = AISEstimate.from_log_weights(*forward, settings, time.time() - started)
     backward, _, _ = _anneal(model, x, z, settings, seeds.sample_seed(seeds.as_seed(seed), 2),
-                             reverse=True, on_chunk=report("backward"))
+                             reverse=True, on_chunk=report("backward"), strategy=strategy)
     upper = -_log_mean_exp(backward)
     return BDMCResult(forward.log_likelihood, upper, x.numpy(), z.numpy(), forward, settings, time.time() - started)
 
 
-def estimate_ais(model, batches, values, settings, log=None, on_chunk=None) -> dict:
+def estimate_ais(model, batches, values, settings, log=None, on_chunk=None, strategy=None) -> dict:
     """The "ais" estimator of an evaluation: `ais_log_likelihood` on the
-    evaluation's (binarized) images with `settings.ais` and `settings.seed`;
-    `log` gets progress lines, `on_chunk(images_done)` is called after each chunk."""
+    evaluation's (binarized) images with `settings.ais` and `settings.seed`
+    (over the replicas of `strategy`, if given); `log` gets progress lines,
+    `on_chunk(images_done)` is called after each chunk."""
     x = tf.concat(list(batches), axis=0)
     n, ais = int(x.shape[0]), settings.ais
     report = None if log is None else progress_report(log, f"AIS, T={ais.num_steps}, C={ais.num_chains}", n)
@@ -311,7 +338,8 @@ def estimate_ais(model, batches, values, settings, log=None, on_chunk=None) -> d
             if callback is not None:
                 callback(done)
 
-    return ais_log_likelihood(model, x, seed=settings.seed, on_chunk=progress, force=True, **ais._asdict()).summary()
+    return ais_log_likelihood(model, x, seed=settings.seed, on_chunk=progress, force=True, strategy=strategy,
+                              **ais._asdict()).summary()
 
 
 def progress_report(log: Callable[[str], None], what: str, total: int) -> Callable[[int], None]:

@@ -167,7 +167,8 @@ class Estimator:
     tag: Callable[[Mapping], str]  # file tag of a result, e.g. "iwae5000"
     label: Callable[[Mapping], str]  # e.g. "K=5000"
     size: Callable[[Mapping], int]  # among results of one estimator, the larger the better
-    estimate: str  # "module:function" (model, batches, values, settings, log) -> summary dict
+    # "module:function" (model, batches, values, settings, log, on_chunk, strategy=None) -> summary dict
+    estimate: str
     pass_samples: Callable[[EvaluationSettings], int] = lambda settings: 0  # K drawn in the ELBO pass
 
     def estimate_function(self) -> Callable:

@@ -59,7 +59,8 @@ def _bits_per_dim(result: dict, image_shape) -> dict:
                 elbo_bits_per_dim_stderr=result["elbo_stderr"] * nats_to_bits_per_dim)
 
 
-def _bdmc(model, settings: EvaluationSettings, log, on_chunk, started: float, names: Optional[dict]) -> dict:
+def _bdmc(model, settings: EvaluationSettings, log, on_chunk, started: float, names: Optional[dict],
+          strategy=None) -> dict:
     """BDMC's summary, with a `warning` when its gap is large (logged, or a Python warning without `log`)."""
     from probvae.evaluation.ais import bdmc
 
@@ -71,7 +72,7 @@ def _bdmc(model, settings: EvaluationSettings, log, on_chunk, started: float, na
             on_chunk(done)
 
     summary = bdmc(model, settings.bdmc_examples, seed=settings.seed, on_chunk=progress, force=True,
-                   **settings.ais._asdict()).summary()
+                   strategy=strategy, **settings.ais._asdict()).summary()
     warning = bdmc_gap_warning(json_safe(summary["gap"]), settings.ais, names)
     if warning is not None:
         summary["warning"] = warning
@@ -95,8 +96,8 @@ def evaluate(model, images: np.ndarray, settings: Optional[EvaluationSettings] =
         them, e.g. `evaluate(model, images, iwae_samples=5000, seed=1)`.
       checkpoint: name recorded in the result; log: gets progress lines.
       strategy: a tf.distribute strategy the model was built under: the
-        ELBO and IWAE batches are spread over its replicas, with the numbers
-        of one device (AIS runs on one device).
+        ELBO and IWAE batches and the AIS and BDMC chunks are spread over
+        its replicas, with the numbers of one device.
       on_batch: called with the number of images done after each batch of
         the ELBO pass and each chunk of AIS or BDMC; an exception it raises
         stops the evaluation there (the commands stop on a signal so).
@@ -136,7 +137,7 @@ def evaluate(model, images: np.ndarray, settings: Optional[EvaluationSettings] =
     result = {"n_examples": int(n), "image_shape": list(model.image_shape), "likelihood": model.config.likelihood,
               "estimator": settings.estimator}
     result.update(statistics.summarise(values, ("elbo", "reconstruction", "kl")))
-    result.update(entry.estimate_function()(model, batches, values, settings, log, on_batch))
+    result.update(entry.estimate_function()(model, batches, values, settings, log, on_batch, strategy=strategy))
     result.update(_bits_per_dim(result, model.image_shape), **statistics.latent_summary(values),
                   seed=([int(part) for part in settings.seed] if isinstance(settings.seed, (list, tuple))
                         else int(settings.seed)),
@@ -145,7 +146,7 @@ def evaluate(model, images: np.ndarray, settings: Optional[EvaluationSettings] =
     if isinstance(images, data_lib.ImageStream):
         result["skipped_images"] = images.skipped
     if settings.bdmc_examples:
-        result["bdmc"] = _bdmc(model, settings, log, on_batch, started, names)
+        result["bdmc"] = _bdmc(model, settings, log, on_batch, started, names, strategy)
     return EvaluationResult(**result, seconds=time.time() - started)
 
 

@@ -355,14 +355,14 @@ def evaluate_elbo(model, images: np.ndarray, *, seed=0, batch_size: int = 1000,
     return summary
 
 
-def estimate_elbo(model, batches, values, settings, log=None, on_chunk=None) -> dict:
+def estimate_elbo(model, batches, values, settings, log=None, on_chunk=None, strategy=None) -> dict:
     """The "elbo" estimator: log p(x) >= ELBO, per image from the ELBO pass
     (one sample: no Monte Carlo error of its own is estimated)."""
     return dict(summarise({"log_likelihood": values["elbo"]}, ("log_likelihood",)),
                 log_likelihood_mc_stderr=None, effective_sample_size=1.0)
 
 
-def estimate_iwae(model, batches, values, settings, log=None, on_chunk=None) -> dict:
+def estimate_iwae(model, batches, values, settings, log=None, on_chunk=None, strategy=None) -> dict:
     """The "iwae" estimator: the K-sample importance-weighted estimate drawn in the ELBO pass."""
     n, num_samples = len(values["log_likelihood"]), settings.iwae_samples
     relative_variance = np.maximum(1.0 / values["effective_sample_size"].astype(np.float64) - 1.0 / num_samples, 0.0)
