@@ -29,7 +29,6 @@ pass to the input (about 2 forward passes: no weight gradients).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Callable
 
@@ -38,7 +37,8 @@ import numpy as np
 from probvae import data, evaluation
 from probvae.benchmarks import measure
 from probvae.config import ModelConfig
-from probvae.evaluation.estimators import AIS_CHUNK_ROWS
+from probvae.evaluation.ais import _chunks
+from probvae.evaluation.estimators import AIS_CHUNK_ROWS, AISSettings
 from probvae.model import VAE
 
 __all__ = ["Workloads", "QUICK_WORKLOADS", "measure_workloads"]
@@ -106,9 +106,12 @@ def _iwae(model: VAE, images: np.ndarray, workloads: Workloads, decoder_flops: i
 
 def _ais(model: VAE, images: np.ndarray, workloads: Workloads, decoder_flops: int, gflops: float) -> dict:
     chains = workloads.ais_chains
-    chains_per_call = min(chains, workloads.chunk_rows)
-    images_per_call = max(1, workloads.chunk_rows // chains_per_call)
-    x = images[:images_per_call]
+    settings = AISSettings(num_steps=workloads.ais_steps, num_chains=chains,
+                           num_leapfrog_steps=workloads.ais_leapfrog_steps, chunk_rows=workloads.chunk_rows)
+    # The full run's compiled chunks, as ais_log_likelihood cuts them; the first one is timed.
+    chunks = _chunks(workloads.ais_total_images, settings)
+    start, stop, first, last = chunks[0]
+    chains_per_call, x = last - first, images[start:stop]
 
     def run(steps):
         return lambda: evaluation.ais_log_likelihood(
@@ -119,18 +122,15 @@ def _ais(model: VAE, images: np.ndarray, workloads: Workloads, decoder_flops: in
     seconds_short, seconds_long = (_timed(run(steps), workloads.repeats) for steps in (short, long))
     per_transition = max(seconds_long - seconds_short, 0.0) / (long - short)
     fixed = max(seconds_short - short * per_transition, 0.0)
-    # The full run's chunks: whole chunks of images_per_call images (the last one smaller) per chain group.
-    rows = workloads.ais_total_images * chains
-    chunks = math.ceil(workloads.ais_total_images / images_per_call) * math.ceil(chains / chains_per_call)
-    full_rows = images_per_call * chains_per_call
-    projected = chunks * fixed + workloads.ais_steps * per_transition * rows / full_rows
+    rows, full_rows = workloads.ais_total_images * chains, (stop - start) * chains_per_call
+    projected = len(chunks) * fixed + workloads.ais_steps * per_transition * rows / full_rows
     # One evaluation at the start, then T - 1 transitions of L leapfrog evaluations each (probvae.annealing).
     evaluations = 1 + (workloads.ais_steps - 1) * workloads.ais_leapfrog_steps
     flops = rows * evaluations * VALUE_AND_INPUT_GRADIENT_FORWARDS * decoder_flops
     return {"what": f"AIS T = {workloads.ais_steps} x {chains} chains x {workloads.ais_leapfrog_steps} leapfrog "
                     f"steps on {workloads.ais_total_images} images",
             "chunk_rows": full_rows, "measured_steps": [short, long], "measured_seconds": [seconds_short, seconds_long],
-            "seconds_per_transition_per_chunk": per_transition, "fixed_seconds_per_chunk": fixed, "chunks": chunks,
+            "seconds_per_transition_per_chunk": per_transition, "fixed_seconds_per_chunk": fixed, "chunks": len(chunks),
             "projected_seconds": projected, "tflops": flops / 1e12, "floor_seconds": flops / (gflops * 1e9),
             "achieved_gflops": flops / projected / 1e9 if projected else None}
 
