@@ -219,6 +219,16 @@ def _ais(work_dir, splits, mirrored):
     return report
 
 
+def _flow(work_dir, splits, mirrored):
+    """STEPS steps of an IAF posterior under a VampPrior on one device and on two replicas."""
+    from probvae.training import distribute
+
+    config = _config(posterior="iaf", iaf_steps=2, iaf_units=4, prior="vamp", prior_components=3)
+    _, one = _train(config, splits, os.path.join(work_dir, "flow-one"), distribute.make_strategy("one-device"))
+    _, two = _train(config, splits, os.path.join(work_dir, "flow-two"), mirrored, weights=one["initial"])
+    return {"losses": [one["losses"], two["losses"]]}
+
+
 def _fit_and_resume(work_dir, splits, mirrored):
     """fit on one device; fit on two replicas; the latter again, resumed from
     its checkpoint at step 12 as if killed there (2 epochs of 8 steps)."""
@@ -263,7 +273,7 @@ def run_checks(checks, tmp_path):
 # --- script mode ------------------------------------------------------------------
 
 
-_CHECKS = {"steps": _compare_steps, "faults": _faults, "fit": _fit_and_resume, "ais": _ais}
+_CHECKS = {"steps": _compare_steps, "faults": _faults, "fit": _fit_and_resume, "ais": _ais, "flow": _flow}
 
 
 def _script(checks, out_path):

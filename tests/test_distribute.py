@@ -133,7 +133,7 @@ def test_replica_shares_of_the_loss_sum_to_the_whole_batch_loss(binary_images, p
 @pytest.fixture(scope="module")
 def mirrored(tmp_path_factory):
     """The step comparisons with one device, in one process (it starts TensorFlow once)."""
-    return run_checks(["steps", "ais"], tmp_path_factory.mktemp("mirrored"))
+    return run_checks(["steps", "ais", "flow"], tmp_path_factory.mktemp("mirrored"))
 
 
 def test_mirrored_training_on_two_devices_matches_one_device(mirrored):
@@ -184,3 +184,12 @@ def test_ais_and_bdmc_spread_over_replicas_give_the_numbers_of_one_device(mirror
         assert report["evaluations"][1]["estimator"] == "ais"
         for key in ("lower", "upper", "gap"):
             assert report["bdmc"][1][key] == pytest.approx(report["bdmc"][0][key], rel=1e-6), (name, key)
+
+
+def test_mirrored_training_of_a_flow_matches_one_device(mirrored):
+    """An IAF posterior (its MADEs, the Monte Carlo KL at the ELBO's sample) under a
+    VampPrior trains on two replicas as on one device."""
+    one, two = mirrored["flow"]["losses"]
+    assert len(one) == STEPS and np.all(np.isfinite(one))
+    np.testing.assert_allclose(two, one, rtol=1e-4)
+    assert len(set(one)) > 1

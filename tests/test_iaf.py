@@ -5,7 +5,8 @@
 - with T = 0 steps it is the diagonal posterior: the same ELBO and IWAE bits;
 - a linear-Gaussian model whose posterior is a correlated Gaussian: the best
   diagonal posterior misses log p(x) by a closed-form gap, the flow by much less;
-- AIS and IWAE agree on a small trained model; export, hierarchy, tf.distribute.
+- AIS and IWAE agree on a small trained model; export, hierarchy (tf.distribute:
+  tests/test_distribute.py).
 """
 
 import os
@@ -313,44 +314,3 @@ def test_the_linearisation_is_the_flows_own_jacobian(trained):
     np.testing.assert_allclose(statistics.stddev, np.sqrt(np.diagonal(covariance, axis1=1, axis2=2)),
                                rtol=2e-2, atol=1e-3)
     np.testing.assert_allclose(statistics.location, top.bijector.forward(loc.astype(np.float32)), rtol=1e-6)
-
-
-# --- tf.distribute: two logical CPUs against one device, in a fresh process -------------
-
-DISTRIBUTED = """
-import json, os, sys
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import distributed_checks as checks
-from probvae import data
-from probvae.training import distribute
-splits = data.load_dataset("shapes", max_train_examples=6 * checks.STEPS)
-config = checks._config(posterior="iaf", iaf_steps=2, iaf_units=4, prior="vamp", prior_components=3)
-one, measured_one = checks._train(config, splits, os.path.join(sys.argv[1], "one"),
-                                  distribute.make_strategy("one-device"))
-two, measured_two = checks._train(config, splits, os.path.join(sys.argv[1], "two"),
-                                  distribute.make_strategy("mirrored"), weights=measured_one["initial"])
-json.dump({"losses": [measured_one["losses"], measured_two["losses"]],
-           "replicas": two.strategy.num_replicas_in_sync if hasattr(two, "strategy") else 2},
-          open(sys.argv[2], "w"))
-"""
-
-
-@pytest.mark.slow
-def test_mirrored_training_of_a_flow_matches_one_device(tmp_path):
-    import json
-
-    from distributed_checks import STEPS, environment
-
-    tests = os.path.dirname(os.path.abspath(__file__))
-    env = environment()
-    env["PYTHONPATH"] = os.pathsep.join([tests, env["PYTHONPATH"]])
-    out = tmp_path / "report.json"
-    result = subprocess.run([sys.executable, "-c", DISTRIBUTED, str(tmp_path), str(out)], capture_output=True,
-                            text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    one, two = json.loads(out.read_text())["losses"]
-    assert len(one) == STEPS and np.all(np.isfinite(one))
-    np.testing.assert_allclose(two, one, rtol=1e-4)
-    assert len(set(one)) > 1
