@@ -240,7 +240,8 @@ def ais_log_likelihood(model, x, num_steps: int = 1000, num_chains: int = 16, se
         weights, x, seed and the settings (chunk_rows included).
       chunk_rows: chains x examples per compiled call; memory grows with it,
         not with C or n.
-      on_chunk: called with the number of images done after each chunk.
+      on_chunk: called with the number of images done whenever a chunk finishes
+        its images (after all their chains).
       force: run even if it costs more than MAX_DECODER_PASSES decoder
         passes (a UserError otherwise, as `probvae evaluate` refuses it).
       strategy: a tf.distribute strategy the model was built under: the
