@@ -87,17 +87,21 @@ def _inputs(n=40, seed=0):
 
 def test_latent_marginals_statistics_and_collapse():
     model = VAE(tiny_model_config(posterior="diag"))
-    # Zero the weights into the mean of dimension 1: its posterior no longer depends on x.
+    x = _inputs()
+    # Dimension 0: its weights scaled so that its mean varies over x with variance 1, far above the 0.01
+    # of an active unit, whatever the random initialization. Dimension 1: the weights into its mean
+    # zeroed, so that its posterior no longer depends on x.
     kernel, bias = model.posterior_params.get_weights()
+    kernel[:, 0] /= model.posterior(x).mean().numpy()[:, 0].std()
     kernel[:, 1] = 0.0
     model.posterior_params.set_weights([kernel, bias])
-    x = _inputs()
     result = inspection.latent_marginals(model, x, seed=1, batch_size=16)  # three batches
     q = model.posterior(x)
     loc = q.mean().numpy()
     # Batches of 16 and one batch of 40 take different kernel paths: float32 rounding differs.
     np.testing.assert_allclose(result.loc, loc, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(result.activity, loc.var(axis=0), rtol=1e-5, atol=1e-12)
+    assert result.activity[0] == pytest.approx(1.0, rel=1e-4) and result.activity[1] < 1e-12
     assert result.collapsed.tolist() == [False, True]
     np.testing.assert_allclose(result.ks, [scipy.stats.kstest(result.samples[:, u], "norm").statistic
                                            for u in range(2)], atol=1e-12)
