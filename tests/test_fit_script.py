@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import command_here
 from probvae import data, runs
 
 # Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
@@ -20,7 +21,13 @@ SMALL = ["--dataset", "shapes", "--arch", "mlp", "--latent-dim", "2", "--epochs"
 
 
 def run_fit(*args, cwd=None):
+    """fit.py in a fresh process, as a user runs it."""
     return subprocess.run([sys.executable, FIT, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def fit_here(*args):
+    """fit.py in this process (conftest.command_here)."""
+    return command_here("fit", *args)
 
 
 def finite_numbers(value):
@@ -89,17 +96,17 @@ def test_an_existing_run_is_not_overwritten_unless_asked(tmp_path):
     run_dir.mkdir()
     mine = '{"data": {}, "model": {}, "train": {}, "mine": true}'  # a run's config.json, by its sections
     (run_dir / "config.json").write_text(mine)
-    result = run_fit(*SMALL, "--run-dir", str(run_dir))
+    result = fit_here(*SMALL, "--run-dir", str(run_dir))
     assert result.returncode == 2 and "--overwrite" in result.stderr
     assert (run_dir / "config.json").read_text() == mine
-    result = run_fit(*SMALL, "--run-dir", str(run_dir), "--overwrite")
+    result = fit_here(*SMALL, "--run-dir", str(run_dir), "--overwrite")
     assert result.returncode == 0, result.stderr
     assert json.loads((run_dir / "config.json").read_text())["version"] == 1
 
 
 def test_an_exploding_learning_rate_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_fit(*SMALL, "--learning-rate", "1e30", "--checkpoint-every", "1", "--run-dir", str(run_dir))
+    result = fit_here(*SMALL, "--learning-rate", "1e30", "--checkpoint-every", "1", "--run-dir", str(run_dir))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     message = result.stderr.strip().splitlines()[-1]
     # Adam's first step moves every weight by about 1e30; the next forward pass overflows.
@@ -134,7 +141,7 @@ def test_a_preset_trains_on_an_image_folder_with_flags_overriding_it(tmp_path):
         tf.io.write_file(str(images / f"{i}.jpg"), tf.io.encode_jpeg(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)))
     (images / "broken.jpg").write_bytes(b"")
     run_dir = tmp_path / "run"
-    result = run_fit("--preset", "celeba-faces", "--dataset", f"folder:{images}", "--image-shape", "8,8,3",
+    result = fit_here("--preset", "celeba-faces", "--dataset", f"folder:{images}", "--image-shape", "8,8,3",
                      "--latent-dim", "3", "--epochs", "1", "--batch-size", "4", "--kl-warmup-epochs", "2",
                      "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr
