@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import probvae
-from conftest import command_here
 from probvae import data, evaluation, runs
+
+from conftest import command_here
 
 # Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
 pytestmark = pytest.mark.slow

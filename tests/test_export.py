@@ -13,6 +13,8 @@ import tensorflow_probability as tfp
 from probvae import runs
 from probvae.data import make_shapes
 
+from conftest import command_here
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORT = os.path.join(ROOT, "scripts", "export.py")
 # Runs with the repository off the path: only TensorFlow (and what it needs) is importable as usual.
@@ -38,8 +40,7 @@ def exported(request, family_run, tmp_path_factory):
     exported by the command."""
     run_dir = family_run(request.param)
     out = tmp_path_factory.mktemp("export") / "saved"
-    result = subprocess.run([sys.executable, EXPORT, run_dir, str(out)], capture_output=True, text=True,
-                            timeout=300)
+    result = command_here("export", run_dir, out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith(f"written to {out}") and result.stderr.strip() == ""
     return run_dir, out

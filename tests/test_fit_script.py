@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import command_here
 from probvae import data, runs
+
+from conftest import command_here
 
 # Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
 pytestmark = pytest.mark.slow

@@ -14,22 +14,24 @@ from probvae import data, runs
 from probvae.analysis import inspection, report
 from probvae.errors import UserError
 
+from conftest import command_here
+
 # Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
 pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIT = os.path.join(ROOT, "scripts", "fit.py")
 INSPECT = os.path.join(ROOT, "scripts", "inspect_run.py")
 
 
 def run(script, *args):
+    """The script in a fresh process, as a user runs it."""
     return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def shapes_run(tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("runs") / "shapes")
-    result = run(FIT, "--dataset", "shapes", "--arch", "mlp", "--latent-dim", "2", "--epochs", "1",
+    result = command_here("fit", "--dataset", "shapes", "--arch", "mlp", "--latent-dim", "2", "--epochs", "1",
                  "--max-train-examples", "200", "--batch-size", "50", "--run-dir", run_dir, "--snapshot-latents")
     assert result.returncode == 0, result.stderr
     return run_dir
@@ -43,8 +45,8 @@ def test_fit_snapshot_option_writes_the_animation(shapes_run):
 
 def test_inspect_turns_a_run_into_pictures(shapes_run, tmp_path):
     out = str(tmp_path / "plots")
-    result = run(INSPECT, shapes_run, "--split", "validation", "--max-examples", "120", "--examples", "3", "5",
-                 "--grid-size", "6", "--grid-range", "4", "--seed", "4", "--out", out)
+    result = command_here("inspect", shapes_run, "--split", "validation", "--max-examples", "120", "--examples", "3",
+                          "5", "--grid-size", "6", "--grid-range", "4", "--seed", "4", "--out", out)
     assert result.returncode == 0, result.stderr
     printed = result.stdout.split()
     assert printed[-1] == os.path.join(out, "index.html") and all(os.path.exists(p) for p in printed)
