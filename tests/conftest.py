@@ -250,3 +250,31 @@ def command_here(name, *args):
             code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
     assert not tf_config.is_op_determinism_enabled(), "a deterministic run (--resume of one?) belongs in a subprocess"
     return subprocess.CompletedProcess([name, *argv], code, out.getvalue(), err.getvalue())
+
+
+# Runs fit.py's command line for each (name, argv) of a JSON list, one after another in one process,
+# as the script does (probvae.cli.main.run_command).
+_FIT_DRIVER = """
+import json, sys
+from probvae.cli.main import run_command
+for name, argv in json.loads(sys.argv[1]):
+    print(f"run {name}", flush=True)
+    run_command("fit", argv, prog="fit.py")
+"""
+
+
+def fit_one_after_another(commands, env=None, timeout=1800):
+    """Run fit.py with each argv of {name: argv} in order, in one fresh process (one TensorFlow
+    start-up for all: cheaper than a process each, and still apart from the test's process, so
+    `--deterministic` may be among them). `env`: the process's environment (default: this one's)."""
+    import json
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    listed = [[name, [str(arg) for arg in argv]] for name, argv in commands.items()]
+    result = subprocess.run([sys.executable, "-c", _FIT_DRIVER, json.dumps(listed)], capture_output=True, text=True,
+                            timeout=timeout, env=env, cwd=root)
+    assert result.returncode == 0, f"fit failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+

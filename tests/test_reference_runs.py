@@ -88,6 +88,8 @@ import tempfile
 import numpy as np
 import pytest
 
+from conftest import fit_one_after_another
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCES = os.path.join(ROOT, "tests", "reference_runs.json")
 
@@ -192,23 +194,10 @@ def summarize(run_dir):
     }
 
 
-# Runs fit.py's command line for each (name, argv) of a JSON list, one after another in one process,
-# as the script does (probvae.cli.main.run_command): one TensorFlow start-up for all the runs.
-_DRIVER = """
-import json, sys
-from probvae.cli.main import run_command
-for name, argv in json.loads(sys.argv[1]):
-    print(f"reference run {name}", flush=True)
-    run_command("fit", argv, prog="fit.py")
-"""
-
-
 def run_all(root):
-    """Run every reference run, in one process with the pinned kernels (they are tiny)."""
-    commands = [[name, [*_COMMON, *RUNS[name], "--run-dir", os.path.join(root, name)]] for name in RUNS]
-    result = subprocess.run([sys.executable, "-c", _DRIVER, json.dumps(commands)], capture_output=True, text=True,
-                            timeout=1800, env=environment(), cwd=ROOT)
-    assert result.returncode == 0, f"the reference runs failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    """Run every reference run, one after another in one process with the pinned kernels (they are tiny)."""
+    fit_one_after_another({name: [*_COMMON, *RUNS[name], "--run-dir", os.path.join(root, name)] for name in RUNS},
+                          env=environment())
     return {name: summarize(os.path.join(root, name)) for name in RUNS}
 
 

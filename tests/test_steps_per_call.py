@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,23 +10,19 @@ import tensorflow as tf
 from probvae.training import step as step_lib
 from probvae.training.step import StepLoop
 
+from conftest import fit_one_after_another
+
 # Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
 pytestmark = pytest.mark.slow
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIT = os.path.join(ROOT, "scripts", "fit.py")
 
 
 def _fit(run_dirs):
-    """Start fit.py for {run_dir: steps per call} side by side and wait for them."""
-    processes = [subprocess.Popen(
-        [sys.executable, FIT, "--dataset", "shapes", "--deterministic", "--arch", "mlp", "--epochs", "2",
-         "--max-train-examples", "340", "--batch-size", "12", "--checkpoint-every", "9", "--test-iwae-samples", "3",
-         "--latent-dim", "3", "--seed", "4", "--steps-per-call", str(n), "--run-dir", str(run_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for run_dir, n in run_dirs.items()]
-    for process in processes:
-        _, err = process.communicate(timeout=600)
-        assert process.returncode == 0, err[-3000:]
+    """fit.py for {run_dir: steps per call}, one after another in one process."""
+    fit_one_after_another({str(n): [
+        "--dataset", "shapes", "--deterministic", "--arch", "mlp", "--epochs", "2", "--max-train-examples", "340",
+        "--batch-size", "12", "--checkpoint-every", "9", "--test-iwae-samples", "3", "--latent-dim", "3", "--seed",
+        "4", "--steps-per-call", str(n), "--run-dir", run_dir] for run_dir, n in run_dirs.items()})
 
 
 def _read(run_dir):
