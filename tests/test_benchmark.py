@@ -14,7 +14,7 @@ from probvae.benchmarks import bench as benchmark
 from probvae.benchmarks import contenders, memory
 from probvae.model import VAE
 
-from conftest import iwae_reference, tiny_model_config
+from conftest import command_here, iwae_reference, tiny_model_config
 
 # Trains through the commands or for many steps: left out of the inner loop (pytest -m "not slow").
 pytestmark = pytest.mark.slow
@@ -67,8 +67,7 @@ def test_the_benchmark_times_the_iwae_estimator_evaluate_py_uses(monkeypatch):
 def test_bench_quick_runs_end_to_end_and_writes_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     # One architecture keeps the test short; the conv path runs the same code.
-    result = subprocess.run([sys.executable, BENCH, "--quick", "--arch", "mlp", "--json", str(out)],
-                            capture_output=True, text=True, timeout=1800)
+    result = command_here("bench", "--quick", "--arch", "mlp", "--json", out)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert {"device", "train_speedup_vs_fit", "utilisation", "iwae_efficiency", "peak_memory_mb",
