@@ -17,6 +17,7 @@ from probvae.config import ModelConfig
 from probvae.model import VAE
 from probvae.networks.gatedconv import GatedConv2D, LevelsGatedDense
 
+from conftest import command_here
 from test_fit_resume import checkpoint_tensors, kill_and_resume, metrics_of
 
 
@@ -212,8 +213,7 @@ def test_the_trained_conv_hierarchy_loads_in_a_fresh_process_and_exports(resumed
     np.testing.assert_array_equal(fresh["mean"], vae.decode(np.linspace(-1, 1, 10, dtype=np.float32).reshape(2, 5)))
 
     out = tmp_path / "saved"
-    export = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "export.py")
-    result = subprocess.run([sys.executable, export, run_dir, str(out)], capture_output=True, text=True, timeout=300)
+    result = command_here("export", run_dir, out)
     assert result.returncode == 0, result.stderr[-3000:]
     z = vae.sample(3, seed=2).z.numpy()
     exported = outputs_without_probvae(EXPORTED, out, images.numpy(), z, tmp_path)
