@@ -201,18 +201,12 @@ def test_corrupt_checkpoint_is_named(trained_run, tmp_path):
         runs.load_run(str(copy), "latest")
 
 
-def test_the_docs_example_runs(trained_run, tmp_path):
-    out = tmp_path / "analysis.png"
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "docs", "examples", "analyse_run.py"), trained_run,
-         "--n", "200", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "KL(aggregate posterior || prior)" in result.stdout and "class 0" in result.stdout
+def test_the_docs_example_runs(trained_run, example_outputs):
+    stdout, picture = example_outputs[trained_run]
+    assert "KL(aggregate posterior || prior)" in stdout and "class 0" in stdout
     import matplotlib.image
 
-    pixels = matplotlib.image.imread(out)
+    pixels = matplotlib.image.imread(picture)
     assert pixels.std() > 0.01
 
 
@@ -240,27 +234,31 @@ def family_runs(family_run):
     return {name: family_run(name) for name in FAMILIES}
 
 
-# Runs docs/examples/analyse_run.py as written (its __main__) once per run, in one fresh process.
+# Runs docs/examples/analyse_run.py as written (its __main__) once per (run, n), in one fresh process.
 _EXAMPLE_DRIVER = """
 import contextlib, io, json, runpy, sys
-script, out, runs = sys.argv[1], sys.argv[2], sys.argv[3:]
+script, out, runs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 outputs = {}
-for index, run in enumerate(runs):
-    sys.argv = [script, run, "--n", "15", "--out", f"{out}/analysis{index}.png"]
+for index, (run, n) in enumerate(runs):
+    picture = f"{out}/analysis{index}.png"
+    sys.argv = [script, run, "--n", str(n), "--out", picture]
     stream = io.StringIO()
     with contextlib.redirect_stdout(stream):
         runpy.run_path(script, run_name="__main__")
-    outputs[run] = stream.getvalue()
+    outputs[run] = [stream.getvalue(), picture]
 print(json.dumps(outputs))
 """
 
 
 @pytest.fixture(scope="module")
-def example_outputs(family_runs, tmp_path_factory):
+def example_outputs(trained_run, family_runs, tmp_path_factory):
+    """run directory -> [what the docs example printed, its picture] for this module's run (200 images)
+    and each family's (15)."""
     out = tmp_path_factory.mktemp("example")
     example = os.path.join(ROOT, "docs", "examples", "analyse_run.py")
-    result = subprocess.run([sys.executable, "-c", _EXAMPLE_DRIVER, example,
-                             str(out), *family_runs.values()], capture_output=True, text=True, timeout=600)
+    runs_and_sizes = [[trained_run, 200]] + [[run, 15] for run in family_runs.values()]
+    result = subprocess.run([sys.executable, "-c", _EXAMPLE_DRIVER, example, str(out), json.dumps(runs_and_sizes)],
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -268,7 +266,7 @@ def example_outputs(family_runs, tmp_path_factory):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_docs_example_and_the_report_work_for_every_family(family_runs, example_outputs, family, tmp_path):
     run_dir = family_runs[family]
-    stdout = example_outputs[run_dir]
+    stdout, _ = example_outputs[run_dir]
     assert "KL(aggregate posterior || prior)" in stdout and "class 0" in stdout
     kl = [float(v) for v in stdout.split("mean KL per dimension (nats): ")[1].splitlines()[0].split()]
     assert len(kl) == runs.load_run(run_dir).latent_dim and all(np.isfinite(kl))
