@@ -16,6 +16,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # pytest-xdist already runs one worker per core; the suite took as long with
 # one thread per worker as with two (10:56 against 11:05 on 2 cores).
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+# TensorFlow started as the commands start it (probvae.cli.common.prepare_process), in the test
+# processes and the ones they start: without Keras 3, which it otherwise loads, for nothing, in
+# 0.6-0.9 of its 4-5 CPU seconds of start-up.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
