@@ -224,3 +224,8 @@ def test_the_table_sets_each_figure_against_its_target():
         (2.5, 2.2, True), (1.1, 2.0, False), (300.0, 240.0, False), (500.0, 600.0, True)]
     assert rows["IWAE, projected"]["floor"] == 250.0
     assert benchmark.against_targets({"archs": {"gated": {"train_speedup_vs_fit": 9.0}}, "workloads": None}) == []
+    # A figure exactly at its target meets it ("at least 2x", "at most 4 minutes").
+    at_target = {"archs": {"conv": {"train_speedup_vs_fit": 2.0}},
+                 "workloads": {"iwae": {"what": "IWAE", "projected_seconds": 240.0, "floor_seconds": 1.0},
+                               "ais": {"what": "AIS", "projected_seconds": 600.0, "floor_seconds": 1.0}}}
+    assert [row["met"] for row in benchmark.against_targets(at_target)] == [True, True, True]
