@@ -289,7 +289,11 @@ def _script(checks, out_path):
     # 40 validation and 50 test images (of 250 and 500): the fits' evaluations, in batches of 7.
     splits = dataclasses.replace(splits, x_validation=splits.x_validation[:40], x_test=splits.x_test[:50])
     mirrored = distribute.make_strategy("mirrored")
-    report = {check: _CHECKS[check](os.path.dirname(out_path), splits, mirrored) for check in checks.split(",")}
+    report = {}
+    for check in checks.split(","):
+        started = time.time()
+        report[check] = _CHECKS[check](os.path.dirname(out_path), splits, mirrored)
+        print(f"{check}: {time.time() - started:.1f} s", file=sys.stderr, flush=True)
     with open(out_path, "w") as stream:
         json.dump(report, stream, indent=2)
 
