@@ -247,12 +247,15 @@ def command_here(name, *args):
     argv = [str(arg) for arg in args]
     assert "--deterministic" not in argv, "run a --deterministic command as a subprocess"
     out, err, code = io.StringIO(), io.StringIO(), 0
+    deterministic_before = tf_config.is_op_determinism_enabled()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             run_command(name, argv, prog=_SCRIPTS[name])
         except SystemExit as exit:
             code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
-    assert not tf_config.is_op_determinism_enabled(), "a deterministic run (--resume of one?) belongs in a subprocess"
+    assert deterministic_before or not tf_config.is_op_determinism_enabled(), \
+        "this command turned op determinism on for the rest of the worker: run it (a --resume of a deterministic " \
+        "run?) as a subprocess"
     return subprocess.CompletedProcess([name, *argv], code, out.getvalue(), err.getvalue())
 
 
