@@ -223,10 +223,6 @@ def _train_family(name, root, run_dir):
 
 # --- commands run in this process ---------------------------------------------------------------------------
 
-_SCRIPTS = {"fit": "fit.py", "evaluate": "evaluate.py", "inspect": "inspect_run.py", "bench": "bench.py",
-            "compare": "compare.py", "export": "export.py"}
-
-
 def command_here(name, *args):
     """Run command `name` (fit, evaluate, inspect, bench, compare, export) with `args` in this process,
     through `probvae.cli.main.run_command` as scripts/NAME.py does, its usage and messages naming the
@@ -242,7 +238,7 @@ def command_here(name, *args):
 
     from tensorflow.python.framework import config as tf_config
 
-    from probvae.cli.main import run_command
+    from probvae.cli.main import COMMANDS, run_command
 
     argv = [str(arg) for arg in args]
     assert "--deterministic" not in argv, "run a --deterministic command as a subprocess"
@@ -250,7 +246,7 @@ def command_here(name, *args):
     deterministic_before = tf_config.is_op_determinism_enabled()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            run_command(name, argv, prog=_SCRIPTS[name])
+            run_command(name, argv, prog=f"{COMMANDS[name][0]}.py")  # scripts/MODULE.py
         except SystemExit as exit:
             code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
     assert deterministic_before or not tf_config.is_op_determinism_enabled(), \
@@ -283,5 +279,4 @@ def fit_one_after_another(commands, env=None, timeout=1800):
     result = subprocess.run([sys.executable, "-c", _FIT_DRIVER, json.dumps(listed)], capture_output=True, text=True,
                             timeout=timeout, env=env, cwd=root)
     assert result.returncode == 0, f"fit failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
 
