@@ -53,7 +53,7 @@ def trained_run(tmp_path_factory):
     config = RunConfig(
         data=DataConfig(dataset="shapes", max_train_examples=120),
         model=ModelConfig(arch="mlp", latent_dim=3, hidden_units=(16,), posterior="full"),
-        train=TrainConfig(epochs=1, batch_size=40),
+        train=TrainConfig(epochs=1, batch_size=40, jit_compile=False),  # 3 steps: compiling XLA would take longer
     )
     fit(config, run_dir, log=lambda _: None)
     return run_dir

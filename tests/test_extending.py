@@ -47,7 +47,8 @@ def grey_npz(tmp_path_factory):
 def _train_one_step_and_evaluate(run_dir, data, model):
     config = RunConfig(data=DataConfig(**data), model=ModelConfig(latent_dim=2, **model),
                        train=TrainConfig(epochs=1, batch_size=27, eval_batch_size=7, test_iwae_samples=4, seed=3,
-                                         lr_schedule="constant", checkpoint_every_steps=0))
+                                         lr_schedule="constant", checkpoint_every_steps=0,
+                                         jit_compile=False))  # one step: no XLA to compile
     metrics = fit(config, run_dir, log=lambda _: None)
     assert len(metrics["epochs"]) == 1 and metrics["parameters"] > 0
     test = metrics["test"]

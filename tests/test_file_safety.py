@@ -56,7 +56,8 @@ def trained_run(tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("trained") / "run")
     config = RunConfig(data=DataConfig(dataset="shapes", max_train_examples=40),
                        model=ModelConfig(arch="mlp", latent_dim=2, hidden_units=(6,), posterior="diag"),
-                       train=TrainConfig(epochs=1, batch_size=10, kl_warmup_epochs=0, test_iwae_samples=2))
+                       train=TrainConfig(epochs=1, batch_size=10, kl_warmup_epochs=0, test_iwae_samples=2,
+                                         jit_compile=False))  # compiling would take longer than the 3 steps
     fit(config, run_dir, log=lambda _: None)
     return run_dir
 

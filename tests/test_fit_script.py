@@ -19,6 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT = os.path.join(ROOT, "scripts", "fit.py")
 SMALL = ["--dataset", "shapes", "--arch", "mlp", "--latent-dim", "2", "--epochs", "1",
          "--max-train-examples", "200", "--batch-size", "50"]
+# The same run without XLA, whose compiling would take longer than its four steps, where XLA is not the point.
+SMALL_GRAPH = [*SMALL, "--no-jit-compile"]
 
 
 def run_fit(*args, cwd=None):
@@ -97,17 +99,17 @@ def test_an_existing_run_is_not_overwritten_unless_asked(tmp_path):
     run_dir.mkdir()
     mine = '{"data": {}, "model": {}, "train": {}, "mine": true}'  # a run's config.json, by its sections
     (run_dir / "config.json").write_text(mine)
-    result = fit_here(*SMALL, "--run-dir", str(run_dir))
+    result = fit_here(*SMALL_GRAPH, "--run-dir", str(run_dir))
     assert result.returncode == 2 and "--overwrite" in result.stderr
     assert (run_dir / "config.json").read_text() == mine
-    result = fit_here(*SMALL, "--run-dir", str(run_dir), "--overwrite")
+    result = fit_here(*SMALL_GRAPH, "--run-dir", str(run_dir), "--overwrite")
     assert result.returncode == 0, result.stderr
     assert json.loads((run_dir / "config.json").read_text())["version"] == 1
 
 
 def test_an_exploding_learning_rate_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    result = fit_here(*SMALL, "--learning-rate", "1e30", "--checkpoint-every", "1", "--run-dir", str(run_dir))
+    result = fit_here(*SMALL_GRAPH, "--learning-rate", "1e30", "--checkpoint-every", "1", "--run-dir", str(run_dir))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     message = result.stderr.strip().splitlines()[-1]
     # Adam's first step moves every weight by about 1e30; the next forward pass overflows.

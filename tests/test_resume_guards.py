@@ -18,10 +18,11 @@ from probvae.errors import UserError
 from probvae.training import RunHistory, Trainer, fit
 from probvae.training.history import check_restored
 
-# 30 shapes in batches of 10: 3 steps per epoch, 2 epochs.
+# 30 shapes in batches of 10: 3 steps per epoch, 2 epochs; without XLA, whose compiling would take longer.
 CONFIG = RunConfig(data=DataConfig(dataset="shapes", max_train_examples=30),
                    model=ModelConfig(arch="mlp", latent_dim=2, hidden_units=(5,)),
-                   train=TrainConfig(epochs=2, batch_size=10, checkpoint_every_steps=0, test_iwae_samples=2, seed=4))
+                   train=TrainConfig(epochs=2, batch_size=10, checkpoint_every_steps=0, test_iwae_samples=2, seed=4,
+                                     jit_compile=False))
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ def tiny_run(tmp_path_factory):
     config = RunConfig(
         data=DataConfig(dataset="shapes", max_train_examples=60),
         model=ModelConfig(arch="mlp", latent_dim=2, hidden_units=(9,), posterior="full"),
-        train=TrainConfig(epochs=1, batch_size=20, kl_warmup_epochs=0),
+        train=TrainConfig(epochs=1, batch_size=20, kl_warmup_epochs=0, jit_compile=False),  # 2 steps: no XLA
     )
     fit(config, run_dir, log=lambda _: None)
     return run_dir

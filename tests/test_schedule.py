@@ -57,7 +57,8 @@ def test_schedule_fields_are_checked_and_old_configs_keep_their_behaviour():
 
 
 def _config(**train):
-    values = dict(epochs=6, batch_size=10, checkpoint_every_steps=0, test_iwae_samples=2)
+    # Without XLA: compiling the step would take longer than these few steps.
+    values = dict(epochs=6, batch_size=10, checkpoint_every_steps=0, test_iwae_samples=2, jit_compile=False)
     values.update(train)
     return RunConfig(data=DataConfig(dataset="shapes", max_train_examples=30),
                      model=ModelConfig(arch="mlp", latent_dim=2, hidden_units=(8,)),

@@ -137,7 +137,9 @@ def test_a_nonfinite_batch_changes_no_weight(binary_images, skip_nonfinite):
 
 
 def _tiny_config(**train):
-    values = dict(epochs=2, batch_size=3, checkpoint_every_steps=2)
+    # Without XLA (its compiling would take longer than these 20 steps); the XLA step's faults and
+    # resumes are checked in distributed_checks.py and test_fit_resume.py.
+    values = dict(epochs=2, batch_size=3, checkpoint_every_steps=2, jit_compile=False)
     values.update(train)
     return RunConfig(
         data=DataConfig(dataset="shapes", max_train_examples=30),

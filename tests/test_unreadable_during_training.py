@@ -26,7 +26,8 @@ pytestmark = pytest.mark.slow
 
 FLAGS = ["--arch", "mlp", "--hidden-units", "5", "--latent-dim", "2", "--image-shape", f"{HEIGHT},{WIDTH},1",
          "--validation-fraction", "0.2", "--epochs", "2", "--batch-size", "4", "--eval-batch-size", "3",
-         "--kl-warmup-epochs", "0", "--test-iwae-samples", "2", "--checkpoint-every", "0", "--seed", "1"]
+         "--kl-warmup-epochs", "0", "--test-iwae-samples", "2", "--checkpoint-every", "0", "--seed", "1",
+         "--no-jit-compile"]  # without XLA: compiling the step would take longer than these few steps
 
 
 def validation_paths(folder):
