@@ -33,7 +33,7 @@ def shapes_run(tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("runs") / "shapes")
     result = command_here("fit", "--dataset", "shapes", "--arch", "mlp", "--latent-dim", "2", "--epochs", "1",
                  "--max-train-examples", "200", "--batch-size", "50", "--run-dir", run_dir, "--snapshot-latents",
-                          "--no-jit-compile")  # without XLA: compiling would take longer than these four steps
+                 "--no-jit-compile")  # without XLA: compiling would take longer than these four steps
     assert result.returncode == 0, result.stderr
     return run_dir
 
