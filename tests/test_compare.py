@@ -16,11 +16,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPARE = os.path.join(ROOT, "scripts", "compare.py")
 
 
-def fake_run(path, config, validation, test=None, evaluations=()):
+def fake_run(path, config, validation, test=None, evaluations=(), cpu_seconds=None):
     os.makedirs(path)
     runs.save_config(str(path), config)
     epochs = [{"epoch": i + 1, "seconds": 30.0, "validation": {"elbo": v}, "train": {"elbo": v - 1}}
               for i, v in enumerate(validation)]
+    for epoch, cpu in zip(epochs, cpu_seconds or ()):
+        if cpu is not None:  # None: an epoch trained by a version that did not record CPU time
+            epoch["cpu_seconds"] = cpu
     metrics = {"epochs": epochs}
     if test is not None:
         metrics.update(test=test, train_seconds=30.0 * len(epochs))
@@ -36,9 +39,10 @@ def three_runs(tmp_path):
     test = {"elbo": -240.0, "log_likelihood": -236.5, "log_likelihood_stderr": 0.8, "iwae_samples": 100}
     evaluation = {"split": "test", "n_examples": 500, "elbo": -240.1, "log_likelihood_stderr": 0.8}
     return [
-        fake_run(tmp_path / "a", base, [-260.0, -250.0], test),
+        fake_run(tmp_path / "a", base, [-260.0, -250.0], test, cpu_seconds=[3600.0, 1800.0]),
+        # CPU time in its newer epochs only (resumed by a version that records it): unknown in all.
         fake_run(tmp_path / "b", base.replace(train={"lr_schedule": "constant", "epochs": 3}), [-262.0, -251.0, -248.0],
-                 test, evaluations=[
+                 test, cpu_seconds=[None, 60.0, 60.0], evaluations=[
                      dict(evaluation, name="eval_test_iwae5000.json", estimator="iwae", iwae_samples=5000,
                           log_likelihood=-236.0),
                      dict(evaluation, name="eval_test_ais1000x16.json", estimator="ais",
@@ -55,11 +59,11 @@ def test_the_table_shows_the_differences_and_the_best_estimate_of_each_run(three
     assert comparison.differing == ["model.latent_dim", "train.epochs", "train.lr_schedule"]
     assert comparison.markdown().splitlines() == [
         "| run | model.latent_dim | train.epochs | train.lr_schedule | test ELBO | test NLL | estimator | checkpoint | "
-        "epochs | train time (min) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        "| a | 40 | 100 | plateau | -240.00 | 236.50 ± 0.80 | K=100 |  | 2 | 1.0 |",
-        "| b | 40 | 3 | constant | -240.10 | 235.80 ± 0.80 | AIS T=1000, C=16 |  | 3 | 1.5 |",
-        "| c | 8 | 100 | plateau |  |  |  |  | 1 | 0.5 |",
+        "epochs | train time (min) | train CPU (h) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| a | 40 | 100 | plateau | -240.00 | 236.50 ± 0.80 | K=100 |  | 2 | 1.0 | 1.50 |",
+        "| b | 40 | 3 | constant | -240.10 | 235.80 ± 0.80 | AIS T=1000, C=16 |  | 3 | 1.5 |  |",
+        "| c | 8 | 100 | plateau |  |  |  |  | 1 | 0.5 |  |",
     ]
     assert comparison.csv().splitlines()[2].startswith("b,40,3,constant,-240.10,235.80 ± 0.80,")
     assert comparison.summaries[1].source == "eval_test_ais1000x16.json"

@@ -67,9 +67,10 @@ def test_metrics_json_keeps_its_keys(trained):
     metrics = runs.read_json(os.path.join(run_dir, runs.METRICS_FILE))
     assert sorted(metrics) == ["best", "data_source", "dataset", "device", "distribution", "epochs", "parameters",
                                "precision", "resumes", "run_dir", "skipped_nonfinite_batches", "stopped_early", "test",
-                               "train_seconds", "units"]
+                               "train_cpu_seconds", "train_seconds", "units"]
     # (the default step size follows the validation ELBO, so each epoch records its own)
-    assert [sorted(e) for e in metrics["epochs"]] == [["epoch", "learning_rate", "seconds", "train", "validation"]] * 2
+    assert [sorted(e) for e in metrics["epochs"]] == [["cpu_seconds", "epoch", "learning_rate", "seconds", "train",
+                                                          "validation"]] * 2
     assert metrics["best"]["checkpoint"].startswith("best-") and metrics["resumes"] == []
 
 
@@ -126,7 +127,8 @@ def test_the_history_reads_back_old_and_new_checkpoints():
     old = {"epochs": [{"epoch": 1}], "epoch_seconds": 2.5, "resumes": [], "train_examples": 30}  # before "best"
     history = RunHistory.from_dict(old)
     assert (history.best, history.stopped_early, history.lr_reduced_at) == (None, None, None)
-    assert history.to_dict() == dict(old, best=None, stopped_early=None)  # keys set only once they have a value
+    # Keys set only once they have a value stay out; the CPU seconds of an epoch begun before they were counted are 0.
+    assert history.to_dict() == dict(old, best=None, stopped_early=None, epoch_cpu_seconds=0.0)
     history.lr_reduced_at = 3
     history.initialized_from = {"run_dir": "a", "checkpoint": "best-3"}
     assert RunHistory.from_dict(history.to_dict()) == history

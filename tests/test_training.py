@@ -14,6 +14,7 @@ from probvae.errors import NonFiniteError, TrainingInterrupted
 from probvae.model import VAE
 from probvae.objectives import ElboParts
 from probvae.training import NonFiniteFaults, StepTotals, Trainer, fit, make_train_step, prepare_run, seed_process
+from probvae.training.history import RunHistory
 
 from conftest import IMAGE_SHAPE, tiny_model_config
 
@@ -232,8 +233,24 @@ def test_sigint_saves_a_checkpoint_and_resuming_repeats_the_uninterrupted_run(tm
     assert raised.value.exit_code == 130
     assert "SIGINT at step 17 (epoch 2)" in str(raised.value) and f"--resume {run_dir}" in str(raised.value)
     assert runs.latest_checkpoint(run_dir).endswith("ckpt-17")
-    resumed = fit(config, run_dir, resume=True, **quiet)
+    # Resumed with 1000 CPU seconds more than the checkpoint saved of epoch 2: its record counts them.
+    from_dict, saved = RunHistory.from_dict.__func__, []
+
+    def with_more_cpu(cls, values):
+        history = from_dict(cls, values)
+        saved.append(history.epoch_cpu_seconds)
+        history.epoch_cpu_seconds += 1000.0
+        return history
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RunHistory, "from_dict", classmethod(with_more_cpu))
+        resumed = fit(config, run_dir, resume=True, **quiet)
     assert [e["epoch"] for e in resumed["epochs"]] == [1, 2]
+    cpu = [e["cpu_seconds"] for e in resumed["epochs"]]
+    assert len(saved) == 1 and 0 < saved[0] < 1000 and 0 < cpu[0] < 1000 and cpu[1] > 1000 + saved[0]
+    assert resumed["train_cpu_seconds"] == sum(cpu)
+    assert all(e["cpu_seconds"] > 0 for e in whole["epochs"])
+    assert whole["train_cpu_seconds"] == sum(e["cpu_seconds"] for e in whole["epochs"])
     assert resumed["resumes"] == [{"checkpoint": "ckpt-17", "step": 17, "epoch": 2}]
     for mine, theirs in zip(resumed["epochs"], whole["epochs"]):
         assert mine["train"] == theirs["train"] and mine["validation"] == theirs["validation"]

@@ -42,6 +42,7 @@ class RunSummary(NamedTuple):
     source: str  # the file the numbers come from
     epochs: int
     train_seconds: Optional[float]
+    train_cpu_seconds: Optional[float]  # None if an epoch has no CPU time (trained by a version before it)
     validation_elbo: List[float]  # per epoch
     checkpoint: str = ""  # the checkpoint the numbers measured, "" if not recorded
 
@@ -85,15 +86,17 @@ def _best_evaluation(run_dir: str, checkpoint: Optional[str]) -> Optional[Evalua
 
 
 def _epochs(metrics: dict, path: str) -> tuple:
-    """(epochs, validation ELBO per epoch, seconds per epoch) of a metrics file."""
+    """(epochs, validation ELBO per epoch, seconds per epoch, CPU seconds per epoch or None
+    for an epoch without them) of a metrics file."""
     epochs = metrics.get("epochs") or []
     try:
         validation = [float(e["validation"]["elbo"]) for e in epochs if "validation" in e]
         seconds = [float(e.get("seconds", 0.0)) for e in epochs]
+        cpu = [float(e["cpu_seconds"]) if "cpu_seconds" in e else None for e in epochs]
     except (KeyError, TypeError, ValueError, AttributeError):
         raise UserError(f"{path}: an epoch without a numeric validation ELBO or time; "
                         "delete the file or train the run again") from None
-    return epochs, validation, seconds
+    return epochs, validation, seconds, cpu
 
 
 def summarise_run(run_dir: str) -> RunSummary:
@@ -103,7 +106,7 @@ def summarise_run(run_dir: str) -> RunSummary:
     metrics = runs.read_json(metrics_path) if os.path.exists(metrics_path) else {}
     if not isinstance(metrics, dict):
         raise UserError(f"{metrics_path} is not a metrics file (a JSON object); delete it or train the run again")
-    epochs, validation, seconds = _epochs(metrics, metrics_path)
+    epochs, validation, seconds, cpu = _epochs(metrics, metrics_path)
     best = _best_evaluation(run_dir, model_checkpoint(run_dir))
     test = metrics.get("test") or {}
     if best is not None:
@@ -117,6 +120,7 @@ def summarise_run(run_dir: str) -> RunSummary:
         log_likelihood_stderr=numbers.log_likelihood_stderr,
         estimator=estimator_label(numbers) if numbers.log_likelihood is not None else "", source=source,
         epochs=len(epochs), train_seconds=metrics.get("train_seconds", sum(seconds) if epochs else None),
+        train_cpu_seconds=sum(cpu) if epochs and None not in cpu else None,
         validation_elbo=validation, checkpoint=numbers.checkpoint or "")
 
 
@@ -137,7 +141,7 @@ class Comparison(NamedTuple):
     def rows(self) -> List[List[str]]:
         """The table as strings: a header, then one row per run."""
         header = ["run"] + self.differing + ["test ELBO", "test NLL", "estimator", "checkpoint", "epochs",
-                                             "train time (min)"]
+                                             "train time (min)", "train CPU (h)"]
         table = [header]
         for s in self.summaries:
             nll = "" if s.log_likelihood is None else f"{-s.log_likelihood:.2f}" + (
@@ -146,7 +150,8 @@ class Comparison(NamedTuple):
                          + [_shown(s.settings.get(key)) for key in self.differing]
                          + ["" if s.test_elbo is None else f"{s.test_elbo:.2f}", nll, s.estimator, s.checkpoint,
                             str(s.epochs),
-                            "" if s.train_seconds is None else f"{s.train_seconds / 60:.1f}"])
+                            "" if s.train_seconds is None else f"{s.train_seconds / 60:.1f}",
+                            "" if s.train_cpu_seconds is None else f"{s.train_cpu_seconds / 3600:.2f}"])
         return table
 
     def markdown(self) -> str:

@@ -22,11 +22,14 @@ __all__ = ["RunHistory", "check_restored"]
 class RunHistory:
     """What a resumed run needs to continue as if it had never stopped."""
 
-    # One record per completed epoch: {"epoch", "seconds", "train": {...}, "validation": {...}}
-    # (and "learning_rate" under a schedule that follows the validation figure).
+    # One record per completed epoch: {"epoch", "seconds", "cpu_seconds", "train": {...}, "validation": {...}}
+    # (and "learning_rate" under a schedule that follows the validation figure; no "cpu_seconds" in
+    # epochs trained by versions before it).
     epochs: list = dataclasses.field(default_factory=list)
     # Seconds spent in the current epoch up to the newest checkpoint (0 at an epoch end).
     epoch_seconds: float = 0.0
+    # The process's CPU seconds (all its threads) in the current epoch up to the newest checkpoint.
+    epoch_cpu_seconds: float = 0.0
     # One record per resume: {"checkpoint", "step", "epoch" (None when training was complete)}.
     resumes: list = dataclasses.field(default_factory=list)
     # Training examples of the data the run trains on (a resume with other data is refused).
@@ -75,6 +78,7 @@ class RunHistory:
         names = {field.name for field in dataclasses.fields(cls)}
         history = cls(**{key: value for key, value in values.items() if key in names})
         history.epoch_seconds = float(history.epoch_seconds or 0.0)
+        history.epoch_cpu_seconds = float(history.epoch_cpu_seconds or 0.0)
         return history
 
 

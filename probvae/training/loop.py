@@ -113,6 +113,8 @@ def fit(config: RunConfig, run_dir: str, splits: Optional[data_lib.Splits] = Non
                             f"checkpoint: {os.path.basename(trainer.state.latest or 'none')})") from None
         metrics["test"] = test
         metrics["train_seconds"] = sum(e["seconds"] for e in metrics["epochs"])
+        if all("cpu_seconds" in e for e in metrics["epochs"]):  # not in epochs of earlier versions
+            metrics["train_cpu_seconds"] = sum(e["cpu_seconds"] for e in metrics["epochs"])
         trainer.summaries.hparams(config, {f"test/{name}": test[name] for name in
                                            ("elbo", "log_likelihood", "bits_per_dim") if name in test},
                                   len(metrics["epochs"]))

@@ -67,6 +67,8 @@ class Trainer:
         self.write_dir = write_dir or run_dir
         self.on_epoch_end = on_epoch_end
         self.progress = None  # the run's Progress, made at the first epoch
+        # This process's CPU time when the current epoch began, less the part its newest checkpoint saved.
+        self.cpu_started = time.process_time()
         self.strategy = strategy or tf.distribute.get_strategy()
         train = config.train
         replicas.check_batch_size(train.batch_size, self.strategy)
@@ -182,7 +184,10 @@ class Trainer:
         if position == 0:
             self.totals.reset()
             self.history.epoch_seconds = 0.0
+            self.history.epoch_cpu_seconds = 0.0
         started = time.time() - self.history.epoch_seconds
+        # CPU time of this process (every thread) in the epoch, counted on from the newest checkpoint's.
+        self.cpu_started = time.process_time() - self.history.epoch_cpu_seconds
         apply_decision(self, kl_warmup(train, epoch), epoch)
         if self.progress is None:
             self.progress = Progress(self.log, train.epochs, early_stopping=train.patience > 0)
@@ -219,6 +224,7 @@ class Trainer:
             raise NonFiniteError(f"the weights became non-finite by step {int(self.state.step.numpy())}; "
                                  f"nothing was saved; {self._fix()}")
         self.history.epoch_seconds = 0.0 if started is None else time.time() - started
+        self.history.epoch_cpu_seconds = 0.0 if started is None else time.process_time() - self.cpu_started
         return self.state.save(self.history.to_dict())
 
     def save_best(self) -> str:
