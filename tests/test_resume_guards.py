@@ -127,8 +127,10 @@ def test_the_history_reads_back_old_and_new_checkpoints():
     old = {"epochs": [{"epoch": 1}], "epoch_seconds": 2.5, "resumes": [], "train_examples": 30}  # before "best"
     history = RunHistory.from_dict(old)
     assert (history.best, history.stopped_early, history.lr_reduced_at) == (None, None, None)
-    # Keys set only once they have a value stay out; the CPU seconds of an epoch begun before they were counted are 0.
-    assert history.to_dict() == dict(old, best=None, stopped_early=None, epoch_cpu_seconds=0.0)
+    # Keys set only once they have a value stay out. The CPU seconds of the epoch it stopped in were not
+    # counted (None: that epoch's record will have none); at an epoch end there are none to count (0).
+    assert history.to_dict() == dict(old, best=None, stopped_early=None, epoch_cpu_seconds=None)
+    assert RunHistory.from_dict(dict(old, epoch_seconds=0.0)).epoch_cpu_seconds == 0.0
     history.lr_reduced_at = 3
     history.initialized_from = {"run_dir": "a", "checkpoint": "best-3"}
     assert RunHistory.from_dict(history.to_dict()) == history

@@ -1,6 +1,7 @@
 import dataclasses
 import io
 import os
+import shutil
 import signal
 
 import numpy as np
@@ -233,8 +234,17 @@ def test_sigint_saves_a_checkpoint_and_resuming_repeats_the_uninterrupted_run(tm
     assert raised.value.exit_code == 130
     assert "SIGINT at step 17 (epoch 2)" in str(raised.value) and f"--resume {run_dir}" in str(raised.value)
     assert runs.latest_checkpoint(run_dir).endswith("ckpt-17")
+    # As a version that did not count CPU time saved it: epoch 2's CPU time is unknown, not a part of it.
+    older = str(tmp_path / "older")
+    shutil.copytree(run_dir, older)
+    from_dict = RunHistory.from_dict.__func__
+    with monkeypatch.context() as patch:
+        patch.setattr(RunHistory, "from_dict", classmethod(
+            lambda cls, values: from_dict(cls, {k: v for k, v in values.items() if k != "epoch_cpu_seconds"})))
+        continued = fit(config, older, resume=True, **quiet)
+    assert ["cpu_seconds" in e for e in continued["epochs"]] == [True, False] and "train_cpu_seconds" not in continued
     # Resumed with 1000 CPU seconds more than the checkpoint saved of epoch 2: its record counts them.
-    from_dict, saved = RunHistory.from_dict.__func__, []
+    saved = []
 
     def with_more_cpu(cls, values):
         history = from_dict(cls, values)

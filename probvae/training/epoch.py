@@ -140,9 +140,11 @@ def end_epoch(trainer, epoch: int, started: float) -> None:
     train_metrics = trainer.totals.means()
     train_metrics["skipped_nonfinite_batches"] = int(trainer.totals.skipped.numpy())
     validation, kl_per_dimension = validate(trainer, epoch)
-    seconds, cpu_seconds = time.time() - started, time.process_time() - trainer.cpu_started
-    trainer.history.epochs.append({"epoch": epoch, "seconds": seconds, "cpu_seconds": cpu_seconds,
-                                   "train": train_metrics, "validation": validation})
+    seconds = time.time() - started
+    record = {"epoch": epoch, "seconds": seconds}
+    if trainer.cpu_started is not None:  # else begun by a version that did not count CPU time
+        record["cpu_seconds"] = time.process_time() - trainer.cpu_started
+    trainer.history.epochs.append(dict(record, train=train_metrics, validation=validation))
     trainer.state.epoch.assign(epoch)
     apply_decision(trainer, track_best(train, trainer.history, epoch, validation), epoch)
     apply_decision(trainer, follow_validation(train, trainer.history, epoch,

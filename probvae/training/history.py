@@ -28,8 +28,9 @@ class RunHistory:
     epochs: list = dataclasses.field(default_factory=list)
     # Seconds spent in the current epoch up to the newest checkpoint (0 at an epoch end).
     epoch_seconds: float = 0.0
-    # The process's CPU seconds (all its threads) in the current epoch up to the newest checkpoint.
-    epoch_cpu_seconds: float = 0.0
+    # The process's CPU seconds (all its threads) in the current epoch up to the newest checkpoint;
+    # None for an epoch begun by a version that did not count them (its record then has none).
+    epoch_cpu_seconds: Optional[float] = 0.0
     # One record per resume: {"checkpoint", "step", "epoch" (None when training was complete)}.
     resumes: list = dataclasses.field(default_factory=list)
     # Training examples of the data the run trains on (a resume with other data is refused).
@@ -78,7 +79,10 @@ class RunHistory:
         names = {field.name for field in dataclasses.fields(cls)}
         history = cls(**{key: value for key, value in values.items() if key in names})
         history.epoch_seconds = float(history.epoch_seconds or 0.0)
-        history.epoch_cpu_seconds = float(history.epoch_cpu_seconds or 0.0)
+        if "epoch_cpu_seconds" not in values:  # an earlier version's: unknown if it stopped inside an epoch
+            history.epoch_cpu_seconds = None if history.epoch_seconds else 0.0
+        elif history.epoch_cpu_seconds is not None:
+            history.epoch_cpu_seconds = float(history.epoch_cpu_seconds)
         return history
 
 

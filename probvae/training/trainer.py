@@ -186,8 +186,10 @@ class Trainer:
             self.history.epoch_seconds = 0.0
             self.history.epoch_cpu_seconds = 0.0
         started = time.time() - self.history.epoch_seconds
-        # CPU time of this process (every thread) in the epoch, counted on from the newest checkpoint's.
-        self.cpu_started = time.process_time() - self.history.epoch_cpu_seconds
+        # CPU time of this process (every thread) in the epoch, counted on from the newest checkpoint's
+        # (None: not counted, the epoch was begun by a version that did not count it).
+        saved_cpu = self.history.epoch_cpu_seconds
+        self.cpu_started = None if saved_cpu is None else time.process_time() - saved_cpu
         apply_decision(self, kl_warmup(train, epoch), epoch)
         if self.progress is None:
             self.progress = Progress(self.log, train.epochs, early_stopping=train.patience > 0)
@@ -224,7 +226,8 @@ class Trainer:
             raise NonFiniteError(f"the weights became non-finite by step {int(self.state.step.numpy())}; "
                                  f"nothing was saved; {self._fix()}")
         self.history.epoch_seconds = 0.0 if started is None else time.time() - started
-        self.history.epoch_cpu_seconds = 0.0 if started is None else time.process_time() - self.cpu_started
+        self.history.epoch_cpu_seconds = 0.0 if started is None else (
+            None if self.cpu_started is None else time.process_time() - self.cpu_started)
         return self.state.save(self.history.to_dict())
 
     def save_best(self) -> str:
