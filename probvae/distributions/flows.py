@@ -28,8 +28,10 @@ triangular with diagonal g, so by the change of variables
 (a reversal has determinant +-1). q(z|x) is a `tfd.TransformedDistribution`
 of the Gaussian by `tfb.Chain` of the steps. Its log density at a sample it
 drew itself takes u_0 from TFP's bijector cache (one parallel MADE pass per
-step); at any other z (AIS moves its chains freely) the inverse is the MAF's
-sequential forward pass, d MADE passes per step: slower, still exact.
+step); at any other z the inverse is the MAF's sequential forward pass, d MADE
+passes per step: slower, still exact. AIS therefore moves its chains in u_0,
+where the flow's Jacobian enters as a density (evaluation.ais), and needs the
+inverse only where BDMC starts from a given z.
 
 The KL toward any prior has no closed form: the layer's regularizer takes
 log q(z|x) - log p(z) at the ELBO's own sample (same seed and rows). With

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import annealing, replicas, seeds
+from probvae.distributions import is_flow, unwrap
 from probvae.evaluation.estimators import AIS_CHUNK_ROWS, AISSettings, _whole, ais_settings, check_cost
 from probvae.evaluation.result import mean_and_stderr
 
@@ -95,18 +96,27 @@ def _anneal_batch(model, x, exact_z, seed, betas, num_chains, step_size, setting
     """AIS on one chunk: log weights [C, n] float64, acceptance [n], final step size [n].
 
     Rows c n + j of the tiled batch are chain c of example j. The chains move
-    in coordinates u = (z - m) / s, with m and s the location and scale of
+    in coordinates u = (v - m) / s, with m and s the location and scale of
     q(z|x) (or m = 0, s = 1 from the prior): a fixed diagonal preconditioner
     per chain, so one step size fits dimensions of very different posterior
-    widths. Both densities are those of z; the constant Jacobian of z(u)
-    cancels in every weight and every Metropolis test.
+    widths. For a Gaussian start v is z itself, and both densities are those
+    of z; the constant Jacobian of z(u) cancels in every weight and every
+    Metropolis test. A flow posterior z = f(v) (`distributions.is_flow`)
+    starts from its Gaussian: v is the Gaussian's variable, the start density
+    is the Gaussian's and the target p(z) p(x|z) |det df/dv| (a change of
+    variables keeps its normaliser p(x)), so every step costs one parallel
+    pass of the flow, never its sequential inverse (docs/evaluation.md).
     """
     n, dims = tf.shape(x)[0], model.latent_dim
     tiled = tf.tile(x, [num_chains, 1, 1, 1])
     setup_seed, start_seed, run_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     terms = model.elbo_terms(tiled, setup_seed)
-    prior = terms.prior
-    if settings.initial == "posterior":
+    prior, flow = terms.prior, None
+    if settings.initial == "posterior" and is_flow(terms.posterior):
+        flow = unwrap(terms.posterior).bijector
+        initial = unwrap(terms.posterior).distribution
+        loc, scale = initial.mean(), initial.stddev()  # [C n, D]
+    elif settings.initial == "posterior":
         initial = terms.posterior
         statistics = model.latent_statistics(terms)
         loc, scale = statistics.location, statistics.stddev  # [C n, D]
@@ -114,26 +124,31 @@ def _anneal_batch(model, x, exact_z, seed, betas, num_chains, step_size, setting
         initial = prior
         loc, scale = tf.zeros_like(terms.z), tf.ones_like(terms.z)
     if reverse:
-        z = tf.tile(exact_z, [num_chains, 1])
+        v = tf.tile(exact_z, [num_chains, 1])
+        v = v if flow is None else flow.inverse(v)  # the flow's sequential inverse, once per chain
     elif settings.initial == "posterior":
-        z = initial.sample(seed=start_seed)
+        v = initial.sample(seed=start_seed)
     else:
-        z = initial.sample(tf.shape(tiled)[0], seed=start_seed)
+        v = initial.sample(tf.shape(tiled)[0], seed=start_seed)
 
-    def latent(u):
+    def point(u):
         return loc + scale * tf.reshape(u, [-1, dims])
 
     def per_chain(values):
         return tf.reshape(values, [num_chains, n])
 
     def initial_log_prob(u):
-        return per_chain(initial.log_prob(latent(u)))
+        return per_chain(initial.log_prob(point(u)))
 
     def target_log_prob(u):
-        z = latent(u)
-        return per_chain(prior.log_prob(z) + model.likelihood(z).log_prob(tiled))
+        v = point(u)
+        if flow is None:
+            return per_chain(prior.log_prob(v) + model.likelihood(v).log_prob(tiled))
+        z = flow.forward(v)
+        return per_chain(prior.log_prob(z) + model.likelihood(z).log_prob(tiled)
+                         + flow.forward_log_det_jacobian(v, event_ndims=1))
 
-    start = tf.reshape((z - loc) / scale, [num_chains, n, dims])
+    start = tf.reshape((v - loc) / scale, [num_chains, n, dims])
     result = annealing.anneal(initial_log_prob, target_log_prob, start, betas, run_seed, step_size,
                               settings.num_leapfrog_steps, settings.adapt)
     return result.log_weights, result.acceptance, result.step_size
