@@ -129,6 +129,7 @@ def _faults(work_dir, splits, mirrored):
     from probvae import replicas
     from probvae.errors import NonFiniteError
     from probvae.training import Trainer, distribute, seed_process
+    from probvae.training.epoch import check_faults
 
     report = {}
     for skip in (False, True):
@@ -145,7 +146,7 @@ def _faults(work_dir, splits, mirrored):
                                                     config.train.batch_size)
             losses = [float(trainer.train_step(x)) for x in batches]
             try:
-                trainer._check_faults()
+                check_faults(trainer)
                 error = None
             except NonFiniteError as raised:
                 error = str(raised)

@@ -18,9 +18,9 @@ from typing import Callable, Tuple
 
 from probvae import data as data_lib
 from probvae import replicas, seeds
-from probvae.errors import UnreadableImagesError, UserError
+from probvae.errors import NonFiniteError, UnreadableImagesError, UserError
 from probvae.training.callbacks import Decision, follow_validation, monitored, track_best
-from probvae.training.step import FAULT_CHECK_EVERY, StepLoop
+from probvae.training.step import FAULT_CHECK_EVERY, NonFiniteFaults, StepLoop
 
 __all__ = ["run_steps", "epoch_batches", "validate", "apply_decision", "end_epoch", "PICTURES_PER_RUN", "IMAGES_SHOWN"]
 
@@ -159,6 +159,26 @@ def end_epoch(trainer, epoch: int, started: float) -> None:
     if trainer.on_epoch_end is not None:
         trainer.on_epoch_end(epoch, trainer.model, trainer.splits, trainer.write_dir)
     trainer.progress.end_epoch(epoch, seconds, _line(train, epoch, train_metrics, validation))
+
+
+def fault_remedy(trainer) -> str:
+    """What to do after a non-finite step: the last good checkpoint and the two ways on."""
+    return (f"the last good checkpoint is {trainer.state.latest or 'none (no checkpoint yet)'}; "
+            f"lower --learning-rate (now {trainer.config.train.learning_rate:g}) and start again, or skip such "
+            f"batches with: fit.py --resume {trainer.run_dir} --skip-nonfinite")
+
+
+def check_faults(trainer) -> None:
+    """Stop with a NonFiniteError if a step went non-finite (unless the run skips such batches)."""
+    if trainer.config.train.skip_nonfinite:
+        return
+    terms = int(trainer.faults.terms.numpy())
+    if terms:
+        step = int(trainer.faults.step.numpy()) + 1
+        epoch = (step - 1) // trainer.steps_per_epoch + 1
+        raise NonFiniteError(f"training stopped at step {step} (epoch {epoch}): "
+                             f"{NonFiniteFaults.describe(terms)} became non-finite (NaN or inf); "
+                             f"{fault_remedy(trainer)}")
 
 
 def _line(train, epoch: int, train_metrics: dict, validation: dict) -> str:

@@ -30,7 +30,7 @@ from probvae.model import VAE
 from probvae.training import distribute, precision, schedules
 from probvae.training.callbacks import Progress, Summaries, kl_warmup
 from probvae.training.checkpoints import RunState, StopSignals, find_best
-from probvae.training.epoch import apply_decision, end_epoch, epoch_batches, run_steps
+from probvae.training.epoch import apply_decision, check_faults, end_epoch, epoch_batches, fault_remedy, run_steps
 from probvae.training.history import RunHistory, check_restored
 from probvae.training.preflight import initial_checkpoint
 from probvae.training.step import FAULT_CHECK_EVERY, NonFiniteFaults, StepLoop, StepTotals, make_train_step
@@ -198,13 +198,13 @@ class Trainer:
             if done and position < steps and self._stopping(stop, position):  # at the end, finish the epoch first
                 self._interrupt(stop, epoch, started)
             if position % FAULT_CHECK_EVERY == 0:
-                self._check_faults()
+                check_faults(self)
             if done and every and step % every == 0 and position < steps:
                 self.save(started)
             self.progress.update(epoch, position, steps, started, self.totals)
 
         run_steps(self.step_loop, iter(epoch_batches(self, epoch, position)), step, position, steps, every, after_call)
-        self._check_faults()
+        check_faults(self)
         end_epoch(self, epoch, started)
         if self._stopping(stop):
             self._interrupt(stop, epoch, None)
@@ -221,10 +221,10 @@ class Trainer:
     def save(self, started: Optional[float]) -> str:
         """Checkpoint the state after the last step; `started`: time the current
         epoch began (None at an epoch end, once the epoch is in the history)."""
-        self._check_faults()
+        check_faults(self)
         if not all(np.all(np.isfinite(v.numpy())) for v in self.model.variables):
             raise NonFiniteError(f"the weights became non-finite by step {int(self.state.step.numpy())}; "
-                                 f"nothing was saved; {self._fix()}")
+                                 f"nothing was saved; {fault_remedy(self)}")
         self.history.epoch_seconds = 0.0 if started is None else time.time() - started
         self.history.epoch_cpu_seconds = 0.0 if started is None else (
             None if self.cpu_started is None else time.process_time() - self.cpu_started)
@@ -232,7 +232,7 @@ class Trainer:
 
     def save_best(self) -> str:
         """Write the current weights as the best epoch's checkpoint; return its name."""
-        self._check_faults()
+        check_faults(self)
         return os.path.basename(self.state.save_best())
 
     def best_path(self, name: str) -> str:
@@ -269,22 +269,6 @@ class Trainer:
         raise TrainingInterrupted(
             f"{signal.Signals(number).name} at step {step} (epoch {epoch}); saved checkpoint {latest}; "
             f"continue with: fit.py --resume {self.run_dir}", number)
-
-    def _fix(self) -> str:
-        return (f"the last good checkpoint is {self.state.latest or 'none (no checkpoint yet)'}; "
-                f"lower --learning-rate (now {self.config.train.learning_rate:g}) and start again, or skip such "
-                f"batches with: fit.py --resume {self.run_dir} --skip-nonfinite")
-
-    def _check_faults(self) -> None:
-        """Stop with a NonFiniteError if a step went non-finite (unless skipping them)."""
-        if self.config.train.skip_nonfinite:
-            return
-        terms = int(self.faults.terms.numpy())
-        if terms:
-            step = int(self.faults.step.numpy()) + 1
-            epoch = (step - 1) // self.steps_per_epoch + 1
-            raise NonFiniteError(f"training stopped at step {step} (epoch {epoch}): "
-                                 f"{NonFiniteFaults.describe(terms)} became non-finite (NaN or inf); {self._fix()}")
 
     def close(self) -> None:
         self.summaries.close()
