@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from probvae import objectives, seeds
-from probvae.distributions import gaussian_approximation, kl_per_dimension, total_correlation
+from probvae.distributions import gaussian_approximation, kl_per_dimension, sample_posterior, total_correlation
 
 __all__ = ["LatentStatistics", "Encoding", "latent_statistics", "location", "encode", "Inference"]
 
@@ -169,6 +169,26 @@ class Inference:
             terms = type(terms)(*terms, levels=levels, features=terms.features, top=top)
         return latent_statistics(self, terms)
 
+    def sample_levels(self, features, top, seed, rows=None) -> list:
+        """[(q(z_l | x, z_(l+1)), z_l)] for l = 1 .. L, bottom first, drawn from the
+        top level down: z_L with `seed`, z_l with `sample_seed(seed, l)`. Each q_l's
+        density at its own z_l takes what it drew from its bijector cache (a flow
+        is not inverted).
+
+        Examples:
+          >>> terms = vae.elbo_terms(vae.prepare_inputs(images), seed=(1, 2))
+          >>> [(q, z)] = vae.sample_levels(terms.features, terms.top, seed=(1, 2))
+          >>> print(z.shape, q.log_prob(z).shape, bool(tf.reduce_all(z == terms.z)))
+          (5, 2) (5,) True
+        """
+        posterior, z = top, sample_posterior(top, seed, rows)
+        drawn = [(posterior, z)]
+        for index in range(len(self.levels) - 1, -1, -1):
+            posterior = self.levels[index].posterior(features, z)
+            z = sample_posterior(posterior, seeds.sample_seed(seed, index + 1), rows)
+            drawn.insert(0, (posterior, z))
+        return drawn
+
     def joint_sample(self, features, top, seed, rows=None) -> tf.Tensor:
         """z = [z_1, ..., z_L], [n, D], drawn as `elbo_terms` draws it.
 
@@ -177,4 +197,4 @@ class Inference:
           >>> bool(tf.reduce_all(vae.joint_sample(terms.features, terms.top, seed=(1, 2)) == terms.z))
           True
         """
-        return tf.concat([z for _, z in self._sample_levels(features, top, seed, rows)], axis=-1)
+        return tf.concat([z for _, z in self.sample_levels(features, top, seed, rows)], axis=-1)

@@ -57,19 +57,26 @@ def elbo_loss(model, x, seed=None, rows=None):
 def iwae_loss(model, x, seed=None, rows=None):
     """(loss, ElboParts) of the importance-weighted objective: loss = -mean_n L_K(x_n)
     with the KL weight inside each weight (`objectives.iwae_bound`); the parts
-    are the true ELBO's, at sample 0 (the ELBO's own z, so no extra decoder pass)."""
+    are the true ELBO's, at sample 0 (the ELBO's own z, so no extra decoder pass).
+
+    log q(z_k|x) is summed level by level at the very tensors the levels drew:
+    a flow posterior then takes its Gaussian's draw from its bijector cache
+    (one parallel pass), where the density of the stacked samples would invert
+    the flow sequentially, d network passes per step and, with nearly closed
+    gates, an inverse that amplifies float32 rounding."""
     seed = _random_seed() if seed is None else seeds.as_seed(seed)
     count = model.train_samples
     terms = model.elbo_terms(x, seed, training=True, rows=rows)
-    samples = [terms.z] + [model.joint_sample(terms.features, terms.top, seeds.sample_seed(seed, k), rows)
-                           for k in range(1, count)]
-    z = tf.stack(samples)  # [K, n, D]
+    drawn = [[(level.posterior, level.z) for level in terms.levels]] + [
+        model.sample_levels(terms.features, terms.top, seeds.sample_seed(seed, k), rows) for k in range(1, count)]
+    z = tf.stack([terms.z] + [tf.concat([z for _, z in levels], axis=-1) for levels in drawn[1:]])  # [K, n, D]
+    log_q = tf.stack([tf.add_n([q.log_prob(z) for q, z in levels]) for levels in drawn])  # [K, n]
     more = tf.reshape(z[1:], [-1, model.latent_dim])  # [(K - 1) n, D]
     tiled = tf.tile(x, [count - 1, 1, 1, 1])
     log_px = tf.concat([terms.parts.reconstruction[tf.newaxis],
                         tf.reshape(model.likelihood(more, training=True).log_prob(tiled),
                                    [count - 1, tf.shape(x)[0]])], axis=0)  # [K, n]
-    log_weights = log_px + terms.prior.log_prob(z) - terms.posterior.log_prob(z)  # [K, n]
+    log_weights = log_px + terms.prior.log_prob(z) - log_q  # [K, n]
     bound = objectives.iwae_bound(log_weights, model.kl_weight, log_px)  # [n]
     if rows is None:
         return -tf.reduce_mean(bound), terms.parts

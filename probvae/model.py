@@ -50,7 +50,6 @@ from probvae.distributions import (
     posterior_distribution,
     posterior_input_size,
     posterior_layer,
-    sample_posterior,
 )
 from probvae.distributions.analysis import unwrap
 from probvae.errors import UserError
@@ -272,7 +271,7 @@ class VAE(Inference, Generation, keras.Model):
         features, below = self._encode_levels(x, training=training)
         prior_top = self.prior_layer.distribution()  # built once (a VampPrior encodes its pseudo-inputs)
         top = unwrap(self.posterior_layer(self.posterior_params(features), seed=seed, rows=rows, prior=prior_top))
-        drawn = self._sample_levels(below, top, seed, rows)  # [(q_l, z_l)], bottom first
+        drawn = self.sample_levels(below, top, seed, rows)  # [(q_l, z_l)], bottom first
         priors = [level.prior(above) for level, (_, above) in zip(self.levels, drawn[1:])] + [prior_top]
         levels = tuple(hierarchy.LevelTerms(q, p, z, kl_divergence(q, p, z)) for (q, z), p in zip(drawn, priors))
         z = tf.concat([level.z for level in levels], axis=-1)  # [n, D]
@@ -342,14 +341,3 @@ class VAE(Inference, Generation, keras.Model):
         num_samples = checks.importance_samples(num_samples, int(x.shape[0] or 0), fix="ask for fewer, or call "
                                                 "probvae.evaluation.log_likelihood(..., force=True)")
         return self.importance_sampling(x, num_samples, seed, 0).log_likelihood
-
-    def _sample_levels(self, features, top, seed, rows=None):
-        """[(q(z_l | x, z_(l+1)), z_l)] for l = 1 .. L, drawn from the top level down:
-        z_L with `seed`, z_l with `sample_seed(seed, l)`."""
-        posterior, z = top, sample_posterior(top, seed, rows)
-        drawn = [(posterior, z)]
-        for index in range(len(self.levels) - 1, -1, -1):
-            posterior = self.levels[index].posterior(features, z)
-            z = sample_posterior(posterior, seeds.sample_seed(seed, index + 1), rows)
-            drawn.insert(0, (posterior, z))
-        return drawn

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from probvae import evaluation, networks, objectives
+from probvae import evaluation, networks, objectives, seeds
 from probvae._keras import keras
 from probvae.config import ModelConfig
 from probvae.distributions import (
@@ -124,6 +124,37 @@ def test_zero_steps_is_the_diagonal_posterior_bit_for_bit(binary_images, prior):
     # With steps, the same weights give another posterior (the flow's MADEs act).
     flowing = _model("iaf", prior, iaf_steps=1)
     assert len(flowing.trainable_weights) > len(diagonal.trainable_weights)
+
+
+@pytest.mark.parametrize("latent_layers", [1, 2])
+def test_the_importance_weighted_loss_takes_log_q_from_the_draws_without_inverting_the_flow(binary_images,
+                                                                                           latent_layers):
+    """The flow's inverse is a sequential loop (a While in the graph); at its own
+    draws q(z|x) needs none. K = 1 is the ELBO objective at the same sample, and
+    K = 3 the bound with log q by the inverse at copies of the samples."""
+    changes = dict(arch="mlp", latent_dim=(3, 2)[:latent_layers], latent_layers=latent_layers, posterior="iaf",
+                   iaf_steps=2, iaf_units=6, prior="vamp", prior_components=3)
+    if latent_layers == 2:
+        changes["level_units"] = 5
+    elbo_model = VAE(tiny_model_config(**changes))
+    x, seed = tf.constant(binary_images[:6]), tf.constant([4, 5])
+    elbo_loss, _ = elbo_model.training_loss(x, seed)
+    for samples in (1, 3):
+        iwae_model = VAE(tiny_model_config(**changes), train_samples=samples)
+        iwae_model.training_loss(x, seed)
+        iwae_model.set_weights(elbo_model.get_weights())
+        loss = tf.function(lambda x, model=iwae_model: model.training_loss(x, seed)[0])
+        graph = loss.get_concrete_function(x).graph
+        assert not [op.type for op in graph.get_operations() if "While" in op.type], samples
+        if samples == 1 and latent_layers == 1:  # (a lower level's KL is analytic in the ELBO objective)
+            np.testing.assert_allclose(loss(x), elbo_loss, rtol=1e-5)
+    # K = 3 against log q(z|x) by TFP's own inverse of the flow at copies of the same samples.
+    terms = iwae_model.elbo_terms(x, seed, training=True)
+    z = tf.stack([terms.z] + [iwae_model.joint_sample(terms.features, terms.top, seeds.sample_seed(seed, k))
+                              for k in (1, 2)])  # [3, n, D]
+    log_px = tf.stack([iwae_model.likelihood(sample).log_prob(x) for sample in tf.unstack(z)])
+    log_w = log_px + terms.prior.log_prob(z) - terms.posterior.log_prob(tf.identity(z))
+    np.testing.assert_allclose(loss(x), -tf.reduce_mean(objectives.iwae_bound(log_w, 1.0, log_px)), rtol=1e-5)
 
 
 def test_every_prior_trains_and_the_kl_is_counted_once(binary_images):
