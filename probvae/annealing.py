@@ -61,7 +61,7 @@ import tensorflow as tf
 from probvae import checks
 
 __all__ = ["SCHEDULES", "sigmoid_schedule", "linear_schedule", "schedule", "Components", "components",
-           "AnnealResult", "anneal"]
+           "AnnealResult", "AnnealState", "anneal", "begin", "advance", "finish"]
 
 # Increase and decrease of the step size after each transition, and the
 # weight of the newest acceptance probability in its running average (Wu et al., 2017).
@@ -167,9 +167,68 @@ def _hmc(evaluate: Callable, state, current: Components, beta, step_size, num_le
     return state, current, tf.exp(log_accept)
 
 
+class AnnealState(NamedTuple):
+    """A run of AIS chains between two transitions (`begin`, `advance`, `finish`)."""
+
+    state: tf.Tensor  # [C, n, D]
+    current: Components  # the two log densities and their gradients at `state`
+    log_weights: tf.Tensor  # [C, n] float64, accumulated so far
+    step_size: tf.Tensor  # [n]
+    average: tf.Tensor  # [n]: running average of the acceptance probability
+    accepted_sum: tf.Tensor  # [n]: sum over the transitions so far of the mean acceptance probability
+
+
+def begin(initial_log_prob: Callable, target_log_prob: Callable, state, step_size,
+          target_acceptance: float = 0.65) -> AnnealState:
+    """The chains at their start `state` [C, n, D], before transition 0."""
+    state = tf.convert_to_tensor(state)
+    dtype, examples = state.dtype, tf.shape(state)[1]
+    current = components(initial_log_prob, target_log_prob, state)
+    return AnnealState(state, current, tf.zeros(tf.shape(current.ratio), tf.float64),
+                       tf.broadcast_to(tf.cast(step_size, dtype), [examples]),
+                       tf.fill([examples], tf.cast(target_acceptance, dtype)), tf.zeros([examples], dtype))
+
+
+def advance(initial_log_prob: Callable, target_log_prob: Callable, run: AnnealState, betas, seed, first, last,
+            num_leapfrog_steps: int = 10, adapt: bool = True, target_acceptance: float = 0.65) -> AnnealState:
+    """Transitions t = first .. last - 1 (0 <= first <= last <= T - 1): the weight
+    increment at b_t, then one HMC move leaving f_(t+1) invariant, drawn from
+    fold_in(seed, t). A run split into several calls gives the numbers of one."""
+    betas = tf.convert_to_tensor(betas, tf.float64)
+    deltas = betas[1:] - betas[:-1]  # [T], float64
+    dtype = run.state.dtype
+    evaluate = lambda position: components(initial_log_prob, target_log_prob, position)  # noqa: E731
+
+    def body(t, state, current, log_weights, step_size, average, accepted_sum):
+        log_weights += deltas[t] * tf.cast(current.ratio, tf.float64)
+        beta = tf.cast(betas[t + 1], dtype)
+        state, current, acceptance = _hmc(evaluate, state, current, beta, step_size, num_leapfrog_steps,
+                                          tf.random.experimental.stateless_fold_in(seed, t))
+        mean_acceptance = tf.reduce_mean(acceptance, axis=0)  # [n]
+        if adapt:
+            average = _ACCEPTANCE_DECAY * average + (1.0 - _ACCEPTANCE_DECAY) * mean_acceptance
+            step_size = tf.clip_by_value(step_size * tf.where(average > target_acceptance, _STEP_UP, _STEP_DOWN),
+                                         *_STEP_RANGE)
+        return t + 1, state, current, log_weights, step_size, average, accepted_sum + mean_acceptance
+
+    _, *values = tf.while_loop(lambda t, *_: t < last, body, (tf.convert_to_tensor(first), *run),
+                               parallel_iterations=1)
+    return AnnealState(*values)
+
+
+def finish(run: AnnealState, betas) -> AnnealResult:
+    """The last weight increment, after transition T - 1: the run's `AnnealResult`."""
+    betas = tf.convert_to_tensor(betas, tf.float64)
+    num_transitions = tf.shape(betas)[0] - 2
+    log_weights = run.log_weights + (betas[-1] - betas[-2]) * tf.cast(run.current.ratio, tf.float64)
+    acceptance = run.accepted_sum / tf.cast(tf.maximum(num_transitions, 1), run.state.dtype)
+    return AnnealResult(log_weights, acceptance, run.step_size, run.state)
+
+
 def anneal(initial_log_prob: Callable, target_log_prob: Callable, state, betas, seed, step_size,
            num_leapfrog_steps: int = 10, adapt: bool = True, target_acceptance: float = 0.65) -> AnnealResult:
-    """Run AIS chains along `betas` from `state`; see the module docstring.
+    """Run AIS chains along `betas` from `state`; see the module docstring
+    (`begin`, `advance` over every transition, `finish`).
 
     Args:
       initial_log_prob: state [C, n, D] -> log pi_0 [C, n] (normalised).
@@ -188,32 +247,8 @@ def anneal(initial_log_prob: Callable, target_log_prob: Callable, state, betas, 
       (forward) or -log Z (backward).
     """
     checks.positive_int("num_leapfrog_steps", num_leapfrog_steps)
-    state = tf.convert_to_tensor(state)
-    dtype = state.dtype
     betas = tf.convert_to_tensor(betas, tf.float64)
-    deltas = betas[1:] - betas[:-1]  # [T], float64
-    num_transitions = tf.shape(deltas)[0] - 1
-    examples = tf.shape(state)[1]
-    step_size = tf.broadcast_to(tf.cast(step_size, dtype), [examples])
-    evaluate = lambda position: components(initial_log_prob, target_log_prob, position)  # noqa: E731
-
-    def body(t, state, current, log_weights, step_size, average, accepted_sum):
-        log_weights += deltas[t] * tf.cast(current.ratio, tf.float64)
-        beta = tf.cast(betas[t + 1], dtype)
-        state, current, acceptance = _hmc(evaluate, state, current, beta, step_size, num_leapfrog_steps,
-                                          tf.random.experimental.stateless_fold_in(seed, t))
-        mean_acceptance = tf.reduce_mean(acceptance, axis=0)  # [n]
-        if adapt:
-            average = _ACCEPTANCE_DECAY * average + (1.0 - _ACCEPTANCE_DECAY) * mean_acceptance
-            step_size = tf.clip_by_value(step_size * tf.where(average > target_acceptance, _STEP_UP, _STEP_DOWN),
-                                         *_STEP_RANGE)
-        return t + 1, state, current, log_weights, step_size, average, accepted_sum + mean_acceptance
-
-    current = evaluate(state)
-    start = (tf.constant(0), state, current, tf.zeros(tf.shape(current.ratio), tf.float64), step_size,
-             tf.fill([examples], tf.cast(target_acceptance, dtype)), tf.zeros([examples], dtype))
-    _, state, current, log_weights, step_size, _, accepted_sum = tf.while_loop(
-        lambda t, *_: t < num_transitions, body, start, parallel_iterations=1)
-    log_weights += deltas[-1] * tf.cast(current.ratio, tf.float64)
-    acceptance = accepted_sum / tf.cast(tf.maximum(num_transitions, 1), dtype)
-    return AnnealResult(log_weights, acceptance, step_size, state)
+    run = begin(initial_log_prob, target_log_prob, state, step_size, target_acceptance)
+    run = advance(initial_log_prob, target_log_prob, run, betas, seed, 0, tf.shape(betas)[0] - 2,
+                  num_leapfrog_steps, adapt, target_acceptance)
+    return finish(run, betas)

@@ -134,16 +134,16 @@ def test_bdmc_combines_the_chains_of_each_direction_by_their_log_mean_weight(ppc
     """With the annealing replaced by fixed log weights [3 chains, 2 images]:
     lower = log (1/C) sum_c w_c of the forward ones, upper = -log (1/C) sum_c w_c
     of the backward ones (not their mean, which is a looser bound by Jensen)."""
-    from probvae.evaluation import ais
+    from probvae.evaluation import chains
 
     forward = np.array([[0.0, -1.0], [-2.0, -3.0], [1.0, 0.5]])
     backward = np.array([[0.3, 2.0], [-1.5, 0.0], [0.5, -2.5]])
 
-    def fixed_weights(model, x, exact_z, settings, seed, reverse, on_chunk=None, strategy=None):
+    def fixed_weights(model, x, exact_z, settings, seed, reverse, on_chunk=None, strategy=None, on_progress=None):
         assert (exact_z is not None) == reverse and x.shape[0] == 2
         return (backward if reverse else forward), np.full(2, 0.8), np.full(2, 0.1)
 
-    monkeypatch.setattr(ais, "_anneal", fixed_weights)
+    monkeypatch.setattr(chains, "anneal_images", fixed_weights)
     result = evaluation.bdmc(ppca_model, 2, num_steps=4, num_chains=3, seed=6)
     np.testing.assert_allclose(result.lower, special.logsumexp(forward, axis=0) - np.log(3), rtol=1e-12)
     np.testing.assert_allclose(result.upper, np.log(3) - special.logsumexp(backward, axis=0), rtol=1e-12)
@@ -220,6 +220,27 @@ def test_same_seed_same_numbers_and_chunks_only_change_the_layout(ppca_model):
     chunked = evaluation.ais_log_likelihood(model, images, num_steps=15, num_chains=4, seed=3, chunk_rows=2)
     assert chunked.log_weights.shape == (4, 9)
     assert abs(chunked.mean - first.mean) < 4 * np.hypot(chunked.stderr, first.stderr)
+
+
+def test_a_chunk_split_into_calls_gives_the_numbers_of_one_call_and_reports_progress(ppca_model, monkeypatch):
+    """The T - 1 transitions of a chunk run in up to SEGMENTS compiled calls; each
+    call draws from fold_in(seed, t) with t counted over the whole run."""
+    from probvae.evaluation import chains
+
+    model = set_ppca(ppca_model, mean_shift=0.3)
+    images = ppca_images(5, seed=4)
+    settings = dict(num_steps=13, num_chains=3, seed=1, chunk_rows=6)  # chunks of 2 images x 3 chains
+    progress, finished = [], []
+    split = evaluation.ais_log_likelihood(model, images, on_progress=progress.append, on_chunk=finished.append,
+                                          **settings)
+    monkeypatch.setattr(chains, "SEGMENTS", 1)
+    whole = evaluation.ais_log_likelihood(model, images, **settings)
+    for key in ("log_weights", "acceptance", "step_size"):
+        np.testing.assert_array_equal(getattr(split, key), getattr(whole, key), err_msg=key)
+    # 12 transitions in 12 calls a chunk, three chunks: images done in proportion, then whole chunks.
+    assert len(progress) == 36 and progress == sorted(progress) and progress[-1] == 5, progress
+    assert progress[:2] == pytest.approx([2 / 12, 4 / 12]) and progress[11] == pytest.approx(2)
+    assert finished == [2, 4, 5]
 
 
 def test_settings_are_checked_in_the_api_language(ppca_model):

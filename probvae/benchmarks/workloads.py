@@ -37,7 +37,7 @@ import numpy as np
 from probvae import data, evaluation
 from probvae.benchmarks import measure
 from probvae.config import ModelConfig
-from probvae.evaluation.ais import _chunks
+from probvae.evaluation.chains import _chunks
 from probvae.evaluation.estimators import AIS_CHUNK_ROWS, AISSettings
 from probvae.model import VAE
 

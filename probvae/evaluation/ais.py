@@ -24,14 +24,13 @@ References:
 from __future__ import annotations
 
 import time
-import weakref
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
 
-from probvae import annealing, replicas, seeds
-from probvae.distributions import is_flow, unwrap
+from probvae import seeds
+from probvae.evaluation import chains
 from probvae.evaluation.estimators import AIS_CHUNK_ROWS, AISSettings, _whole, ais_settings, check_cost
 from probvae.evaluation.result import mean_and_stderr
 
@@ -92,151 +91,11 @@ class AISEstimate(NamedTuple):
                 "ais_seconds": self.seconds}
 
 
-def _anneal_batch(model, x, exact_z, seed, betas, num_chains, step_size, settings: AISSettings, reverse: bool):
-    """AIS on one chunk: log weights [C, n] float64, acceptance [n], final step size [n].
-
-    Rows c n + j of the tiled batch are chain c of example j. The chains move
-    in coordinates u = (v - m) / s, with m and s the location and scale of
-    q(z|x) (or m = 0, s = 1 from the prior): a fixed diagonal preconditioner
-    per chain, so one step size fits dimensions of very different posterior
-    widths. For a Gaussian start v is z itself, and both densities are those
-    of z; the constant Jacobian of z(u) cancels in every weight and every
-    Metropolis test. A flow posterior z = f(v) (`distributions.is_flow`)
-    starts from its Gaussian: v is the Gaussian's variable, the start density
-    is the Gaussian's and the target p(z) p(x|z) |det df/dv| (a change of
-    variables keeps its normaliser p(x)), so every step costs one parallel
-    pass of the flow, never its sequential inverse (docs/evaluation.md).
-    """
-    n, dims = tf.shape(x)[0], model.latent_dim
-    tiled = tf.tile(x, [num_chains, 1, 1, 1])
-    setup_seed, start_seed, run_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-    terms = model.elbo_terms(tiled, setup_seed)
-    prior, flow = terms.prior, None
-    if settings.initial == "posterior" and is_flow(terms.posterior):
-        flow = unwrap(terms.posterior).bijector
-        initial = unwrap(terms.posterior).distribution
-        loc, scale = initial.mean(), initial.stddev()  # [C n, D]
-    elif settings.initial == "posterior":
-        initial = terms.posterior
-        statistics = model.latent_statistics(terms)
-        loc, scale = statistics.location, statistics.stddev  # [C n, D]
-    else:
-        initial = prior
-        loc, scale = tf.zeros_like(terms.z), tf.ones_like(terms.z)
-    if reverse:
-        v = tf.tile(exact_z, [num_chains, 1])
-        v = v if flow is None else flow.inverse(v)  # the flow's sequential inverse, once per chain
-    elif settings.initial == "posterior":
-        v = initial.sample(seed=start_seed)
-    else:
-        v = initial.sample(tf.shape(tiled)[0], seed=start_seed)
-
-    def point(u):
-        return loc + scale * tf.reshape(u, [-1, dims])
-
-    def per_chain(values):
-        return tf.reshape(values, [num_chains, n])
-
-    def initial_log_prob(u):
-        return per_chain(initial.log_prob(point(u)))
-
-    def target_log_prob(u):
-        v = point(u)
-        if flow is None:
-            return per_chain(prior.log_prob(v) + model.likelihood(v).log_prob(tiled))
-        z = flow.forward(v)
-        return per_chain(prior.log_prob(z) + model.likelihood(z).log_prob(tiled)
-                         + flow.forward_log_det_jacobian(v, event_ndims=1))
-
-    start = tf.reshape((v - loc) / scale, [num_chains, n, dims])
-    result = annealing.anneal(initial_log_prob, target_log_prob, start, betas, run_seed, step_size,
-                              settings.num_leapfrog_steps, settings.adapt)
-    return result.log_weights, result.acceptance, result.step_size
-
-
-class _Annealer:
-    """A model's compiled AIS chunk, traced once per (direction, initial
-    distribution, leapfrog steps, adaptation); kept per model in `_ANNEALERS`."""
-
-    def __init__(self, model):
-        self._model, self._functions = weakref.ref(model), {}
-
-    def __call__(self, settings: AISSettings, reverse: bool, *args):
-        key = (reverse, settings.initial, settings.num_leapfrog_steps, settings.adapt)
-        if key not in self._functions:
-            model, reference = self._model(), self._model
-            signature = [tf.TensorSpec([None] + list(model.image_shape), tf.float32),
-                         tf.TensorSpec([None, model.latent_dim], tf.float32), tf.TensorSpec([2], tf.int32),
-                         tf.TensorSpec([None], tf.float64), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)]
-            self._functions[key] = tf.function(
-                lambda *inputs: _anneal_batch(reference(), *inputs, settings=settings, reverse=reverse),
-                input_signature=signature, autograph=False)
-        return self._functions[key](*args)
-
-
-_ANNEALERS = weakref.WeakKeyDictionary()
-
-
-def _chunks(n: int, settings: AISSettings):
-    """The compiled calls of an AIS run over n images: (start, stop, first, last),
-    images [start, stop) x chains [first, last), images outermost."""
-    chains = settings.num_chains
-    chains_per_call = min(chains, settings.chunk_rows)
-    images_per_call = max(1, settings.chunk_rows // chains_per_call)
-    return [(start, min(n, start + images_per_call), first, min(chains, first + chains_per_call))
-            for start in range(0, n, images_per_call) for first in range(0, chains, chains_per_call)]
-
-
-def _anneal(model, x, exact_z, settings: AISSettings, seed, reverse: bool,
-            on_chunk: Optional[Callable[[int], None]] = None, strategy=None):
-    """Run AIS over x [n, h, w, c] in chunks of at most `settings.chunk_rows`
-    chains x examples: (log weights [C, n] float64, acceptance [n], step size [n]).
-
-    Under a tf.distribute `strategy` of R > 1 replicas (the model built in its
-    scope), chunk k runs on replica k mod R, R chunks at a time, each with the
-    seed it has on one device: the numbers of one device."""
-    if model not in _ANNEALERS:
-        _ANNEALERS[model] = _Annealer(model)
-    compiled = _ANNEALERS[model]
-    n, chains = int(x.shape[0]), settings.num_chains
-    betas = annealing.schedule(settings.schedule, settings.num_steps)
-    betas = tf.constant(betas[::-1].copy() if reverse else betas, tf.float64)
-    step_size = tf.constant(settings.step_size, tf.float32)
-    seed = seeds.as_seed(seed)
-
-    def inputs(chunk):
-        start, stop, first, last = chunk
-        exact = exact_z[start:stop] if exact_z is not None else tf.zeros([0, model.latent_dim])
-        return (x[start:stop], exact, seeds.sample_seed(seeds.sample_seed(seed, start), first), betas,
-                tf.constant(last - first), step_size)
-
-    log_weights = np.empty((chains, n), np.float64)
-    acceptance, step = np.zeros(n), np.zeros(n)
-    chunks = _chunks(n, settings)
-    per_round = strategy.num_replicas_in_sync if strategy is not None else 1
-    for index in range(0, len(chunks), per_round):
-        done = chunks[index:index + per_round]
-        if per_round == 1:
-            results = [compiled(settings, reverse, *inputs(done[0]))]
-        else:  # replicas past the last chunk repeat the round's first; their results are dropped
-            arguments = [inputs(done[k] if k < len(done) else done[0]) for k in range(per_round)]
-            results = replicas.run_each(strategy, lambda *a: compiled(settings, reverse, *a), arguments)[:len(done)]
-        for (start, stop, first, last), (weights, accepted, final) in zip(done, results):
-            log_weights[first:last, start:stop] = weights.numpy()
-            share = (last - first) / chains
-            acceptance[start:stop] += share * accepted.numpy()
-            step[start:stop] += share * final.numpy()
-        after, stop = index + len(done), done[-1][1]
-        if on_chunk is not None and (after == len(chunks) or chunks[after][0] >= stop):  # a run of images done
-            on_chunk(stop)
-    return log_weights, acceptance, step
-
-
 def ais_log_likelihood(model, x, num_steps: int = 1000, num_chains: int = 16, seed=0, *,
                        num_leapfrog_steps: int = 10, step_size: float = 0.5, schedule: str = "sigmoid",
                        initial: str = "posterior", adapt: bool = True, chunk_rows: int = AIS_CHUNK_ROWS,
                        on_chunk: Optional[Callable[[int], None]] = None, force: bool = False,
-                       strategy=None) -> AISEstimate:
+                       strategy=None, on_progress: Optional[Callable[[float], None]] = None) -> AISEstimate:
     """Annealed importance sampling estimate of log p(x) per example.
 
     C = num_chains independent chains per image walk T = num_steps geometric
@@ -257,6 +116,8 @@ def ais_log_likelihood(model, x, num_steps: int = 1000, num_chains: int = 16, se
         not with C or n.
       on_chunk: called with the number of images done whenever a chunk finishes
         its images (after all their chains).
+      on_progress: called after every compiled call (up to SEGMENTS per chunk)
+        with the images done so far, a chunk in proportion to its transitions.
       force: run even if it costs more than MAX_DECODER_PASSES decoder
         passes (a UserError otherwise, as `probvae evaluate` refuses it).
       strategy: a tf.distribute strategy the model was built under: the
@@ -271,8 +132,8 @@ def ais_log_likelihood(model, x, num_steps: int = 1000, num_chains: int = 16, se
     if not force:
         check_cost(int(x.shape[0]), "ais", ais=settings)
     started = time.time()
-    log_weights, acceptance, step = _anneal(model, x, None, settings, seed, reverse=False, on_chunk=on_chunk,
-                                            strategy=strategy)
+    log_weights, acceptance, step = chains.anneal_images(model, x, None, settings, seed, reverse=False,
+                                                         on_chunk=on_chunk, strategy=strategy, on_progress=on_progress)
     return AISEstimate.from_log_weights(log_weights, acceptance, step, settings, time.time() - started)
 
 
@@ -322,7 +183,8 @@ def bdmc(model, num_examples: int, num_steps: int = 1000, num_chains: int = 16, 
     model's own; with initial="posterior" it also measures how far q(z|x) is
     from p(z|x): a narrow q far from it gives a valid but huge gap
     (docs/evaluation.md). `settings` are `ais_log_likelihood`'s keyword arguments;
-    `on_chunk(direction, images_done)` reports progress. The cost policy of
+    `on_chunk(direction, images_done)` reports progress after every compiled
+    call (images_done a float: a chunk counts in proportion to its transitions). The cost policy of
     `ais_log_likelihood` holds (`force`), and so does its `strategy`.
     """
     settings = ais_settings(num_steps=num_steps, num_chains=num_chains, **settings).checked()
@@ -332,10 +194,11 @@ def bdmc(model, num_examples: int, num_steps: int = 1000, num_chains: int = 16, 
     started = time.time()
     z, x = simulate(model, num_examples, seeds.sample_seed(seeds.as_seed(seed), 1))
     report = (lambda direction: None if on_chunk is None else (lambda done: on_chunk(direction, done)))  # noqa: E731
-    forward = _anneal(model, x, None, settings, seed, reverse=False, on_chunk=report("forward"), strategy=strategy)
+    forward = chains.anneal_images(model, x, None, settings, seed, reverse=False, on_progress=report("forward"),
+                                   strategy=strategy)
     forward = AISEstimate.from_log_weights(*forward, settings, time.time() - started)
-    backward, _, _ = _anneal(model, x, z, settings, seeds.sample_seed(seeds.as_seed(seed), 2),
-                             reverse=True, on_chunk=report("backward"), strategy=strategy)
+    backward, _, _ = chains.anneal_images(model, x, z, settings, seeds.sample_seed(seeds.as_seed(seed), 2),
+                                          reverse=True, on_progress=report("backward"), strategy=strategy)
     upper = -_log_mean_exp(backward)
     return BDMCResult(forward.log_likelihood, upper, x.numpy(), z.numpy(), forward, settings, time.time() - started)
 
@@ -344,7 +207,8 @@ def estimate_ais(model, batches, values, settings, log=None, on_chunk=None, stra
     """The "ais" estimator of an evaluation: `ais_log_likelihood` on the
     evaluation's (binarized) images with `settings.ais` and `settings.seed`
     (over the replicas of `strategy`, if given); `log` gets progress lines,
-    `on_chunk(images_done)` is called after each chunk."""
+    `on_chunk(images_done)` is called after every compiled call (a float, see
+    `ais_log_likelihood`'s on_progress), so a stop signal is seen within a chunk."""
     x = tf.concat(list(batches), axis=0)
     n, ais = int(x.shape[0]), settings.ais
     report = None if log is None else progress_report(log, f"AIS, T={ais.num_steps}, C={ais.num_chains}", n)
@@ -354,7 +218,7 @@ def estimate_ais(model, batches, values, settings, log=None, on_chunk=None, stra
             if callback is not None:
                 callback(done)
 
-    return ais_log_likelihood(model, x, seed=settings.seed, on_chunk=progress, force=True, strategy=strategy,
+    return ais_log_likelihood(model, x, seed=settings.seed, on_progress=progress, force=True, strategy=strategy,
                               **ais._asdict()).summary()
 
 
@@ -365,6 +229,6 @@ def progress_report(log: Callable[[str], None], what: str, total: int) -> Callab
     def report(done: int) -> None:
         elapsed = time.time() - started
         left = elapsed * (total - done) / max(done, 1)
-        log(f"{what}: {done}/{total} images ({elapsed:.0f} s, about {left:.0f} s left)")
+        log(f"{what}: {done:.0f}/{total} images ({elapsed:.0f} s, about {left:.0f} s left)")
 
     return report

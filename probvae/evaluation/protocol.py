@@ -66,7 +66,7 @@ def _bdmc(model, settings: EvaluationSettings, log, on_chunk, started: float, na
 
     def progress(direction, done):
         if log is not None:
-            log(f"BDMC {direction} AIS: {done}/{settings.bdmc_examples} simulated images "
+            log(f"BDMC {direction} AIS: {done:.0f}/{settings.bdmc_examples} simulated images "
                 f"({time.time() - started:.0f} s)")
         if on_chunk is not None:
             on_chunk(done)
