@@ -208,13 +208,15 @@ def anneal_images(model, x, exact_z, settings: AISSettings, seed, reverse: bool,
         # Replicas past the last chunk repeat the round's first; their results are dropped.
         round_chunks = [done[k] if k < len(done) else done[0] for k in range(per_round)]
         states = on_replicas(compiled.begin, [start(chunk) for chunk in round_chunks])
+        fixed = [(x[chunk[0]:chunk[1]], chunk_seed(chunk), betas, tf.constant(chunk[3] - chunk[2]))
+                 for chunk in round_chunks]  # each call's inputs but the transitions and the state
+        before = _images_before(chunks, index, chains)
+        images = _images_before(chunks, index + len(done), chains) - before  # this round's, all chains counted
         for first, last in segments:
-            states = on_replicas(compiled.advance, [
-                (x[chunk[0]:chunk[1]], chunk_seed(chunk), betas, tf.constant(chunk[3] - chunk[2]),
-                 tf.constant(first), tf.constant(last), *state) for chunk, state in zip(round_chunks, states)])
+            states = on_replicas(compiled.advance, [(*inputs, tf.constant(first), tf.constant(last), *state)
+                                                    for inputs, state in zip(fixed, states)])
             if on_progress is not None:
-                rows = sum((stop - begin) * (end - head) for begin, stop, head, end in done) / chains
-                on_progress(_images_before(chunks, index, chains) + rows * last / max(settings.num_steps - 1, 1))
+                on_progress(before + images * last / max(settings.num_steps - 1, 1))
         for (begin, stop, first, last), state in zip(done, states):
             weights, accepted, final, _ = annealing.finish(tf.nest.pack_sequence_as(_STATE, list(state)), betas)
             log_weights[first:last, begin:stop] = weights.numpy()
