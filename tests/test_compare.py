@@ -16,11 +16,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPARE = os.path.join(ROOT, "scripts", "compare.py")
 
 
-def fake_run(path, config, validation, test=None, evaluations=(), cpu_seconds=None):
+def fake_run(path, config, validation, test=None, evaluations=(), cpu_seconds=None, bound_samples=0):
     os.makedirs(path)
     runs.save_config(str(path), config)
     epochs = [{"epoch": i + 1, "seconds": 30.0, "validation": {"elbo": v}, "train": {"elbo": v - 1}}
               for i, v in enumerate(validation)]
+    for epoch in epochs if bound_samples else ():  # trained on the IWAE bound: it is validated too
+        epoch["validation"].update(iwae_bound=epoch["validation"]["elbo"] + 2.0, iwae_samples=bound_samples)
     for epoch, cpu in zip(epochs, cpu_seconds or ()):
         if cpu is not None:  # None: an epoch trained by a version that did not record CPU time
             epoch["cpu_seconds"] = cpu
@@ -115,6 +117,20 @@ def test_a_damaged_evaluation_file_is_one_line_naming_it(tmp_path, content, mess
     with pytest.raises(UserError, match=message) as error:
         compare.summarise_run(run)
     assert "eval_test_iwae5.json" in str(error.value)
+
+
+def test_the_curves_add_the_bound_a_run_was_trained_on(tmp_path):
+    base = RunConfig().replace(data={"dataset": "shapes"})
+    elbo_run = fake_run(tmp_path / "elbo", base, [-260.0, -250.0])
+    iwae_run = fake_run(tmp_path / "iwae", base.replace(train={"objective": "iwae", "train_samples": 10}),
+                        [-252.0, -249.0, -248.5], bound_samples=10)
+    curves, bounds = compare.compare_runs([elbo_run, iwae_run]).curves()
+    assert curves == {"elbo": [-260.0, -250.0], "iwae": [-252.0, -249.0, -248.5]}
+    assert bounds == {"iwae": ("iwae, IWAE bound (K=10)", (-250.0, -247.0, -246.5))}
+    # Drawn as a dashed line beside its run's ELBO.
+    from probvae.analysis import plotting
+
+    assert os.path.getsize(plotting.plot_validation_curves(curves, str(tmp_path / "c.png"), bounds)) > 0
 
 
 def test_damaged_metrics_are_one_line(tmp_path):

@@ -11,7 +11,9 @@ else importance sampling with the largest K, else the ELBO
 (`probvae.evaluation.estimators`); else the `fit` run's own test numbers;
 evaluations of other checkpoints are left out), the epochs trained and the
 training time (so far, for a run still training). `Comparison.markdown()` and `.csv()` render the table;
-`plot_validation_curves` draws each run's validation ELBO per epoch.
+`Comparison.curves()` gives each run's validation ELBO per epoch, and the
+importance-weighted bound per epoch of a run trained on it (the figure its
+best epoch was chosen by), for `plot_validation_curves` to draw.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from typing import List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from probvae import runs
 from probvae.errors import UserError
@@ -45,6 +47,9 @@ class RunSummary(NamedTuple):
     train_cpu_seconds: Optional[float]  # None if an epoch has no CPU time (trained by a version before it)
     validation_elbo: List[float]  # per epoch
     checkpoint: str = ""  # the checkpoint the numbers measured, "" if not recorded
+    # The validation IWAE bound per epoch and its K, of a run whose every epoch recorded one (trained on it).
+    validation_bound: Tuple[float, ...] = ()
+    bound_samples: int = 0
 
 
 def model_checkpoint(run_dir: str) -> Optional[str]:
@@ -87,16 +92,21 @@ def _best_evaluation(run_dir: str, checkpoint: Optional[str]) -> Optional[Evalua
 
 def _epochs(metrics: dict, path: str) -> tuple:
     """(epochs, validation ELBO per epoch, seconds per epoch, CPU seconds per epoch or None
-    for an epoch without them) of a metrics file."""
+    for an epoch without them, (validation IWAE bound per epoch, its K) or ((), 0)) of a
+    metrics file."""
     epochs = metrics.get("epochs") or []
     try:
-        validation = [float(e["validation"]["elbo"]) for e in epochs if "validation" in e]
+        validated = [e["validation"] for e in epochs if "validation" in e]
+        validation = [float(v["elbo"]) for v in validated]
         seconds = [float(e.get("seconds", 0.0)) for e in epochs]
         cpu = [float(e["cpu_seconds"]) if "cpu_seconds" in e else None for e in epochs]
+        samples = {int(v.get("iwae_samples", 0)) for v in validated}
+        bound = ((tuple(float(v["iwae_bound"]) for v in validated), samples.pop())
+                 if validated and len(samples) == 1 and 0 not in samples else ((), 0))
     except (KeyError, TypeError, ValueError, AttributeError):
         raise UserError(f"{path}: an epoch without a numeric validation ELBO or time; "
                         "delete the file or train the run again") from None
-    return epochs, validation, seconds, cpu
+    return epochs, validation, seconds, cpu, bound
 
 
 def summarise_run(run_dir: str) -> RunSummary:
@@ -106,7 +116,7 @@ def summarise_run(run_dir: str) -> RunSummary:
     metrics = runs.read_json(metrics_path) if os.path.exists(metrics_path) else {}
     if not isinstance(metrics, dict):
         raise UserError(f"{metrics_path} is not a metrics file (a JSON object); delete it or train the run again")
-    epochs, validation, seconds, cpu = _epochs(metrics, metrics_path)
+    epochs, validation, seconds, cpu, (bound, bound_samples) = _epochs(metrics, metrics_path)
     best = _best_evaluation(run_dir, model_checkpoint(run_dir))
     test = metrics.get("test") or {}
     if best is not None:
@@ -121,7 +131,8 @@ def summarise_run(run_dir: str) -> RunSummary:
         estimator=estimator_label(numbers) if numbers.log_likelihood is not None else "", source=source,
         epochs=len(epochs), train_seconds=metrics.get("train_seconds", sum(seconds) if epochs else None),
         train_cpu_seconds=sum(cpu) if epochs and None not in cpu else None,
-        validation_elbo=validation, checkpoint=numbers.checkpoint or "")
+        validation_elbo=validation, checkpoint=numbers.checkpoint or "", validation_bound=bound,
+        bound_samples=bound_samples)
 
 
 def _shown(value) -> str:
@@ -153,6 +164,15 @@ class Comparison(NamedTuple):
                             "" if s.train_seconds is None else f"{s.train_seconds / 60:.1f}",
                             "" if s.train_cpu_seconds is None else f"{s.train_cpu_seconds / 3600:.2f}"])
         return table
+
+    def curves(self) -> Tuple[Dict[str, List[float]], Dict[str, Tuple[str, Tuple[float, ...]]]]:
+        """({run name: validation ELBO per epoch}, {run name: (label, validation
+        IWAE bound per epoch)} for the runs trained on the bound)."""
+        names = [os.path.basename(os.path.normpath(s.run_dir)) for s in self.summaries]
+        elbo = {name: s.validation_elbo for name, s in zip(names, self.summaries)}
+        bounds = {name: (f"{name}, IWAE bound (K={s.bound_samples})", s.validation_bound)
+                  for name, s in zip(names, self.summaries) if s.validation_bound}
+        return elbo, bounds
 
     def markdown(self) -> str:
         table = self.rows()

@@ -1,6 +1,6 @@
 """Curves over the epochs: one run's training curves and several runs'
-validation ELBO side by side; the y-axis leaves out the first epochs when
-they dwarf the rest.
+validation ELBO (and importance-weighted bound) side by side; the y-axis
+leaves out the first epochs when they dwarf the rest.
 """
 
 from __future__ import annotations
@@ -60,17 +60,24 @@ def plot_training_curves(curves: dict, path: str, test: Optional[dict] = None) -
 
 
 @styled
-def plot_validation_curves(curves: dict, path: str) -> str:
-    """Validation ELBO per epoch of several runs ({name: [ELBO per epoch]}), one line each."""
+def plot_validation_curves(curves: dict, path: str, bounds: Optional[dict] = None) -> str:
+    """Validation ELBO per epoch of several runs ({name: [ELBO per epoch]}), one
+    line each; `bounds` ({name: (label, [bound per epoch])}) adds a run's
+    importance-weighted bound as a dashed line of its colour."""
     figure = new_figure(7.5, 4.5)
     ax = figure.subplots(1, 1)
-    longest = max((len(values) for values in curves.values()), default=0)
+    bounds = bounds or {}
+    longest = max((len(values) for values in [*curves.values(), *(b for _, b in bounds.values())]), default=0)
     settled = []
     for name, values in curves.items():
-        if values:
-            ax.plot(np.arange(1, len(values) + 1), values, marker="o" if len(values) < 30 else None, markersize=3,
-                    label=name)
-            settled.append(np.asarray(values, np.float64))
+        lines = [(name, values, "-")] + ([(*bounds[name], "--")] if name in bounds else [])
+        colour = None
+        for label, series, style in lines:
+            if len(series):
+                drawn, = ax.plot(np.arange(1, len(series) + 1), series, style, color=colour, label=label,
+                                 marker="o" if len(series) < 30 else None, markersize=3)
+                colour = drawn.get_color()
+                settled.append(np.asarray(series, np.float64))
     if settled and longest > 1:
         padded = np.full((len(settled), longest), np.nan)
         for row, values in enumerate(settled):
@@ -79,10 +86,10 @@ def plot_validation_curves(curves: dict, path: str) -> str:
         if limits is not None:
             ax.set_ylim(*limits)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation ELBO, nats per example")
+    ax.set_ylabel(("validation ELBO (IWAE bound dashed)" if bounds else "validation ELBO") + ", nats per example")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(frameon=False, fontsize=8)
-    ax.set_title("Validation ELBO per epoch")
+    ax.set_title("Validation ELBO" + (" and IWAE bound" if bounds else "") + " per epoch")
     figure.tight_layout()
     return save(figure, path)

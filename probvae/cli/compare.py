@@ -56,9 +56,9 @@ def main(argv=None, prog="probvae compare"):
         print(f"table written to {os.path.abspath(args.csv)}")
     from probvae.analysis import plotting
 
-    curves = {os.path.basename(os.path.normpath(s.run_dir)): s.validation_elbo for s in comparison.summaries}
+    curves, bounds = comparison.curves()
     try:
-        drawn = plotting.plot_validation_curves(curves, args.plot)
+        drawn = plotting.plot_validation_curves(curves, args.plot, bounds)
     except OSError as error:
         raise common.UserError(f"cannot write {args.plot}: {error.strerror}") from None
     print(f"validation curves drawn to {os.path.abspath(drawn)}")
