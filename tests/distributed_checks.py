@@ -48,6 +48,7 @@ def _train(config, splits, run_dir, strategy, weights=None):
     initial = [v.numpy() for v in trainer.model.weights]
     if weights is not None:
         trainer.model.set_weights(weights)
+    initial_trainable = [v.numpy() for v in trainer.model.trainable_variables]
     train = config.train
     batches = replicas.distribute_batches(strategy, lambda: data.training_batches(
         splits.x_train, train.batch_size, binarize=True, seed=train.seed, epoch=1), train.batch_size)
@@ -55,7 +56,8 @@ def _train(config, splits, run_dir, strategy, weights=None):
     for x in batches:
         losses.append(float(trainer.train_step(x)))
         started = started or time.perf_counter()  # after the first step, which traces
-    return trainer, {"initial": initial, "losses": losses, "weights": [v.numpy() for v in trainer.model.weights],
+    return trainer, {"initial": initial, "initial_trainable": initial_trainable,
+                     "losses": losses, "weights": [v.numpy() for v in trainer.model.weights],
                      "traces": trainer.train_step.experimental_get_tracing_count(),
                      "steps_per_second": (len(losses) - 1) / (time.perf_counter() - started)}
 
@@ -76,7 +78,8 @@ def _compare_steps(work_dir, splits, mirrored):
         "mlp_xla_cosine": _config(),
         # Free bits: batch means over the global batch, all-reduced inside the loss, so
         # no XLA under replicas; XLA draws other normals from a seed, so none on one device either.
-        "mlp_free_bits": _config().replace(train={"free_bits": 0.3, "jit_compile": False}),
+        # With a moving average of the weights, updated on every replica.
+        "mlp_free_bits": _config().replace(train={"free_bits": 0.3, "jit_compile": False, "weight_average": 0.5}),
         # The KL regularizer's share, synchronized batch normalisation.
         "conv_batch_norm": _config(arch="conv", conv_filters=(4,), dense_units=5, batch_norm=True),
     }
@@ -100,6 +103,12 @@ def _compare_steps(work_dir, splits, mirrored):
             "learning_rates": [float(t.optimizer.learning_rate.numpy()) for t in (one_trainer, two_trainer)],
             "steps_per_second": [one["steps_per_second"], two["steps_per_second"]],
         }
+        if one_trainer.average:
+            averages = [[h.numpy() for h in t.average.held] for t in (one_trainer, two_trainer)]
+            report[name].update(average_max_abs_diff=_max_difference(*averages),
+                                average_largest_change=_max_difference(averages[0], one["initial_trainable"]),
+                                average_replicas_differ=max(_max_difference(c, c[:1] * len(c)) for c in (
+                                    mirrored.experimental_local_results(h) for h in two_trainer.average.held)))
     return report
 
 

@@ -157,6 +157,10 @@ def test_mirrored_training_on_two_devices_matches_one_device(mirrored):
             # under XLA, whose fused kernels round differently for a batch of 3 than one of 6.
             assert measured["weight_largest_change"] > 0.03
             assert measured["weight_max_abs_diff"] < (2e-4 if name == "mlp_xla_cosine" else 1e-5), name
+    # The moving average of the weights (--weight-average 0.5) is the same too, on every replica.
+    averaged = report["mlp_free_bits"]
+    assert averaged["average_largest_change"] > 0.02 and averaged["average_max_abs_diff"] < 1e-5
+    assert averaged["average_replicas_differ"] == 0.0
     # With batch normalisation, a bias before it has a zero gradient up to rounding,
     # which Adam turns into steps of +-learning rate: those weights are not comparable,
     # while the losses (batch statistics over the global batch) are.

@@ -41,6 +41,11 @@ def _positive_number(name: str, value: Any) -> None:
     _require(value > 0, f"{name} must be positive (got {value!r})")
 
 
+def _decay(name: str, value: Any) -> None:
+    checks.finite_number(name, value)
+    _require(0 <= value < 1, f"{name} must be 0 (off) or a decay in (0, 1), e.g. 0.999 (got {value!r})")
+
+
 def _whole(name: str, value: Any) -> None:
     checks.non_negative(name, value, whole=True)
 
@@ -192,6 +197,10 @@ class TrainConfig(_Section):
                              parse=str, choices=OBJECTIVES, check=_one_of(OBJECTIVES))
     train_samples: int = setting(1, "importance samples K of the iwae objective", parse=int,
                                  check=checks.positive_int)
+    # probvae.training.averaging: the averages are the run's published weights.
+    weight_average: float = setting(0.0, "decay D of an exponential moving average of the weights (e.g. 0.999); "
+                                    "validation, the best epoch, checkpoints and the test use the average; 0: none",
+                                    parse=float, check=_decay, metavar="D")
     # RUN_DIR/checkpoints/best-<step> is evaluated (and loaded by load_run) rather than the last.
     keep_best: bool = setting(True, "evaluate with the weights of the best validation epoch", check=checks.flag)
     patience: int = setting(0, "stop after this many epochs without a better validation ELBO (the IWAE bound "

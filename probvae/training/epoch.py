@@ -139,25 +139,27 @@ def end_epoch(trainer, epoch: int, started: float) -> None:
     train = trainer.config.train
     train_metrics = trainer.totals.means()
     train_metrics["skipped_nonfinite_batches"] = int(trainer.totals.skipped.numpy())
-    validation, kl_per_dimension = validate(trainer, epoch)
-    seconds = time.time() - started
-    record = {"epoch": epoch, "seconds": seconds}
-    if trainer.cpu_started is not None:  # else begun by a version that did not count CPU time
-        record["cpu_seconds"] = time.process_time() - trainer.cpu_started
-    trainer.history.epochs.append(dict(record, train=train_metrics, validation=validation))
-    trainer.state.epoch.assign(epoch)
-    apply_decision(trainer, track_best(train, trainer.history, epoch, validation), epoch)
-    apply_decision(trainer, follow_validation(train, trainer.history, epoch,
-                                      float(trainer.optimizer.learning_rate.numpy())), epoch)
-    trainer.save(None)
-    trainer.summaries.write("train", dict(train_metrics, learning_rate=float(trainer.optimizer.learning_rate.numpy()),
-                                          kl_weight=float(trainer.model.kl_weight.numpy())), epoch)
-    trainer.summaries.write("validation", dict(validation, kl_per_dimension=kl_per_dimension), epoch)
-    if epoch % max(1, train.epochs // PICTURES_PER_RUN) == 0 or epoch == train.epochs:
-        _pictures(trainer, epoch)
-    trainer.write_metrics()
-    if trainer.on_epoch_end is not None:
-        trainer.on_epoch_end(epoch, trainer.model, trainer.splits, trainer.write_dir)
+    with trainer.published():  # the averaged weights under --weight-average
+        validation, kl_per_dimension = validate(trainer, epoch)
+        seconds = time.time() - started
+        record = {"epoch": epoch, "seconds": seconds}
+        if trainer.cpu_started is not None:  # else begun by a version that did not count CPU time
+            record["cpu_seconds"] = time.process_time() - trainer.cpu_started
+        trainer.history.epochs.append(dict(record, train=train_metrics, validation=validation))
+        trainer.state.epoch.assign(epoch)
+        apply_decision(trainer, track_best(train, trainer.history, epoch, validation), epoch)
+        apply_decision(trainer, follow_validation(train, trainer.history, epoch,
+                                          float(trainer.optimizer.learning_rate.numpy())), epoch)
+        trainer.save(None)
+        learning_rate = float(trainer.optimizer.learning_rate.numpy())
+        trainer.summaries.write("train", dict(train_metrics, learning_rate=learning_rate,
+                                              kl_weight=float(trainer.model.kl_weight.numpy())), epoch)
+        trainer.summaries.write("validation", dict(validation, kl_per_dimension=kl_per_dimension), epoch)
+        if epoch % max(1, train.epochs // PICTURES_PER_RUN) == 0 or epoch == train.epochs:
+            _pictures(trainer, epoch)
+        trainer.write_metrics()
+        if trainer.on_epoch_end is not None:
+            trainer.on_epoch_end(epoch, trainer.model, trainer.splits, trainer.write_dir)
     trainer.progress.end_epoch(epoch, seconds, _line(train, epoch, train_metrics, validation))
 
 

@@ -174,7 +174,7 @@ def _over_replicas(strategy, loss_and_gradients, optimizer, variables) -> Callab
     return gradients_of
 
 
-def _guarded_update(optimizer, totals, faults, step, batch_size, skip_nonfinite) -> Callable:
+def _guarded_update(optimizer, totals, faults, step, batch_size, skip_nonfinite, average=None) -> Callable:
     """(loss, sums, gradients, apply_gradients) -> None: apply the update and
     add the metrics if every checked term is finite (and, unless
     `skip_nonfinite`, no fault came before); else record the fault and count
@@ -188,6 +188,8 @@ def _guarded_update(optimizer, totals, faults, step, batch_size, skip_nonfinite)
 
         def apply():
             apply_gradients()
+            if average is not None:
+                average.update()
             totals.add(loss, sums, batch_size)
             return tf.constant(0)
 
@@ -204,7 +206,8 @@ def _guarded_update(optimizer, totals, faults, step, batch_size, skip_nonfinite)
 
 def make_train_step(model, optimizer, totals: StepTotals, step: tf.Variable, seed: int,
                     batch_shape, eager: bool = False, faults: Optional[NonFiniteFaults] = None,
-                    skip_nonfinite: bool = False, jit_compile: bool = False, strategy=None) -> Callable:
+                    skip_nonfinite: bool = False, jit_compile: bool = False, strategy=None,
+                    average=None) -> Callable:
     """The training step x -> loss, compiled unless `eager` (with XLA if `jit_compile`).
 
     The posterior sample of step s uses the stateless seed (seed, s). The
@@ -226,6 +229,8 @@ def make_train_step(model, optimizer, totals: StepTotals, step: tf.Variable, see
         replicas, and every replica checks and applies the same update. XLA
         then compiles each replica's loss and gradients, not the all-reduces;
         with free bits (all-reduces inside the loss) the step runs without XLA.
+      average: a `WeightAverage` of the trainable weights, updated after each
+        applied update.
     """
     strategy = strategy or tf.distribute.get_strategy()
     replicated = strategy.num_replicas_in_sync > 1
@@ -245,7 +250,7 @@ def make_train_step(model, optimizer, totals: StepTotals, step: tf.Variable, see
         gradients_of = _over_replicas(strategy, loss_and_gradients, optimizer, variables)
     else:
         gradients_of = _on_one_device(loss_and_gradients, optimizer, variables)
-    update = _guarded_update(optimizer, totals, faults, step, batch_shape[0], skip_nonfinite)
+    update = _guarded_update(optimizer, totals, faults, step, batch_shape[0], skip_nonfinite, average)
 
     def train_step(x):
         loss, sums, gradients, apply_gradients = gradients_of(x)

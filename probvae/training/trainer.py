@@ -14,6 +14,7 @@ step runs on every replica; only the chief writes the run directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -28,6 +29,7 @@ from probvae.config import RunConfig
 from probvae.errors import NonFiniteError, TrainingInterrupted, UserError
 from probvae.model import VAE
 from probvae.training import distribute, precision, schedules
+from probvae.training.averaging import WeightAverage
 from probvae.training.callbacks import Progress, Summaries, kl_warmup
 from probvae.training.checkpoints import RunState, StopSignals, find_best
 from probvae.training.epoch import apply_decision, check_faults, end_epoch, epoch_batches, fault_remedy, run_steps
@@ -82,13 +84,17 @@ class Trainer:
             if precision.needs_loss_scale(self.precision):
                 self.optimizer = precision.loss_scaled(self.optimizer)
             self.totals, self.faults = StepTotals(), NonFiniteFaults()
+        self.average = WeightAverage(self.model.trainable_variables, train.weight_average,
+                                     self.strategy) if train.weight_average else None
         self.state = RunState(os.path.join(self.write_dir, runs.CHECKPOINT_DIR), strategy=self.strategy,
-                              model=self.model, optimizer=self.optimizer, totals=self.totals)
+                              model=self.model, optimizer=self.optimizer, totals=self.totals,
+                              **({"weight_average": self.average.module} if self.average else {}))
         self.train_step = make_train_step(
             self.model, self.optimizer, self.totals, self.state.step, train.seed,
             (train.batch_size,) + splits.image_shape, eager=train.eager,
             faults=self.faults, skip_nonfinite=train.skip_nonfinite,
-            jit_compile=precision.use_jit_compile(config.model.arch, train.jit_compile), strategy=self.strategy)
+            jit_compile=precision.use_jit_compile(config.model.arch, train.jit_compile), strategy=self.strategy,
+            average=self.average)
         replicated = self.strategy.num_replicas_in_sync > 1
         self.step_loop = StepLoop(self.train_step, train.steps_per_call, python_loop=train.eager or replicated)
         self.array_batches = None
@@ -132,6 +138,8 @@ class Trainer:
         train = self.config.train
         path = initial_checkpoint(self.config)
         runs.read_weights(self.model, path)
+        if self.average:
+            self.average.reset()
         self.history.initialized_from = {"run_dir": train.init_from, "checkpoint": os.path.basename(path)}
         self.log(f"initial weights from {path}")
         if train.kl_warmup_epochs:
@@ -151,11 +159,13 @@ class Trainer:
         if saved is None:
             self.log("no checkpoint yet: training from the start")
             return False
+        if self.average:
+            self.average.restored()
         history = RunHistory.from_dict(saved)
         step, epoch = int(self.state.step.numpy()), int(self.state.epoch.numpy())
         checkpoint = self.state.latest or f"step {step}"
         check_restored(history, checkpoint, step, epoch, self.steps_per_epoch, len(self.splits.x_train))
-        self._check_best(history, history.complete(epoch, self.config.train.epochs))
+        _check_best(self, history, history.complete(epoch, self.config.train.epochs))
         self.log(history.record_resume(checkpoint, step, epoch, self.config.train.epochs, self.steps_per_epoch))
         self.history = history
         return True
@@ -228,28 +238,23 @@ class Trainer:
         self.history.epoch_seconds = 0.0 if started is None else time.time() - started
         self.history.epoch_cpu_seconds = 0.0 if started is None else (
             None if self.cpu_started is None else time.process_time() - self.cpu_started)
-        return self.state.save(self.history.to_dict())
+        with self.published():
+            return self.state.save(self.history.to_dict())
 
     def save_best(self) -> str:
         """Write the current weights as the best epoch's checkpoint; return its name."""
         check_faults(self)
-        return os.path.basename(self.state.save_best())
+        with self.published():
+            return os.path.basename(self.state.save_best())
+
+    def published(self):
+        """A context in which the model holds the run's published weights: the
+        averages under `--weight-average` (`averaging.WeightAverage`)."""
+        return self.average.published() if self.average else contextlib.nullcontext()
 
     def best_path(self, name: str) -> str:
         """The prefix of the best epoch's checkpoint `name` (`checkpoints.find_best`)."""
         return find_best(name, [self.state.directory, os.path.join(self.run_dir, runs.CHECKPOINT_DIR)], self.run_dir)
-
-    def _check_best(self, history: RunHistory, complete: bool) -> None:
-        """Refuse a resume whose best epoch's checkpoint is gone when no epoch is
-        left to write another (or no best-epoch checkpoint is left at all); a
-        run killed between writing a new best and its checkpoint continues."""
-        name = (history.best or {}).get("checkpoint")
-        if self.config.train.keep_best and name:
-            try:
-                self.best_path(name)
-            except UserError:
-                if complete or not runs.complete_checkpoints(self.state.directory, runs.BEST_PREFIX):
-                    raise
 
     def use_best(self) -> str:
         """Load the best epoch's weights into the model if the run keeps them
@@ -258,6 +263,8 @@ class Trainer:
         if self.config.train.keep_best and best.get("checkpoint"):
             runs.read_weights(self.model, self.best_path(best["checkpoint"]))
             return best["checkpoint"]
+        if self.average:
+            self.average.publish()  # as the newest checkpoint holds them
         return os.path.basename(self.state.latest)
 
     def _interrupt(self, stop: StopSignals, epoch: int, started: Optional[float]) -> None:
@@ -272,3 +279,16 @@ class Trainer:
 
     def close(self) -> None:
         self.summaries.close()
+
+
+def _check_best(trainer: Trainer, history: RunHistory, complete: bool) -> None:
+    """Refuse a resume whose best epoch's checkpoint is gone when no epoch is
+    left to write another (or no best-epoch checkpoint is left at all); a
+    run killed between writing a new best and its checkpoint continues."""
+    name = (history.best or {}).get("checkpoint")
+    if trainer.config.train.keep_best and name:
+        try:
+            trainer.best_path(name)
+        except UserError:
+            if complete or not runs.complete_checkpoints(trainer.state.directory, runs.BEST_PREFIX):
+                raise
