@@ -6,7 +6,9 @@ With `--weight-average D` (0 < D < 1), every applied training step also updates
 
 for each trainable weight w; a starts as w when the run starts (or its
 initial weights are loaded with `--init-from`). Skipped steps (a non-finite
-loss) leave the averages alone, as they leave the weights. The average over
+loss) leave the averages alone, as they leave the weights; under float16, a
+step whose gradients the loss scale rejects (inside the optimizer) leaves the
+weights but still moves the averages a little toward them. The average over
 the last ~1 / (1 - D) steps smooths away the step-to-step noise of the
 optimizer, so that held-out figures of the averaged weights are usually
 better than those of the last iterate (Polyak & Juditsky 1992; the
