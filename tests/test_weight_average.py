@@ -93,6 +93,11 @@ def test_checkpoints_validation_and_the_test_see_the_average(tmp_path, shapes_sp
         assert trainer.evaluate(shapes_splits.x_validation, seed)["elbo"] == validation["elbo"]
     assert trainer.evaluate(shapes_splits.x_validation, seed)["elbo"] != validation["elbo"]
     assert all(np.array_equal(v.numpy(), t) for v, t in zip(trainer.model.trainable_variables, trained))
+    # The best epoch's checkpoint, written by itself, holds the averages, and the model goes back to training.
+    best = trainer.save_best()
+    for loaded, average in zip(runs.load_run(run_dir, best).trainable_variables, averages):
+        np.testing.assert_array_equal(loaded.numpy(), average)
+    assert all(np.array_equal(v.numpy(), t) for v, t in zip(trainer.model.trainable_variables, trained))
     # Without a best epoch to load, the final test takes the averages too.
     trainer.config = trainer.config.replace(train={"keep_best": False})
     assert trainer.use_best() == "ckpt-20"
