@@ -119,7 +119,7 @@ def test_a_damaged_evaluation_file_is_one_line_naming_it(tmp_path, content, mess
     assert "eval_test_iwae5.json" in str(error.value)
 
 
-def test_the_curves_add_the_bound_a_run_was_trained_on(tmp_path):
+def test_the_curves_add_the_bound_a_run_was_trained_on(tmp_path, monkeypatch):
     base = RunConfig().replace(data={"dataset": "shapes"})
     elbo_run = fake_run(tmp_path / "elbo", base, [-260.0, -250.0])
     iwae_run = fake_run(tmp_path / "iwae", base.replace(train={"objective": "iwae", "train_samples": 10}),
@@ -128,9 +128,18 @@ def test_the_curves_add_the_bound_a_run_was_trained_on(tmp_path):
     assert curves == {"elbo": [-260.0, -250.0], "iwae": [-252.0, -249.0, -248.5]}
     assert bounds == {"iwae": ("iwae, IWAE bound (K=10)", (-250.0, -247.0, -246.5))}
     # Drawn as a dashed line beside its run's ELBO.
-    from probvae.analysis import plotting
+    from probvae.analysis import plot_curves, plotting
 
     assert os.path.getsize(plotting.plot_validation_curves(curves, str(tmp_path / "c.png"), bounds)) > 0
+    drawn = []
+    monkeypatch.setattr(plot_curves, "save", lambda figure, path: drawn.append(figure) or path)
+    plotting.plot_validation_curves(curves, str(tmp_path / "d.png"), bounds)
+    lines = {line.get_label(): line for line in drawn[0].axes[0].get_lines()}
+    assert sorted(lines) == ["elbo", "iwae", "iwae, IWAE bound (K=10)"]
+    dashed, solid = lines["iwae, IWAE bound (K=10)"], lines["iwae"]
+    assert (dashed.get_linestyle(), solid.get_linestyle()) == ("--", "-")
+    assert list(dashed.get_ydata()) == [-250.0, -247.0, -246.5]
+    assert dashed.get_color() == solid.get_color() != lines["elbo"].get_color()
 
 
 def test_damaged_metrics_are_one_line(tmp_path):
