@@ -78,8 +78,10 @@ def _compare_steps(work_dir, splits, mirrored):
         "mlp_xla_cosine": _config(),
         # Free bits: batch means over the global batch, all-reduced inside the loss, so
         # no XLA under replicas; XLA draws other normals from a seed, so none on one device either.
-        # With a moving average of the weights, updated on every replica.
-        "mlp_free_bits": _config().replace(train={"free_bits": 0.3, "jit_compile": False, "weight_average": 0.5}),
+        # With a moving average of the weights, updated on every replica, and the gradients clipped
+        # by the global batch's norm (about 23 at the first step), not by each replica's.
+        "mlp_free_bits": _config().replace(train={"free_bits": 0.3, "jit_compile": False, "weight_average": 0.5,
+                                                  "clip_norm": 5.0}),
         # The KL regularizer's share, synchronized batch normalisation.
         "conv_batch_norm": _config(arch="conv", conv_filters=(4,), dense_units=5, batch_norm=True),
     }

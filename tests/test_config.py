@@ -156,7 +156,7 @@ def test_a_config_written_before_the_registries_loads_and_round_trips():
 
 
 _ADDED = {"decoder_arch": None, "latent_layers": 1, "level_units": 300, "objective": "elbo", "train_samples": 1,
-          "steps_per_call": 0, "init_from": None, "weight_average": 0.0}
+          "steps_per_call": 0, "init_from": None, "weight_average": 0.0, "clip_norm": 0.0}
 
 
 def test_component_fields_come_from_the_chosen_entries():

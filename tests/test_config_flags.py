@@ -23,7 +23,8 @@ VALUES = {
     "decoder_conv_layers": ("8:3:2", ((8, 3, 2),)), "learning_rate": ("0.0025", 0.0025), "beta": ("0.5", 0.5),
     "free_bits": ("0.5", 0.5), "init_from": ("/tmp/other-run", "/tmp/other-run"),
     "lr_plateau_factor": ("0.25", 0.25), "lr_plateau_min": ("0.02", 0.02), "lr_final": ("0.1", 0.1),
-    "train_samples": ("4", 4), "weight_average": ("0.999", 0.999), "gated_conv_layers": ("5:3:2", ((5, 3, 2),)),
+    "train_samples": ("4", 4), "weight_average": ("0.999", 0.999), "clip_norm": ("100", 100.0),
+    "gated_conv_layers": ("5:3:2", ((5, 3, 2),)),
     "level_conv_layers": ("4:5:1,3:3:2", ((4, 5, 1), (3, 3, 2))), "gated_decoder_filters": ("9,2", (9, 2)),
 }
 # Flags a field needs beside it: the component that declares it, or the objective it belongs to.

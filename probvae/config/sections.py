@@ -201,6 +201,9 @@ class TrainConfig(_Section):
     weight_average: float = setting(0.0, "decay D of an exponential moving average of the weights (e.g. 0.999); "
                                     "validation, the best epoch, checkpoints and the test use the average; 0: none",
                                     parse=float, check=_decay, metavar="D")
+    # probvae.training.step: clipped after the replicas' sum, before the optimizer sees them.
+    clip_norm: float = setting(0.0, "scale the gradients down to this global norm when it is larger (e.g. 100); "
+                               "0: no clipping", parse=float, check=checks.non_negative_number, metavar="NORM")
     # RUN_DIR/checkpoints/best-<step> is evaluated (and loaded by load_run) rather than the last.
     keep_best: bool = setting(True, "evaluate with the weights of the best validation epoch", check=checks.flag)
     patience: int = setting(0, "stop after this many epochs without a better validation ELBO (the IWAE bound "

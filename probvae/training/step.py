@@ -138,23 +138,36 @@ def _loss_and_gradients(model, optimizer, step, seed, variables, unconnected) ->
     return loss_and_gradients
 
 
-def _on_one_device(loss_and_gradients, optimizer, variables) -> Callable:
+def clip_gradients(gradients, clip_norm: float):
+    """The gradients scaled by min(1, clip_norm / ||g||), ||g|| their global
+    norm over every variable (`tf.clip_by_global_norm`); as they are when
+    `clip_norm` is 0. A non-finite norm makes them all NaN, which the step's
+    finiteness check (or the loss scale) then refuses, as it would have before."""
+    if not clip_norm:
+        return gradients
+    return tf.clip_by_global_norm(list(gradients), clip_norm)[0]
+
+
+def _on_one_device(loss_and_gradients, optimizer, variables, clip_norm=0.0) -> Callable:
     """x -> (loss, sums, gradients, apply_gradients) on one device."""
     def gradients_of(x):
         loss, sums, gradients = loss_and_gradients(x)
+        gradients = clip_gradients(gradients, clip_norm)
         return loss, sums, gradients, lambda: optimizer.apply_gradients(zip(gradients, variables))
 
     return gradients_of
 
 
-def _over_replicas(strategy, loss_and_gradients, optimizer, variables) -> Callable:
+def _over_replicas(strategy, loss_and_gradients, optimizer, variables, clip_norm=0.0) -> Callable:
     """x (distributed) -> (loss, sums, gradients, apply_gradients), each
     replica's share summed over all replicas (so every replica holds the same
-    values, and the first replica's are returned)."""
+    values, and the first replica's are returned); clipped after the sum, so
+    by the norm of the global batch's gradient, as on one device."""
     def replica_step(x):
         loss, sums, gradients = loss_and_gradients(x, replicas.replica_rows(tf.shape(x)[0]))
         context = tf.distribute.get_replica_context()
         loss, gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, (loss, gradients))
+        gradients = clip_gradients(gradients, clip_norm)
         sums = context.all_reduce(tf.distribute.ReduceOp.SUM, list(sums))  # float64: a separate reduction
         return loss, ElboParts(*sums), gradients
 
@@ -207,7 +220,7 @@ def _guarded_update(optimizer, totals, faults, step, batch_size, skip_nonfinite,
 def make_train_step(model, optimizer, totals: StepTotals, step: tf.Variable, seed: int,
                     batch_shape, eager: bool = False, faults: Optional[NonFiniteFaults] = None,
                     skip_nonfinite: bool = False, jit_compile: bool = False, strategy=None,
-                    average=None) -> Callable:
+                    average=None, clip_norm: float = 0.0) -> Callable:
     """The training step x -> loss, compiled unless `eager` (with XLA if `jit_compile`).
 
     The posterior sample of step s uses the stateless seed (seed, s). The
@@ -231,6 +244,8 @@ def make_train_step(model, optimizer, totals: StepTotals, step: tf.Variable, see
         with free bits (all-reduces inside the loss) the step runs without XLA.
       average: a `WeightAverage` of the trainable weights, updated after each
         applied update.
+      clip_norm: if positive, the (unscaled, summed) gradients are scaled
+        down to this global norm when theirs is larger (`clip_gradients`).
     """
     strategy = strategy or tf.distribute.get_strategy()
     replicated = strategy.num_replicas_in_sync > 1
@@ -247,9 +262,9 @@ def make_train_step(model, optimizer, totals: StepTotals, step: tf.Variable, see
     if replicated:
         if jit_compile and not eager and model.free_bits == 0:
             loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True, autograph=False)
-        gradients_of = _over_replicas(strategy, loss_and_gradients, optimizer, variables)
+        gradients_of = _over_replicas(strategy, loss_and_gradients, optimizer, variables, clip_norm)
     else:
-        gradients_of = _on_one_device(loss_and_gradients, optimizer, variables)
+        gradients_of = _on_one_device(loss_and_gradients, optimizer, variables, clip_norm)
     update = _guarded_update(optimizer, totals, faults, step, batch_shape[0], skip_nonfinite, average)
 
     def train_step(x):

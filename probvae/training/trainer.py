@@ -92,7 +92,7 @@ class Trainer:
         self.train_step = make_train_step(
             self.model, self.optimizer, self.totals, self.state.step, train.seed,
             (train.batch_size,) + splits.image_shape, eager=train.eager,
-            faults=self.faults, skip_nonfinite=train.skip_nonfinite,
+            faults=self.faults, skip_nonfinite=train.skip_nonfinite, clip_norm=train.clip_norm,
             jit_compile=precision.use_jit_compile(config.model.arch, train.jit_compile), strategy=self.strategy,
             average=self.average)
         replicated = self.strategy.num_replicas_in_sync > 1
