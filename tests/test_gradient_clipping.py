@@ -59,9 +59,33 @@ def test_a_non_finite_gradient_stays_non_finite():
     np.testing.assert_allclose([v.numpy()[0] for v in values], [0.6, 0.8], rtol=1e-6)
 
 
-def test_the_flag_reaches_the_config_and_a_negative_norm_is_refused(tmp_path):
+def test_the_trainer_clips_with_the_configs_norm(tmp_path):
+    """Through `Trainer` with Adam: its first step moves each weight by lr * g / (|g| + 1e-7),
+    about lr unclipped; clipped to a global norm of 1e-9 every |g| is at most 1e-9, so by at most
+    lr / 100."""
+    from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from probvae.data import load_dataset
+    from probvae.training import Trainer, seed_process
+
+    splits = load_dataset("shapes", max_train_examples=12)
+    moves = {}
+    for clip_norm in (0.0, 1e-9):
+        config = RunConfig(data=DataConfig(dataset="shapes", max_train_examples=12),
+                           model=ModelConfig(arch="mlp", latent_dim=2, hidden_units=(5,),
+                                             image_shape=splits.image_shape),
+                           train=TrainConfig(batch_size=4, learning_rate=1e-2, jit_compile=False, clip_norm=clip_norm))
+        seed_process(config.train)
+        trainer = Trainer(config, splits, str(tmp_path / f"run{clip_norm}"), log=lambda _: None)
+        before = [v.numpy() for v in trainer.model.trainable_variables]
+        trainer.train_step(tf.constant(splits.x_train[:4] > 127, tf.float32))
+        moves[clip_norm] = max(float(np.max(np.abs(v.numpy() - b)))
+                               for v, b in zip(trainer.model.trainable_variables, before))
+    assert moves[0.0] > 0.5e-2 and moves[1e-9] < 1e-4, moves
+
+
+def test_a_negative_norm_is_refused_in_one_line(tmp_path):
     from conftest import command_here
 
     result = command_here("fit", "--dataset", "shapes", "--clip-norm", "-1", "--run-dir", tmp_path / "run")
     assert result.returncode == 2 and not (tmp_path / "run").exists()
-    assert result.stderr.strip().splitlines()[-1].count("clip_norm") == 1
+    assert result.stderr.strip() == "error: clip_norm must be 0 or more (got -1.0)"
