@@ -104,6 +104,7 @@ def _compare_steps(work_dir, splits, mirrored):
             "traces": [one["traces"], two["traces"]],
             "learning_rates": [float(t.optimizer.learning_rate.numpy()) for t in (one_trainer, two_trainer)],
             "steps_per_second": [one["steps_per_second"], two["steps_per_second"]],
+            "gradient_norms": [t.norms.means(config.train.clip_norm) for t in (one_trainer, two_trainer)],
         }
         if one_trainer.average:
             averages = [[h.numpy() for h in t.average.held] for t in (one_trainer, two_trainer)]

@@ -146,6 +146,10 @@ def test_mirrored_training_on_two_devices_matches_one_device(mirrored):
         assert measured["same_initial_weights_from_the_seed"], name
         # float32 sums in another order: measured at most 5e-7 relative over 8 steps.
         np.testing.assert_allclose(two, one, rtol=1e-5, err_msg=name)
+        # The global batch's gradient norm, recorded on each: the same mean and largest value.
+        norms_one, norms_two = measured["gradient_norms"]
+        assert norms_one["gradient_norm"] == pytest.approx(norms_two["gradient_norm"], rel=1e-5), name
+        assert norms_one["gradient_norm_max"] == pytest.approx(norms_two["gradient_norm_max"], rel=1e-5), name
         # The same weights give the same held-out numbers on two replicas (measured: equal, or 4e-9 relative).
         for key in ("elbo", "elbo_stderr", "reconstruction", "kl", "n_examples"):
             assert measured["evaluation"][1][key] == pytest.approx(measured["evaluation"][0][key], rel=1e-6), key
@@ -159,6 +163,9 @@ def test_mirrored_training_on_two_devices_matches_one_device(mirrored):
             assert measured["weight_max_abs_diff"] < (2e-4 if name == "mlp_xla_cosine" else 1e-5), name
     # The moving average of the weights (--weight-average 0.5) is the same too, on every replica.
     averaged = report["mlp_free_bits"]
+    # Clipped at 5 by the global norm: the first steps (norm about 23) on both, the same count.
+    clipped = [norms["clipped_batches"] for norms in averaged["gradient_norms"]]
+    assert clipped[0] == clipped[1] and 0 < clipped[0], clipped
     assert averaged["average_largest_change"] > 0.02 and averaged["average_max_abs_diff"] < 1e-5
     assert averaged["average_replicas_differ"] == 0.0
     # With batch normalisation, a bias before it has a zero gradient up to rounding,

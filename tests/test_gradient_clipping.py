@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from probvae._keras import keras
 from probvae.model import VAE
-from probvae.training import StepTotals, make_train_step
+from probvae.training import GradientNorms, StepTotals, make_train_step
 
 from conftest import BATCH, IMAGE_SHAPE, tiny_model_config
 
@@ -26,9 +26,9 @@ def _batches():
 def test_the_step_applies_the_clipped_gradient(clip_norm):
     keras.utils.set_random_seed(0)
     model = VAE(tiny_model_config(arch="mlp"), kl_weight=1.0)
-    step = tf.Variable(0, dtype=tf.int64)
+    step, recorded = tf.Variable(0, dtype=tf.int64), GradientNorms()
     train_step = make_train_step(model, keras.optimizers.SGD(LEARNING_RATE), StepTotals(), step, seed=SEED,
-                                 batch_shape=(BATCH,) + IMAGE_SHAPE, clip_norm=clip_norm)
+                                 batch_shape=(BATCH,) + IMAGE_SHAPE, clip_norm=clip_norm, norms=recorded)
     norms = []
     for s, x in enumerate(_batches()):
         variables = model.trainable_variables
@@ -47,16 +47,37 @@ def test_the_step_applies_the_clipped_gradient(clip_norm):
         assert min(norms) > 2.0  # the clipping acted on both steps (the test would pass unclipped otherwise)
     if clip_norm == 1e6:
         assert max(norms) < 1e6
+    # The record: the norms before clipping, and how many steps were clipped.
+    means = recorded.means(clip_norm)
+    assert means["gradient_norm"] == pytest.approx(np.mean(norms), rel=1e-5)
+    assert means["gradient_norm_max"] == pytest.approx(max(norms), rel=1e-5)
+    assert means.get("clipped_batches") == {0.0: None, 1.0: 2, 1e6: 0}[clip_norm]
+
+
+def test_the_norm_record_leaves_out_non_finite_norms_and_survives_the_checkpoint_json():
+    recorded = GradientNorms()
+    assert recorded.means() == {"gradient_norm": None, "gradient_norm_max": None}
+    for norm in (3.0, np.inf, 5.1, np.nan, 1.0):
+        recorded.add(tf.constant(norm, tf.float64), clip_norm=2.0)
+    assert recorded.means(2.0) == {"gradient_norm": 9.1 / 3, "gradient_norm_max": 5.1, "clipped_batches": 2}
+    copy = GradientNorms()
+    copy.load(recorded.state())
+    assert copy.means(2.0) == recorded.means(2.0)
+    copy.load(None)  # a checkpoint written before the record existed
+    assert copy.means(2.0) == {"gradient_norm": None, "gradient_norm_max": None, "clipped_batches": 0}
 
 
 def test_a_non_finite_gradient_stays_non_finite():
     from probvae.training.step import clip_gradients
 
-    clipped = clip_gradients([tf.constant([np.inf, 1.0]), None, tf.constant([2.0])], 1.0)
+    clipped, norm = clip_gradients([tf.constant([np.inf, 1.0]), None, tf.constant([2.0])], 1.0)
     assert clipped[1] is None and not np.isfinite(clipped[0].numpy()).any()
-    assert not np.isfinite(clipped[2].numpy()).any()
-    values = clip_gradients([tf.constant([3.0]), tf.constant([4.0])], 1.0)
+    assert not np.isfinite(clipped[2].numpy()).any() and not np.isfinite(norm.numpy())
+    values, norm = clip_gradients([tf.constant([3.0]), tf.constant([4.0])], 1.0)
     np.testing.assert_allclose([v.numpy()[0] for v in values], [0.6, 0.8], rtol=1e-6)
+    assert float(norm) == pytest.approx(5.0)
+    values, norm = clip_gradients([tf.constant([3.0]), None, tf.constant([4.0])], 0.0)  # off: only the norm
+    assert [v.numpy()[0] for v in (values[0], values[2])] == [3.0, 4.0] and float(norm) == pytest.approx(5.0)
 
 
 def test_the_trainer_clips_with_the_configs_norm(tmp_path):
@@ -89,3 +110,19 @@ def test_a_negative_norm_is_refused_in_one_line(tmp_path):
     result = command_here("fit", "--dataset", "shapes", "--clip-norm", "-1", "--run-dir", tmp_path / "run")
     assert result.returncode == 2 and not (tmp_path / "run").exists()
     assert result.stderr.strip() == "error: clip_norm must be 0 or more (got -1.0)"
+
+
+def test_a_clipping_run_reports_its_clipped_steps(tmp_path):
+    """Each epoch's train figures: the norms, and with --clip-norm the steps clipped, which its line prints."""
+    from probvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from probvae.training import fit
+
+    lines = []
+    config = RunConfig(data=DataConfig(dataset="shapes", max_train_examples=12),
+                       model=ModelConfig(arch="mlp", latent_dim=2, hidden_units=(5,)),
+                       train=TrainConfig(epochs=1, batch_size=4, jit_compile=False, clip_norm=1e-9,
+                                         test_iwae_samples=2))
+    metrics = fit(config, str(tmp_path / "run"), log=lines.append)
+    train = metrics["epochs"][0]["train"]
+    assert train["clipped_batches"] == 3 and 0 < train["gradient_norm"] <= train["gradient_norm_max"]
+    assert any(line.startswith("epoch 1/1 ") and "  3 batches clipped" in line for line in lines), lines

@@ -1,8 +1,10 @@
 """Training: the step, the loop, checkpoints, schedules, precision and
 tf.distribute.
 
-- `step`: `make_train_step`, a compiled step with its on-device metrics and
-  non-finite checks, and `StepLoop`, which runs several per compiled call;
+- `step`: `make_train_step`, a compiled step with its non-finite checks and
+  gradient clipping, and `StepLoop`, which runs several per compiled call;
+- `records`: what the step records on the device (`StepTotals`,
+  `NonFiniteFaults`, `GradientNorms`);
 - `preflight`: `prepare_run`, the checks before a run writes anything (flags,
   data, memory, the run it resumes or starts from);
 - `trainer`: `Trainer` (model, optimizer, checkpoint cadence, resume, interrupts);
@@ -21,7 +23,8 @@ tf.distribute.
 from probvae.training.history import RunHistory
 from probvae.training.loop import Trainer, fit, seed_process
 from probvae.training.preflight import prepare_run
-from probvae.training.step import NonFiniteFaults, StepLoop, StepTotals, make_train_step
+from probvae.training.records import GradientNorms, NonFiniteFaults, StepTotals
+from probvae.training.step import StepLoop, make_train_step
 
-__all__ = ["NonFiniteFaults", "StepLoop", "StepTotals", "RunHistory", "Trainer", "fit", "make_train_step",
-           "prepare_run", "seed_process"]
+__all__ = ["GradientNorms", "NonFiniteFaults", "StepLoop", "StepTotals", "RunHistory", "Trainer", "fit",
+           "make_train_step", "prepare_run", "seed_process"]

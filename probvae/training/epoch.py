@@ -139,6 +139,7 @@ def end_epoch(trainer, epoch: int, started: float) -> None:
     train = trainer.config.train
     train_metrics = trainer.totals.means()
     train_metrics["skipped_nonfinite_batches"] = int(trainer.totals.skipped.numpy())
+    train_metrics.update(trainer.norms.means(train.clip_norm))
     with trainer.published():  # the averaged weights under --weight-average
         validation, kl_per_dimension = validate(trainer, epoch)
         seconds = time.time() - started
@@ -186,7 +187,9 @@ def check_faults(trainer) -> None:
 def _line(train, epoch: int, train_metrics: dict, validation: dict) -> str:
     """The epoch's line in the log."""
     samples, skipped = monitored(train).iwae_samples, train_metrics["skipped_nonfinite_batches"]
+    clipped = train_metrics.get("clipped_batches", 0)
     return (f"epoch {epoch}/{train.epochs}  train ELBO {train_metrics['elbo']:.2f}  "
             f"validation ELBO {validation['elbo']:.2f} ± {validation['elbo_stderr']:.2f} nats"
             + (f"  IWAE bound (K={samples}) {validation['iwae_bound']:.2f}" if samples else "")
+            + (f"  {clipped} batches clipped" if clipped else "")
             + (f"  {skipped} non-finite batches skipped" if skipped else ""))

@@ -3,7 +3,7 @@
 `RunHistory` is saved as JSON in every checkpoint (`RunState.save`) and read
 back by `fit(..., resume=True)`; its `epochs` list is also metrics.json's. The
 JSON keeps the layout of earlier versions (a dict with these keys, the last
-two only once set), so runs written before it resume, and runs written by it
+three only once set), so runs written before it resume, and runs written by it
 resume in those versions.
 """
 
@@ -31,6 +31,8 @@ class RunHistory:
     # The process's CPU seconds (all its threads) in the current epoch up to the newest checkpoint;
     # None for an epoch begun by a version that did not count them (its record then has none).
     epoch_cpu_seconds: Optional[float] = 0.0
+    # `GradientNorms.state()` of the current epoch up to the newest checkpoint (None at an epoch end).
+    epoch_gradient_norms: Optional[list] = None
     # One record per resume: {"checkpoint", "step", "epoch" (None when training was complete)}.
     resumes: list = dataclasses.field(default_factory=list)
     # Training examples of the data the run trains on (a resume with other data is refused).
@@ -46,7 +48,7 @@ class RunHistory:
     initialized_from: Optional[dict] = None
 
     # Keys written only once they have a value, as earlier versions did.
-    _SET_ONLY = ("lr_reduced_at", "initialized_from")
+    _SET_ONLY = ("lr_reduced_at", "initialized_from", "epoch_gradient_norms")
 
     def to_dict(self) -> dict:
         """The JSON dict checkpoints hold (and `after_validation` schedules read)."""

@@ -8,9 +8,10 @@ returns x -> loss, which minimises
 where the KL term is the loss the posterior layer's `KLDivergenceRegularizer`
 adds. With kl_weight = beta = 1 this is the negative ELBO. The step runs under
 `tf.function` (one trace: fixed batch shape) unless `eager` is set, and
-accumulates its metrics in `StepTotals` variables on the device, so the host
-reads them only when it reports. TensorFlow places the step on a GPU when one
-is present.
+accumulates its metrics in `StepTotals` variables on the device (and, given
+a `GradientNorms`, each applied step's gradient norm; both in
+`probvae.training.records`), so the host reads them only when it reports.
+TensorFlow places the step on a GPU when one is present.
 
 Numerical faults are caught on the device: the step checks that the
 reconstruction term, the KL term, the loss and every gradient are finite, and
@@ -39,8 +40,9 @@ from probvae import replicas, seeds
 from probvae.data.pipelines import ArrayEpoch
 from probvae.objectives import ElboParts
 from probvae.training import precision
+from probvae.training.records import GradientNorms, NonFiniteFaults, StepTotals
 
-__all__ = ["FAULT_CHECK_EVERY", "StepTotals", "NonFiniteFaults", "make_train_step", "StepLoop"]
+__all__ = ["FAULT_CHECK_EVERY", "StepTotals", "NonFiniteFaults", "GradientNorms", "make_train_step", "StepLoop"]
 
 # Steps between two host reads of the fault record (each read waits for the device).
 FAULT_CHECK_EVERY = 50
@@ -49,78 +51,6 @@ CALL_SECONDS = 0.1
 # ... and at most this many (a call is also the granularity of signals and the progress bar).
 MAX_STEPS_PER_CALL = FAULT_CHECK_EVERY
 
-
-
-class StepTotals(tf.Module):
-    """Sums of the training metrics over the steps of an epoch, kept on the device."""
-
-    NAMES = ("loss", "elbo", "reconstruction", "kl")
-
-    def __init__(self):
-        super().__init__(name="step_totals")
-        self.sums = {n: tf.Variable(0.0, dtype=tf.float64, trainable=False) for n in self.NAMES}
-        self.count = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-        # Batches skipped for a non-finite loss or gradient.
-        self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
-
-    @staticmethod
-    def batch_sums(parts: ElboParts) -> ElboParts:
-        """The float64 sums over a batch of its per-example ELBO parts."""
-        return ElboParts(*[tf.reduce_sum(tf.cast(values, tf.float64)) for values in parts])
-
-    def add(self, loss, sums: ElboParts, batch_size):
-        """Add one step: `loss` its (global) batch's mean loss, `sums` its `batch_sums`."""
-        n = tf.cast(batch_size, tf.float64)
-        self.sums["loss"].assign_add(tf.cast(loss, tf.float64) * n)
-        for name in ("elbo", "reconstruction", "kl"):
-            self.sums[name].assign_add(getattr(sums, name))
-        self.count.assign_add(n)
-
-    def reset(self):
-        for variable in list(self.sums.values()) + [self.count, self.skipped]:
-            variable.assign(tf.zeros_like(variable))
-
-    def means(self) -> dict:
-        count = max(float(self.count.numpy()), 1.0)
-        return {name: float(variable.numpy()) / count for name, variable in self.sums.items()}
-
-
-class NonFiniteFaults(tf.Module):
-    """The first training step whose loss or gradients were not finite, on the device."""
-
-    # Bits of `terms`, in the order a cause shows up in the step.
-    TERMS = (("reconstruction", 1), ("KL", 2), ("loss", 4), ("gradients", 8))
-
-    def __init__(self):
-        super().__init__(name="nonfinite_faults")
-        self.terms = tf.Variable(0, dtype=tf.int32, trainable=False)  # 0: no fault yet
-        self.step = tf.Variable(-1, dtype=tf.int64, trainable=False)  # steps done before it
-
-    @staticmethod
-    def check(loss, parts, gradients) -> tf.Tensor:
-        """Bit mask (int32 scalar) of the terms that are not finite; 0 if all are."""
-        def all_finite(values):
-            return tf.reduce_all([tf.constant(True)] + [tf.reduce_all(tf.math.is_finite(v)) for v in values])
-
-        flags = (all_finite([parts.reconstruction]), all_finite([parts.kl]), all_finite([loss]),
-                 all_finite([g for g in gradients if g is not None]))
-        return tf.add_n([tf.where(ok, 0, bit) for ok, (_, bit) in zip(flags, NonFiniteFaults.TERMS)])
-
-    def record(self, terms, step):
-        """Keep `terms` and `step` if no fault was recorded yet."""
-        first = tf.equal(self.terms, 0)
-        self.step.assign(tf.where(first, tf.cast(step, tf.int64), self.step))
-        self.terms.assign(tf.where(first, terms, self.terms))
-
-    @classmethod
-    def describe(cls, terms: int) -> str:
-        """Which term went wrong first: the reconstruction or KL term (which
-        make the loss and gradients non-finite too), else the loss, else the gradients."""
-        names = [name for name, bit in cls.TERMS if terms & bit]
-        causes = [name for name in names if name in ("reconstruction", "KL")]
-        if causes:
-            return "the " + " and ".join(causes) + (" terms" if len(causes) > 1 else " term")
-        return "the " + names[0] if names else "nothing"
 
 
 def _loss_and_gradients(model, optimizer, step, seed, variables, unconnected) -> Callable:
@@ -139,27 +69,30 @@ def _loss_and_gradients(model, optimizer, step, seed, variables, unconnected) ->
 
 
 def clip_gradients(gradients, clip_norm: float):
-    """The gradients scaled by min(1, clip_norm / ||g||), ||g|| their global
-    norm over every variable (`tf.clip_by_global_norm`); as they are when
-    `clip_norm` is 0. A non-finite norm makes them all NaN, which the step's
-    finiteness check (or the loss scale) then refuses, as it would have before."""
+    """(gradients, norm): the gradients scaled by min(1, clip_norm / ||g||),
+    ||g|| their global norm over every variable (`tf.clip_by_global_norm`),
+    and ||g||; the gradients as they are when `clip_norm` is 0. A non-finite
+    norm makes them all NaN, which the step's finiteness check (or the loss
+    scale) then refuses, as it would have before."""
+    gradients = list(gradients)
     if not clip_norm:
-        return gradients
-    return tf.clip_by_global_norm(list(gradients), clip_norm)[0]
+        return gradients, tf.linalg.global_norm(gradients)
+    return tf.clip_by_global_norm(gradients, clip_norm)
 
 
 def _on_one_device(loss_and_gradients, optimizer, variables, clip_norm=0.0) -> Callable:
-    """x -> (loss, sums, gradients, apply_gradients) on one device."""
+    """x -> (loss, sums, gradients, norm, apply_gradients) on one device; `norm` is the
+    gradients' global norm before clipping."""
     def gradients_of(x):
         loss, sums, gradients = loss_and_gradients(x)
-        gradients = clip_gradients(gradients, clip_norm)
-        return loss, sums, gradients, lambda: optimizer.apply_gradients(zip(gradients, variables))
+        gradients, norm = clip_gradients(gradients, clip_norm)
+        return loss, sums, gradients, norm, lambda: optimizer.apply_gradients(zip(gradients, variables))
 
     return gradients_of
 
 
 def _over_replicas(strategy, loss_and_gradients, optimizer, variables, clip_norm=0.0) -> Callable:
-    """x (distributed) -> (loss, sums, gradients, apply_gradients), each
+    """x (distributed) -> (loss, sums, gradients, norm, apply_gradients), each
     replica's share summed over all replicas (so every replica holds the same
     values, and the first replica's are returned); clipped after the sum, so
     by the norm of the global batch's gradient, as on one device."""
@@ -167,13 +100,13 @@ def _over_replicas(strategy, loss_and_gradients, optimizer, variables, clip_norm
         loss, sums, gradients = loss_and_gradients(x, replicas.replica_rows(tf.shape(x)[0]))
         context = tf.distribute.get_replica_context()
         loss, gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, (loss, gradients))
-        gradients = clip_gradients(gradients, clip_norm)
+        gradients, norm = clip_gradients(gradients, clip_norm)
         sums = context.all_reduce(tf.distribute.ReduceOp.SUM, list(sums))  # float64: a separate reduction
-        return loss, ElboParts(*sums), gradients
+        return loss, ElboParts(*sums), gradients, norm
 
     def gradients_of(x):
         per_replica = strategy.run(replica_step, args=(x,))
-        loss, sums, gradients = tf.nest.map_structure(
+        loss, sums, gradients, norm = tf.nest.map_structure(
             lambda value: strategy.experimental_local_results(value)[0], per_replica)
 
         def apply_gradients():
@@ -182,17 +115,18 @@ def _over_replicas(strategy, loss_and_gradients, optimizer, variables, clip_norm
                     zip(replica_gradients, variables), skip_gradients_aggregation=True),
                 args=(per_replica[2],))
 
-        return loss, sums, gradients, apply_gradients
+        return loss, sums, gradients, norm, apply_gradients
 
     return gradients_of
 
 
-def _guarded_update(optimizer, totals, faults, step, batch_size, skip_nonfinite, average=None) -> Callable:
-    """(loss, sums, gradients, apply_gradients) -> None: apply the update and
-    add the metrics if every checked term is finite (and, unless
-    `skip_nonfinite`, no fault came before); else record the fault and count
-    the batch as skipped. Either way the step counter moves on."""
-    def update(loss, sums, gradients, apply_gradients):
+def _guarded_update(optimizer, totals, faults, step, batch_size, skip_nonfinite, average=None,
+                    norms=None, clip_norm=0.0) -> Callable:
+    """(loss, sums, gradients, norm, apply_gradients) -> None: apply the update and
+    add the metrics (and the gradients' norm to `norms`) if every checked term is
+    finite (and, unless `skip_nonfinite`, no fault came before); else record the
+    fault and count the batch as skipped. Either way the step counter moves on."""
+    def update(loss, sums, gradients, norm, apply_gradients):
         checked = [] if precision.is_loss_scaled(optimizer) else gradients
         terms = NonFiniteFaults.check(loss, sums, checked)
         good = tf.equal(terms, 0)
@@ -204,6 +138,8 @@ def _guarded_update(optimizer, totals, faults, step, batch_size, skip_nonfinite,
             if average is not None:
                 average.update()
             totals.add(loss, sums, batch_size)
+            if norms is not None:
+                norms.add(norm, clip_norm)
             return tf.constant(0)
 
         def skip():
@@ -220,7 +156,7 @@ def _guarded_update(optimizer, totals, faults, step, batch_size, skip_nonfinite,
 def make_train_step(model, optimizer, totals: StepTotals, step: tf.Variable, seed: int,
                     batch_shape, eager: bool = False, faults: Optional[NonFiniteFaults] = None,
                     skip_nonfinite: bool = False, jit_compile: bool = False, strategy=None,
-                    average=None, clip_norm: float = 0.0) -> Callable:
+                    average=None, clip_norm: float = 0.0, norms: Optional[GradientNorms] = None) -> Callable:
     """The training step x -> loss, compiled unless `eager` (with XLA if `jit_compile`).
 
     The posterior sample of step s uses the stateless seed (seed, s). The
@@ -246,6 +182,8 @@ def make_train_step(model, optimizer, totals: StepTotals, step: tf.Variable, see
         applied update.
       clip_norm: if positive, the (unscaled, summed) gradients are scaled
         down to this global norm when theirs is larger (`clip_gradients`).
+      norms: a `GradientNorms` that records each applied step's gradient norm
+        (before clipping) and whether it was clipped.
     """
     strategy = strategy or tf.distribute.get_strategy()
     replicated = strategy.num_replicas_in_sync > 1
@@ -265,11 +203,12 @@ def make_train_step(model, optimizer, totals: StepTotals, step: tf.Variable, see
         gradients_of = _over_replicas(strategy, loss_and_gradients, optimizer, variables, clip_norm)
     else:
         gradients_of = _on_one_device(loss_and_gradients, optimizer, variables, clip_norm)
-    update = _guarded_update(optimizer, totals, faults, step, batch_shape[0], skip_nonfinite, average)
+    update = _guarded_update(optimizer, totals, faults, step, batch_shape[0], skip_nonfinite, average,
+                             norms, clip_norm)
 
     def train_step(x):
-        loss, sums, gradients, apply_gradients = gradients_of(x)
-        update(loss, sums, gradients, apply_gradients)
+        loss, sums, gradients, norm, apply_gradients = gradients_of(x)
+        update(loss, sums, gradients, norm, apply_gradients)
         return loss
 
     if eager:

@@ -35,7 +35,8 @@ from probvae.training.checkpoints import RunState, StopSignals, find_best
 from probvae.training.epoch import apply_decision, check_faults, end_epoch, epoch_batches, fault_remedy, run_steps
 from probvae.training.history import RunHistory, check_restored
 from probvae.training.preflight import initial_checkpoint
-from probvae.training.step import FAULT_CHECK_EVERY, NonFiniteFaults, StepLoop, StepTotals, make_train_step
+from probvae.training.records import GradientNorms, NonFiniteFaults, StepTotals
+from probvae.training.step import FAULT_CHECK_EVERY, StepLoop, make_train_step
 
 __all__ = ["Trainer"]
 
@@ -83,7 +84,7 @@ class Trainer:
             self.optimizer = schedules.make_optimizer(train, self.steps_per_epoch)
             if precision.needs_loss_scale(self.precision):
                 self.optimizer = precision.loss_scaled(self.optimizer)
-            self.totals, self.faults = StepTotals(), NonFiniteFaults()
+            self.totals, self.faults, self.norms = StepTotals(), NonFiniteFaults(), GradientNorms()
         self.average = WeightAverage(self.model.trainable_variables, train.weight_average,
                                      self.strategy) if train.weight_average else None
         self.state = RunState(os.path.join(self.write_dir, runs.CHECKPOINT_DIR), strategy=self.strategy,
@@ -94,7 +95,7 @@ class Trainer:
             (train.batch_size,) + splits.image_shape, eager=train.eager,
             faults=self.faults, skip_nonfinite=train.skip_nonfinite, clip_norm=train.clip_norm,
             jit_compile=precision.use_jit_compile(config.model.arch, train.jit_compile), strategy=self.strategy,
-            average=self.average)
+            average=self.average, norms=self.norms)
         replicated = self.strategy.num_replicas_in_sync > 1
         self.step_loop = StepLoop(self.train_step, train.steps_per_call, python_loop=train.eager or replicated)
         self.array_batches = None
@@ -162,6 +163,7 @@ class Trainer:
         if self.average:
             self.average.restored()
         history = RunHistory.from_dict(saved)
+        self.norms.load(history.epoch_gradient_norms)
         step, epoch = int(self.state.step.numpy()), int(self.state.epoch.numpy())
         checkpoint = self.state.latest or f"step {step}"
         check_restored(history, checkpoint, step, epoch, self.steps_per_epoch, len(self.splits.x_train))
@@ -193,6 +195,7 @@ class Trainer:
         position = step - (epoch - 1) * steps
         if position == 0:
             self.totals.reset()
+            self.norms.reset()
             self.history.epoch_seconds = 0.0
             self.history.epoch_cpu_seconds = 0.0
         started = time.time() - self.history.epoch_seconds
@@ -206,7 +209,7 @@ class Trainer:
 
         def after_call(step: int, position: int, done: int) -> None:
             if done and position < steps and self._stopping(stop, position):  # at the end, finish the epoch first
-                self._interrupt(stop, epoch, started)
+                _interrupt(self, stop, epoch, started)
             if position % FAULT_CHECK_EVERY == 0:
                 check_faults(self)
             if done and every and step % every == 0 and position < steps:
@@ -217,7 +220,7 @@ class Trainer:
         check_faults(self)
         end_epoch(self, epoch, started)
         if self._stopping(stop):
-            self._interrupt(stop, epoch, None)
+            _interrupt(self, stop, epoch, None)
 
     def _stopping(self, stop: StopSignals, position: Optional[int] = None) -> bool:
         """Whether to stop for a signal now. Several workers stop at the same step:
@@ -238,6 +241,7 @@ class Trainer:
         self.history.epoch_seconds = 0.0 if started is None else time.time() - started
         self.history.epoch_cpu_seconds = 0.0 if started is None else (
             None if self.cpu_started is None else time.process_time() - self.cpu_started)
+        self.history.epoch_gradient_norms = None if started is None else self.norms.state()
         with self.published():
             return self.state.save(self.history.to_dict())
 
@@ -267,18 +271,21 @@ class Trainer:
             self.average.publish()  # as the newest checkpoint holds them
         return os.path.basename(self.state.latest)
 
-    def _interrupt(self, stop: StopSignals, epoch: int, started: Optional[float]) -> None:
-        step = int(self.state.step.numpy())
-        latest = self.state.latest
-        if latest is None or not latest.endswith(f"-{step}"):
-            latest = self.save(started)
-        number = stop.received or signal.SIGTERM  # another worker was signalled
-        raise TrainingInterrupted(
-            f"{signal.Signals(number).name} at step {step} (epoch {epoch}); saved checkpoint {latest}; "
-            f"continue with: fit.py --resume {self.run_dir}", number)
-
     def close(self) -> None:
         self.summaries.close()
+
+
+def _interrupt(trainer: Trainer, stop: StopSignals, epoch: int, started: Optional[float]) -> None:
+    """Save a checkpoint after the last step (unless the newest is of it) and
+    raise `TrainingInterrupted`, naming the signal and the resume command."""
+    step = int(trainer.state.step.numpy())
+    latest = trainer.state.latest
+    if latest is None or not latest.endswith(f"-{step}"):
+        latest = trainer.save(started)
+    number = stop.received or signal.SIGTERM  # another worker was signalled
+    raise TrainingInterrupted(
+        f"{signal.Signals(number).name} at step {step} (epoch {epoch}); saved checkpoint {latest}; "
+        f"continue with: fit.py --resume {trainer.run_dir}", number)
 
 
 def _check_best(trainer: Trainer, history: RunHistory, complete: bool) -> None:
