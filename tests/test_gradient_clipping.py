@@ -126,3 +126,28 @@ def test_a_clipping_run_reports_its_clipped_steps(tmp_path):
     train = metrics["epochs"][0]["train"]
     assert train["clipped_batches"] == 3 and 0 < train["gradient_norm"] <= train["gradient_norm_max"]
     assert any(line.startswith("epoch 1/1 ") and "  3 batches clipped" in line for line in lines), lines
+
+
+def test_under_float16_the_unscaled_gradient_is_clipped():
+    """With loss scaling (s = 2^15 at first), SGD's applied update is lr * c * g / ||g||, of norm lr * c:
+    clipping the scaled gradient s * g instead would give an update s times smaller, and no clipping
+    one of norm lr * ||g||. A step the loss scale skips (an overflow) leaves the weights as they were;
+    the first step that moves them is checked."""
+    from probvae.training import precision
+
+    clip_norm = 1e-3
+    keras.utils.set_random_seed(0)
+    with precision.compute_policy("float16"):
+        model = VAE(tiny_model_config(arch="mlp"), kl_weight=1.0)
+    optimizer = precision.loss_scaled(keras.optimizers.SGD(LEARNING_RATE))
+    recorded = GradientNorms()
+    train_step = make_train_step(model, optimizer, StepTotals(), tf.Variable(0, dtype=tf.int64), seed=SEED,
+                                 batch_shape=(BATCH,) + IMAGE_SHAPE, clip_norm=clip_norm, norms=recorded)
+    for x in _batches() * 3:
+        before = [v.numpy().astype(np.float64) for v in model.trainable_variables]
+        train_step(x)
+        moved = np.sqrt(sum(np.sum((v.numpy() - b) ** 2) for v, b in zip(model.trainable_variables, before)))
+        if moved:
+            break
+    assert moved == pytest.approx(LEARNING_RATE * clip_norm, rel=1e-2)
+    assert recorded.means(clip_norm)["gradient_norm"] > 100 * clip_norm  # it did clip
