@@ -210,5 +210,11 @@ def test_training_curves_read_metrics():
     curves = inspection.training_curves({"epochs": [epoch(1, 300.0), epoch(2, 250.0)]})
     np.testing.assert_array_equal(curves["epoch"], [1, 2])
     np.testing.assert_array_equal(curves["validation"]["elbo"], [-301.0, -251.0])
+    assert "gradient_norm" not in curves  # epochs of a version that did not record them
     with pytest.raises(ValueError, match="no finished epoch"):
         inspection.training_curves({"epochs": []})
+    recorded = epoch(3, 240.0)
+    recorded["train"].update(gradient_norm=37.5, gradient_norm_max=60.25)
+    curves = inspection.training_curves({"epochs": [epoch(1, 300.0), recorded]})
+    np.testing.assert_array_equal(curves["gradient_norm"]["mean"], [np.nan, 37.5])
+    np.testing.assert_array_equal(curves["gradient_norm"]["max"], [np.nan, 60.25])

@@ -112,6 +112,28 @@ def test_interpolation_and_training_curves(tmp_path, model, inputs):
     picture(plotting.plot_training_curves(curves, str(tmp_path / "curves.png"), test=test))
 
 
+def test_training_curves_add_the_gradient_norms_when_recorded(tmp_path, monkeypatch):
+    from probvae.analysis import plot_curves
+
+    drawn = []
+    monkeypatch.setattr(plot_curves, "save", lambda figure, path: drawn.append(figure) or path)
+    curves = {"epoch": np.array([1, 2, 3])}
+    for split in ("train", "validation"):
+        curves[split] = {name: np.array([-300.0, -250.0, -240.0]) for name in ("elbo", "reconstruction", "kl")}
+    plotting.plot_training_curves(curves, str(tmp_path / "three.png"))
+    curves["gradient_norm"] = {"mean": np.array([np.nan, 40.0, 38.0]), "max": np.array([np.nan, 61.0, 900.0])}
+    plotting.plot_training_curves(curves, str(tmp_path / "four.png"))
+    assert [len(figure.axes) for figure in drawn] == [3, 4]
+    panel = drawn[1].axes[3]
+    assert panel.get_yscale() == "log" and "gradient norm" in panel.get_title()
+    (mean, largest) = panel.get_lines()
+    np.testing.assert_array_equal(mean.get_ydata(), [np.nan, 40.0, 38.0])
+    np.testing.assert_array_equal(largest.get_ydata(), [np.nan, 61.0, 900.0])
+    assert [mean.get_label(), largest.get_label()] == ["mean", "largest"]
+    monkeypatch.undo()
+    picture(plotting.plot_training_curves(curves, str(tmp_path / "drawn.png")))
+
+
 def test_assemble_gif(tmp_path, model, inputs):
     frames = []
     for epoch in range(3):

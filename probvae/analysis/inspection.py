@@ -318,7 +318,10 @@ def training_curves(metrics: dict) -> dict:
     """Per-epoch curves from a metrics.json dict.
 
     Returns:
-      {"epoch": [E], "train": {"elbo", "reconstruction", "kl": [E]}, "validation": {...}}.
+      {"epoch": [E], "train": {"elbo", "reconstruction", "kl": [E]}, "validation": {...}},
+      and, when any epoch recorded them, "gradient_norm": {"mean", "max": [E]}
+      (NaN for epochs without them: trained by an earlier version, or with no
+      applied step).
     """
     epochs = metrics.get("epochs") or []
     if not epochs:
@@ -327,4 +330,8 @@ def training_curves(metrics: dict) -> dict:
     for split in ("train", "validation"):
         curves[split] = {name: np.array([e[split][name] for e in epochs], np.float64)
                          for name in ("elbo", "reconstruction", "kl")}
+    if any(e["train"].get("gradient_norm") is not None for e in epochs):
+        curves["gradient_norm"] = {
+            short: np.array([np.nan if e["train"].get(key) is None else e["train"][key] for e in epochs], np.float64)
+            for short, key in (("mean", "gradient_norm"), ("max", "gradient_norm_max"))}
     return curves

@@ -33,12 +33,17 @@ def _settled_range(values, epochs: int):
 @styled
 def plot_training_curves(curves: dict, path: str, test: Optional[dict] = None) -> str:
     """ELBO, reconstruction and KL per epoch for train and validation
-    (`inspection.training_curves`), with the final test values as stars."""
-    figure = new_figure(13.0, 3.8)
-    axes = figure.subplots(1, 3)
+    (`inspection.training_curves`), with the final test values as stars; and,
+    when the curves have them, the training gradients' global norm per epoch
+    (mean and largest, log scale), where an unstable step shows."""
+    norms = curves.get("gradient_norm")
+    figure = new_figure(17.0 if norms else 13.0, 3.8)
+    axes = figure.subplots(1, 4 if norms else 3)
     epochs = curves["epoch"]
+    if norms:
+        _plot_gradient_norms(axes[3], epochs, norms)
     panels = [("elbo", "ELBO"), ("reconstruction", "reconstruction E[log p(x|z)]"), ("kl", "KL(q(z|x) || p(z))")]
-    for ax, (name, label) in zip(axes, panels):
+    for ax, (name, label) in zip(axes[:3], panels):
         ax.plot(epochs, curves["train"][name], marker="o", markersize=4, label="train")
         ax.plot(epochs, curves["validation"][name], marker="s", markersize=4, label="validation")
         if test is not None and name in test:
@@ -57,6 +62,17 @@ def plot_training_curves(curves: dict, path: str, test: Optional[dict] = None) -
     figure.suptitle("Training curves")
     figure.tight_layout()
     return save(figure, path)
+
+
+def _plot_gradient_norms(ax, epochs, norms: dict) -> None:
+    ax.plot(epochs, norms["mean"], marker="o", markersize=3, label="mean")
+    ax.plot(epochs, norms["max"], marker="^", markersize=3, label="largest")
+    ax.set_yscale("log")
+    ax.set_title("training gradient norm ||g|| (before clipping)")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
 
 
 @styled

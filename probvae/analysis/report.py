@@ -241,7 +241,9 @@ def _training_entries(inputs: _Inputs, run_dir: str, metrics: dict) -> list:
         entries.append(("Training curves", plotting.plot_training_curves(
             inspection.training_curves(metrics), inputs.out("training_curves.png"), test=metrics.get("test")),
             "Train (mean over the epoch's steps) and validation ELBO with its reconstruction and KL "
-            "parts per epoch, nats per example; the star is the final test value."))
+            "parts per epoch, nats per example; the star is the final test value. When the run recorded "
+            "them, a fourth panel: the training gradients' global norm, mean and largest of each epoch "
+            "(log scale), where an unstable step stands out."))
     gif = os.path.join(run_dir, SNAPSHOT_DIR, GIF_NAME)
     if os.path.exists(gif):
         entries.append(("Latent evolution", gif, "Posterior means of validation images after each training "
