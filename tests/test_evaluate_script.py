@@ -65,7 +65,7 @@ def test_fit_puts_the_test_log_likelihood_in_the_metrics(run_dir):
     assert math.isfinite(test["log_likelihood"]) and test["bits_per_dim"] > 0
 
 
-def test_evaluate_writes_every_field_and_repeats_exactly(run_dir):
+def test_evaluate_writes_every_field_and_repeats_its_numbers(run_dir):
     args = dict(iwae_samples=20, batch_size=150, seed=7)
     result = run(EVALUATE, str(run_dir), "--iwae-samples", "20", "--batch-size", "150", "--seed", "7")
     assert result.returncode == 0, result.stderr
@@ -87,16 +87,22 @@ def test_evaluate_writes_every_field_and_repeats_exactly(run_dir):
     np.testing.assert_allclose(first["posterior_mean_variance"], x.var(axis=0), rtol=1e-4)
     assert first["active_units"] == int(np.sum(x.var(axis=0) > 0.01))
     # The same evaluation again, in this process (TensorFlow set up by the test session, not by the
-    # script): the same numbers, bit for bit.
+    # script): the same fields and numbers, to float32 rounding (another process may get other oneDNN
+    # kernels for the same ops on some CPUs: seen on an AMD EPYC, 1e-8 relative apart).
     result = evaluate(str(run_dir), "--iwae-samples", "20", "--batch-size", "150", "--seed", "7")
     assert result.returncode == 0, result.stderr
     again = json.loads((run_dir / "eval_test_iwae20_seed7.json").read_text())
     first.pop("seconds"), again.pop("seconds")
-    assert first == again
+    assert set(first) == set(again)
+    for key in first:
+        if numbers(first[key]) and not isinstance(first[key], (bool, int)):
+            np.testing.assert_allclose(numbers(again[key]), numbers(first[key]), rtol=1e-6, err_msg=key)
+        else:
+            assert first[key] == again[key], key
     # And from Python, by the top-level name.
     here = probvae.evaluate_run(str(run_dir), split="test", **args)
     for name in ("elbo", "reconstruction", "kl", "log_likelihood"):
-        assert here[name] == first[name]
+        assert here[name] == pytest.approx(first[name], rel=1e-6) and here[name] == again[name], name
 
 
 def test_evaluate_run_on_another_split(run_dir):
